@@ -1,0 +1,451 @@
+//! Typed parsing of the plugin configuration (`driver_configure`) and the task
+//! (`driver_start`) of SPEC §2. Unknown keys are errors naming the key; type errors
+//! name the JSON path of the field.
+
+use crate::error::{Code, Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// Parses `text` into `T`, mapping serde's error to `invalid_json` (not JSON at all)
+/// or `invalid_config`/`invalid_request` with the JSON path of the offending field.
+pub fn parse<T: DeserializeOwned>(text: &str, code: Code, prefix: &str) -> Result<T> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::new(Code::InvalidJson, format!("request is not valid JSON: {e}")))?;
+    parse_value(value, code, prefix)
+}
+
+/// Like [`parse`] but from an already parsed value.
+pub fn parse_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    code: Code,
+    prefix: &str,
+) -> Result<T> {
+    if !value.is_object() {
+        return Err(Error::new(Code::InvalidJson, "request must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // For an unknown key the path points at the parent; name the key itself.
+        if let Some(key) = inner.strip_prefix("unknown field `").and_then(|s| s.split('`').next()) {
+            path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
+        }
+        let path = match (prefix.is_empty(), path.as_str()) {
+            (_, ".") => prefix.to_string(),
+            (true, p) => p.to_string(),
+            (false, p) => format!("{prefix}.{p}"),
+        };
+        let path = path.trim_matches('.').to_string();
+        let message = if path.is_empty() { inner } else { format!("{path}: {inner}") };
+        if path.is_empty() {
+            Error::new(code, message)
+        } else {
+            Error::field(code, path, message)
+        }
+    })
+}
+
+/// `driver_configure` request and the effective plugin configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    pub data_dir: Option<String>,
+    pub shim_path: Option<String>,
+    pub cgroup_parent: String,
+    pub default_pid_mode: NsMode,
+    pub default_ipc_mode: NsMode,
+    pub no_pivot_root: bool,
+    pub chroot_env: BTreeMap<String, String>,
+    pub allow_caps: Vec<String>,
+    pub denied_host_uids: String,
+    pub denied_host_gids: String,
+    pub env_passthrough: Vec<String>,
+    pub artifact: ArtifactConfig,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        let chroot_env = [
+            "/bin",
+            "/etc",
+            "/lib",
+            "/lib32",
+            "/lib64",
+            "/run/resolvconf",
+            "/sbin",
+            "/usr",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), p.to_string()))
+        .collect();
+        PluginConfig {
+            data_dir: None,
+            shim_path: None,
+            cgroup_parent: "execdriver".into(),
+            default_pid_mode: NsMode::Private,
+            default_ipc_mode: NsMode::Private,
+            no_pivot_root: false,
+            chroot_env,
+            allow_caps: crate::caps::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            denied_host_uids: "0".into(),
+            denied_host_gids: String::new(),
+            env_passthrough: vec!["PATH".into()],
+            artifact: ArtifactConfig::default(),
+        }
+    }
+}
+
+/// `artifact` section of the plugin configuration (SPEC §2, §4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactConfig {
+    pub file_roots: Vec<String>,
+    pub http_read_timeout_ms: u64,
+    pub http_max_bytes: u64,
+    pub decompression_size_limit: u64,
+    pub decompression_file_count_limit: u64,
+    pub retries: u32,
+    pub concurrency: u32,
+    pub cache_dir: Option<String>,
+}
+
+impl Default for ArtifactConfig {
+    fn default() -> Self {
+        ArtifactConfig {
+            file_roots: vec![],
+            http_read_timeout_ms: 1_800_000,
+            http_max_bytes: 107_374_182_400,
+            decompression_size_limit: 107_374_182_400,
+            decompression_file_count_limit: 4096,
+            retries: 3,
+            concurrency: 3,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NsMode {
+    #[default]
+    Private,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    #[default]
+    Exec,
+    RawExec,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::Exec => "exec",
+            DriverKind::RawExec => "raw_exec",
+        }
+    }
+}
+
+/// The task of `driver_start` (SPEC §2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub driver: DriverKind,
+    #[serde(default)]
+    pub alloc_id: String,
+    #[serde(default)]
+    pub alloc_name: String,
+    #[serde(default)]
+    pub alloc_index: i64,
+    #[serde(default)]
+    pub job_id: String,
+    #[serde(default)]
+    pub job_name: String,
+    #[serde(default)]
+    pub group_name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub datacenter: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub alloc_dir: Option<String>,
+    pub config: TaskConfig,
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node: Node,
+    #[serde(default)]
+    pub ports: BTreeMap<String, Port>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default = "default_kill_signal")]
+    pub kill_signal: String,
+    #[serde(default = "default_kill_timeout")]
+    pub kill_timeout_ms: u64,
+    #[serde(default)]
+    pub logs: Logs,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_kill_signal() -> String {
+    "SIGINT".into()
+}
+fn default_kill_timeout() -> u64 {
+    5000
+}
+
+/// `config` of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub command: String,
+    #[serde(default, deserialize_with = "de_args")]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub artifact_source: Option<String>,
+    #[serde(default)]
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    #[serde(default)]
+    pub pid_mode: Option<NsMode>,
+    #[serde(default)]
+    pub ipc_mode: Option<NsMode>,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+}
+
+/// `args`: a list of strings (numbers and booleans taken as their text), a string split
+/// on white space, or a scalar.
+fn de_args<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    use serde::de::Error as _;
+    use serde_json::Value;
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    match Value::deserialize(d)? {
+        Value::Null => Ok(vec![]),
+        Value::String(s) => Ok(s.split_whitespace().map(str::to_string).collect()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                scalar(v).ok_or_else(|| {
+                    D::Error::custom(format!("args[{i}] must be a string, number or boolean"))
+                })
+            })
+            .collect(),
+        v => scalar(&v).map(|s| vec![s]).ok_or_else(|| {
+            D::Error::custom("args must be a list of strings, a string or a scalar")
+        }),
+    }
+}
+
+/// One entry of `artifacts` (SPEC §4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub source: String,
+    #[serde(default)]
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub mode: ArtifactMode,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactMode {
+    #[default]
+    Any,
+    File,
+    Dir,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Node {
+    #[serde(rename = "unique.id")]
+    pub unique_id: String,
+    #[serde(rename = "unique.name")]
+    pub unique_name: String,
+    pub datacenter: String,
+    pub class: String,
+    pub attr: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    #[serde(default = "default_ip")]
+    pub ip: String,
+    pub port: u16,
+}
+
+fn default_ip() -> String {
+    "127.0.0.1".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    pub cpu_mhz: u64,
+    pub cores: u64,
+    pub memory_mb: u64,
+    pub memory_max_mb: u64,
+    pub pids_max: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { cpu_mhz: 100, cores: 0, memory_mb: 300, memory_max_mb: 0, pids_max: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logs {
+    pub max_files: u32,
+    pub max_file_size_mb: u64,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs { max_files: 10, max_file_size_mb: 10 }
+    }
+}
+
+impl TaskRequest {
+    /// Parses and validates a `driver_start` request.
+    pub fn parse(text: &str) -> Result<TaskRequest> {
+        let t: TaskRequest = parse(text, Code::InvalidConfig, "")?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: &str| Err(Error::field(Code::InvalidConfig, f, m));
+        if self.name.is_empty() {
+            return bad("name", "name is required and must not be empty");
+        }
+        if self.name.contains('/') || self.name == "." || self.name == ".." || self.name.contains('\0') {
+            return bad("name", "name must not contain '/' or be '.' or '..'");
+        }
+        if self.config.command.is_empty() {
+            return bad("config.command", "config.command is required");
+        }
+        if let Some(id) = &self.id {
+            if id.is_empty()
+                || id.len() > 128
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || id.starts_with('.')
+            {
+                return bad("id", "id must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
+            }
+        }
+        if !self.alloc_id.is_empty()
+            && !self.alloc_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad("alloc_id", "alloc_id must be made of [A-Za-z0-9._-]");
+        }
+        if let Some(d) = &self.alloc_dir {
+            if !d.starts_with('/') {
+                return bad("alloc_dir", "alloc_dir must be an absolute path");
+            }
+        }
+        if self.logs.max_files == 0 {
+            return bad("logs.max_files", "logs.max_files must be at least 1");
+        }
+        if self.logs.max_file_size_mb == 0 {
+            return bad("logs.max_file_size_mb", "logs.max_file_size_mb must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = TaskRequest::parse(r#"{"name":"t","config":{"comand":"x"}}"#).unwrap_err();
+        assert_eq!(e.code, Code::InvalidConfig);
+        assert_eq!(e.field.as_deref(), Some("config.comand"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_path() {
+        let e = TaskRequest::parse(
+            r#"{"name":"t","config":{"command":"x"},"resources":{"memory_mb":"lots"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("resources.memory_mb"), "{e}");
+    }
+
+    #[test]
+    fn missing_command_is_named() {
+        let e = TaskRequest::parse(r#"{"name":"t","config":{}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("config.command"), "{e}");
+        let e = TaskRequest::parse(r#"{"name":"t","config":{"command":""}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("config.command"), "{e}");
+    }
+
+    #[test]
+    fn args_forms() {
+        let p = |a: &str| {
+            TaskRequest::parse(&format!(r#"{{"name":"t","config":{{"command":"x","args":{a}}}}}"#))
+                .map(|t| t.config.args)
+        };
+        assert_eq!(p(r#"["a b", 1, true]"#).unwrap(), vec!["a b", "1", "true"]);
+        assert_eq!(p(r#"" -p  80 ""#).unwrap(), vec!["-p", "80"]);
+        assert_eq!(p("1").unwrap(), vec!["1"]);
+        assert!(p(r#"[{"x":1}]"#).is_err());
+    }
+
+    #[test]
+    fn not_json_and_not_object() {
+        assert_eq!(TaskRequest::parse("{").unwrap_err().code, Code::InvalidJson);
+        assert_eq!(TaskRequest::parse("[]").unwrap_err().code, Code::InvalidJson);
+    }
+
+    #[test]
+    fn plugin_defaults() {
+        let c: PluginConfig = parse("{}", Code::InvalidConfig, "").unwrap();
+        assert_eq!(c.cgroup_parent, "execdriver");
+        assert_eq!(c.artifact.retries, 3);
+        assert_eq!(c.chroot_env.len(), 8);
+        let e = parse::<PluginConfig>(r#"{"artifact":{"retry":1}}"#, Code::InvalidConfig, "")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("artifact.retry"));
+    }
+}
