@@ -27,8 +27,8 @@ pub fn parse_value<T: DeserializeOwned>(
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path = e.path().to_string();
         let inner = e.inner().to_string();
-        // For an unknown key the path points at the parent; name the key itself.
-        if let Some(key) = inner.strip_prefix("unknown field `").and_then(|s| s.split('`').next()) {
+        // For a missing key the path points at the parent; name the key itself.
+        if let Some(key) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
             path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
         }
         let path = match (prefix.is_empty(), path.as_str()) {
