@@ -1,0 +1,423 @@
+//! The driver's operations as a safe Rust API: each takes the request JSON text and
+//! returns the response JSON or an [`Error`]. `ffi.rs` is a thin door onto these.
+
+use crate::config::{self, DriverKind, NsMode, TaskRequest};
+use crate::error::{Code, Error, Result};
+use crate::launch::{self, Isolation, LaunchSpec};
+use crate::prepare;
+use crate::task::{self, State, Task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Format version of the handle `driver_start` returns.
+pub const HANDLE_VERSION: u64 = 1;
+
+/// Parses a request that has no required fields (NULL or "{}" allowed).
+fn request<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> Result<T> {
+    match text {
+        None => Ok(T::default()),
+        Some(t) => config::parse(t, Code::InvalidRequest, ""),
+    }
+}
+
+fn required(text: Option<&str>) -> Result<&str> {
+    text.ok_or_else(|| Error::new(Code::InvalidRequest, "request_json is NULL; this operation needs a JSON object"))
+}
+
+/// `driver_configure`.
+pub fn configure(req: Option<&str>) -> Result<Value> {
+    match req {
+        None => crate::plugin::effective_json(&crate::plugin::current()),
+        Some(t) => crate::plugin::configure(t),
+    }
+}
+
+/// `driver_fingerprint`.
+pub fn fingerprint(req: Option<&str>) -> Result<Value> {
+    let _: Empty = request(req)?;
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("driver.raw_exec".into(), json!("1"));
+    attrs.insert("driver.exec.version".into(), json!(VERSION));
+    let (health, desc) = match exec_support() {
+        Ok(cg) => {
+            attrs.insert("driver.exec".into(), json!("1"));
+            attrs.insert("driver.exec.cgroup".into(), json!(cg));
+            attrs.insert("driver.exec.namespaces".into(), json!("ipc,mnt,net,pid,uts"));
+            ("healthy", "Healthy".to_string())
+        }
+        Err((h, why)) => (h, why),
+    };
+    Ok(json!({"health": health, "health_description": desc, "attributes": attrs}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// Whether `exec` tasks can run here: Ok(cgroup layout name) or (health, reason).
+fn exec_support() -> std::result::Result<String, (&'static str, String)> {
+    if crate::sys::euid() != 0 {
+        return Err(("undetected", "exec needs root; this process is not root (raw_exec is available)".into()));
+    }
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        if !Path::new(&format!("/proc/self/ns/{ns}")).exists() {
+            return Err(("undetected", format!("the kernel has no {ns} namespaces")));
+        }
+    }
+    let layout = crate::cgroup::detect().map_err(|e| ("undetected", format!("no usable cgroups: {}", e.message)))?;
+    layout.usable().map_err(|why| ("unhealthy", format!("cgroups present but unusable: {why}")))?;
+    crate::plugin::shim_path(&crate::plugin::current()).map_err(|e| ("unhealthy", e.message))?;
+    Ok(layout.name().to_string())
+}
+
+/// Parses a signal given as "SIGHUP", "HUP", "hup" or a number.
+pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    } else {
+        let up = t.to_ascii_uppercase();
+        let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+        if let Ok(sig) = name.parse::<nix::sys::signal::Signal>() {
+            return Ok(sig as i32);
+        }
+        if let Some(rest) = name.strip_prefix("SIGRTMIN") {
+            let off: i32 = if rest.is_empty() { 0 } else { rest.trim_start_matches('+').parse().unwrap_or(-1) };
+            let n = libc::SIGRTMIN() + off;
+            if off >= 0 && n <= libc::SIGRTMAX() {
+                return Ok(n);
+            }
+        }
+    }
+    Err(Error::field(Code::InvalidRequest, field, format!("{s:?} is not a signal name (e.g. SIGTERM, HUP) or number 1-64")))
+}
+
+/// `driver_start`.
+pub fn start(req: Option<&str>) -> Result<Value> {
+    let mut t = TaskRequest::parse(required(req)?)?;
+    let cfg = crate::plugin::current();
+    if t.driver == DriverKind::Exec {
+        if let Err((_, why)) = exec_support() {
+            return Err(Error::field(Code::Unsupported, "driver", format!("driver \"exec\" is not available here: {why}")));
+        }
+    }
+    let kill_signal = parse_signal(&t.kill_signal, "kill_signal")?;
+    crate::env::validate_env(&t)?;
+    let id = t.id.clone().unwrap_or_else(|| format!("{}-{}", t.name, crate::sys::random_hex(8)));
+
+    // Reserve the id before touching the disk, so a duplicate leaves nothing behind.
+    let data = crate::plugin::data_dir(&cfg);
+    let alloc_dir = t.alloc_dir.clone().map(Into::into).unwrap_or_else(|| data.join("alloc").join(if t.alloc_id.is_empty() { &id } else { &t.alloc_id }));
+    let task = Task::new(id.clone(), t.name.clone(), t.driver, alloc_dir.join(&t.name), alloc_dir, data.join("tasks").join(&id), kill_signal, t.kill_timeout_ms);
+    task::insert(task.clone())?;
+    let mut created = prepare::Created::default();
+    match start_inner(&mut t, &id, &cfg, &task, &mut created) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            created.undo();
+            task.set_failed();
+            task::remove(&task);
+            Err(e)
+        }
+    }
+}
+
+fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: &Arc<Task>, created: &mut prepare::Created) -> Result<Value> {
+    let exec = t.driver == DriverKind::Exec;
+    let user = if exec { prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)? } else { prepare::current_user() };
+    let caps = if exec { crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)? } else { 0 };
+    let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
+
+    // Environment, then interpolation of everything the task names.
+    let (task_dir_v, alloc_dir_v, secrets_v) = if exec {
+        ("/local".to_string(), "/alloc".to_string(), "/secrets".to_string())
+    } else {
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        (s(&dirs.task_dir.join("local")), s(&dirs.alloc_dir.join("alloc")), s(&dirs.task_dir.join("secrets")))
+    };
+    let passthrough = cfg.env_passthrough.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
+    let env = crate::env::build_env(&crate::env::EnvInputs {
+        task: t,
+        task_dir: task_dir_v,
+        alloc_dir: alloc_dir_v,
+        secrets_dir: secrets_v,
+        user: user.name.clone(),
+        home: user.home.clone(),
+        passthrough,
+    });
+    let env_map: std::collections::BTreeMap<String, String> = env.iter().cloned().collect();
+    let interp = |s: &str| crate::env::interpolate(s, &env_map, &t.node);
+    let command = interp(&t.config.command);
+    let args: Vec<String> = t.config.args.iter().map(|a| interp(a)).collect();
+    let work_dir = interp(t.config.work_dir.as_deref().unwrap_or(if exec { "/" } else { "" }));
+    let work_dir = if exec {
+        if !work_dir.starts_with('/') {
+            return Err(Error::field(Code::InvalidConfig, "config.work_dir", "work_dir must be an absolute path inside the task"));
+        }
+        work_dir
+    } else if work_dir.is_empty() {
+        dirs.task_dir.to_string_lossy().into_owned()
+    } else {
+        work_dir
+    };
+
+    // Artifacts: every one in place before the command starts.
+    let mut specs = vec![];
+    if let Some(src) = &t.config.artifact_source {
+        let checksum = t.config.checksum.as_deref().map(|c| interp(c));
+        specs.push(crate::fetch::seed_spec(&interp(src), checksum.as_deref()));
+    }
+    for (i, a) in t.artifacts.iter().enumerate() {
+        let mut a = a.clone();
+        a.source = interp(&a.source);
+        a.destination = a.destination.as_deref().map(|d| interp(d));
+        a.options = a.options.iter().map(|(k, v)| (k.clone(), interp(v))).collect();
+        a.headers = a.headers.iter().map(|(k, v)| (k.clone(), interp(v))).collect();
+        specs.push(crate::fetch::FetchSpec { artifact: a, executable: false, field: format!("artifacts[{i}]") });
+    }
+    if !specs.is_empty() {
+        let progress: Vec<_> = specs.iter().map(crate::fetch::ArtifactProgress::new).collect();
+        task.lock().artifacts = progress.clone();
+        crate::fetch::fetch_all(&specs, &dirs.task_dir, &cfg.artifact, &progress)?;
+    }
+
+    let (binds, links) = if exec { prepare::chroot_binds(cfg) } else { (vec![], vec![]) };
+    let (exec_path, _host) = prepare::lookup_command(&command, &dirs.task_dir, exec.then_some((&binds[..], &links[..])), &work_dir)?;
+    let mut argv = vec![exec_path];
+    argv.extend(args);
+
+    // cgroups (root only): limits for exec, tracking and kill for both.
+    let cgroup = if crate::sys::euid() == 0 { Some(make_cgroup(t, id, cfg, exec)?) } else { None };
+    let cg_guard = CgroupGuard(cgroup.clone());
+
+    let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
+    let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
+    let isolation = exec.then(|| Isolation {
+        root: dirs.task_dir.clone(),
+        alloc: dirs.alloc_dir.join("alloc"),
+        binds,
+        symlinks: links,
+        pid_ns,
+        ipc_ns,
+        no_pivot_root: cfg.no_pivot_root,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.clone(),
+        caps,
+        secrets_size: 1 << 20,
+    });
+    let spec = LaunchSpec {
+        task_id: id.to_string(),
+        argv,
+        env,
+        cwd: work_dir,
+        isolation,
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+        cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+        log_dir: dirs.alloc_dir.join("alloc/logs"),
+        log_name: t.name.clone(),
+        log_max_files: t.logs.max_files,
+        log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
+        state_dir: dirs.state_dir.clone(),
+    };
+    let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
+    launch::write_atomic(&dirs.state_dir, launch::LAUNCH_FILE, &bytes).map_err(|e| Error::new(Code::Spawn, format!("writing launch.json: {e}")))?;
+
+    let mut flags = 0;
+    if exec {
+        flags |= libc::CLONE_NEWUTS;
+        if pid_ns {
+            flags |= libc::CLONE_NEWPID;
+        }
+        if ipc_ns {
+            flags |= libc::CLONE_NEWIPC;
+        }
+    }
+    let started = crate::spawn::start_supervisor(cfg, &dirs.state_dir, flags)?;
+    let started_at = started.started_at.clone();
+    let handle = json!({
+        "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),
+        "pid": started.pid, "start_time": crate::sys::proc_start_time(started.pid),
+        "state_dir": dirs.state_dir, "task_dir": dirs.task_dir, "alloc_dir": dirs.alloc_dir,
+        "cgroup": spec.cgroup, "kill_signal": task.kill_signal, "kill_timeout_ms": task.kill_timeout_ms,
+        "started_at": started_at,
+    });
+    std::mem::forget(cg_guard);
+    task.set_running(started.pid, started.pidfd, started_at.clone(), handle.clone(), spec.cgroup.clone());
+    Ok(json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}))
+}
+
+/// Removes the cgroup of a start that failed.
+struct CgroupGuard(Option<crate::cgroup::TaskCgroup>);
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            let _ = c.remove();
+        }
+    }
+}
+
+fn make_cgroup(t: &TaskRequest, id: &str, cfg: &config::PluginConfig, limits: bool) -> Result<crate::cgroup::TaskCgroup> {
+    let layout = crate::cgroup::detect()?;
+    let r = &t.resources;
+    let mem = if r.memory_max_mb > 0 { r.memory_max_mb } else { r.memory_mb };
+    let l = if limits {
+        crate::cgroup::Limits { cpu_mhz: r.cpu_mhz, cores: r.cores, memory_bytes: mem.saturating_mul(1 << 20), pids_max: r.pids_max }
+    } else {
+        crate::cgroup::Limits { cpu_mhz: 0, cores: 0, memory_bytes: 0, pids_max: 0 }
+    };
+    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &l)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WaitReq {
+    task_id: String,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+}
+
+/// `driver_wait`.
+pub fn wait(req: Option<&str>) -> Result<Value> {
+    let r: WaitReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    task::get(&r.task_id)?.wait(r.timeout_ms.unwrap_or(-1))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopReq {
+    task_id: String,
+    #[serde(default)]
+    signal: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+}
+
+/// `driver_stop`: the signal, the grace period, then SIGKILL of every process.
+pub fn stop(req: Option<&str>) -> Result<Value> {
+    let r: StopReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let t = task::get(&r.task_id)?;
+    let sig = match &r.signal {
+        Some(s) => parse_signal(s, "signal")?,
+        None => t.kill_signal,
+    };
+    let grace = r.timeout_ms.map(|m| m.max(0) as u64).unwrap_or(t.kill_timeout_ms);
+    stop_task(&t, sig, grace)
+}
+
+fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
+    if t.state() == State::Starting {
+        return Err(Error::field(Code::TaskRunning, "task_id", format!("task {:?} is still starting (fetching artifacts)", t.id)));
+    }
+    let pidfd = t.lock().pidfd.clone();
+    let Some(pidfd) = pidfd else { return Ok(t.finalize()) };
+    if t.supervisor_exited() {
+        return Ok(t.finalize());
+    }
+    let _ = crate::sys::pidfd_send_signal(&pidfd, sig);
+    if let Ok(v) = t.wait(grace_ms as i64) {
+        return Ok(v);
+    }
+    let _ = crate::sys::pidfd_send_value(&pidfd, launch::control_signal(), launch::KILL_ALL_MAGIC);
+    if let Ok(v) = t.wait(10_000) {
+        return Ok(v);
+    }
+    // The supervisor does not answer: kill it and everything of the task ourselves.
+    let _ = crate::sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+    if let Some(cg) = t.lock().cgroup.clone() {
+        crate::cgroup_glue::kill_all(&cg);
+    }
+    let _ = crate::sys::poll_readable(std::os::fd::AsRawFd::as_raw_fd(&*pidfd), -1);
+    Ok(t.finalize_with(Some(())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DestroyReq {
+    task_id: String,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    purge: bool,
+}
+
+/// `driver_destroy`.
+pub fn destroy(req: Option<&str>) -> Result<Value> {
+    let r: DestroyReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let t = task::get(&r.task_id)?;
+    match t.state() {
+        State::Starting => return Err(Error::field(Code::TaskRunning, "task_id", format!("task {:?} is still starting", t.id))),
+        State::Running if !t.supervisor_exited() => {
+            if !r.force {
+                return Err(Error::field(Code::TaskRunning, "force", format!("task {:?} is running; stop it first or pass \"force\": true", t.id)));
+            }
+            stop_task(&t, libc::SIGKILL, 0)?;
+        }
+        _ => {
+            t.finalize();
+        }
+    }
+    if let Some(cg) = t.lock().cgroup.clone() {
+        crate::cgroup_glue::remove(&cg);
+    }
+    let _ = std::fs::remove_dir_all(&t.state_dir);
+    if r.purge {
+        let _ = std::fs::remove_dir_all(&t.task_dir);
+    }
+    task::remove(&t);
+    Ok(json!({"task_id": t.id, "destroyed": true}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IdReq {
+    task_id: String,
+}
+
+/// `driver_inspect`.
+pub fn inspect(req: Option<&str>) -> Result<Value> {
+    let r: IdReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let t = task::get(&r.task_id)?;
+    if t.state() == State::Running && t.supervisor_exited() {
+        t.finalize();
+    }
+    let g = t.lock();
+    Ok(json!({
+        "task_id": t.id, "name": t.name, "driver": t.driver.as_str(),
+        "state": g.state.unwrap_or(State::Starting).as_str(), "pid": g.pid, "started_at": g.started_at,
+        "exit": g.exit, "task_dir": t.task_dir, "handle": g.handle,
+        "artifacts": g.artifacts.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SignalReq {
+    task_id: String,
+    signal: String,
+}
+
+/// `driver_signal`: delivered to the task's command through its supervisor.
+pub fn signal(req: Option<&str>) -> Result<Value> {
+    let r: SignalReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let sig = parse_signal(&r.signal, "signal")?;
+    let t = task::get(&r.task_id)?;
+    let pidfd = t.lock().pidfd.clone();
+    match pidfd {
+        Some(fd) if !t.supervisor_exited() => {
+            crate::sys::pidfd_send_signal(&fd, sig).map_err(|e| Error::new(Code::Internal, format!("signalling the task's supervisor: {e}")))?;
+            Ok(json!({"task_id": t.id, "signal": sig}))
+        }
+        _ => Err(Error::field(Code::TaskNotFound, "task_id", format!("task {:?} is not running", t.id))),
+    }
+}
+
+/// Operations whose issue has not landed yet.
+pub fn not_yet(op: &str) -> Result<Value> {
+    Err(Error::new(Code::Unsupported, format!("{op} is not implemented in this version of execdriver yet")))
+}

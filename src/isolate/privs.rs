@@ -1,0 +1,116 @@
+//! User, groups, capabilities and the command's stdio and signal state.
+
+use crate::error::{Code, Error, Result};
+use crate::launch::Isolation;
+use std::os::fd::RawFd;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn capset(mask: u64) -> std::io::Result<()> {
+    let hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        CapData { effective: lo, permitted: lo, inheritable: lo },
+        CapData { effective: hi, permitted: hi, inheritable: hi },
+    ];
+    // SAFETY: header and a two-element data array as capset(2) v3 requires, both alive
+    // across the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+fn err(step: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(Code::Isolation, format!("{step}: {e}"))
+}
+
+/// Drops to the task's user with exactly `iso.caps` in the bounding, permitted,
+/// effective, inheritable and ambient sets, and sets no_new_privs.
+pub fn drop_to(iso: &Isolation) -> Result<()> {
+    let last = last_cap();
+    for c in 0..=last {
+        if iso.caps & (1u64 << c) == 0 {
+            prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0).map_err(|e| err("dropping bounding capability", e))?;
+        }
+    }
+    let groups: Vec<nix::unistd::Gid> = iso.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| err("setgroups", e))?;
+    let gid = nix::unistd::Gid::from_raw(iso.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| err("setresgid", e))?;
+    prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| err("PR_SET_KEEPCAPS", e))?;
+    let uid = nix::unistd::Uid::from_raw(iso.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| err("setresuid", e))?;
+    capset(iso.caps).map_err(|e| err("capset", e))?;
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0).map_err(|e| err("clearing ambient capabilities", e))?;
+    for c in 0..=last {
+        if iso.caps & (1u64 << c) != 0 {
+            prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, c as libc::c_ulong)
+                .map_err(|e| err("raising ambient capability", e))?;
+        }
+    }
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| err("no_new_privs", e))?;
+    Ok(())
+}
+
+/// stdin from /dev/null, stdout/stderr onto the log pipes; every other fd is marked
+/// close-on-exec so only 0-2 reach the command.
+pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
+    for (from, to) in [(null.as_raw_fd(), 0), (stdout, 1), (stderr, 2)] {
+        // SAFETY: dup2 on fds we own; the targets 0-2 are replaced.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Default dispositions and an empty mask, as a freshly started program expects.
+pub fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL is always valid for catchable signals.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set, then set as the mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,128 @@
+//! What the host hands the supervisor for one task (written as `launch.json` in the
+//! task's state dir), and what the supervisor leaves behind (`exit.json`). Both sides
+//! of the process boundary share these types.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Signal value that marks a signal from the driver as the "kill the whole task now"
+/// command rather than a signal to forward (sent with `SI_QUEUE`).
+pub const KILL_ALL_MAGIC: i32 = 0x6b_696c_6c;
+/// The realtime signal that carries driver commands to the supervisor.
+pub fn control_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
+/// A bind mount into the task root.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Bind {
+    /// Host path.
+    pub src: PathBuf,
+    /// Path inside the task root (absolute, e.g. `/usr`).
+    pub dst: PathBuf,
+    pub readonly: bool,
+}
+
+/// Isolation for `exec` tasks (absent for `raw_exec`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Isolation {
+    /// Host path of the task root (`<alloc_dir>/<task>`).
+    pub root: PathBuf,
+    /// Host path of the shared alloc dir (`<alloc_dir>/alloc`).
+    pub alloc: PathBuf,
+    pub binds: Vec<Bind>,
+    /// Top-level symlinks to recreate in the root (dst in root, link target).
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+    pub pid_ns: bool,
+    pub ipc_ns: bool,
+    pub no_pivot_root: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Capability bitmask of the command.
+    pub caps: u64,
+    /// Size of the /secrets tmpfs in bytes.
+    pub secrets_size: u64,
+}
+
+/// Everything the supervisor needs; the host resolved it all (user, command path,
+/// environment) so the supervisor does no lookups of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LaunchSpec {
+    pub task_id: String,
+    /// argv; argv[0] is the path to exec (inside the task root for exec).
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub isolation: Option<Isolation>,
+    /// cgroup.procs files the command joins before it execs.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The task's cgroups, serialized (used to kill, read OOM and remove).
+    pub cgroup: Option<serde_json::Value>,
+    pub log_dir: PathBuf,
+    pub log_name: String,
+    pub log_max_files: u32,
+    pub log_max_bytes: u64,
+    pub state_dir: PathBuf,
+}
+
+/// The supervisor's report when the task has ended (`exit.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExitStatus {
+    pub exit_code: i32,
+    pub signal: i32,
+    pub oom_killed: bool,
+    pub err: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+pub const LAUNCH_FILE: &str = "launch.json";
+pub const EXIT_FILE: &str = "exit.json";
+
+/// Writes `bytes` to `dir/name` atomically (temp file, fsync-free rename).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// RFC 3339 UTC timestamp with nanoseconds.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(super::rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
+    }
+}

@@ -1,0 +1,245 @@
+//! The per-task supervisor: a small process of ours, exec'd by the host library for each
+//! task. It starts the command (through [`crate::isolate`]), reports the start on its
+//! stdout (the host's sync pipe), then forwards signals, pumps logs, reaps, and when the
+//! command ends takes down everything left of the task and writes `exit.json`.
+//!
+//! For `exec` with a private pid namespace it is the namespace's pid 1 (the command is
+//! pid 2, never init); otherwise it is a child subreaper for the task's tree.
+
+pub mod logs;
+
+use crate::error::{Code, Error};
+use crate::launch::{self, ExitStatus, LaunchSpec};
+use logs::RotatingLog;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Entry point of the supervisor binary. `state_dir` holds `launch.json`.
+pub fn main(state_dir: &Path) -> i32 {
+    // Nothing of the host but fds 0-2 (stdout is the sync pipe) may stay open.
+    // SAFETY: closes only fds above 2 of this fresh process.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let mut sync = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().expect("stdout"));
+    let result = run(state_dir, &mut sync);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(sync, "{}", e.to_json());
+            1
+        }
+    }
+}
+
+struct Pump {
+    fd: Option<OwnedFd>,
+    log: RotatingLog,
+}
+
+impl Pump {
+    /// Moves what is readable now into the log; false at EOF.
+    fn pump(&mut self) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        let mut buf = [0u8; 65536];
+        let mut f = std::fs::File::from(fd.try_clone().expect("dup"));
+        match f.read(&mut buf) {
+            Ok(0) => {
+                self.fd = None;
+                false
+            }
+            Ok(n) => {
+                let _ = self.log.write(&buf[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(_) => {
+                self.fd = None;
+                false
+            }
+        }
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+fn run(state_dir: &Path, sync: &mut std::fs::File) -> Result<(), Error> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| Error::new(Code::Spawn, format!("supervisor: {what}: {e}"));
+    let text = std::fs::read_to_string(state_dir.join(launch::LAUNCH_FILE)).map_err(|e| internal("reading launch.json", &e))?;
+    let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| internal("parsing launch.json", &e))?;
+
+    // Own session: the host's terminal and process group signals do not reach us.
+    let _ = nix::unistd::setsid();
+    // Block every signal and read them from a signalfd; reset ignored ones to default.
+    let all = SigSet::all();
+    all.thread_block().map_err(|e| internal("blocking signals", &e))?;
+    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| internal("signalfd", &e))?;
+    let is_init = std::process::id() == 1;
+    if !is_init {
+        // SAFETY: prctl on ourselves with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+
+    let out_log = RotatingLog::open(&spec.log_dir, &spec.log_name, "stdout", spec.log_max_files, spec.log_max_bytes)
+        .map_err(|e| internal("opening stdout log", &e))?;
+    let err_log = RotatingLog::open(&spec.log_dir, &spec.log_name, "stderr", spec.log_max_files, spec.log_max_bytes)
+        .map_err(|e| internal("opening stderr log", &e))?;
+    let (out_r, out_w) = pipe().map_err(|e| internal("pipe", &e))?;
+    let (err_r, err_w) = pipe().map_err(|e| internal("pipe", &e))?;
+    let (sync_r, sync_w) = pipe().map_err(|e| internal("pipe", &e))?;
+
+    let started_at = launch::rfc3339_now();
+    // SAFETY: this process is single-threaded (our own supervisor), so the child may run
+    // arbitrary code after fork.
+    let child = match unsafe { fork() }.map_err(|e| internal("fork", &e))? {
+        ForkResult::Child => {
+            drop(sync_r);
+            let e = crate::isolate::exec_command(&spec, out_w.as_raw_fd(), err_w.as_raw_fd());
+            let mut f = std::fs::File::from(sync_w);
+            let _ = f.write_all(e.to_json().to_string().as_bytes());
+            // SAFETY: leave without running destructors or atexit handlers of the parent.
+            unsafe { libc::_exit(127) };
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(out_w);
+    drop(err_w);
+    drop(sync_w);
+    let mut report = String::new();
+    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
+    if !report.is_empty() {
+        let _ = waitpid(child, None);
+        let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+        return Err(Error::from_json(&v));
+    }
+    let host_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let _ = writeln!(sync, "{}", serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at}));
+    // The host reads until EOF: point stdout at /dev/null so the pipe closes.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+
+    let mut pumps = [Pump { fd: Some(out_r), log: out_log }, Pump { fd: Some(err_r), log: err_log }];
+    let status = supervise(&spec, child, is_init, &sfd, &mut pumps);
+    let oom = spec.cgroup.as_ref().map(crate::cgroup_glue::oom_killed).unwrap_or(false);
+    let (exit_code, signal) = match status {
+        Some(WaitStatus::Exited(_, c)) => (c, 0),
+        Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, s as i32),
+        _ => (-1, 0),
+    };
+    let exit = ExitStatus {
+        exit_code,
+        signal,
+        oom_killed: oom,
+        err: status.is_none().then(|| "the command's status was lost".to_string()),
+        started_at,
+        finished_at: launch::rfc3339_now(),
+    };
+    if let Some(cg) = &spec.cgroup {
+        crate::cgroup_glue::remove(cg);
+    }
+    let bytes = serde_json::to_vec(&exit).unwrap_or_default();
+    launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes).map_err(|e| internal("writing exit.json", &e))?;
+    Ok(())
+}
+
+/// Kills every process of the task except the supervisor.
+fn kill_everything(spec: &LaunchSpec, child: Pid, is_init: bool) {
+    let _ = kill(child, Signal::SIGKILL);
+    if let Some(cg) = &spec.cgroup {
+        crate::cgroup_glue::kill_all(cg);
+    }
+    if is_init {
+        // From a pid namespace's init, kill(-1) reaches every other process in it.
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    } else {
+        let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+        kill_descendants();
+    }
+}
+
+/// SIGKILLs our children (orphans of the task are reparented to us, the subreaper).
+fn kill_descendants() {
+    let me = std::process::id();
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) else { return };
+    for pid in text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Runs until the command has exited, every other process of the task is gone and the
+/// log pipes are drained. Returns the command's status.
+fn supervise(spec: &LaunchSpec, child: Pid, is_init: bool, sfd: &SignalFd, pumps: &mut [Pump; 2]) -> Option<WaitStatus> {
+    let mut status: Option<WaitStatus> = None;
+    let mut children_gone = false;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        // Reap whatever has exited.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(ws) => {
+                    if ws.pid() == Some(child) {
+                        status = Some(ws);
+                        kill_everything(spec, child, is_init);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    children_gone = true;
+                    break;
+                }
+            }
+        }
+        if status.is_some() && !children_gone && !is_init {
+            kill_descendants();
+        }
+        let pipes_open = pumps.iter().any(|p| p.fd.is_some());
+        if status.is_some() && children_gone {
+            if !pipes_open {
+                return status;
+            }
+            // Something outside our tree holds a log pipe: drain briefly, then stop.
+            let d = *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+            if Instant::now() >= d {
+                return status;
+            }
+        }
+        let mut fds = vec![libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        for p in pumps.iter() {
+            fds.push(libc::pollfd { fd: p.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1), events: libc::POLLIN, revents: 0 });
+        }
+        let timeout = if status.is_some() { 100 } else { -1 };
+        // SAFETY: fds is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n <= 0 {
+            continue;
+        }
+        for (i, p) in pumps.iter_mut().enumerate() {
+            if fds[i + 1].revents != 0 {
+                p.pump();
+            }
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                let signo = si.ssi_signo as i32;
+                if signo == libc::SIGCHLD {
+                    continue;
+                }
+                if signo == launch::control_signal() && si.ssi_code == libc::SI_QUEUE && si.ssi_int == launch::KILL_ALL_MAGIC {
+                    kill_everything(spec, child, is_init);
+                } else if status.is_none() {
+                    // SAFETY: plain kill(2) of our own child with the received signal number.
+                    unsafe { libc::kill(child.as_raw(), signo) };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The few raw Linux syscalls std and nix do not wrap the way we need. Every `unsafe`
+//! block of the host side lives here, each with its reason.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; the returned fd is new and owned by us.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)` without siginfo.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall; a NULL info pointer is allowed.
+    cvt(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, ptr::null::<u8>(), 0)
+    })
+    .map(drop)
+}
+
+/// `pidfd_send_signal(2)` with an `SI_QUEUE` siginfo carrying `value` (the supervisor's
+/// control channel: it tells our own commands apart from signals to forward).
+pub fn pidfd_send_value(pidfd: &OwnedFd, sig: i32, value: i32) -> io::Result<()> {
+    // SAFETY: siginfo_t is plain old data; zeroed is a valid starting value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = sig;
+    info.si_code = libc::SI_QUEUE;
+    // SAFETY: layout of the SI_QUEUE member of siginfo_t on Linux: si_pid (i32) at offset
+    // 16, si_uid (u32) at 20, si_value (union sigval, 8 bytes) at 24; we write inside the
+    // struct's 128 bytes.
+    unsafe {
+        let base = &mut info as *mut libc::siginfo_t as *mut u8;
+        *(base.add(16) as *mut i32) = libc::getpid();
+        *(base.add(20) as *mut u32) = libc::getuid();
+        *(base.add(24) as *mut i32) = value;
+    }
+    // SAFETY: info is a valid, initialised siginfo_t that outlives the call.
+    cvt(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, &info as *const _, 0)
+    })
+    .map(drop)
+}
+
+/// Reaps the child behind `pidfd` without blocking. Ok(None): still running or not our
+/// child (ECHILD: e.g. a recovered task, or SIGCHLD ignored by the host).
+pub fn pidfd_reap(pidfd: &OwnedFd) -> io::Result<Option<(i32, i32)>> {
+    // SAFETY: siginfo_t is plain data; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // P_PIDFD = 3
+    // SAFETY: waitid with a valid pointer to info; P_PIDFD waits only on that process,
+    // never on the host's other children.
+    let r = unsafe {
+        libc::waitid(3 as libc::idtype_t, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ECHILD) { Ok(None) } else { Err(e) };
+    }
+    // SAFETY: after a successful waitid the si_pid/si_status fields are valid.
+    let (pid, status, code) = unsafe { (info.si_pid(), info.si_status(), info.si_code) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some((code, status)))
+}
+
+/// Polls one fd for readability. Returns true when readable (or hung up) within
+/// `timeout_ms` (negative: forever).
+pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
+    let deadline = (timeout_ms >= 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64));
+    loop {
+        let wait = match deadline {
+            None => -1,
+            Some(d) => d.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, wait) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r > 0);
+    }
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`):
+/// with the pid it names one process for the life of the machine.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Everything the host's clone child needs, prepared before the clone so that the child
+/// only makes async-signal-safe syscalls on it.
+struct ChildArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    errno: i32,
+}
+
+extern "C" fn clone_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: arg points at the ChildArgs the parent keeps alive (the parent is suspended
+    // by CLONE_VFORK until we exec or exit). Only dup2, execve and _exit are called: all
+    // async-signal-safe, on data prepared before the clone.
+    unsafe {
+        let a = &mut *(arg as *mut ChildArgs);
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0 {
+            a.errno = *libc::__errno_location();
+            libc::_exit(127);
+        }
+        libc::execve(a.path, a.argv, a.envp);
+        a.errno = *libc::__errno_location();
+        libc::_exit(127)
+    }
+}
+
+/// A process started by [`spawn`]: its pid, a pidfd, and the read end of its stdout.
+pub struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: std::fs::File,
+}
+
+fn fd_above_2(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we own.
+    let n = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)?;
+    // SAFETY: n is a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n as RawFd) })
+}
+
+/// Starts `path` with `args` and exactly `env` as a child of this process with
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns_flags)`: the posix_spawn technique, so
+/// the host's memory is not copied, plus namespaces and a pidfd from the same call. stdin
+/// and stderr are /dev/null, stdout a pipe whose read end is returned. The child only
+/// dup2s and execs; all signals stay blocked across the clone so no host handler can run
+/// in it. Host fds without CLOEXEC do reach the new process; the supervisor closes every
+/// fd above 2 first thing.
+pub fn spawn(path: &CStr, args: &[CString], env: &[CString], ns_flags: libc::c_int) -> io::Result<Spawned> {
+    let devnull = fd_above_2(OwnedFd::from(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?))?;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: pipe2 returned two fresh fds we own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = (fd_above_2(r)?, fd_above_2(w)?);
+
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(ptr::null());
+    let mut child = ChildArgs {
+        path: path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        stdin: devnull.as_raw_fd(),
+        stdout: w.as_raw_fd(),
+        stderr: devnull.as_raw_fd(),
+        errno: 0,
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: the top of our stack buffer, aligned down to 16 bytes as the ABI requires.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    let top = ((top as usize) & !15) as *mut libc::c_void;
+    let mut pidfd: libc::c_int = -1;
+
+    // SAFETY: sigset_t values are plain data initialised by sigfillset/pthread_sigmask.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers; only this thread's mask changes, and it is restored below.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | ns_flags | libc::SIGCHLD;
+    // SAFETY: clone_child only touches `child` (alive until after this call returns: with
+    // CLONE_VFORK we resume only after the child exec'd or exited), runs on its own stack,
+    // and pidfd receives the new pidfd (CLONE_PIDFD uses the parent_tid argument).
+    let pid = unsafe {
+        libc::clone(
+            clone_child,
+            top,
+            flags,
+            &mut child as *mut ChildArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores this thread's previous mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    // SAFETY: CLONE_PIDFD stored a fresh fd that we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop(w);
+    if child.errno != 0 {
+        // The child could not exec; reap it so it leaves no zombie.
+        let _ = poll_readable(pidfd.as_raw_fd(), -1);
+        let _ = pidfd_reap(&pidfd);
+        return Err(io::Error::from_raw_os_error(child.errno));
+    }
+    Ok(Spawned { pid, pidfd, stdout: std::fs::File::from(r) })
+}
+
+/// Reads 16 random bytes from the kernel as hex (task ids).
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // SAFETY: buf is valid for n bytes.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr() as *mut libc::c_void, n, 0) };
+    if got != n as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        buf.iter_mut().enumerate().for_each(|(i, b)| *b = (t.as_nanos() >> (i % 16 * 8)) as u8);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `geteuid()`.
+pub fn euid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Owned C string from a Rust one; NUL bytes are an error naming `what`.
+pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
+}

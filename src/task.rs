@@ -1,0 +1,251 @@
+//! The task table: every task this process started or recovered, its state, and the
+//! wait logic shared by `driver_wait`, `driver_stop` and `driver_destroy`.
+
+use crate::config::DriverKind;
+use crate::error::{Code, Error, Result};
+use crate::launch::{self, ExitStatus};
+use once_cell::sync::Lazy;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Running,
+    Exited,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub state: Option<State>,
+    pub pid: Option<i32>,
+    pub pidfd: Option<Arc<OwnedFd>>,
+    pub started_at: Option<String>,
+    pub exit: Option<Value>,
+    pub handle: Option<Value>,
+    pub cgroup: Option<Value>,
+    pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
+    /// Set when `driver_start` failed: the entry is about to disappear.
+    pub failed: bool,
+}
+
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    pub driver: DriverKind,
+    pub task_dir: PathBuf,
+    pub alloc_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub kill_signal: i32,
+    pub kill_timeout_ms: u64,
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+static TABLE: Lazy<Mutex<HashMap<String, Arc<Task>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+fn table() -> MutexGuard<'static, HashMap<String, Arc<Task>>> {
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Looks a task up by id.
+pub fn get(id: &str) -> Result<Arc<Task>> {
+    table()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| Error::field(Code::TaskNotFound, "task_id", format!("no task with id {id:?}")))
+}
+
+/// Registers a new task; fails with `task_exists` when the id is taken.
+pub fn insert(task: Arc<Task>) -> Result<()> {
+    let mut t = table();
+    if t.contains_key(&task.id) {
+        return Err(Error::field(Code::TaskExists, "id", format!("a task with id {:?} already exists", task.id)));
+    }
+    t.insert(task.id.clone(), task);
+    Ok(())
+}
+
+/// Removes a task from the table (only that exact task object).
+pub fn remove(task: &Arc<Task>) {
+    let mut t = table();
+    if t.get(&task.id).is_some_and(|x| Arc::ptr_eq(x, task)) {
+        t.remove(&task.id);
+    }
+}
+
+/// Ids of all registered tasks.
+pub fn ids() -> Vec<String> {
+    table().keys().cloned().collect()
+}
+
+impl Task {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(id: String, name: String, driver: DriverKind, task_dir: PathBuf, alloc_dir: PathBuf, state_dir: PathBuf, kill_signal: i32, kill_timeout_ms: u64) -> Arc<Task> {
+        Arc::new(Task {
+            id,
+            name,
+            driver,
+            task_dir,
+            alloc_dir,
+            state_dir,
+            kill_signal,
+            kill_timeout_ms,
+            inner: Mutex::new(Inner { state: Some(State::Starting), ..Default::default() }),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().state.unwrap_or(State::Starting)
+    }
+
+    /// Marks the task running with its supervisor.
+    pub fn set_running(&self, pid: i32, pidfd: OwnedFd, started_at: String, handle: Value, cgroup: Option<Value>) {
+        let mut g = self.lock();
+        g.state = Some(State::Running);
+        g.pid = Some(pid);
+        g.pidfd = Some(Arc::new(pidfd));
+        g.started_at = Some(started_at);
+        g.handle = Some(handle);
+        g.cgroup = cgroup;
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Marks a start as failed and wakes waiters (they then get `task_not_found`).
+    pub fn set_failed(&self) {
+        self.lock().failed = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits for the task to leave `starting`. Returns false on timeout.
+    fn wait_started(&self, deadline: Option<Instant>) -> Result<bool> {
+        let mut g = self.lock();
+        while g.state == Some(State::Starting) {
+            if g.failed {
+                return Err(Error::field(Code::TaskNotFound, "task_id", format!("task {:?} failed to start", self.id)));
+            }
+            match deadline {
+                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    g = self.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits up to `timeout_ms` (negative: forever) for the task to exit; returns its
+    /// wait object, or `timeout`.
+    pub fn wait(&self, timeout_ms: i64) -> Result<Value> {
+        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        if !self.wait_started(deadline)? {
+            return Err(self.timeout_error());
+        }
+        loop {
+            let pidfd = {
+                let g = self.lock();
+                if let Some(exit) = &g.exit {
+                    return Ok(exit.clone());
+                }
+                g.pidfd.clone()
+            };
+            let Some(pidfd) = pidfd else {
+                return Ok(self.finalize());
+            };
+            let left = match deadline {
+                None => -1,
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i64,
+            };
+            let ready = crate::sys::poll_readable(pidfd.as_raw_fd(), left).map_err(|e| Error::internal(format!("poll on pidfd: {e}")))?;
+            if ready {
+                return Ok(self.finalize());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.timeout_error());
+            }
+        }
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::new(Code::Timeout, format!("task {:?} is still running", self.id))
+    }
+
+    /// True when the supervisor has exited (without blocking).
+    pub fn supervisor_exited(&self) -> bool {
+        let g = self.lock();
+        if g.exit.is_some() {
+            return true;
+        }
+        match &g.pidfd {
+            Some(fd) => crate::sys::poll_readable(fd.as_raw_fd(), 0).unwrap_or(true),
+            None => true,
+        }
+    }
+
+    /// Called once the supervisor has exited: reaps it and reads its status file.
+    /// Idempotent; every caller gets the same object.
+    pub fn finalize(&self) -> Value {
+        self.finalize_with(None)
+    }
+
+    /// Like [`Task::finalize`]; `killed_supervisor` says the driver had to SIGKILL the
+    /// supervisor itself, so a missing status file means the task died of SIGKILL.
+    pub fn finalize_with(&self, killed_supervisor: Option<()>) -> Value {
+        let mut g = self.lock();
+        if let Some(exit) = &g.exit {
+            return exit.clone();
+        }
+        let mut sup_status = None;
+        if let Some(fd) = &g.pidfd {
+            sup_status = crate::sys::pidfd_reap(fd).ok().flatten();
+        }
+        let status = std::fs::read(self.state_dir.join(launch::EXIT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitStatus>(&b).ok());
+        let v = match status {
+            Some(s) => json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
+                               "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at}),
+            None if killed_supervisor.is_some() => json!({"task_id": self.id, "exit_code": 137, "signal": 9, "oom_killed": false,
+                "err": "the supervisor did not stop in time and was killed with the task", "started_at": g.started_at, "finished_at": launch::rfc3339_now()}),
+            None => {
+                let why = match sup_status {
+                    Some((code, st)) if code == libc::CLD_KILLED || code == libc::CLD_DUMPED => format!("the task's supervisor was killed by signal {st} and left no exit status"),
+                    Some((_, st)) => format!("the task's supervisor exited with status {st} and left no exit status"),
+                    None => "the task's supervisor is gone and left no exit status".to_string(),
+                };
+                json!({"task_id": self.id, "exit_code": -1, "signal": 0, "oom_killed": false, "err": why,
+                       "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
+            }
+        };
+        g.exit = Some(v.clone());
+        g.state = Some(State::Exited);
+        g.pidfd = None;
+        drop(g);
+        self.cv.notify_all();
+        v
+    }
+}
