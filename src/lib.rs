@@ -11,6 +11,7 @@
 
 pub mod caps;
 pub mod config;
+pub mod env;
 pub mod error;
 
 pub use error::{Code, Error, Result, Status};
