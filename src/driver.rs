@@ -130,7 +130,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
 fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: &Arc<Task>, created: &mut prepare::Created) -> Result<Value> {
     let exec = t.driver == DriverKind::Exec;
     let user = if exec { prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)? } else { prepare::current_user() };
-    let caps = if exec { crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)? } else { 0 };
+    let caps = if exec { crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)? & crate::caps::supported_mask() } else { 0 };
     let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
 
     // Environment, then interpolation of everything the task names.
@@ -150,7 +150,8 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
         home: user.home.clone(),
         passthrough,
     });
-    let env_map: std::collections::BTreeMap<String, String> = env.iter().cloned().collect();
+    crate::env::check_env(&env)?;
+    let env_map = env;
     let interp = |s: &str| crate::env::interpolate(s, &env_map, &t.node);
     let command = interp(&t.config.command);
     let args: Vec<String> = t.config.args.iter().map(|a| interp(a)).collect();
@@ -192,7 +193,12 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
     argv.extend(args);
 
     // cgroups (root only): limits for exec, tracking and kill for both.
-    let cgroup = if crate::sys::euid() == 0 { Some(make_cgroup(t, id, cfg, exec)?) } else { None };
+    let cgroup = match (exec, crate::sys::euid() == 0) {
+        (true, _) => Some(make_cgroup(t, id, cfg, true)?),
+        // raw_exec: a cgroup only to track and kill the task's processes, when we can.
+        (false, true) => make_cgroup(t, id, cfg, false).ok(),
+        (false, false) => None,
+    };
     let cg_guard = CgroupGuard(cgroup.clone());
 
     let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
@@ -214,7 +220,7 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
     let spec = LaunchSpec {
         task_id: id.to_string(),
         argv,
-        env,
+        env: env_map.clone().into_iter().collect(),
         cwd: work_dir,
         isolation,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
@@ -420,4 +426,19 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
 /// Operations whose issue has not landed yet.
 pub fn not_yet(op: &str) -> Result<Value> {
     Err(Error::new(Code::Unsupported, format!("{op} is not implemented in this version of execdriver yet")))
+}
+
+/// `driver_stats` (issue 5).
+pub fn stats(_req: Option<&str>) -> Result<Value> {
+    not_yet("driver_stats")
+}
+
+/// `driver_recover` (issue 5).
+pub fn recover(_req: Option<&str>) -> Result<Value> {
+    not_yet("driver_recover")
+}
+
+/// `driver_exec` (issue 5).
+pub fn exec(_req: Option<&str>) -> Result<Value> {
+    not_yet("driver_exec")
 }

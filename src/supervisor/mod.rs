@@ -25,12 +25,20 @@ pub fn main(state_dir: &Path) -> i32 {
     // Nothing of the host but fds 0-2 (stdout is the sync pipe) may stay open.
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    let mut sync = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().expect("stdout"));
-    let result = run(state_dir, &mut sync);
-    match result {
+    // The sync pipe to the host moves off fd 1 (which becomes /dev/null), so that
+    // dropping `sync` is what the host sees as EOF.
+    let Ok(sync) = std::io::stdout().as_fd().try_clone_to_owned() else { return 1 };
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    let mut sync = Some(std::fs::File::from(sync));
+    match run(state_dir, &mut sync) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(sync, "{}", e.to_json());
+            if let Some(mut s) = sync {
+                let _ = writeln!(s, "{}", e.to_json());
+            }
             1
         }
     }
@@ -69,7 +77,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
-fn run(state_dir: &Path, sync: &mut std::fs::File) -> Result<(), Error> {
+fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| Error::new(Code::Spawn, format!("supervisor: {what}: {e}"));
     let text = std::fs::read_to_string(state_dir.join(launch::LAUNCH_FILE)).map_err(|e| internal("reading launch.json", &e))?;
     let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| internal("parsing launch.json", &e))?;
@@ -119,11 +127,9 @@ fn run(state_dir: &Path, sync: &mut std::fs::File) -> Result<(), Error> {
         return Err(Error::from_json(&v));
     }
     let host_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    let _ = writeln!(sync, "{}", serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at}));
-    // The host reads until EOF: point stdout at /dev/null so the pipe closes.
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 onto our own stdout.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    if let Some(mut s) = sync.take() {
+        // The host reads until EOF, which dropping `s` gives.
+        let _ = writeln!(s, "{}", serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at}));
     }
 
     let mut pumps = [Pump { fd: Some(out_r), log: out_log }, Pump { fd: Some(err_r), log: err_log }];

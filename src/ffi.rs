@@ -1,0 +1,195 @@
+//! The C ABI (SPEC §1). Thin: pointers in, `&str` to [`crate::driver`], JSON and a
+//! status out. Every export catches panics and returns `DRIVER_INTERNAL`.
+
+use crate::driver;
+use crate::error::{Error, Status};
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Status codes returned by every `driver_<op>` function.
+#[allow(non_camel_case_types)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverStatus {
+    /// Success; the response holds the result.
+    DRIVER_OK = 0,
+    /// invalid_json, invalid_request, invalid_config.
+    DRIVER_INVALID = 1,
+    /// task_not_found.
+    DRIVER_NOT_FOUND = 2,
+    /// timeout: the task is still running.
+    DRIVER_TIMEOUT = 3,
+    /// unsupported (e.g. exec without root or cgroups).
+    DRIVER_UNSUPPORTED = 4,
+    /// artifact_download, artifact_checksum, artifact_unpack, artifact_limit, artifact_denied.
+    DRIVER_ARTIFACT = 5,
+    /// command_not_found, user_not_found, isolation, spawn.
+    DRIVER_START = 6,
+    /// task_exists, task_running.
+    DRIVER_CONFLICT = 7,
+    /// internal: a caught panic or a bug.
+    DRIVER_INTERNAL = 8,
+}
+
+impl From<Status> for DriverStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Ok => DriverStatus::DRIVER_OK,
+            Status::Invalid => DriverStatus::DRIVER_INVALID,
+            Status::NotFound => DriverStatus::DRIVER_NOT_FOUND,
+            Status::Timeout => DriverStatus::DRIVER_TIMEOUT,
+            Status::Unsupported => DriverStatus::DRIVER_UNSUPPORTED,
+            Status::Artifact => DriverStatus::DRIVER_ARTIFACT,
+            Status::Start => DriverStatus::DRIVER_START,
+            Status::Conflict => DriverStatus::DRIVER_CONFLICT,
+            Status::Internal => DriverStatus::DRIVER_INTERNAL,
+        }
+    }
+}
+
+type Op = fn(Option<&str>) -> crate::Result<serde_json::Value>;
+
+/// Stores `text` as a new C string in `*out` (when `out` is not NULL).
+fn respond(out: *mut *mut c_char, text: String) {
+    if out.is_null() {
+        return;
+    }
+    let c = CString::new(text).unwrap_or_else(|_| c"{\"error\":{\"code\":\"internal\",\"message\":\"response contained NUL\"}}".to_owned());
+    // SAFETY: out is non-NULL and, per the contract, points at writable storage for a pointer.
+    unsafe { *out = c.into_raw() };
+}
+
+/// Runs one operation behind the panic boundary.
+fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
+    if !out.is_null() {
+        // SAFETY: out is non-NULL and points at a writable pointer (contract).
+        unsafe { *out = std::ptr::null_mut() };
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let text = if req.is_null() {
+            None
+        } else {
+            // SAFETY: req is non-NULL and, per the contract, NUL-terminated and valid for the call.
+            match unsafe { CStr::from_ptr(req) }.to_str() {
+                Ok(s) => Some(s),
+                Err(e) => return Err(Error::new(crate::Code::InvalidJson, format!("request_json is not valid UTF-8: {e}"))),
+            }
+        };
+        op(text)
+    }));
+    let (status, body) = match result {
+        Ok(Ok(v)) => (Status::Ok, v.to_string()),
+        Ok(Err(e)) => (e.status(), e.to_json().to_string()),
+        Err(p) => {
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let e = Error::internal(format!("internal error (caught panic): {what}"));
+            (Status::Internal, e.to_json().to_string())
+        }
+    };
+    respond(out, body);
+    status as i32
+}
+
+/// Version of this C ABI: 1 for this contract. Never fails; safe from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn driver_abi_version() -> u32 {
+    1
+}
+
+/// The library version, e.g. "0.1.0": a static NUL-terminated string owned by the
+/// library. Never free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn driver_version() -> *const c_char {
+    static V: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => c"0",
+    };
+    V.as_ptr()
+}
+
+/// Frees a response returned in `*response_json` by any `driver_<op>` function.
+/// NULL is accepted and ignored. Never pass a pointer twice, nor one from elsewhere.
+///
+/// # Safety
+/// `response_json` is NULL or a pointer this library returned and not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_free(response_json: *mut c_char) {
+    if response_json.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: the caller passes a pointer produced by CString::into_raw in `respond`.
+        drop(unsafe { CString::from_raw(response_json) });
+    });
+}
+
+macro_rules! export {
+    ($(#[$doc:meta])* $name:ident => $op:expr) => {
+        $(#[$doc])*
+        ///
+        /// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
+        /// (NULL means "no fields" where the operation has no required ones).
+        /// `response_json`: if not NULL, receives a JSON object the caller owns (the
+        /// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
+        /// `DriverStatus`. Safe to call from any thread, concurrently.
+        ///
+        /// # Safety
+        /// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
+        /// NULL or valid for writing one pointer.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(request_json: *const c_char, response_json: *mut *mut c_char) -> i32 {
+            call($op, request_json, response_json)
+        }
+    };
+}
+
+export!(
+    /// Sets the plugin configuration for tasks started afterwards (all fields optional)
+    /// and returns the effective configuration. NULL returns the current one.
+    driver_configure => driver::configure
+);
+export!(
+    /// Reports health and attributes (`driver.exec`, `driver.raw_exec`, …). Never blocks.
+    driver_fingerprint => driver::fingerprint
+);
+export!(
+    /// Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
+    /// starts the command; returns `{task_id, pid, task_dir, started_at, handle}`. Blocks
+    /// the calling thread while it fetches.
+    driver_start => driver::start
+);
+export!(
+    /// Waits for a task to exit, up to `timeout_ms` (absent or negative: forever; 0:
+    /// poll). `DRIVER_TIMEOUT` while it runs. Any number of threads may wait on a task.
+    driver_wait => driver::wait
+);
+export!(
+    /// Sends the stop signal, waits up to the timeout, then kills every process of the
+    /// task; returns the wait object once none remains. Blocks the calling thread.
+    driver_stop => driver::stop
+);
+export!(
+    /// Releases a task (cgroups, state). A running task needs `"force": true`.
+    /// `"purge": true` also removes the task's directory.
+    driver_destroy => driver::destroy
+);
+export!(
+    /// Describes a task: state, pid, exit, handle, artifact progress.
+    driver_inspect => driver::inspect
+);
+export!(
+    /// Resource usage of a task from its cgroups.
+    driver_stats => |r| driver::stats(r)
+);
+export!(
+    /// Sends a signal (name with or without SIG, or number) to the task's command.
+    driver_signal => driver::signal
+);
+export!(
+    /// Re-registers a task from the handle `driver_start` returned.
+    driver_recover => |r| driver::recover(r)
+);
+export!(
+    /// Runs a command inside a running task's isolation and returns its output.
+    driver_exec => |r| driver::exec(r)
+);

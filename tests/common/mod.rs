@@ -1,0 +1,102 @@
+//! Shared helpers of the integration tests: a unique temp dir per test, the supervisor
+//! path, and calls into the driver's Rust API.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("execdriver-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Points the library at the freshly built supervisor (once per test process).
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: set once before any test thread reads the environment through us.
+        unsafe { std::env::set_var("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim")) };
+        let data = std::env::temp_dir().join(format!("execdriver-test-data-{}", std::process::id()));
+        unsafe { std::env::set_var("EXECDRIVER_DATA_DIR", &data) };
+    });
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Calls a driver operation with a JSON value; Ok(response) or Err(error object).
+pub fn op(f: fn(Option<&str>) -> execdriver::Result<Value>, req: Value) -> Result<Value, execdriver::Error> {
+    init();
+    f(Some(&req.to_string()))
+}
+
+pub fn start(req: Value) -> Result<Value, execdriver::Error> {
+    op(execdriver::driver::start, req)
+}
+
+pub fn wait(id: &str, timeout_ms: i64) -> Result<Value, execdriver::Error> {
+    op(execdriver::driver::wait, json!({"task_id": id, "timeout_ms": timeout_ms}))
+}
+
+pub fn destroy(id: &str) {
+    let _ = op(execdriver::driver::destroy, json!({"task_id": id, "force": true}));
+}
+
+/// A raw_exec task running `sh -c script` in a fresh alloc dir.
+pub fn raw_task(name: &str, alloc: &Path, script: &str) -> Value {
+    json!({"name": name, "driver": "raw_exec", "alloc_dir": alloc, "config": {"command": "/bin/sh", "args": ["-c", script]}})
+}
+
+/// Everything the task wrote to stdout so far.
+pub fn stdout_of(alloc: &Path, name: &str) -> String {
+    std::fs::read_to_string(alloc.join(format!("alloc/logs/{name}.stdout.0"))).unwrap_or_default()
+}
+
+/// Runs a task to completion and returns (wait object, stdout).
+pub fn run(req: Value) -> (Value, String) {
+    let name = req["name"].as_str().unwrap().to_string();
+    let alloc = PathBuf::from(req["alloc_dir"].as_str().unwrap());
+    let r = start(req).unwrap_or_else(|e| panic!("start failed: {e}"));
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let w = wait(&id, 60_000).unwrap();
+    destroy(&id);
+    (w, stdout_of(&alloc, &name))
+}
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+            continue;
+        }
+        if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
