@@ -10,6 +10,7 @@
 //! - [`ffi`]: the C ABI only.
 
 pub mod caps;
+pub mod cgroup;
 pub mod config;
 pub mod error;
 
