@@ -434,3 +434,67 @@ fn stats_of_a_busy_child() {
     let st = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
     assert_eq!(st.signal(), Some(libc::SIGKILL));
 }
+
+#[test]
+fn kill_all_stops_a_fork_loop() {
+    let Some(l) = layout() else { return };
+    for use_kill_file in [true, false] {
+        let mut g = Guard::new(&l);
+        let mut t = g.create(&Limits {
+            pids_max: 64,
+            ..Limits::default()
+        });
+        if !use_kill_file {
+            t.kill = None;
+        }
+        let mut sh = spawn_in(&t, "trap '' TERM; while :; do sleep 100 & done 2>/dev/null");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(t.pids().len() > 5, "{:?}", t.pids());
+        let start = Instant::now();
+        t.kill_all().unwrap();
+        eprintln!(
+            "fork loop killed in {:?} (cgroup.kill={use_kill_file})",
+            start.elapsed()
+        );
+        assert!(t.pids().is_empty());
+        // (sh may already have exited on its own when fork hit pids.max)
+        wait_timeout(&mut sh, Duration::from_secs(5)).expect("sh survived");
+        t.remove().unwrap();
+    }
+}
+
+/// The v1 code path alone (what a v1-only host runs), on this machine's v1 controllers.
+#[test]
+fn v1_only_layout_on_the_real_controllers() {
+    let Some(l) = layout() else { return };
+    let Layout::Hybrid { controllers, .. } = &l else {
+        eprintln!("SKIP: not a hybrid machine; the v1-only path is covered where the layout is v1");
+        return;
+    };
+    let v1 = Layout::V1 {
+        controllers: controllers.clone(),
+    };
+    let mut g = Guard::new(&v1);
+    let t = g.create(&Limits {
+        memory_bytes: 32 * MIB,
+        pids_max: 32,
+        cpu_mhz: 300,
+        cores: 0,
+    });
+    assert!(t.v2.is_none() && t.kill.is_none() && t.layout == "v1");
+    let mut child = spawn_in(&t, "exec tail /dev/zero");
+    let st = wait_timeout(&mut child, Duration::from_secs(30)).expect("not OOM-killed");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    assert!(t.oom_killed());
+    let mut sleeper = spawn_in(&t, "exec sleep 100");
+    let until = Instant::now() + Duration::from_secs(5);
+    while t.pids().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(t.stats()["pids"]["current"], 1);
+    t.kill_all().unwrap();
+    let st = wait_timeout(&mut sleeper, Duration::from_secs(5)).expect("sleep survived");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    t.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+}
