@@ -1,0 +1,767 @@
+//! cgroup v1, v2 and hybrid management for tasks.
+//!
+//! # Where task cgroups land
+//!
+//! A task cgroup is `<mount>/<parent>/<name>` at the *root of each controller mount*, as
+//! Nomad does (`/sys/fs/cgroup/<controller>/nomad/<id>` on v1, `/sys/fs/cgroup/nomad.slice/…`
+//! on v2). It is deliberately **not** placed below the cgroup the host process happens to be
+//! in (`/proc/self/cgroup`): a task must not be charged to, or killed with, its host, and a
+//! recovered host may sit in a different cgroup than the one that started the task. On this
+//! machine (hybrid layout) with `cgroup_parent = "execdriver"` a task `t` gets:
+//!
+//! ```text
+//! /sys/fs/cgroup/{cpuset,cpu,cpuacct,memory,pids,freezer}/execdriver/t   (v1: limits, stats, freezer)
+//! /sys/fs/cgroup/unified/execdriver/t                                    (v2: tracking, cgroup.kill)
+//! ```
+//!
+//! `devices`, `blkio` and `name=systemd` are not used. Co-mounted v1 controllers (e.g.
+//! `cpu,cpuacct`) share one directory.
+//!
+//! # What is ours
+//!
+//! Only the leaf `<name>` directories are ours: [`TaskCgroup::create`] refuses a leaf that
+//! already exists (it never adopts a foreign cgroup), and [`TaskCgroup::remove`] only ever
+//! removes the leaves it recorded. Parent directories are created when missing and never
+//! removed (they are shared by all tasks). The only writes outside the leaves are: v1
+//! `cpuset.cpus`/`cpuset.mems` of a parent directory *when they are empty* (a v1 cpuset
+//! cannot hold tasks otherwise), and on pure v2 adding the needed controllers to
+//! `cgroup.subtree_control` of the mount root and of each parent directory (required for
+//! the leaf to have them; only additions, never removals).
+//!
+//! # Limits
+//!
+//! - cpu: v1 `cpu.shares = clamp(cpu_mhz, 2, 262144)` (Nomad's clamp, so `cpu_mhz` 0 gives 2);
+//!   v2 `cpu.weight = 1 + ((shares - 2) * 9999) / 262142` (runc's conversion).
+//! - cpuset: with `cores = N > 0`, the first N cpus of the parent's effective set (v1
+//!   `cpuset.effective_cpus`, v2 `cpuset.cpus.effective`); more cores than the parent has is
+//!   an error. With 0, v1 inherits the parent's set (copied, as the kernel requires) and v2
+//!   leaves `cpuset.cpus` empty (= the parent's).
+//! - memory: `memory_bytes > 0` sets the hard limit (v1 `memory.limit_in_bytes`, v2
+//!   `memory.max`). Swap is off: v1 `memory.memsw.limit_in_bytes = limit` when that file
+//!   exists and `memory.swappiness = 0`; v2 `memory.swap.max = 0` when that file exists.
+//! - pids: `pids_max > 0` sets `pids.max`.
+//!
+//! Resources are written through cgroups-rs controllers. Directories are made with
+//! `std::fs::create_dir` (cgroups-rs's `create` silently ignores mkdir errors and would
+//! adopt an existing cgroup), and everything a supervisor or a recovered host needs
+//! (`join`, `pids`, `kill_all`, `oom_killed`, `stats`, `remove`) is plain file I/O on the
+//! paths serialized in [`TaskCgroup`], so it works without a [`Layout`].
+
+mod stats;
+mod v1;
+mod v2;
+
+use crate::{Code, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The v1 controllers a task cgroup is created in, in the order its procs files are written.
+pub const V1_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "cpuacct", "memory", "pids", "freezer"];
+
+/// Controllers without which a task cgroup cannot carry the task's limits.
+pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// How cgroups are mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1: controller name → mount point (co-mounted controllers share a mount point).
+    V1 {
+        controllers: BTreeMap<String, PathBuf>,
+    },
+    /// Only the unified hierarchy, mounted at `root`, which carries the controllers.
+    V2 { root: PathBuf },
+    /// v1 controllers for limits plus a cgroup2 mount (`unified`) used for tracking and
+    /// `cgroup.kill`, whatever controllers it has.
+    Hybrid {
+        controllers: BTreeMap<String, PathBuf>,
+        unified: PathBuf,
+    },
+}
+
+/// Detects the layout from `/proc/self/mountinfo`.
+pub fn detect() -> Result<Layout> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        Error::new(
+            Code::Unsupported,
+            format!("cannot read /proc/self/mountinfo: {e}"),
+        )
+    })?;
+    Layout::from_mountinfo(&text)
+}
+
+impl Layout {
+    /// Parses mountinfo text (the format of `/proc/self/mountinfo`).
+    pub fn from_mountinfo(text: &str) -> Result<Layout> {
+        let mut controllers: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut unified: Option<PathBuf> = None;
+        for line in text.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            let mount_point = PathBuf::from(unescape_mountinfo(pre[4]));
+            match post[0] {
+                "cgroup2" => {
+                    unified.get_or_insert(mount_point);
+                }
+                "cgroup" => {
+                    for opt in post[2].split(',') {
+                        if V1_CONTROLLERS.contains(&opt) && !controllers.contains_key(opt) {
+                            controllers.insert(opt.to_string(), mount_point.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (controllers.is_empty(), unified) {
+            (false, Some(unified)) => Ok(Layout::Hybrid {
+                controllers,
+                unified,
+            }),
+            (false, None) => Ok(Layout::V1 { controllers }),
+            (true, Some(root)) => Ok(Layout::V2 { root }),
+            (true, None) => Err(Error::new(
+                Code::Unsupported,
+                "no cgroup filesystem is mounted",
+            )),
+        }
+    }
+
+    /// A v1 layout with every controller of [`V1_CONTROLLERS`] at `<root>/<controller>`
+    /// (for tests against a fake cgroupfs directory).
+    pub fn v1_at(root: &Path) -> Layout {
+        Layout::V1 {
+            controllers: Self::v1_map(root),
+        }
+    }
+
+    /// A hybrid layout: v1 controllers at `<root>/<controller>`, unified at `<root>/unified`.
+    pub fn hybrid_at(root: &Path) -> Layout {
+        Layout::Hybrid {
+            controllers: Self::v1_map(root),
+            unified: root.join("unified"),
+        }
+    }
+
+    /// A v2 layout rooted at `root`.
+    pub fn v2_at(root: &Path) -> Layout {
+        Layout::V2 {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn v1_map(root: &Path) -> BTreeMap<String, PathBuf> {
+        V1_CONTROLLERS
+            .iter()
+            .map(|c| (c.to_string(), root.join(c)))
+            .collect()
+    }
+
+    /// `"v1"`, `"v2"` or `"hybrid"` (the fingerprint's `driver.exec.cgroup`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layout::V1 { .. } => "v1",
+            Layout::V2 { .. } => "v2",
+            Layout::Hybrid { .. } => "hybrid",
+        }
+    }
+
+    /// Whether a task cgroup with memory, pids and cpu limits can be created: the
+    /// controllers are there and a probe cgroup can be made (and is removed at once) in
+    /// each hierarchy used. The error says what is missing.
+    pub fn usable(&self) -> std::result::Result<(), String> {
+        let mut mounts: Vec<&Path> = Vec::new();
+        match self {
+            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
+                for c in REQUIRED_CONTROLLERS {
+                    if !controllers.contains_key(c) {
+                        return Err(format!("cgroup v1 controller {c} is not mounted"));
+                    }
+                }
+                for c in V1_CONTROLLERS {
+                    if let Some(m) = controllers.get(c)
+                        && !mounts.contains(&m.as_path())
+                    {
+                        mounts.push(m);
+                    }
+                }
+                if let Layout::Hybrid { unified, .. } = self {
+                    mounts.push(unified);
+                }
+            }
+            Layout::V2 { root } => {
+                let avail = fs::read_to_string(root.join("cgroup.controllers")).map_err(|e| {
+                    format!(
+                        "cannot read {}: {e}",
+                        root.join("cgroup.controllers").display()
+                    )
+                })?;
+                for c in REQUIRED_CONTROLLERS {
+                    if !avail.split_whitespace().any(|a| a == c) {
+                        return Err(format!(
+                            "cgroup2 controller {c} is not available at {}",
+                            root.display()
+                        ));
+                    }
+                }
+                mounts.push(root);
+            }
+        }
+        let probe = format!("execdriver-probe-{}-{}", std::process::id(), next_seq());
+        for m in mounts {
+            let dir = m.join(&probe);
+            fs::create_dir(&dir)
+                .map_err(|e| format!("cannot create a cgroup in {}: {e}", m.display()))?;
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+}
+
+fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Octal escapes (`\040` for a space, …) of mountinfo paths.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A task's resource limits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// cpu shares (v1) / weight (v2) are derived from this, clamped to 2..=262144.
+    pub cpu_mhz: u64,
+    /// Number of cores to pin (the first N of the parent's set); 0 = no pinning.
+    pub cores: u64,
+    /// Hard memory limit in bytes, swap off; 0 = no limit.
+    pub memory_bytes: u64,
+    /// Maximum number of processes and threads; 0 = no limit.
+    pub pids_max: u64,
+}
+
+/// Nomad's clamp of cpu shares.
+pub fn cpu_shares(cpu_mhz: u64) -> u64 {
+    cpu_mhz.clamp(2, 262_144)
+}
+
+/// runc's conversion of v1 cpu shares to a v2 cpu weight.
+pub fn cpu_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// A task's cgroups, as plain paths: serializable into the task handle and usable by a
+/// supervisor or a recovered host without a [`Layout`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskCgroup {
+    /// `"v1"`, `"v2"` or `"hybrid"`.
+    pub layout: String,
+    /// Every directory created for the task, in creation order ([`TaskCgroup::remove`]
+    /// takes them in reverse). Never a parent directory.
+    pub dirs: Vec<PathBuf>,
+    /// v1 controller name → the task's directory in that controller's hierarchy
+    /// (co-mounted controllers map to the same directory). Empty on pure v2.
+    pub v1: BTreeMap<String, PathBuf>,
+    /// The task's directory in the unified (v2) hierarchy, on v2 and hybrid.
+    pub v2: Option<PathBuf>,
+    /// Whether the v2 directory carries the memory/cpu/pids controllers (pure v2) or only
+    /// tracks processes (hybrid).
+    pub v2_controllers: bool,
+    /// The `cgroup.procs` files a process writes its pid to (or `0`) to join, v2 first.
+    pub procs: Vec<PathBuf>,
+    /// The v2 `cgroup.kill` file, when the kernel has it.
+    pub kill: Option<PathBuf>,
+}
+
+pub(crate) fn isolation(step: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        Code::Isolation,
+        format!("cgroup: {step} {}: {e}", path.display()),
+    )
+}
+
+/// A cgroups-rs error as text: its cause (the OS error) when it has one.
+pub(crate) fn cg_err(e: cgroups_rs::error::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(s) => format!("{s} ({})", e.kind()),
+        None => e.to_string(),
+    }
+}
+
+fn check_component(what: &str, c: &str) -> std::result::Result<(), String> {
+    if c.is_empty() {
+        return Err(format!("{what} has an empty path component"));
+    }
+    if c == "." || c == ".." {
+        return Err(format!("{what} may not contain '.' or '..' components"));
+    }
+    if c.chars().any(|ch| ch.is_control()) {
+        return Err(format!("{what} may not contain control characters"));
+    }
+    Ok(())
+}
+
+/// `parent` is a relative path (`a` or `a/b`), `name` one path component.
+fn validate(parent: &str, name: &str) -> Result<()> {
+    if parent.is_empty() || parent.starts_with('/') {
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "cgroup_parent",
+            format!(
+                "cgroup_parent {parent:?} must be a non-empty relative path such as \"execdriver\""
+            ),
+        ));
+    }
+    for c in parent.split('/') {
+        check_component("cgroup_parent", c).map_err(|m| {
+            Error::field(
+                Code::InvalidConfig,
+                "cgroup_parent",
+                format!("{m}: {parent:?}"),
+            )
+        })?;
+    }
+    if name.contains('/') {
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!("cgroup name {name:?} may not contain '/'"),
+        ));
+    }
+    check_component("cgroup name", name)
+        .map_err(|m| Error::new(Code::InvalidConfig, format!("{m}: {name:?}")))
+}
+
+/// Makes `<mount>/<parent>/<name>`: the parent with `create_dir_all` (shared, kept), the
+/// leaf with `create_dir` (must not exist yet). Records the leaf in `tcg.dirs`.
+pub(crate) fn make_task_dir(
+    tcg: &mut TaskCgroup,
+    mount: &Path,
+    parent: &str,
+    name: &str,
+) -> Result<PathBuf> {
+    let pdir = mount.join(parent);
+    let dir = pdir.join(name);
+    let mut attempt = 0;
+    loop {
+        ensure_parent(mount, parent)?;
+        match fs::create_dir(&dir) {
+            Ok(()) => break,
+            // Another process removed an empty parent in between: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(isolation(
+                    "create",
+                    &dir,
+                    "it already exists (refusing to adopt a cgroup that is not ours)",
+                ));
+            }
+            Err(e) => return Err(isolation("create", &dir, e)),
+        }
+    }
+    #[cfg(test)]
+    fake::after_mkdir(mount, &dir);
+    tcg.dirs.push(dir.clone());
+    Ok(dir)
+}
+
+/// Makes each missing directory of `<mount>/<parent>` (shared by tasks; never removed).
+pub(crate) fn ensure_parent(mount: &Path, parent: &str) -> Result<PathBuf> {
+    let mut p = mount.to_path_buf();
+    for c in parent.split('/') {
+        p.push(c);
+        match fs::create_dir(&p) {
+            Ok(()) => {
+                #[cfg(test)]
+                fake::after_mkdir(mount, &p);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(isolation("create parent", &p, e)),
+        }
+    }
+    Ok(p)
+}
+
+/// Reads a small control file; missing or unreadable files read as `None`.
+pub(crate) fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+/// Writes a control file that must already exist (never creates files in a cgroupfs).
+pub(crate) fn write_existing(path: &Path, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+impl TaskCgroup {
+    fn empty(layout: &Layout) -> TaskCgroup {
+        TaskCgroup {
+            layout: layout.name().to_string(),
+            dirs: Vec::new(),
+            v1: BTreeMap::new(),
+            v2: None,
+            v2_controllers: false,
+            procs: Vec::new(),
+            kill: None,
+        }
+    }
+
+    /// Creates `<parent>/<name>` in every relevant hierarchy and applies limits. On any
+    /// failure removes what it created and returns an `isolation` error naming the step and
+    /// path (`invalid_config` for a bad `parent` or `name`).
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<TaskCgroup> {
+        validate(parent, name)?;
+        let parent = parent.trim_end_matches('/');
+        let mut tcg = TaskCgroup::empty(layout);
+        let r = match layout {
+            Layout::V1 { controllers } => v1::create(&mut tcg, controllers, parent, name, limits),
+            Layout::V2 { root } => v2::create(&mut tcg, root, parent, name, limits, true),
+            Layout::Hybrid {
+                controllers,
+                unified,
+            } => v1::create(&mut tcg, controllers, parent, name, limits)
+                .and_then(|()| v2::create(&mut tcg, unified, parent, name, limits, false)),
+        };
+        if let Err(e) = r {
+            let _ = tcg.remove();
+            return Err(e);
+        }
+        let mut procs = Vec::new();
+        if let Some(d) = &tcg.v2 {
+            procs.push(d.join("cgroup.procs"));
+        }
+        for c in V1_CONTROLLERS {
+            if let Some(d) = tcg.v1.get(c) {
+                let p = d.join("cgroup.procs");
+                if !procs.contains(&p) {
+                    procs.push(p);
+                }
+            }
+        }
+        tcg.procs = procs;
+        Ok(tcg)
+    }
+
+    /// The files a process writes its pid (or `"0"` for itself) to in order to join, before
+    /// it execs the command.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.procs.clone()
+    }
+
+    /// Moves process `pid` (0: the calling process) into every hierarchy of the task.
+    /// Allocation-free (plain `open`/`write` on a stack buffer), so it may be called in a
+    /// child between `fork` and `exec`.
+    pub fn join(&self, pid: i32) -> io::Result<()> {
+        let mut num = [0u8; 12];
+        let n = format_i32(pid, &mut num);
+        for f in &self.procs {
+            write_noalloc(f, &num[..n])?;
+        }
+        Ok(())
+    }
+
+    /// The pids of the task's processes (the union over every hierarchy), sorted.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        for f in &self.procs {
+            if let Some(text) = read(f) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|s| s.parse::<i32>().ok()),
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Kills every process of the task and returns once none is left (bounded: about 3 s).
+    /// v2: `cgroup.kill`; otherwise (or if that leaves survivors) freeze, SIGKILL every pid,
+    /// thaw, repeat until empty. Never signals the calling process or pids ≤ 1.
+    pub fn kill_all(&self) -> io::Result<()> {
+        if let Some(k) = &self.kill
+            && write_existing(k, "1").is_ok()
+            && self.wait_empty(Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        let me = std::process::id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut delay = Duration::from_millis(1);
+        loop {
+            if self.pids().iter().all(|&p| p == me) {
+                return Ok(());
+            }
+            let frozen = self.freeze(true);
+            for p in self.pids() {
+                if p > 1 && p != me {
+                    // SAFETY: plain syscall; p is a positive pid other than our own.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+            if frozen {
+                self.freeze(false);
+            }
+            if Instant::now() >= deadline {
+                let left = self.pids().into_iter().filter(|&p| p != me).count();
+                if left == 0 {
+                    return Ok(());
+                }
+                return Err(io::Error::other(format!(
+                    "{left} process(es) of the cgroup survived SIGKILL"
+                )));
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes (or thaws) the task with the v1 freezer or v2 `cgroup.freeze`; true when a
+    /// freezer was written. Waits (bounded) for a freeze to complete.
+    fn freeze(&self, on: bool) -> bool {
+        if let Some(d) = self.v1.get("freezer") {
+            let state = d.join("freezer.state");
+            if write_existing(&state, if on { "FROZEN" } else { "THAWED" }).is_err() {
+                return false;
+            }
+            if on {
+                let until = Instant::now() + Duration::from_millis(100);
+                while Instant::now() < until && read(&state).is_some_and(|s| s.trim() == "FREEZING")
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            return true;
+        }
+        if let Some(d) = &self.v2 {
+            return write_existing(&d.join("cgroup.freeze"), if on { "1" } else { "0" }).is_ok();
+        }
+        false
+    }
+
+    fn wait_empty(&self, timeout: Duration) -> bool {
+        let me = std::process::id() as i32;
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_micros(200);
+        loop {
+            if self.pids().iter().all(|&p| p == me) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the task's memory cgroup OOM-killed a process: v2 `memory.events` `oom_kill`,
+    /// v1 `memory.oom_control` `oom_kill` (kernel ≥ 4.13; older kernels: `under_oom`).
+    /// Read it before [`TaskCgroup::remove`]; afterwards it is false.
+    pub fn oom_killed(&self) -> bool {
+        if let Some(d) = self.v1.get("memory") {
+            return read(&d.join("memory.oom_control")).is_some_and(|t| stats::v1_oom_killed(&t));
+        }
+        if self.v2_controllers
+            && let Some(d) = &self.v2
+        {
+            return read(&d.join("memory.events")).is_some_and(|t| stats::v2_oom_killed(&t));
+        }
+        false
+    }
+
+    /// The SPEC's `driver_stats` object for the task's cgroups.
+    pub fn stats(&self) -> serde_json::Value {
+        stats::collect(self)
+    }
+
+    /// Removes every directory of the task (after killing its processes if one is busy;
+    /// nested cgroups inside a task directory are removed too). Idempotent; never removes a
+    /// parent directory. Returns the first error after trying every directory.
+    pub fn remove(&self) -> io::Result<()> {
+        let mut first_err: Option<io::Error> = None;
+        let mut killed = false;
+        for dir in self.dirs.iter().rev() {
+            let mut delay = Duration::from_millis(5);
+            let mut attempt = 0;
+            loop {
+                match remove_tree(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 8 => {
+                        if !killed {
+                            killed = true;
+                            let _ = self.kill_all();
+                        } else {
+                            std::thread::sleep(delay);
+                            delay *= 2;
+                        }
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(io::Error::new(
+                            e.kind(),
+                            format!("cgroup: remove {}: {e}", dir.display()),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// rmdir of a cgroup directory and, depth first, of any cgroup nested in it.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&e.path())?;
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    #[cfg(test)]
+    fake::before_rmdir(dir);
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+fn format_i32(v: i32, buf: &mut [u8; 12]) -> usize {
+    let mut tmp = [0u8; 12];
+    let mut n = 0;
+    let neg = v < 0;
+    let mut u = (v as i64).unsigned_abs();
+    loop {
+        tmp[n] = b'0' + (u % 10) as u8;
+        n += 1;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    if neg {
+        buf[0] = b'-';
+        len = 1;
+    }
+    for i in (0..n).rev() {
+        buf[len] = tmp[i];
+        len += 1;
+    }
+    len
+}
+
+/// `open(path, O_WRONLY)` + one `write`, with the path copied to a stack buffer: no heap.
+fn write_noalloc(path: &Path, data: &[u8]) -> io::Result<()> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut buf = [0u8; 4096];
+    if bytes.len() >= buf.len() || bytes.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: buf is NUL-terminated (zero-filled past the copied bytes).
+    let fd = unsafe { libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is open; data is a valid slice.
+    let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let res = if r < 0 {
+        Err(io::Error::last_os_error())
+    } else if r as usize != data.len() {
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    } else {
+        Ok(())
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    res
+}
+
+/// A fake kernel for unit tests against a cgroupfs made of plain directories: a new cgroup
+/// directory gets a copy of the files in `<mount>/.template/`, and a directory's plain
+/// files are deleted before it is removed (on a real cgroupfs rmdir does both).
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::fs;
+    use std::path::Path;
+
+    fn is_cgroupfs(p: &Path) -> bool {
+        nix::sys::statfs::statfs(p).is_ok_and(|s| {
+            let t = s.filesystem_type();
+            t == nix::sys::statfs::CGROUP_SUPER_MAGIC || t == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+        })
+    }
+
+    pub fn after_mkdir(mount: &Path, dir: &Path) {
+        if is_cgroupfs(dir) {
+            return;
+        }
+        if let Ok(entries) = fs::read_dir(mount.join(".template")) {
+            for e in entries.flatten() {
+                let _ = fs::copy(e.path(), dir.join(e.file_name()));
+            }
+        }
+    }
+
+    pub fn before_rmdir(dir: &Path) {
+        if is_cgroupfs(dir) {
+            return;
+        }
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! cgroup v1: one directory per controller hierarchy, limits through cgroups-rs.
+
+use super::{
+    Limits, REQUIRED_CONTROLLERS, TaskCgroup, V1_CONTROLLERS, cg_err, cpu_shares, isolation,
+    make_task_dir, read,
+};
+use crate::{Code, Error, Result};
+use cgroups_rs::MaxValue;
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::cpuset::CpuSetController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub(super) fn create(
+    tcg: &mut TaskCgroup,
+    controllers: &BTreeMap<String, PathBuf>,
+    parent: &str,
+    name: &str,
+    limits: &Limits,
+) -> Result<()> {
+    for c in REQUIRED_CONTROLLERS {
+        if !controllers.contains_key(c) {
+            return Err(Error::new(
+                Code::Isolation,
+                format!("cgroup: create: the v1 {c} controller is not mounted"),
+            ));
+        }
+    }
+    if limits.cores > 0 && !controllers.contains_key("cpuset") {
+        return Err(Error::new(
+            Code::Isolation,
+            "cgroup: create: cores requested but the v1 cpuset controller is not mounted",
+        ));
+    }
+    // Co-mounted controllers (e.g. cpu,cpuacct) share one directory.
+    let mut made: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for c in V1_CONTROLLERS {
+        let Some(mount) = controllers.get(c) else {
+            continue;
+        };
+        let dir = match made.iter().find(|(m, _)| m == mount) {
+            Some((_, d)) => d.clone(),
+            None => {
+                let d = make_task_dir(tcg, mount, parent, name)?;
+                made.push((mount.clone(), d.clone()));
+                d
+            }
+        };
+        tcg.v1.insert(c.to_string(), dir);
+    }
+
+    if let Some(dir) = tcg.v1.get("cpuset").cloned() {
+        init_cpuset(&controllers["cpuset"], parent, &dir, limits.cores)?;
+    }
+
+    let dir = tcg.v1["memory"].clone();
+    let mem = MemController::new(dir.clone(), false);
+    if limits.memory_bytes > 0 {
+        let limit = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+        mem.set_limit(limit)
+            .map_err(|e| isolation("set", &dir.join("memory.limit_in_bytes"), cg_err(e)))?;
+        // memsw exists only with swap accounting; limit == memsw means no swap at all.
+        if dir.join("memory.memsw.limit_in_bytes").exists() {
+            mem.set_memswap_limit(limit).map_err(|e| {
+                isolation("set", &dir.join("memory.memsw.limit_in_bytes"), cg_err(e))
+            })?;
+        }
+    }
+    if dir.join("memory.swappiness").exists() {
+        mem.set_swappiness(0)
+            .map_err(|e| isolation("set", &dir.join("memory.swappiness"), cg_err(e)))?;
+    }
+
+    let dir = tcg.v1["cpu"].clone();
+    CpuController::new(dir.clone(), false)
+        .set_shares(cpu_shares(limits.cpu_mhz))
+        .map_err(|e| isolation("set", &dir.join("cpu.shares"), cg_err(e)))?;
+
+    if limits.pids_max > 0 {
+        let dir = tcg.v1["pids"].clone();
+        let max = i64::try_from(limits.pids_max).unwrap_or(i64::MAX);
+        PidController::new(dir.clone(), false)
+            .set_pid_max(MaxValue::Value(max))
+            .map_err(|e| isolation("set", &dir.join("pids.max"), cg_err(e)))?;
+    }
+    Ok(())
+}
+
+/// A v1 cpuset with empty `cpuset.cpus`/`cpuset.mems` cannot take tasks, and the kernel
+/// leaves both empty in a new directory: copy them down from the mount root through every
+/// parent directory that has them empty, then pin `cores` if asked.
+fn init_cpuset(mount: &Path, parent: &str, dir: &Path, cores: u64) -> Result<()> {
+    let mut chain = Vec::new();
+    let mut p = mount.to_path_buf();
+    for c in parent.split('/') {
+        p.push(c);
+        chain.push(p.clone());
+    }
+    chain.push(dir.to_path_buf());
+    for d in &chain {
+        let up = d.parent().unwrap_or(mount);
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if !read(&d.join(f)).unwrap_or_default().trim().is_empty() {
+                continue;
+            }
+            let val = read(&up.join(f)).unwrap_or_default().trim().to_string();
+            if val.is_empty() {
+                return Err(isolation("copy", &up.join(f), "it is empty"));
+            }
+            let ctl = CpuSetController::new(d.clone(), false);
+            let r = if f == "cpuset.cpus" {
+                ctl.set_cpus(&val)
+            } else {
+                ctl.set_mems(&val)
+            };
+            r.map_err(|e| isolation("set", &d.join(f), cg_err(e)))?;
+        }
+    }
+    if cores > 0 {
+        let up = dir.parent().unwrap_or(mount);
+        let avail = read(&up.join("cpuset.effective_cpus"))
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| read(&up.join("cpuset.cpus")))
+            .unwrap_or_default();
+        let pick = pick_cpus(&avail, cores).map_err(|m| isolation("pin cores in", dir, m))?;
+        CpuSetController::new(dir.to_path_buf(), false)
+            .set_cpus(&pick)
+            .map_err(|e| isolation("set", &dir.join("cpuset.cpus"), cg_err(e)))?;
+    }
+    Ok(())
+}
+
+/// Parses a cpu list such as `0-3,8,10-11`.
+pub(super) fn parse_cpu_list(s: &str) -> std::result::Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("malformed cpu list {:?}", s.trim());
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: u32 = a.parse().map_err(|_| bad())?;
+                let b: u32 = b.parse().map_err(|_| bad())?;
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The first `n` cpus of `avail`, as a cpu list.
+pub(super) fn pick_cpus(avail: &str, n: u64) -> std::result::Result<String, String> {
+    let cpus = parse_cpu_list(avail)?;
+    if (cpus.len() as u64) < n {
+        return Err(format!(
+            "{n} cores requested but only {} cpus ({}) are available",
+            cpus.len(),
+            avail.trim()
+        ));
+    }
+    Ok(cpus[..n as usize]
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
+}

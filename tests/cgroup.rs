@@ -1,0 +1,500 @@
+//! cgroup integration tests on the real machine (root). Each test uses its own parent
+//! directory `execdriver-test-<pid>-<n>` and a Drop guard that kills, removes the task
+//! cgroup and then the (empty) test parent, even when the test fails.
+
+use execdriver::Code;
+use execdriver::cgroup::{Layout, Limits, TaskCgroup, detect};
+use std::fs;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+/// The layout, or None (with the reason printed) when these tests cannot run here.
+fn layout() -> Option<Layout> {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: cgroup integration tests need root");
+        return None;
+    }
+    let l = match detect() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("SKIP: no cgroups: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = l.usable() {
+        eprintln!("SKIP: cgroups not usable: {e}");
+        return None;
+    }
+    Some(l)
+}
+
+fn mounts(l: &Layout) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match l {
+        Layout::V1 { controllers } => controllers.values().cloned().collect(),
+        Layout::V2 { root } => vec![root.clone()],
+        Layout::Hybrid {
+            controllers,
+            unified,
+        } => {
+            let mut v: Vec<PathBuf> = controllers.values().cloned().collect();
+            v.push(unified.clone());
+            v
+        }
+    };
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn unique_parent() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "execdriver-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Cleans up a test's cgroups and processes whatever happens.
+struct Guard {
+    layout: Layout,
+    parent: String,
+    tcg: Option<TaskCgroup>,
+    children: Vec<Child>,
+}
+
+impl Guard {
+    fn new(layout: &Layout) -> Guard {
+        Guard {
+            layout: layout.clone(),
+            parent: unique_parent(),
+            tcg: None,
+            children: vec![],
+        }
+    }
+
+    fn create(&mut self, limits: &Limits) -> TaskCgroup {
+        let t = TaskCgroup::create(&self.layout, &self.parent, "task", limits)
+            .unwrap_or_else(|e| panic!("create: {e}"));
+        self.tcg = Some(t.clone());
+        t
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tcg {
+            let _ = t.kill_all();
+            let _ = t.remove();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for m in mounts(&self.layout) {
+            let _ = fs::remove_dir(m.join(&self.parent));
+        }
+    }
+}
+
+fn get(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// Spawns `sh -c script` already inside the task cgroup (joined between fork and exec).
+fn spawn_in(t: &TaskCgroup, script: &str) -> Child {
+    let t2 = t.clone();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: join is allocation-free (open/write on stack buffers).
+    unsafe {
+        cmd.pre_exec(move || t2.join(0));
+    }
+    cmd.spawn().expect("spawn sh")
+}
+
+fn wait_timeout(c: &mut Child, d: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn detect_and_usable() {
+    let Some(l) = layout() else { return };
+    eprintln!("layout: {} {:?}", l.name(), l);
+    // on this machine (and CI): v1 controllers plus an empty cgroup2 at /sys/fs/cgroup/unified
+    if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        && Path::new("/sys/fs/cgroup/memory/memory.stat").exists()
+    {
+        assert_eq!(l.name(), "hybrid");
+    }
+    // the probe left nothing behind
+    for m in mounts(&l) {
+        for e in fs::read_dir(&m).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            assert!(
+                !n.starts_with(&format!("execdriver-probe-{}-", std::process::id())),
+                "{n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn create_applies_limits_and_remove_cleans_up() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let lim = Limits {
+        cpu_mhz: 500,
+        cores: 1,
+        memory_bytes: 64 * MIB,
+        pids_max: 16,
+    };
+    let t = g.create(&lim);
+    eprintln!("{}", serde_json::to_string_pretty(&t).unwrap());
+    for d in &t.dirs {
+        assert!(d.is_dir(), "{}", d.display());
+        assert!(d.ends_with(format!("{}/task", g.parent)), "{}", d.display());
+    }
+    if let Some(m) = t.v1.get("memory") {
+        assert_eq!(
+            m,
+            &PathBuf::from(format!("/sys/fs/cgroup/memory/{}/task", g.parent))
+        );
+        assert_eq!(
+            get(&m.join("memory.limit_in_bytes")),
+            (64 * MIB).to_string()
+        );
+        let memsw = m.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            assert_eq!(get(&memsw), (64 * MIB).to_string());
+        } else {
+            eprintln!("note: no memory.memsw.limit_in_bytes (no swap accounting)");
+        }
+        assert_eq!(get(&m.join("memory.swappiness")), "0");
+        assert_eq!(get(&t.v1["cpu"].join("cpu.shares")), "500");
+        assert_eq!(get(&t.v1["pids"].join("pids.max")), "16");
+        let cs = &t.v1["cpuset"];
+        let parent_cpus = get(&cs.parent().unwrap().join("cpuset.effective_cpus"));
+        let first = parent_cpus.split([',', '-']).next().unwrap().to_string();
+        assert_eq!(get(&cs.join("cpuset.cpus")), first);
+        assert!(!get(&cs.join("cpuset.mems")).is_empty());
+    } else {
+        let d = t.v2.clone().unwrap();
+        assert_eq!(get(&d.join("memory.max")), (64 * MIB).to_string());
+        assert_eq!(get(&d.join("cpu.weight")), "19");
+        assert_eq!(get(&d.join("pids.max")), "16");
+        if d.join("memory.swap.max").exists() {
+            assert_eq!(get(&d.join("memory.swap.max")), "0");
+        }
+    }
+    if l.name() == "hybrid" {
+        let u = t.v2.clone().unwrap();
+        assert_eq!(
+            u,
+            PathBuf::from(format!("/sys/fs/cgroup/unified/{}/task", g.parent))
+        );
+        assert!(t.kill.as_ref().unwrap().exists(), "cgroup.kill");
+        assert_eq!(t.procs[0], u.join("cgroup.procs"));
+    }
+
+    // the same name again is refused and the first is untouched
+    let e = TaskCgroup::create(&l, &g.parent, "task", &lim).unwrap_err();
+    assert_eq!(e.code, Code::Isolation);
+    assert!(e.message.contains("already exists"), "{e}");
+    assert!(t.dirs.iter().all(|d| d.is_dir()));
+
+    t.remove().unwrap();
+    for d in &t.dirs {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    t.remove().unwrap(); // idempotent
+    for m in mounts(&l) {
+        assert!(m.join(&g.parent).is_dir(), "the parent stays");
+    }
+}
+
+#[test]
+fn failed_create_leaves_nothing() {
+    let Some(l) = layout() else { return };
+    let g = Guard::new(&l);
+    let e = TaskCgroup::create(
+        &l,
+        &g.parent,
+        "task",
+        &Limits {
+            cores: 4096,
+            ..Limits::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, Code::Isolation);
+    assert!(e.message.contains("4096 cores requested"), "{e}");
+    for m in mounts(&l) {
+        assert!(
+            !m.join(&g.parent).join("task").exists(),
+            "{} left",
+            m.display()
+        );
+    }
+}
+
+#[test]
+fn join_pids_and_kill_all() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits {
+        cpu_mhz: 100,
+        ..Limits::default()
+    });
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    let pid = child.id() as i32;
+    t.join(pid).unwrap();
+    assert_eq!(t.pids(), vec![pid]);
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(&format!("/{}/task", g.parent)), "{cg}");
+    assert_eq!(t.stats()["pids"]["current"], 1);
+
+    let start = Instant::now();
+    t.kill_all().unwrap();
+    let st = wait_timeout(&mut child, Duration::from_secs(5)).expect("sleep survived kill_all");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    eprintln!("kill_all took {:?}", start.elapsed());
+    assert!(t.pids().is_empty());
+    t.kill_all().unwrap(); // nothing left: still fine
+    t.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn kill_all_takes_every_descendant_with_and_without_cgroup_kill() {
+    let Some(l) = layout() else { return };
+    for use_kill_file in [true, false] {
+        let mut g = Guard::new(&l);
+        let mut t = g.create(&Limits::default());
+        if !use_kill_file {
+            t.kill = None; // force the freeze–kill–thaw path
+        }
+        let mut sh = spawn_in(
+            &t,
+            "sleep 100 & sleep 100 & (sleep 100 &) ; trap '' TERM; wait",
+        );
+        let until = Instant::now() + Duration::from_secs(5);
+        while t.pids().len() < 4 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = t.pids();
+        assert!(before.len() >= 4, "{before:?}");
+        assert!(before.contains(&(sh.id() as i32)));
+        t.kill_all().unwrap();
+        assert!(
+            t.pids().is_empty(),
+            "survivors (cgroup.kill={use_kill_file})"
+        );
+        let st = wait_timeout(&mut sh, Duration::from_secs(5)).expect("sh survived");
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+        for p in before {
+            assert!(
+                !Path::new(&format!("/proc/{p}")).exists()
+                    || fs::read_to_string(format!("/proc/{p}/stat"))
+                        .unwrap_or_default()
+                        .contains(") Z"),
+                "pid {p} alive"
+            );
+        }
+        t.remove().unwrap();
+    }
+}
+
+#[test]
+fn remove_kills_a_busy_cgroup_first() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits::default());
+    let mut child = spawn_in(&t, "exec sleep 100");
+    let until = Instant::now() + Duration::from_secs(5);
+    while t.pids().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+    let st = wait_timeout(&mut child, Duration::from_secs(5)).expect("child survived remove");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn oom_killed_after_exceeding_32_mib() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits {
+        memory_bytes: 32 * MIB,
+        ..Limits::default()
+    });
+    assert!(!t.oom_killed());
+    let mut child = spawn_in(&t, "exec tail /dev/zero");
+    let st =
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("tail /dev/zero was not killed");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    assert!(t.oom_killed(), "oom_killed false after an OOM kill");
+    let s = t.stats();
+    eprintln!("after oom: {s}");
+    assert!(
+        s["memory"]["max_usage_bytes"].as_u64().unwrap() > 16 * MIB,
+        "{s}"
+    );
+    t.remove().unwrap();
+
+    // a task that stays under its limit is not reported as OOM-killed
+    let mut g2 = Guard::new(&l);
+    let t2 = g2.create(&Limits {
+        memory_bytes: 32 * MIB,
+        ..Limits::default()
+    });
+    let mut ok = spawn_in(&t2, "head -c 1000000 /dev/zero | wc -c");
+    let st = wait_timeout(&mut ok, Duration::from_secs(10)).unwrap();
+    assert!(st.success());
+    assert!(!t2.oom_killed());
+}
+
+#[test]
+fn pids_max_holds() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits {
+        pids_max: 8,
+        ..Limits::default()
+    });
+    let mut sh = spawn_in(
+        &t,
+        "for i in $(seq 30); do sleep 5 & done 2>/dev/null; sleep 1",
+    );
+    let mut max_seen = 0;
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        max_seen = max_seen.max(t.stats()["pids"]["current"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(max_seen <= 8, "{max_seen}");
+    assert!(max_seen >= 2, "{max_seen}");
+    t.kill_all().unwrap();
+    let _ = wait_timeout(&mut sh, Duration::from_secs(5));
+}
+
+#[test]
+fn stats_of_a_busy_child() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits {
+        cpu_mhz: 1000,
+        memory_bytes: 256 * MIB,
+        ..Limits::default()
+    });
+    // ~8 MiB in a shell variable, then spin
+    let mut child = spawn_in(
+        &t,
+        "x=$(head -c 8000000 /dev/zero | tr '\\0' a); i=0; while [ $i -lt 100000000 ]; do i=$((i+1)); done",
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let s = t.stats();
+    eprintln!("{s}");
+    let n = |a: &str, b: &str| s[a][b].as_u64().unwrap();
+    assert!(n("cpu", "total_ns") > 50_000_000, "{s}");
+    assert!(n("cpu", "user_ns") > 0, "{s}");
+    assert!(n("cpu", "total_ns") >= n("cpu", "user_ns"));
+    assert!(n("memory", "usage_bytes") > MIB, "{s}");
+    assert!(n("memory", "rss_bytes") > MIB, "{s}");
+    assert!(n("memory", "max_usage_bytes") >= n("memory", "usage_bytes"));
+    assert!(n("pids", "current") >= 1);
+    assert!(s["timestamp_ns"].as_u64().unwrap() > 0);
+
+    // cheap enough for a sampling loop
+    let start = Instant::now();
+    for _ in 0..100 {
+        let _ = t.stats();
+    }
+    eprintln!("stats(): {:?} per call", start.elapsed() / 100);
+
+    t.kill_all().unwrap();
+    let st = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn kill_all_stops_a_fork_loop() {
+    let Some(l) = layout() else { return };
+    for use_kill_file in [true, false] {
+        let mut g = Guard::new(&l);
+        let mut t = g.create(&Limits {
+            pids_max: 64,
+            ..Limits::default()
+        });
+        if !use_kill_file {
+            t.kill = None;
+        }
+        let mut sh = spawn_in(&t, "trap '' TERM; while :; do sleep 100 & done 2>/dev/null");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(t.pids().len() > 5, "{:?}", t.pids());
+        let start = Instant::now();
+        t.kill_all().unwrap();
+        eprintln!(
+            "fork loop killed in {:?} (cgroup.kill={use_kill_file})",
+            start.elapsed()
+        );
+        assert!(t.pids().is_empty());
+        // (sh may already have exited on its own when fork hit pids.max)
+        wait_timeout(&mut sh, Duration::from_secs(5)).expect("sh survived");
+        t.remove().unwrap();
+    }
+}
+
+/// The v1 code path alone (what a v1-only host runs), on this machine's v1 controllers.
+#[test]
+fn v1_only_layout_on_the_real_controllers() {
+    let Some(l) = layout() else { return };
+    let Layout::Hybrid { controllers, .. } = &l else {
+        eprintln!("SKIP: not a hybrid machine; the v1-only path is covered where the layout is v1");
+        return;
+    };
+    let v1 = Layout::V1 {
+        controllers: controllers.clone(),
+    };
+    let mut g = Guard::new(&v1);
+    let t = g.create(&Limits {
+        memory_bytes: 32 * MIB,
+        pids_max: 32,
+        cpu_mhz: 300,
+        cores: 0,
+    });
+    assert!(t.v2.is_none() && t.kill.is_none() && t.layout == "v1");
+    let mut child = spawn_in(&t, "exec tail /dev/zero");
+    let st = wait_timeout(&mut child, Duration::from_secs(30)).expect("not OOM-killed");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    assert!(t.oom_killed());
+    let mut sleeper = spawn_in(&t, "exec sleep 100");
+    let until = Instant::now() + Duration::from_secs(5);
+    while t.pids().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(t.stats()["pids"]["current"], 1);
+    t.kill_all().unwrap();
+    let st = wait_timeout(&mut sleeper, Duration::from_secs(5)).expect("sleep survived");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    t.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+}
