@@ -12,5 +12,6 @@
 pub mod caps;
 pub mod config;
 pub mod error;
+pub mod fetch;
 
 pub use error::{Code, Error, Result, Status};

@@ -1,0 +1,830 @@
+//! Artifact fetching (SPEC §4): http(s) and `file://` sources, checksums computed while
+//! the bytes stream in, archives unpacked entry by entry under a strict path policy
+//! (see [`safe`]), a staging directory inside the task dir so a failure leaves the
+//! destination as it was, bounded parallelism, retries, and a cache keyed by checksum.
+//!
+//! One pass per artifact where the format allows: body → (cache tee) → hash →
+//! decompress → tar entries → staging; the checksum is checked at the end of the stream
+//! and only then is the staging tree moved into the destination. Zip needs random
+//! access, so it is spooled to the staging dir and verified before it is opened.
+//!
+//! Archive policy: entries with `..` and absolute entry names are refused (never
+//! stripped); symlinks must be relative and stay inside the destination; hard links must
+//! point at a regular file unpacked earlier from the same archive; device nodes and fifos
+//! are refused; setuid, setgid and sticky bits are dropped.
+
+pub mod archive;
+pub mod cache;
+pub mod checksum;
+pub mod http;
+pub mod safe;
+pub mod source;
+
+pub use source::redact_url;
+
+use crate::config::{Artifact, ArtifactConfig, ArtifactMode};
+use crate::error::{Code, Error, Result};
+use archive::{Ctx, Kind, Limited};
+use checksum::{Checksum, HashingReader, VerifyError};
+use http::{Body, Failure};
+use serde_json::json;
+use source::Source;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One artifact to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchSpec {
+    /// Already interpolated by the caller.
+    pub artifact: Artifact,
+    /// The seed's `config.artifact_source` form: a plain file lands 0755.
+    pub executable: bool,
+    /// JSON path for errors, e.g. `artifacts[1]` or `config.artifact_source`.
+    pub field: String,
+}
+
+/// The seed form: `config.artifact_source` + `config.checksum`.
+pub fn seed_spec(source: &str, checksum: Option<&str>) -> FetchSpec {
+    let mut options = std::collections::BTreeMap::new();
+    if let Some(c) = checksum {
+        options.insert("checksum".to_string(), c.to_string());
+    }
+    FetchSpec {
+        artifact: Artifact {
+            source: source.to_string(),
+            destination: Some("local/".to_string()),
+            mode: ArtifactMode::Any,
+            options,
+            headers: Default::default(),
+        },
+        executable: true,
+        field: "config.artifact_source".to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Pending = 0,
+    Fetching = 1,
+    Done = 2,
+    Cached = 3,
+    Failed = 4,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Fetching => "fetching",
+            State::Done => "done",
+            State::Cached => "cached",
+            State::Failed => "failed",
+        }
+    }
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Fetching,
+            2 => State::Done,
+            3 => State::Cached,
+            4 => State::Failed,
+            _ => State::Pending,
+        }
+    }
+}
+
+/// Progress of one artifact, readable from any thread while it is fetched.
+#[derive(Debug)]
+pub struct ArtifactProgress {
+    /// Redacted: no userinfo, no query secrets.
+    pub source: String,
+    pub destination: String,
+    /// Bytes downloaded (or read from the cache) so far.
+    pub bytes: Arc<AtomicU64>,
+    /// Archive entries unpacked so far.
+    pub entries: AtomicU64,
+    state: AtomicU8,
+}
+
+impl ArtifactProgress {
+    pub fn new(spec: &FetchSpec) -> Arc<ArtifactProgress> {
+        Arc::new(ArtifactProgress {
+            source: redact_url(&spec.artifact.source),
+            destination: spec
+                .artifact
+                .destination
+                .clone()
+                .unwrap_or_else(|| "local/".into()),
+            bytes: Arc::new(AtomicU64::new(0)),
+            entries: AtomicU64::new(0),
+            state: AtomicU8::new(State::Pending as u8),
+        })
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "source": self.source,
+            "destination": self.destination,
+            "bytes": self.bytes.load(Ordering::Relaxed),
+            "entries": self.entries.load(Ordering::Relaxed),
+            "state": self.state().as_str(),
+        })
+    }
+}
+
+/// The first error seen by a reader deep in the pipeline (download, limit), kept so it
+/// is reported as itself even after a decoder or the tar reader wrapped it.
+#[derive(Clone, Default, Debug)]
+pub struct Fault(Arc<Mutex<Option<(Error, bool)>>>);
+
+impl Fault {
+    pub fn set(&self, e: Error, retryable: bool) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some((e, retryable));
+        }
+    }
+    pub fn take(&self) -> Option<(Error, bool)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Fetches every artifact into `task_dir`, at most `cfg.concurrency` at once, updating
+/// `progress` (one per spec, same order). Returns the first error by artifact order;
+/// artifacts after a failure that have not started are not started.
+pub fn fetch_all(
+    specs: &[FetchSpec],
+    task_dir: &Path,
+    cfg: &ArtifactConfig,
+    progress: &[Arc<ArtifactProgress>],
+) -> Result<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let progress: Vec<Arc<ArtifactProgress>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            progress
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| ArtifactProgress::new(s))
+        })
+        .collect();
+    let workers = (cfg.concurrency.max(1) as usize).min(specs.len());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<()>>>> = specs.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        while !stop.load(Ordering::Acquire) {
+            let i = next.fetch_add(1, Ordering::AcqRel);
+            if i >= specs.len() {
+                break;
+            }
+            let p = &progress[i];
+            p.set_state(State::Fetching);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fetch_one(&specs[i], task_dir, cfg, p)
+            }))
+            .unwrap_or_else(|_| Err(Error::internal("artifact fetch panicked")));
+            let r = r.map_err(|e| with_field(e, &specs[i].field));
+            match &r {
+                Ok(cached) => p.set_state(if *cached { State::Cached } else { State::Done }),
+                Err(_) => {
+                    p.set_state(State::Failed);
+                    stop.store(true, Ordering::Release);
+                }
+            }
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r.map(|_| ()));
+        }
+    };
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    for r in results {
+        if let Some(Err(e)) = r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn with_field(mut e: Error, field: &str) -> Error {
+    if !e.message.starts_with(field) {
+        e.message = format!("{field}: {}", e.message);
+    }
+    if e.field.is_none() {
+        e.field = Some(field.to_string());
+    }
+    e
+}
+
+/// Everything decided before any byte moves.
+struct Plan {
+    field: String,
+    source: Source,
+    checksum: Option<Checksum>,
+    kind: Option<Kind>,
+    mode: ArtifactMode,
+    dest: Vec<OsString>,
+    file_name: String,
+    executable: bool,
+}
+
+fn invalid(field: String, msg: String) -> Error {
+    Error::field(Code::InvalidConfig, field, msg)
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Plan {
+    fn new(spec: &FetchSpec) -> Result<Plan> {
+        let f = &spec.field;
+        let a = &spec.artifact;
+        let mut parsed = source::parse_source(&a.source, f)?;
+        // Options given beside the source win over the query; unknown ones go to the
+        // server as query parameters (as go-getter does with Nomad's options).
+        let mut opts = parsed.query_options.clone();
+        for (k, v) in &a.options {
+            if source::GETTER_OPTIONS.contains(&k.as_str()) {
+                opts.insert(k.clone(), v.clone());
+            } else if let Source::Http(u) = &mut parsed.source {
+                let pair = format!("{}={}", percent_encode(k), percent_encode(v));
+                u.query = Some(match u.query.take() {
+                    Some(q) => format!("{q}&{pair}"),
+                    None => pair,
+                });
+            }
+        }
+        http::validate_headers(&a.headers, f)?;
+        let checksum_field = if a.options.contains_key("checksum") {
+            if f == "config.artifact_source" {
+                "config.checksum".to_string()
+            } else {
+                format!("{f}.options.checksum")
+            }
+        } else {
+            format!("{f}.source")
+        };
+        let checksum = match opts
+            .get("checksum")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            Some(c) => Some(Checksum::parse(c, &checksum_field)?),
+            None => None,
+        };
+        let path = match &parsed.source {
+            Source::Http(u) => source::percent_decode(&u.path),
+            Source::File(p) => p.clone(),
+        };
+        let (kind, suffix) = match opts.get("archive").map(|s| s.trim()) {
+            Some("false") => (None, None),
+            Some(v) if !v.is_empty() && v != "true" => {
+                let k = Kind::from_name(v).ok_or_else(|| {
+                    invalid(
+                        format!("{f}.options.archive"),
+                        format!("{f}.options.archive: unknown archive type {v:?}; use tar, tar.gz, tgz, gz, zip, tar.bz2, tar.xz, tar.zst or \"false\""),
+                    )
+                })?;
+                (
+                    Some(k),
+                    Kind::detect(&path).filter(|d| d.0 == k).map(|d| d.1),
+                )
+            }
+            _ => match Kind::detect(&path) {
+                Some((k, s)) => (Some(k), Some(s)),
+                None => (None, None),
+            },
+        };
+        if a.mode == ArtifactMode::Dir && kind.is_none_or(|k| k.is_single()) {
+            return Err(invalid(
+                format!("{f}.mode"),
+                format!(
+                    "{f}.mode is \"dir\" but the source is not a tar or zip archive (set options.archive or use mode \"any\" or \"file\")"
+                ),
+            ));
+        }
+        let dest_raw = a.destination.clone().unwrap_or_else(|| "local/".into());
+        let dest = safe::dest_components(&dest_raw).map_err(|why| {
+            Error::field(
+                Code::ArtifactDenied,
+                format!("{f}.destination"),
+                format!(
+                    "{f}.destination {dest_raw:?} {why}: it must stay inside the task directory"
+                ),
+            )
+        })?;
+        if a.mode == ArtifactMode::File && dest.is_empty() {
+            return Err(invalid(
+                format!("{f}.destination"),
+                format!("{f}.destination must name a file when mode is \"file\""),
+            ));
+        }
+        let file_name = match opts.get("filename").filter(|s| !s.is_empty()) {
+            Some(n) => {
+                if n.contains('/') || n == "." || n == ".." || n.contains('\0') {
+                    return Err(invalid(
+                        format!("{f}.options.filename"),
+                        format!("{f}.options.filename must be a plain file name, without '/'"),
+                    ));
+                }
+                n.clone()
+            }
+            None => {
+                let base = path.rsplit('/').next().unwrap_or("").to_string();
+                let base = match (kind, suffix) {
+                    (Some(k), Some(s)) if k.is_single() => {
+                        base[..base.len() - s.len() - 1].to_string()
+                    }
+                    _ => base,
+                };
+                if (base.is_empty() || base == "." || base == "..")
+                    && kind.is_none_or(|k| k.is_single())
+                    && a.mode != ArtifactMode::File
+                {
+                    return Err(invalid(
+                        format!("{f}.source"),
+                        format!(
+                            "{f}: cannot derive a file name from the source path; set options.filename"
+                        ),
+                    ));
+                }
+                base
+            }
+        };
+        Ok(Plan {
+            field: f.clone(),
+            source: parsed.source,
+            checksum,
+            kind,
+            mode: a.mode,
+            dest,
+            file_name,
+            executable: spec.executable,
+        })
+    }
+}
+
+/// The staging directory inside the task dir; removed when dropped.
+struct Staging {
+    path: PathBuf,
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Staging {
+    fn new(task_dir: &Path) -> Result<Staging> {
+        fs::create_dir_all(task_dir).map_err(|e| {
+            Error::internal(format!(
+                "creating task directory {}: {e}",
+                task_dir.display()
+            ))
+        })?;
+        loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let path = task_dir.join(format!(
+                ".fetch-{}-{}-{nanos:x}",
+                std::process::id(),
+                STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Staging { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(Error::internal(format!(
+                        "creating staging directory in {}: {e}",
+                        task_dir.display()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+enum Staged {
+    Dir(PathBuf),
+    File(PathBuf),
+}
+
+/// Fetches one artifact; `Ok(true)` when it came from the cache.
+fn fetch_one(
+    spec: &FetchSpec,
+    task_dir: &Path,
+    cfg: &ArtifactConfig,
+    p: &ArtifactProgress,
+) -> Result<bool> {
+    let plan = Plan::new(spec)?;
+    let cache = match (&cfg.cache_dir, &plan.checksum) {
+        (Some(d), Some(_)) => cache::Cache::open(d),
+        _ => None,
+    };
+    if let (Some(cache), Some(ck)) = (&cache, &plan.checksum)
+        && let Some((file, len)) = cache.lookup(ck)
+    {
+        let staging = Staging::new(task_dir)?;
+        let fault = Fault::default();
+        let body = Body {
+            inner: file,
+            what: format!("cache entry {}", ck.cache_key()),
+            read: 0,
+            content_length: Some(len),
+            max_bytes: None,
+            deadline: None,
+            bytes: p.bytes.clone(),
+            fault: fault.clone(),
+        };
+        match attempt(&plan, cfg, &staging, body, None, fault, p) {
+            Ok(staged) => {
+                commit(&plan, task_dir, staged)?;
+                return Ok(true);
+            }
+            // A corrupt entry: drop it and fetch from the source.
+            Err(f) if f.error.code == Code::ArtifactChecksum => cache.remove(ck),
+            Err(f) => return Err(f.error),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(cfg.http_read_timeout_ms);
+    let mut tries = 0u32;
+    loop {
+        p.bytes.store(0, Ordering::Relaxed);
+        p.entries.store(0, Ordering::Relaxed);
+        let staging = Staging::new(task_dir)?;
+        let fault = Fault::default();
+        let tmp = match (&cache, &plan.checksum) {
+            (Some(c), Some(_)) => c.tmp(),
+            _ => None,
+        };
+        let result = match &plan.source {
+            Source::Http(url) => {
+                let limits = http::Limits {
+                    max_bytes: cfg.http_max_bytes,
+                    deadline,
+                    timeout_ms: cfg.http_read_timeout_ms,
+                };
+                http::open(
+                    url,
+                    &spec.artifact.headers,
+                    &limits,
+                    p.bytes.clone(),
+                    fault.clone(),
+                )
+                .and_then(|body| attempt(&plan, cfg, &staging, body, tmp, fault, p))
+            }
+            Source::File(path) => {
+                let (file, len) = open_file_source(path, cfg, &plan.field)?;
+                let body = Body {
+                    inner: file,
+                    what: format!("file://{path}"),
+                    read: 0,
+                    content_length: Some(len),
+                    max_bytes: None,
+                    deadline: None,
+                    bytes: p.bytes.clone(),
+                    fault: fault.clone(),
+                };
+                attempt(&plan, cfg, &staging, body, tmp, fault, p)
+                    .map_err(|f| Failure::fatal(f.error))
+            }
+        };
+        match result {
+            Ok(staged) => {
+                commit(&plan, task_dir, staged)?;
+                return Ok(false);
+            }
+            Err(f) if f.retryable && tries < cfg.retries => {
+                let delay = Duration::from_millis(200u64 << tries.min(6));
+                if Instant::now() + delay >= deadline {
+                    return Err(f.error);
+                }
+                tries += 1;
+                drop(staging);
+                std::thread::sleep(delay);
+            }
+            Err(f) => return Err(f.error),
+        }
+    }
+}
+
+/// Opens a `file://` source, which must lie under one of `cfg.file_roots` once every
+/// symlink is resolved.
+fn open_file_source(path: &str, cfg: &ArtifactConfig, field: &str) -> Result<(fs::File, u64)> {
+    let denied = |why: String| Error::field(Code::ArtifactDenied, format!("{field}.source"), why);
+    let real = fs::canonicalize(path).map_err(|e| {
+        if cfg.file_roots.is_empty() {
+            denied(format!(
+                "file://{path}: file:// sources are not allowed (artifact.file_roots is empty)"
+            ))
+        } else {
+            Error::field(
+                Code::ArtifactDownload,
+                format!("{field}.source"),
+                format!("file://{path}: {e}"),
+            )
+        }
+    })?;
+    let allowed = cfg
+        .file_roots
+        .iter()
+        .filter_map(|r| fs::canonicalize(r).ok())
+        .any(|root| real.starts_with(&root));
+    if !allowed {
+        return Err(denied(format!(
+            "file://{path} is outside the directories allowed by artifact.file_roots"
+        )));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(|e| Error::new(Code::ArtifactDownload, format!("file://{path}: {e}")))?;
+    let m = file
+        .metadata()
+        .map_err(|e| Error::new(Code::ArtifactDownload, format!("file://{path}: {e}")))?;
+    if !m.is_file() {
+        return Err(Error::new(
+            Code::ArtifactDownload,
+            format!("file://{path} is not a regular file (directories are not supported)"),
+        ));
+    }
+    Ok((file, m.len()))
+}
+
+fn copy_big(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// One pass: stream `raw` through the cache tee and the hasher into the staging dir,
+/// then verify the checksum.
+fn attempt<R: Read>(
+    plan: &Plan,
+    cfg: &ArtifactConfig,
+    staging: &Staging,
+    raw: Body<R>,
+    tmp: Option<cache::TmpEntry>,
+    fault: Fault,
+    p: &ArtifactProgress,
+) -> Result<Staged, Failure> {
+    let what = raw.what.clone();
+    let tee = cache::Tee { inner: raw, tmp };
+    let mut hr = HashingReader::new(tee, plan.checksum.as_ref().map(|c| c.algo));
+    let dl_err = |e: io::Error| Error::new(Code::ArtifactDownload, format!("{what}: {e}"));
+    let mut ctx = Ctx::new(
+        cfg.decompression_size_limit,
+        cfg.decompression_file_count_limit.max(1),
+        &p.entries,
+        fault.clone(),
+    );
+    let result: Result<Staged> = match plan.kind {
+        None => {
+            let path = staging.path.join("file");
+            let mut plain = Ctx::new(u64::MAX, u64::MAX, &p.entries, fault.clone());
+            archive::write_single(&mut hr, &path, &plan.file_name, &mut plain)
+                .map(|_| Staged::File(path))
+        }
+        Some(k) if k.is_single() => {
+            let path = staging.path.join("file");
+            let mut dec = Limited {
+                inner: archive::decoder(k, &mut hr),
+                count: 0,
+                max: ctx.max_bytes,
+                fault: fault.clone(),
+            };
+            archive::write_single(&mut dec, &path, &plan.file_name, &mut ctx)
+                .map(|_| Staged::File(path))
+        }
+        Some(Kind::Zip) => {
+            let spool = staging.path.join("archive.zip");
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spool)
+                .map_err(|e| Failure::fatal(Error::internal(format!("spooling zip: {e}"))))?;
+            if let Err(e) = copy_big(&mut hr, &mut f) {
+                return Err(fault_or(&fault, dl_err(e)));
+            }
+            verify(&mut hr, plan, &fault, &what)?;
+            finish_cache(hr, plan);
+            let root = staging.path.join("root");
+            return mkdir(&root)
+                .and_then(|_| archive::unpack_zip(f, &root, &mut ctx))
+                .map(|_| Staged::Dir(root))
+                .map_err(|e| fault_or(&fault, e));
+        }
+        Some(k) => {
+            let root = staging.path.join("root");
+            mkdir(&root).map_err(Failure::fatal)?;
+            let mut dec = Limited {
+                inner: archive::decoder(k, &mut hr),
+                count: 0,
+                max: ctx.max_bytes,
+                fault: fault.clone(),
+            };
+            archive::unpack_tar(&mut dec, &root, &mut ctx).map(|_| Staged::Dir(root))
+        }
+    };
+    match result {
+        Ok(staged) => {
+            verify(&mut hr, plan, &fault, &what)?;
+            finish_cache(hr, plan);
+            Ok(staged)
+        }
+        Err(e) => {
+            if let Some((fe, retryable)) = fault.take() {
+                return Err(Failure {
+                    error: fe,
+                    retryable,
+                });
+            }
+            // A corrupt download shows as a broken archive: say it is the checksum.
+            if plan.checksum.is_some()
+                && e.code == Code::ArtifactUnpack
+                && let Err(VerifyError::Mismatch(ce)) = hr.verify(plan.checksum.as_ref(), &what)
+            {
+                return Err(Failure::fatal(ce));
+            }
+            Err(Failure::fatal(e))
+        }
+    }
+}
+
+fn fault_or(fault: &Fault, e: Error) -> Failure {
+    match fault.take() {
+        Some((fe, retryable)) => Failure {
+            error: fe,
+            retryable,
+        },
+        None => Failure::fatal(e),
+    }
+}
+
+fn verify<R: Read>(
+    hr: &mut HashingReader<R>,
+    plan: &Plan,
+    fault: &Fault,
+    what: &str,
+) -> Result<(), Failure> {
+    match hr.verify(plan.checksum.as_ref(), what) {
+        Ok(()) => Ok(()),
+        Err(VerifyError::Mismatch(e)) => Err(Failure::fatal(e)),
+        Err(VerifyError::Io(e)) => Err(fault_or(
+            fault,
+            Error::new(Code::ArtifactDownload, format!("{what}: {e}")),
+        )),
+    }
+}
+
+/// Publishes the tee'd bytes to the cache: only called after the checksum verified.
+fn finish_cache<R: Read>(mut hr: HashingReader<cache::Tee<R>>, plan: &Plan) {
+    if let (Some(tmp), Some(ck)) = (hr.get_mut().tmp.take(), &plan.checksum)
+        && let Some(dir) = tmp
+            .path()
+            .parent()
+            .and_then(|d| d.to_str())
+            .map(str::to_string)
+        && let Some(c) = cache::Cache::open(&dir)
+    {
+        c.commit(tmp, ck);
+    }
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(p)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", p.display())))
+}
+
+/// Moves a verified staging result into the destination.
+fn commit(plan: &Plan, task_dir: &Path, staged: Staged) -> Result<()> {
+    let denied = |why: String| {
+        Error::field(
+            Code::ArtifactDenied,
+            format!("{}.destination", plan.field),
+            format!("destination: {why}"),
+        )
+    };
+    let unpack = |why: String| Error::new(Code::ArtifactUnpack, why);
+    let staged = match (staged, plan.mode) {
+        (Staged::Dir(root), ArtifactMode::File) => {
+            let mut files = Vec::new();
+            collect_files(&root, &mut files).map_err(|e| unpack(e.to_string()))?;
+            let regular =
+                files.len() == 1 && fs::symlink_metadata(&files[0]).is_ok_and(|m| m.is_file());
+            if !regular {
+                return Err(unpack(format!(
+                    "mode \"file\" needs an archive with exactly one regular file, this one has {} non-directory entries",
+                    files.len()
+                )));
+            }
+            Staged::File(files.remove(0))
+        }
+        (s, _) => s,
+    };
+    match staged {
+        Staged::Dir(root) => {
+            let dest = safe::ensure_dirs(task_dir, &plan.dest).map_err(denied)?;
+            safe::check_merge(&root, &dest).map_err(unpack)?;
+            safe::merge(&root, &dest)
+                .map_err(|e| Error::internal(format!("moving the artifact into place: {e}")))
+        }
+        Staged::File(path) => {
+            let target = if plan.mode == ArtifactMode::File {
+                let (last, parents) = plan.dest.split_last().expect("checked in Plan::new");
+                safe::ensure_dirs(task_dir, parents)
+                    .map_err(denied)?
+                    .join(last)
+            } else {
+                safe::ensure_dirs(task_dir, &plan.dest)
+                    .map_err(denied)?
+                    .join(&plan.file_name)
+            };
+            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                return Err(unpack(format!(
+                    "{} is a directory in the destination",
+                    target.display()
+                )));
+            }
+            let mode = if plan.executable {
+                0o755
+            } else if plan.kind.is_some_and(|k| !k.is_single()) {
+                fs::symlink_metadata(&path)
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .unwrap_or(0o644)
+            } else {
+                0o644
+            };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::internal(format!("setting the mode: {e}")))?;
+            fs::rename(&path, &target)
+                .map_err(|e| Error::internal(format!("moving the artifact into place: {e}")))
+        }
+    }
+}
+
+/// Regular files under `dir`; anything else that is not a directory (a symlink) makes
+/// the count wrong on purpose, so mode "file" never moves a symlink out of its place.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            collect_files(&e.path(), out)?;
+        } else {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
