@@ -156,27 +156,8 @@ pub fn open(
                         start.redacted()
                     ))));
                 }
-                let Some(loc) = header(&resp, "location") else {
-                    return Err(Failure::fatal(download_err(format!(
-                        "GET {}: HTTP {status} redirect without a Location header",
-                        url.redacted()
-                    ))));
-                };
-                let Some(next) = url.join(loc) else {
-                    return Err(Failure::fatal(download_err(format!(
-                        "GET {}: HTTP {status} redirect to an unsupported location {}",
-                        url.redacted(),
-                        super::redact_url(loc)
-                    ))));
-                };
-                if url.https && !next.https {
-                    return Err(Failure::fatal(download_err(format!(
-                        "GET {}: refusing redirect from https to http ({})",
-                        url.redacted(),
-                        next.redacted()
-                    ))));
-                }
-                url = next;
+                url = redirect_target(&url, status, header(&resp, "location"))
+                    .map_err(Failure::fatal)?;
             }
             200..=299 => {
                 let chunked = header(&resp, "transfer-encoding")
@@ -216,11 +197,16 @@ pub fn open(
                 });
             }
             _ => {
-                let reason = if status == 404 { "Not Found" } else { "" };
+                let reason: String = resp
+                    .reason_phrase
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect();
                 let error = download_err(format!(
-                    "GET {}: HTTP {status}{}{reason}",
+                    "GET {}: HTTP {status} {}",
                     url.redacted(),
-                    if reason.is_empty() { "" } else { " " }
+                    reason.trim()
                 ));
                 return Err(Failure {
                     error,
@@ -229,6 +215,32 @@ pub fn open(
             }
         }
     }
+}
+
+/// Where a redirect from `url` leads, or why it is not followed (no Location, a
+/// location that is not http(s), or a step down from https to http).
+pub fn redirect_target(url: &Url, status: u16, location: Option<&str>) -> Result<Url, Error> {
+    let Some(loc) = location else {
+        return Err(download_err(format!(
+            "GET {}: HTTP {status} redirect without a Location header",
+            url.redacted()
+        )));
+    };
+    let Some(next) = url.join(loc) else {
+        return Err(download_err(format!(
+            "GET {}: HTTP {status} redirect to an unsupported location {}",
+            url.redacted(),
+            super::redact_url(loc)
+        )));
+    };
+    if url.https && !next.https {
+        return Err(download_err(format!(
+            "GET {}: refusing redirect from https to http ({})",
+            url.redacted(),
+            next.redacted()
+        )));
+    }
+    Ok(next)
 }
 
 fn timeout_error(limits: &Limits, url: &Url) -> Error {
@@ -326,6 +338,33 @@ impl<R: Read> Read for Body<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_policy() {
+        let https = Url::parse("https://a.example/x/y.tgz").unwrap();
+        let e = redirect_target(&https, 302, Some("http://a.example/y.tgz")).unwrap_err();
+        assert_eq!(e.code, Code::ArtifactDownload);
+        assert!(e.message.contains("https to http"), "{e}");
+        assert!(
+            redirect_target(&https, 302, Some("//b.example/z"))
+                .unwrap()
+                .https
+        );
+        assert_eq!(
+            redirect_target(&https, 301, Some("z.tgz"))
+                .unwrap()
+                .request_string(),
+            "https://a.example/x/z.tgz"
+        );
+        let http = Url::parse("http://a.example/x").unwrap();
+        assert!(
+            redirect_target(&http, 302, Some("https://b.example/"))
+                .unwrap()
+                .https
+        );
+        assert!(redirect_target(&http, 302, None).is_err());
+        assert!(redirect_target(&http, 302, Some("ftp://h/x")).is_err());
+    }
 
     #[test]
     fn base64_encodes() {

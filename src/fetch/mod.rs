@@ -17,6 +17,8 @@ pub mod archive;
 pub mod cache;
 pub mod checksum;
 pub mod http;
+mod place;
+mod plan;
 pub mod safe;
 pub mod source;
 
@@ -25,15 +27,16 @@ pub use source::redact_url;
 use crate::config::{Artifact, ArtifactConfig, ArtifactMode};
 use crate::error::{Code, Error, Result};
 use archive::{Ctx, Kind, Limited};
-use checksum::{Checksum, HashingReader, VerifyError};
+use checksum::{HashingReader, VerifyError};
 use http::{Body, Failure};
+use place::{Staged, Staging, commit, mkdir};
+use plan::Plan;
 use serde_json::json;
 use source::Source;
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -237,213 +240,6 @@ fn with_field(mut e: Error, field: &str) -> Error {
         e.field = Some(field.to_string());
     }
     e
-}
-
-/// Everything decided before any byte moves.
-struct Plan {
-    field: String,
-    source: Source,
-    checksum: Option<Checksum>,
-    kind: Option<Kind>,
-    mode: ArtifactMode,
-    dest: Vec<OsString>,
-    file_name: String,
-    executable: bool,
-}
-
-fn invalid(field: String, msg: String) -> Error {
-    Error::field(Code::InvalidConfig, field, msg)
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-impl Plan {
-    fn new(spec: &FetchSpec) -> Result<Plan> {
-        let f = &spec.field;
-        let a = &spec.artifact;
-        let mut parsed = source::parse_source(&a.source, f)?;
-        // Options given beside the source win over the query; unknown ones go to the
-        // server as query parameters (as go-getter does with Nomad's options).
-        let mut opts = parsed.query_options.clone();
-        for (k, v) in &a.options {
-            if source::GETTER_OPTIONS.contains(&k.as_str()) {
-                opts.insert(k.clone(), v.clone());
-            } else if let Source::Http(u) = &mut parsed.source {
-                let pair = format!("{}={}", percent_encode(k), percent_encode(v));
-                u.query = Some(match u.query.take() {
-                    Some(q) => format!("{q}&{pair}"),
-                    None => pair,
-                });
-            }
-        }
-        http::validate_headers(&a.headers, f)?;
-        let checksum_field = if a.options.contains_key("checksum") {
-            if f == "config.artifact_source" {
-                "config.checksum".to_string()
-            } else {
-                format!("{f}.options.checksum")
-            }
-        } else {
-            format!("{f}.source")
-        };
-        let checksum = match opts
-            .get("checksum")
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
-            Some(c) => Some(Checksum::parse(c, &checksum_field)?),
-            None => None,
-        };
-        let path = match &parsed.source {
-            Source::Http(u) => source::percent_decode(&u.path),
-            Source::File(p) => p.clone(),
-        };
-        let (kind, suffix) = match opts.get("archive").map(|s| s.trim()) {
-            Some("false") => (None, None),
-            Some(v) if !v.is_empty() && v != "true" => {
-                let k = Kind::from_name(v).ok_or_else(|| {
-                    invalid(
-                        format!("{f}.options.archive"),
-                        format!("{f}.options.archive: unknown archive type {v:?}; use tar, tar.gz, tgz, gz, zip, tar.bz2, tar.xz, tar.zst or \"false\""),
-                    )
-                })?;
-                (
-                    Some(k),
-                    Kind::detect(&path).filter(|d| d.0 == k).map(|d| d.1),
-                )
-            }
-            _ => match Kind::detect(&path) {
-                Some((k, s)) => (Some(k), Some(s)),
-                None => (None, None),
-            },
-        };
-        if a.mode == ArtifactMode::Dir && kind.is_none_or(|k| k.is_single()) {
-            return Err(invalid(
-                format!("{f}.mode"),
-                format!(
-                    "{f}.mode is \"dir\" but the source is not a tar or zip archive (set options.archive or use mode \"any\" or \"file\")"
-                ),
-            ));
-        }
-        let dest_raw = a.destination.clone().unwrap_or_else(|| "local/".into());
-        let dest = safe::dest_components(&dest_raw).map_err(|why| {
-            Error::field(
-                Code::ArtifactDenied,
-                format!("{f}.destination"),
-                format!(
-                    "{f}.destination {dest_raw:?} {why}: it must stay inside the task directory"
-                ),
-            )
-        })?;
-        if a.mode == ArtifactMode::File && dest.is_empty() {
-            return Err(invalid(
-                format!("{f}.destination"),
-                format!("{f}.destination must name a file when mode is \"file\""),
-            ));
-        }
-        let file_name = match opts.get("filename").filter(|s| !s.is_empty()) {
-            Some(n) => {
-                if n.contains('/') || n == "." || n == ".." || n.contains('\0') {
-                    return Err(invalid(
-                        format!("{f}.options.filename"),
-                        format!("{f}.options.filename must be a plain file name, without '/'"),
-                    ));
-                }
-                n.clone()
-            }
-            None => {
-                let base = path.rsplit('/').next().unwrap_or("").to_string();
-                let base = match (kind, suffix) {
-                    (Some(k), Some(s)) if k.is_single() => {
-                        base[..base.len() - s.len() - 1].to_string()
-                    }
-                    _ => base,
-                };
-                if (base.is_empty() || base == "." || base == "..")
-                    && kind.is_none_or(|k| k.is_single())
-                    && a.mode != ArtifactMode::File
-                {
-                    return Err(invalid(
-                        format!("{f}.source"),
-                        format!(
-                            "{f}: cannot derive a file name from the source path; set options.filename"
-                        ),
-                    ));
-                }
-                base
-            }
-        };
-        Ok(Plan {
-            field: f.clone(),
-            source: parsed.source,
-            checksum,
-            kind,
-            mode: a.mode,
-            dest,
-            file_name,
-            executable: spec.executable,
-        })
-    }
-}
-
-/// The staging directory inside the task dir; removed when dropped.
-struct Staging {
-    path: PathBuf,
-}
-
-static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl Staging {
-    fn new(task_dir: &Path) -> Result<Staging> {
-        fs::create_dir_all(task_dir).map_err(|e| {
-            Error::internal(format!(
-                "creating task directory {}: {e}",
-                task_dir.display()
-            ))
-        })?;
-        loop {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let path = task_dir.join(format!(
-                ".fetch-{}-{}-{nanos:x}",
-                std::process::id(),
-                STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Staging { path }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(Error::internal(format!(
-                        "creating staging directory in {}: {e}",
-                        task_dir.display()
-                    )));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-enum Staged {
-    Dir(PathBuf),
-    File(PathBuf),
 }
 
 /// Fetches one artifact; `Ok(true)` when it came from the cache.
@@ -738,93 +534,4 @@ fn finish_cache<R: Read>(mut hr: HashingReader<cache::Tee<R>>, plan: &Plan) {
     {
         c.commit(tmp, ck);
     }
-}
-
-fn mkdir(p: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(p)
-        .map_err(|e| Error::internal(format!("creating {}: {e}", p.display())))
-}
-
-/// Moves a verified staging result into the destination.
-fn commit(plan: &Plan, task_dir: &Path, staged: Staged) -> Result<()> {
-    let denied = |why: String| {
-        Error::field(
-            Code::ArtifactDenied,
-            format!("{}.destination", plan.field),
-            format!("destination: {why}"),
-        )
-    };
-    let unpack = |why: String| Error::new(Code::ArtifactUnpack, why);
-    let staged = match (staged, plan.mode) {
-        (Staged::Dir(root), ArtifactMode::File) => {
-            let mut files = Vec::new();
-            collect_files(&root, &mut files).map_err(|e| unpack(e.to_string()))?;
-            let regular =
-                files.len() == 1 && fs::symlink_metadata(&files[0]).is_ok_and(|m| m.is_file());
-            if !regular {
-                return Err(unpack(format!(
-                    "mode \"file\" needs an archive with exactly one regular file, this one has {} non-directory entries",
-                    files.len()
-                )));
-            }
-            Staged::File(files.remove(0))
-        }
-        (s, _) => s,
-    };
-    match staged {
-        Staged::Dir(root) => {
-            let dest = safe::ensure_dirs(task_dir, &plan.dest).map_err(denied)?;
-            safe::check_merge(&root, &dest).map_err(unpack)?;
-            safe::merge(&root, &dest)
-                .map_err(|e| Error::internal(format!("moving the artifact into place: {e}")))
-        }
-        Staged::File(path) => {
-            let target = if plan.mode == ArtifactMode::File {
-                let (last, parents) = plan.dest.split_last().expect("checked in Plan::new");
-                safe::ensure_dirs(task_dir, parents)
-                    .map_err(denied)?
-                    .join(last)
-            } else {
-                safe::ensure_dirs(task_dir, &plan.dest)
-                    .map_err(denied)?
-                    .join(&plan.file_name)
-            };
-            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                return Err(unpack(format!(
-                    "{} is a directory in the destination",
-                    target.display()
-                )));
-            }
-            let mode = if plan.executable {
-                0o755
-            } else if plan.kind.is_some_and(|k| !k.is_single()) {
-                fs::symlink_metadata(&path)
-                    .map(|m| m.permissions().mode() & 0o777)
-                    .unwrap_or(0o644)
-            } else {
-                0o644
-            };
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::internal(format!("setting the mode: {e}")))?;
-            fs::rename(&path, &target)
-                .map_err(|e| Error::internal(format!("moving the artifact into place: {e}")))
-        }
-    }
-}
-
-/// Regular files under `dir`; anything else that is not a directory (a symlink) makes
-/// the count wrong on purpose, so mode "file" never moves a symlink out of its place.
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            collect_files(&e.path(), out)?;
-        } else {
-            out.push(e.path());
-        }
-    }
-    Ok(())
 }
