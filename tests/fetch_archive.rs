@@ -279,3 +279,41 @@ fn dir_mode_needs_an_archive() {
     assert_eq!(e.code, Code::InvalidConfig);
     assert_eq!(e.field.as_deref(), Some("artifacts[0].mode"));
 }
+
+#[test]
+fn later_entries_win_and_conflicts_are_refused() {
+    let body = gz(&tar(&[
+        E::File("x", b"one", 0o644),
+        E::File("x", b"two", 0o644),
+        E::Symlink("l", "x"),
+        E::File("l", b"a file now", 0o644),
+        E::File("big", &vec![7u8; (1 << 20) + 10], 0o644),
+        E::File("big", b"small again", 0o644),
+        E::Hardlink("h", "x"),
+    ]));
+    let conflict = gz(&tar(&[
+        E::File("a", b"file", 0o644),
+        E::File("a/b", b"x", 0o644),
+    ]));
+    let srv = Server::files(vec![("/dup.tgz", body), ("/conflict.tgz", conflict)]);
+    let t = Task::new("dup");
+    fetch1(spec(&srv.url("/dup.tgz")), &t.task).unwrap();
+    assert_eq!(std::fs::read(t.local().join("x")).unwrap(), b"two");
+    assert_eq!(std::fs::read(t.local().join("h")).unwrap(), b"two");
+    assert!(
+        std::fs::symlink_metadata(t.local().join("l"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(std::fs::read(t.local().join("l")).unwrap(), b"a file now");
+    assert_eq!(
+        std::fs::read(t.local().join("big")).unwrap(),
+        b"small again"
+    );
+
+    let t = Task::new("conflict");
+    let e = fetch1(spec(&srv.url("/conflict.tgz")), &t.task).unwrap_err();
+    assert_eq!(e.code, Code::ArtifactUnpack);
+    assert!(e.message.contains("a/b"), "{e}");
+    assert!(!t.local().exists());
+}

@@ -4,13 +4,14 @@
 
 use super::Fault;
 use super::safe;
+use super::writer::{self, Job, Pool};
 use crate::error::{Code, Error, Result};
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -142,6 +143,10 @@ pub struct Ctx<'a> {
     written: u64,
     count: u64,
     dir_modes: Vec<(PathBuf, u32)>,
+    /// Directories checked or created by this unpack: real directories, and nothing
+    /// here ever replaces a directory, so they need no second look.
+    known: HashSet<PathBuf>,
+    buf: Vec<u8>,
 }
 
 impl<'a> Ctx<'a> {
@@ -154,6 +159,8 @@ impl<'a> Ctx<'a> {
             written: 0,
             count: 0,
             dir_modes: Vec::new(),
+            known: HashSet::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -186,9 +193,21 @@ impl<'a> Ctx<'a> {
 
     /// Copies `r` into `f`, counting against the size limit.
     fn copy(&mut self, r: &mut dyn Read, f: &mut fs::File) -> std::result::Result<(), CopyError> {
-        let mut buf = vec![0u8; 128 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
+        let res = self.copy_with(r, f, &mut buf);
+        self.buf = buf;
+        res
+    }
+
+    fn copy_with(
+        &mut self,
+        r: &mut dyn Read,
+        f: &mut fs::File,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), CopyError> {
         loop {
-            let n = match r.read(&mut buf) {
+            let n = match r.read(buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -254,31 +273,49 @@ fn unpack_err(why: impl std::fmt::Display) -> Error {
     Error::new(Code::ArtifactUnpack, format!("unpacking archive: {why}"))
 }
 
-/// Where an entry goes: its parent made safe, the slot cleared.
-fn place(root: &Path, raw: &[u8], name: &str, is_dir: bool) -> Result<Option<PathBuf>> {
+/// Where an entry goes: its parent made safe, the slot cleared. Waits for the writers
+/// first when they still work on this path or a parent of it.
+fn place(
+    ctx: &mut Ctx,
+    pool: &mut Pool,
+    root: &Path,
+    raw: &[u8],
+    name: &str,
+    is_dir: bool,
+) -> Result<Option<PathBuf>> {
     let comps = safe::entry_components(raw).map_err(|e| entry_err(name, e))?;
     let Some((last, parents)) = comps.split_last() else {
         return Ok(None); // the root itself
     };
-    let parent = safe::ensure_dirs(root, parents).map_err(|e| entry_err(name, e))?;
+    let mut target = root.to_path_buf();
+    target.extend(&comps);
+    if pool.touches(&target) {
+        pool.flush()?;
+    }
+    let parent =
+        safe::ensure_dirs_known(root, parents, &mut ctx.known).map_err(|e| entry_err(name, e))?;
     let p = parent.join(last);
     if is_dir {
-        safe::ensure_dirs(root, &comps).map_err(|e| entry_err(name, e))?;
+        safe::ensure_dirs_known(root, &comps, &mut ctx.known).map_err(|e| entry_err(name, e))?;
     } else {
         safe::clear_slot(&p).map_err(|e| entry_err(name, e))?;
     }
     Ok(Some(p))
 }
 
+/// Streams one file into a new file at `p` (no pool).
 fn write_file(
     ctx: &mut Ctx,
     p: &Path,
     name: &str,
     mode: u32,
     mtime: Option<u64>,
+    head: &[u8],
     r: &mut dyn Read,
 ) -> Result<()> {
     let mut f = safe::create_file(p, mode).map_err(|e| entry_err(name, e))?;
+    f.write_all(head)
+        .map_err(|e| entry_err(name, format!("writing: {e}")))?;
     match ctx.copy(r, &mut f) {
         Ok(()) => {}
         Err(CopyError::Limit(e)) => return Err(e),
@@ -286,16 +323,52 @@ fn write_file(
         Err(CopyError::Write(e)) => return Err(entry_err(name, format!("writing: {e}"))),
     }
     // The exact mode, whatever the umask; setuid, setgid and sticky never survive.
-    f.set_permissions(fs::Permissions::from_mode(mode & 0o777))
-        .map_err(|e| entry_err(name, e))?;
-    if let Some(t) = mtime {
-        let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t));
+    writer::finish_file(&f, mode, mtime).map_err(|e| entry_err(name, e))
+}
+
+/// Reads an entry's data: a small one goes to the writer pool whole, a big one is
+/// streamed here. The size limit counts what was really read.
+fn write_entry(
+    ctx: &mut Ctx,
+    pool: &mut Pool,
+    p: PathBuf,
+    name: &str,
+    mode: u32,
+    mtime: Option<u64>,
+    r: &mut dyn Read,
+) -> Result<()> {
+    let remaining = ctx.max_bytes.saturating_sub(ctx.written);
+    let cap = (writer::SMALL as u64).min(remaining) + 1;
+    let mut data = Vec::new();
+    r.take(cap)
+        .read_to_end(&mut data)
+        .map_err(|e| entry_err(name, format!("reading: {e}")))?;
+    ctx.written += data.len() as u64;
+    if ctx.written > ctx.max_bytes {
+        return Err(ctx.limit_bytes());
     }
-    Ok(())
+    if data.len() <= writer::SMALL {
+        let name = name.to_string();
+        pool.submit(Job {
+            path: p,
+            name,
+            data,
+            mode,
+            mtime,
+        })
+    } else {
+        write_file(ctx, &p, name, mode, mtime, &data, r)
+    }
 }
 
 /// Unpacks a tar stream into `root` (an existing, empty real directory).
 pub fn unpack_tar(r: &mut dyn Read, root: &Path, ctx: &mut Ctx) -> Result<()> {
+    writer::with_pool(writer::threads(), |pool| tar_entries(r, root, ctx, pool))?;
+    ctx.finish_dirs();
+    Ok(())
+}
+
+fn tar_entries(r: &mut dyn Read, root: &Path, ctx: &mut Ctx, pool: &mut Pool) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let entries = ar.entries().map_err(unpack_err)?;
     for entry in entries {
@@ -312,12 +385,12 @@ pub fn unpack_tar(r: &mut dyn Read, root: &Path, ctx: &mut Ctx) -> Result<()> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                if let Some(p) = place(root, &raw, &name, false)? {
-                    write_file(ctx, &p, &name, mode, mtime, &mut entry)?;
+                if let Some(p) = place(ctx, pool, root, &raw, &name, false)? {
+                    write_entry(ctx, pool, p, &name, mode, mtime, &mut entry)?;
                 }
             }
             T::Directory => {
-                if let Some(p) = place(root, &raw, &name, true)? {
+                if let Some(p) = place(ctx, pool, root, &raw, &name, true)? {
                     ctx.dir_modes.push((p, (mode & 0o777) | 0o700));
                 }
             }
@@ -336,12 +409,14 @@ pub fn unpack_tar(r: &mut dyn Read, root: &Path, ctx: &mut Ctx) -> Result<()> {
                         format!("{e} (target {:?})", String::from_utf8_lossy(&target)),
                     )
                 })?;
-                let p = place(root, &raw, &name, false)?.expect("non-empty");
+                let p = place(ctx, pool, root, &raw, &name, false)?.expect("non-empty");
                 use std::os::unix::ffi::OsStrExt;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &p)
                     .map_err(|e| entry_err(&name, e))?;
             }
             T::Link => {
+                // The target may still be in the writers' hands.
+                pool.flush()?;
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| entry_err(&name, "hard link without a target"))?
@@ -366,7 +441,7 @@ pub fn unpack_tar(r: &mut dyn Read, root: &Path, ctx: &mut Ctx) -> Result<()> {
                         ));
                     }
                 }
-                let p = place(root, &raw, &name, false)?.ok_or_else(|| {
+                let p = place(ctx, pool, root, &raw, &name, false)?.ok_or_else(|| {
                     entry_err(&name, "a hard link cannot replace the destination")
                 })?;
                 fs::hard_link(&src, &p).map_err(|e| entry_err(&name, e))?;
@@ -382,12 +457,17 @@ pub fn unpack_tar(r: &mut dyn Read, root: &Path, ctx: &mut Ctx) -> Result<()> {
             }
         }
     }
-    ctx.finish_dirs();
     Ok(())
 }
 
 /// Unpacks a zip file into `root`.
 pub fn unpack_zip(file: fs::File, root: &Path, ctx: &mut Ctx) -> Result<()> {
+    writer::with_pool(writer::threads(), |pool| zip_entries(file, root, ctx, pool))?;
+    ctx.finish_dirs();
+    Ok(())
+}
+
+fn zip_entries(file: fs::File, root: &Path, ctx: &mut Ctx, pool: &mut Pool) -> Result<()> {
     let mut ar = zip::ZipArchive::new(io::BufReader::new(file)).map_err(unpack_err)?;
     if ar.len() as u64 > ctx.max_entries {
         return Err(Error::new(
@@ -434,29 +514,28 @@ pub fn unpack_zip(file: fs::File, root: &Path, ctx: &mut Ctx) -> Result<()> {
                     format!("{e} (target {:?})", String::from_utf8_lossy(&target)),
                 )
             })?;
-            let p = place(root, &raw, &name, false)?.expect("non-empty");
+            let p = place(ctx, pool, root, &raw, &name, false)?.expect("non-empty");
             use std::os::unix::ffi::OsStrExt;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &p)
                 .map_err(|e| entry_err(&name, e))?;
         } else if f.is_dir() {
-            if let Some(p) = place(root, &raw, &name, true)? {
+            if let Some(p) = place(ctx, pool, root, &raw, &name, true)? {
                 ctx.dir_modes
                     .push((p, (mode.unwrap_or(0o755) & 0o777) | 0o700));
             }
-        } else if let Some(p) = place(root, &raw, &name, false)? {
-            write_file(ctx, &p, &name, mode.unwrap_or(0o644), None, &mut f)?;
+        } else if let Some(p) = place(ctx, pool, root, &raw, &name, false)? {
+            write_entry(ctx, pool, p, &name, mode.unwrap_or(0o644), None, &mut f)?;
         } else {
             return Err(entry_err(&name, "a file cannot replace the destination"));
         }
     }
-    ctx.finish_dirs();
     Ok(())
 }
 
 /// Decompresses a single-file stream (gz, bz2, xz, zst) into a new file at `p`.
 pub fn write_single(r: &mut dyn Read, p: &Path, name: &str, ctx: &mut Ctx) -> Result<()> {
     ctx.count_entry(name)?;
-    write_file(ctx, p, name, 0o644, None, r)
+    write_file(ctx, p, name, 0o644, None, &[], r)
 }
 
 #[cfg(test)]

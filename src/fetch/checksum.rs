@@ -167,6 +167,11 @@ impl<R: Read> HashingReader<R> {
         Ok(())
     }
 
+    /// The digest of what was read so far (consumes the running hash).
+    pub fn hex_digest(&mut self) -> Option<String> {
+        self.hasher.take().map(|h| hex::encode(h.finish()))
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }

@@ -21,6 +21,7 @@ mod place;
 mod plan;
 pub mod safe;
 pub mod source;
+mod writer;
 
 pub use source::redact_url;
 

@@ -7,6 +7,7 @@
 //! (`../lib/x`, never `a/../../x`), and must stay inside the unpack root. Writing
 //! through a symlinked directory is refused.
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -76,35 +77,53 @@ pub fn ensure_dirs(root: &Path, comps: &[OsString]) -> Result<PathBuf, String> {
     let mut p = root.to_path_buf();
     for c in comps {
         p.push(c);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "refusing to write through the symlink {}",
-                    show(&p, root)
-                ));
-            }
-            Ok(_) => return Err(format!("{} exists and is not a directory", show(&p, root))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::DirBuilder::new().mode(0o755).create(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        // Someone (a parallel artifact) made it: check it again.
-                        let m = fs::symlink_metadata(&p).map_err(|e| e.to_string())?;
-                        if !m.is_dir() {
-                            return Err(format!(
-                                "{} exists and is not a directory",
-                                show(&p, root)
-                            ));
-                        }
-                    }
-                    Err(e) => return Err(format!("creating {}: {e}", show(&p, root))),
-                }
-            }
-            Err(e) => return Err(format!("{}: {e}", show(&p, root))),
+        ensure_dir(&p, root)?;
+    }
+    Ok(p)
+}
+
+/// [`ensure_dirs`] that skips the directories in `known` (checked or created earlier by
+/// the same unpack, which never replaces a directory) and records the new ones.
+pub fn ensure_dirs_known(
+    root: &Path,
+    comps: &[OsString],
+    known: &mut HashSet<PathBuf>,
+) -> Result<PathBuf, String> {
+    let mut p = root.to_path_buf();
+    for c in comps {
+        p.push(c);
+        if !known.contains(&p) {
+            ensure_dir(&p, root)?;
+            known.insert(p.clone());
         }
     }
     Ok(p)
+}
+
+/// One level of [`ensure_dirs`]: `p` is a real directory afterwards, or an error.
+fn ensure_dir(p: &Path, root: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "refusing to write through the symlink {}",
+            show(p, root)
+        )),
+        Ok(_) => Err(format!("{} exists and is not a directory", show(p, root))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::DirBuilder::new().mode(0o755).create(p) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Someone (a parallel artifact) made it: check it again.
+                    match fs::symlink_metadata(p) {
+                        Ok(m) if m.is_dir() => Ok(()),
+                        _ => Err(format!("{} exists and is not a directory", show(p, root))),
+                    }
+                }
+                Err(e) => Err(format!("creating {}: {e}", show(p, root))),
+            }
+        }
+        Err(e) => Err(format!("{}: {e}", show(p, root))),
+    }
 }
 
 /// Like [`ensure_dirs`] but creates nothing: every component must already be a real
