@@ -397,3 +397,56 @@ fn parallel_fetches_and_first_error_by_order() {
     let e = fetch::fetch_all(&specs, &t.task, &cfg, &progress).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("artifacts[2]"), "{e}");
 }
+
+#[test]
+fn stalled_server_times_out() {
+    let srv = Server::start("127.0.0.1", |_, _| Resp::Stall);
+    let t = Task::new("stall");
+    let c = execdriver::config::ArtifactConfig {
+        http_read_timeout_ms: 1000,
+        retries: 3,
+        ..cfg()
+    };
+    let start = std::time::Instant::now();
+    let e = fetch(&[spec(&srv.url("/s.bin"))], &t.task, &c)
+        .0
+        .unwrap_err();
+    assert_eq!(e.code, Code::ArtifactDownload, "{e}");
+    assert!(e.message.contains("timed out"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(srv.count(), 1, "the timeout is total: no retry after it");
+    assert!(!t.local().exists());
+}
+
+#[test]
+fn progress_is_visible_while_fetching() {
+    let body: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
+    let gate = Gate::default();
+    let (b2, g2) = (body.clone(), gate.clone());
+    let srv = Server::start("127.0.0.1", move |_, _| Resp::Gated {
+        body: b2.clone(),
+        split: 100_000,
+        gate: g2.clone(),
+    });
+    let t = Task::new("progress");
+    let s = spec(&(srv.url("/p.bin") + "?token=hidden"));
+    let progress = vec![ArtifactProgress::new(&s)];
+    let p2 = progress.clone();
+    let task = t.task.clone();
+    let h = std::thread::spawn(move || fetch::fetch_all(&[s], &task, &cfg(), &p2));
+    // Poll (no sleeps) until the first part arrived.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while progress[0].bytes.load(Ordering::Relaxed) < 100_000 {
+        assert!(std::time::Instant::now() < deadline, "no progress seen");
+        std::thread::yield_now();
+    }
+    let j = progress[0].to_json();
+    assert_eq!(j["state"], "fetching");
+    assert_eq!(j["bytes"], 100_000);
+    assert!(!j["source"].as_str().unwrap().contains("hidden"));
+    gate.open();
+    h.join().unwrap().unwrap();
+    assert_eq!(progress[0].to_json()["state"], "done");
+    assert_eq!(progress[0].to_json()["bytes"], body.len() as u64);
+    assert_eq!(std::fs::read(t.local().join("p.bin")).unwrap(), body);
+}

@@ -375,9 +375,14 @@ fn tar_entries(r: &mut dyn Read, root: &Path, ctx: &mut Ctx, pool: &mut Pool) ->
         let mut entry = entry.map_err(unpack_err)?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let kind = entry.header().entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader) {
+        let mut kind = entry.header().entry_type();
+        // Global pax headers and GNU volume labels carry no file.
+        if matches!(kind, tar::EntryType::XGlobalHeader) || kind.as_byte() == b'V' {
             continue;
+        }
+        // Old (v7) archives mark directories by a trailing slash only.
+        if matches!(kind, tar::EntryType::Regular) && raw.ends_with(b"/") {
+            kind = tar::EntryType::Directory;
         }
         ctx.count_entry(&name)?;
         let mode = entry.header().mode().unwrap_or(0o644);

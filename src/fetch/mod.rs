@@ -280,7 +280,12 @@ fn fetch_one(
             Err(f) => return Err(f.error),
         }
     }
-    let deadline = Instant::now() + Duration::from_millis(cfg.http_read_timeout_ms);
+    // 0 means no timeout.
+    let now = Instant::now();
+    let deadline = Some(cfg.http_read_timeout_ms)
+        .filter(|&ms| ms > 0)
+        .and_then(|ms| now.checked_add(Duration::from_millis(ms)))
+        .unwrap_or_else(|| now + Duration::from_secs(10 * 365 * 24 * 3600));
     let mut tries = 0u32;
     loop {
         p.bytes.store(0, Ordering::Relaxed);

@@ -119,6 +119,32 @@ pub enum Resp {
     /// No Content-Length; sends bytes until the client goes away (bounded).
     Endless,
     Chunked(Vec<u8>),
+    /// Declares the full length, sends `body[..split]`, waits until `gate` opens
+    /// (or the client leaves), then sends the rest.
+    Gated {
+        body: Vec<u8>,
+        split: usize,
+        gate: Gate,
+    },
+    /// Declares 1000 bytes, sends 10, then sends nothing more until the client leaves.
+    Stall,
+}
+
+/// A one-shot gate the test opens to let a server go on.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+    fn wait(&self) {
+        let mut g = self.0.0.lock().unwrap();
+        while !*g {
+            g = self.0.1.wait(g).unwrap();
+        }
+    }
 }
 
 type Handler = dyn Fn(&Req, usize) -> Resp + Send + Sync;
@@ -224,6 +250,7 @@ fn serve(conn: TcpStream, reqs: Arc<Mutex<Vec<Req>>>, handler: Arc<Handler>) {
     };
     let mut w = conn;
     let resp = handler(&req, n);
+    let stall = matches!(resp, Resp::Stall);
     let _ = match resp {
         Resp::Ok(body) => write!(
             w,
@@ -256,6 +283,22 @@ fn serve(conn: TcpStream, reqs: Arc<Mutex<Vec<Req>>>, handler: Arc<Handler>) {
             }
             res
         }
+        Resp::Gated { body, split, gate } => {
+            let res = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .and_then(|_| w.write_all(&body[..split]))
+            .and_then(|_| w.flush());
+            gate.wait();
+            res.and_then(|_| w.write_all(&body[split..]))
+        }
+        Resp::Stall => write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+        )
+        .and_then(|_| w.write_all(&[b'z'; 10])),
         Resp::Chunked(body) => {
             let mut res = write!(
                 w,
@@ -271,9 +314,16 @@ fn serve(conn: TcpStream, reqs: Arc<Mutex<Vec<Req>>>, handler: Arc<Handler>) {
         }
     };
     let _ = w.flush();
+    let mut sink = [0u8; 1024];
+    if stall {
+        // Send nothing more until the client gives up (bounded).
+        let _ = r
+            .get_mut()
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)));
+        while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+    }
     let _ = w.shutdown(std::net::Shutdown::Write);
     // Let the client read everything before the socket goes away.
-    let mut sink = [0u8; 1024];
     let _ = r
         .get_mut()
         .set_read_timeout(Some(std::time::Duration::from_secs(5)));
