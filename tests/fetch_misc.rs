@@ -34,6 +34,43 @@ fn file_source_inside_roots_only() {
         assert_eq!(e.code, Code::ArtifactDenied, "{tag}: {e}");
         assert!(!t.local().exists());
     }
+    // Missing files: "not found" only inside the roots, denied outside.
+    let t = Task::new("file-missing");
+    let src = format!("file://{}", roots.join("allowed/nope.bin").display());
+    assert_eq!(
+        fetch(&[spec(&src)], &t.task, &c).0.unwrap_err().code,
+        Code::ArtifactDownload
+    );
+    let src = format!("file://{}", roots.join("nope.bin").display());
+    assert_eq!(
+        fetch(&[spec(&src)], &t.task, &c).0.unwrap_err().code,
+        Code::ArtifactDenied
+    );
+
+    // A cached copy does not make a denied source allowed.
+    let cache = TempDir::new("file-cache");
+    let cc = ArtifactConfig {
+        cache_dir: Some(cache.path().display().to_string()),
+        ..c.clone()
+    };
+    let ck = format!("sha256:{}", sha256_hex(b"secret"));
+    std::fs::write(roots.join("allowed/copy.bin"), b"secret").unwrap();
+    let t = Task::new("file-cache-ok");
+    let ok = format!("file://{}", roots.join("allowed/copy.bin").display());
+    fetch(&[spec_with(&ok, |a| opt(a, "checksum", &ck))], &t.task, &cc)
+        .0
+        .unwrap();
+    let t = Task::new("file-cache-denied");
+    let out = format!("file://{}", roots.join("secret.bin").display());
+    let e = fetch(
+        &[spec_with(&out, |a| opt(a, "checksum", &ck))],
+        &t.task,
+        &cc,
+    )
+    .0
+    .unwrap_err();
+    assert_eq!(e.code, Code::ArtifactDenied);
+
     // No roots configured: every file:// is denied.
     let t = Task::new("file-noroots");
     let e = fetch1(

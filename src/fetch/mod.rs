@@ -37,7 +37,7 @@ use source::Source;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,6 +251,10 @@ fn fetch_one(
     p: &ArtifactProgress,
 ) -> Result<bool> {
     let plan = Plan::new(spec)?;
+    let file_source = match &plan.source {
+        Source::File(path) => Some(check_file_source(path, cfg, &plan.field)?),
+        Source::Http(_) => None,
+    };
     let cache = match (&cfg.cache_dir, &plan.checksum) {
         (Some(d), Some(_)) => cache::Cache::open(d),
         _ => None,
@@ -313,7 +317,8 @@ fn fetch_one(
                 .and_then(|body| attempt(&plan, cfg, &staging, body, tmp, fault, p))
             }
             Source::File(path) => {
-                let (file, len) = open_file_source(path, cfg, &plan.field)?;
+                let real = file_source.as_deref().expect("checked above");
+                let (file, len) = open_file_source(real, path)?;
                 let body = Body {
                     inner: file,
                     what: format!("file://{path}"),
@@ -347,45 +352,64 @@ fn fetch_one(
     }
 }
 
-/// Opens a `file://` source, which must lie under one of `cfg.file_roots` once every
-/// symlink is resolved.
-fn open_file_source(path: &str, cfg: &ArtifactConfig, field: &str) -> Result<(fs::File, u64)> {
-    let denied = |why: String| Error::field(Code::ArtifactDenied, format!("{field}.source"), why);
-    let real = fs::canonicalize(path).map_err(|e| {
-        if cfg.file_roots.is_empty() {
-            denied(format!(
-                "file://{path}: file:// sources are not allowed (artifact.file_roots is empty)"
-            ))
-        } else {
-            Error::field(
-                Code::ArtifactDownload,
-                format!("{field}.source"),
-                format!("file://{path}: {e}"),
-            )
-        }
-    })?;
-    let allowed = cfg
+/// Resolves a `file://` source, which must lie under one of `cfg.file_roots` once every
+/// symlink is resolved. Checked before the cache is consulted, so a denied source is
+/// denied whatever the cache holds.
+fn check_file_source(path: &str, cfg: &ArtifactConfig, field: &str) -> Result<PathBuf> {
+    let denied = || {
+        Error::field(
+            Code::ArtifactDenied,
+            format!("{field}.source"),
+            if cfg.file_roots.is_empty() {
+                format!(
+                    "file://{path}: file:// sources are not allowed (artifact.file_roots is empty)"
+                )
+            } else {
+                format!("file://{path} is outside the directories allowed by artifact.file_roots")
+            },
+        )
+    };
+    let roots: Vec<PathBuf> = cfg
         .file_roots
         .iter()
         .filter_map(|r| fs::canonicalize(r).ok())
-        .any(|root| real.starts_with(&root));
-    if !allowed {
-        return Err(denied(format!(
-            "file://{path} is outside the directories allowed by artifact.file_roots"
-        )));
+        .collect();
+    let real = match fs::canonicalize(path) {
+        Ok(real) => real,
+        // Only say "not found" for paths that would be allowed.
+        Err(e) => {
+            let lexical = safe::dest_components(path).map(|c| c.iter().collect::<PathBuf>());
+            let inside =
+                lexical.is_ok_and(|l| roots.iter().any(|r| Path::new("/").join(&l).starts_with(r)));
+            return Err(if inside {
+                Error::field(
+                    Code::ArtifactDownload,
+                    format!("{field}.source"),
+                    format!("file://{path}: {e}"),
+                )
+            } else {
+                denied()
+            });
+        }
+    };
+    if !roots.iter().any(|root| real.starts_with(root)) {
+        return Err(denied());
     }
+    Ok(real)
+}
+
+fn open_file_source(real: &Path, shown: &str) -> Result<(fs::File, u64)> {
+    let err = |e: io::Error| Error::new(Code::ArtifactDownload, format!("file://{shown}: {e}"));
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&real)
-        .map_err(|e| Error::new(Code::ArtifactDownload, format!("file://{path}: {e}")))?;
-    let m = file
-        .metadata()
-        .map_err(|e| Error::new(Code::ArtifactDownload, format!("file://{path}: {e}")))?;
+        .open(real)
+        .map_err(err)?;
+    let m = file.metadata().map_err(err)?;
     if !m.is_file() {
         return Err(Error::new(
             Code::ArtifactDownload,
-            format!("file://{path} is not a regular file (directories are not supported)"),
+            format!("file://{shown} is not a regular file (directories are not supported)"),
         ));
     }
     Ok((file, m.len()))
