@@ -118,11 +118,13 @@ pub fn open(
         let mut req = minreq::get(url.request_string())
             .with_follow_redirects(false)
             .with_timeout(secs)
-            .with_max_headers_size(64 * 1024)
-            .with_header(
+            .with_max_headers_size(64 * 1024);
+        if !headers.keys().any(|k| k.eq_ignore_ascii_case("user-agent")) {
+            req = req.with_header(
                 "User-Agent",
                 concat!("execdriver/", env!("CARGO_PKG_VERSION")),
             );
+        }
         if url.same_origin(start) {
             let userinfo = url.userinfo.as_ref().or(start.userinfo.as_ref());
             if let Some(ui) = userinfo {
