@@ -5,7 +5,7 @@
 #    `python3 -m http.server --bind 127.0.0.1` (entries stay under the default
 #    decompression_file_count_limit of 4096), and times our fetch (fetch_all with
 #    ?checksum=sha256:…, via examples/fetch_bench.rs) beside `curl -s URL | tar xz -C dir`,
-#    alternating the two, RUNS times each. Prints medians and the ratio.
+#    alternating which goes first, RUNS times each. Prints medians and the ratio.
 # 2. Times sha256 of a 60 MB file through the fetcher's hashing reader vs
 #    `openssl dgst -sha256`.
 #
@@ -68,18 +68,27 @@ done
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
+run_ours() {
+    sync
+    local s e
+    s=$(now_ms); "$BIN" fetch "$URL?checksum=sha256:$SUM" "$WORK/t1.$i" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }; e=$(now_ms)
+    ours+=($((e - s)))
+}
+run_theirs() {
+    sync
+    local s e
+    s=$(now_ms); curl -s "$URL" | tar xz -C "$WORK/t2.$i/local"; e=$(now_ms)
+    theirs+=($((e - s)))
+}
 ours=(); theirs=()
 for i in $(seq 1 "$RUNS"); do
-    rm -rf "$WORK/t1" "$WORK/t2"; mkdir -p "$WORK/t1" "$WORK/t2/local"
-    sync
-    s=$(now_ms); "$BIN" fetch "$URL?checksum=sha256:$SUM" "$WORK/t1" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }; e=$(now_ms)
-    ours+=($((e - s)))
-    sync
-    s=$(now_ms); curl -s "$URL" | tar xz -C "$WORK/t2/local"; e=$(now_ms)
-    theirs+=($((e - s)))
-    echo "run $i: ours $((${ours[-1]})) ms, curl|tar $((${theirs[-1]})) ms"
+    # Fresh dirs, nothing deleted while measuring (ext4 inode allocation slows down
+    # right after mass deletes); alternate which goes first.
+    mkdir -p "$WORK/t1.$i" "$WORK/t2.$i/local"
+    if [ $((i % 2)) -eq 1 ]; then run_ours; run_theirs; else run_theirs; run_ours; fi
+    echo "run $i: ours ${ours[-1]} ms, curl|tar ${theirs[-1]} ms"
 done
-diff -r "$WORK/t1/local" "$WORK/t2/local" >/dev/null && echo "trees identical"
+diff -r "$WORK/t1.1/local" "$WORK/t2.1/local" >/dev/null && echo "trees identical"
 MO=$(printf '%s\n' "${ours[@]}" | median)
 MT=$(printf '%s\n' "${theirs[@]}" | median)
 echo "median fetch: ours ${MO} ms, curl|tar xz ${MT} ms, ratio $(awk -v a="$MO" -v b="$MT" 'BEGIN{printf "%.3f", a/b}')"
