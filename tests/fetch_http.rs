@@ -450,3 +450,34 @@ fn progress_is_visible_while_fetching() {
     assert_eq!(progress[0].to_json()["bytes"], body.len() as u64);
     assert_eq!(std::fs::read(t.local().join("p.bin")).unwrap(), body);
 }
+
+#[test]
+fn https_to_a_plain_server_fails_cleanly() {
+    // Exercises the TLS client set-up (system trust store); the handshake must fail.
+    let srv = Server::start("127.0.0.1", |_, _| Resp::Status(400));
+    let t = Task::new("tls");
+    let c = execdriver::config::ArtifactConfig {
+        retries: 0,
+        ..cfg()
+    };
+    let url = format!("https://{}/x.bin", srv.addr);
+    let e = fetch(&[spec(&url)], &t.task, &c).0.unwrap_err();
+    assert_eq!(e.code, Code::ArtifactDownload, "{e}");
+    assert!(!t.local().exists());
+}
+
+#[test]
+fn forced_http_getter_and_extra_options_go_to_the_server() {
+    let srv = Server::files(vec![("/o.bin", b"opts".to_vec())]);
+    let t = Task::new("opts");
+    let s = spec_with(&format!("http::{}?a=1", srv.url("/o.bin")), |a| {
+        opt(a, "version", "2 beta");
+        opt(a, "filename", "named.bin");
+    });
+    fetch1(s, &t.task).unwrap();
+    assert_eq!(std::fs::read(t.local().join("named.bin")).unwrap(), b"opts");
+    assert_eq!(
+        srv.requests.lock().unwrap()[0].path,
+        "/o.bin?a=1&version=2%20beta"
+    );
+}
