@@ -246,3 +246,36 @@ fn redact_url_hides_userinfo_and_query_values() {
         "https://h.example/p/a.tgz?X-Amz-Signature=redacted&archive=tgz"
     );
 }
+
+#[test]
+fn weak_checksums_do_not_use_the_cache() {
+    let body = b"md5 only".to_vec();
+    let cache = TempDir::new("cache-md5");
+    let c = ArtifactConfig {
+        cache_dir: Some(cache.path().display().to_string()),
+        ..cfg()
+    };
+    let srv = Server::files(vec![("/m.bin", body.clone())]);
+    for algo in ["md5", "sha1"] {
+        let t = Task::new("cache-md5");
+        let ck = format!("{algo}:{}", digest_hex(algo, &body));
+        fetch(
+            &[spec_with(&srv.url("/m.bin"), |a| opt(a, "checksum", &ck))],
+            &t.task,
+            &c,
+        )
+        .0
+        .unwrap();
+    }
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    let t = Task::new("cache-512");
+    let ck = format!("sha512:{}", digest_hex("sha512", &body));
+    fetch(
+        &[spec_with(&srv.url("/m.bin"), |a| opt(a, "checksum", &ck))],
+        &t.task,
+        &c,
+    )
+    .0
+    .unwrap();
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+}

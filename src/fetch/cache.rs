@@ -1,7 +1,9 @@
 //! The artifact cache: verified downloads stored by checksum (`<cache_dir>/<type>-<hex>`).
 //! An entry is only written after its checksum verified, through a temporary file and a
 //! rename, so a reader never sees a partial or unverified entry. Cache failures never fail
-//! a fetch: the network is used instead.
+//! a fetch: the network is used instead. Only sha256 and sha512 checksums key the cache
+//! (md5 and sha1 have practical collisions, which would let one artifact stand in for
+//! another).
 
 use super::checksum::Checksum;
 use std::fs;

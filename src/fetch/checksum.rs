@@ -23,6 +23,11 @@ impl Algo {
         }
     }
 
+    /// sha256 and sha512; md5 and sha1 have practical collisions.
+    pub fn collision_resistant(self) -> bool {
+        matches!(self, Algo::Sha256 | Algo::Sha512)
+    }
+
     fn digest_len(self) -> usize {
         match self {
             Algo::Md5 => 16,

@@ -255,8 +255,10 @@ fn fetch_one(
         Source::File(path) => Some(check_file_source(path, cfg, &plan.field)?),
         Source::Http(_) => None,
     };
+    // Only collision-resistant digests key the cache: with md5 or sha1 someone able to
+    // make two colliding files could plant one under the other's key.
     let cache = match (&cfg.cache_dir, &plan.checksum) {
-        (Some(d), Some(_)) => cache::Cache::open(d),
+        (Some(d), Some(ck)) if ck.algo.collision_resistant() => cache::Cache::open(d),
         _ => None,
     };
     if let (Some(cache), Some(ck)) = (&cache, &plan.checksum)
