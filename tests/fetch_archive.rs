@@ -213,6 +213,20 @@ fn gzip_bomb_stops_at_size_limit() {
 }
 
 #[test]
+fn zero_limits_mean_no_limit() {
+    let srv = Server::files(vec![("/s.tgz", gz(&tar(&sample())))]);
+    let t = Task::new("nolimit");
+    let c = ArtifactConfig {
+        decompression_size_limit: 0,
+        decompression_file_count_limit: 0,
+        http_max_bytes: 0,
+        ..cfg()
+    };
+    fetch(&[spec(&srv.url("/s.tgz"))], &t.task, &c).0.unwrap();
+    check_sample(&t.local());
+}
+
+#[test]
 fn too_many_files_stop_at_count_limit() {
     let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
     let entries: Vec<E> = names.iter().map(|n| E::File(n, b"x", 0o644)).collect();

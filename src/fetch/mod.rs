@@ -305,7 +305,7 @@ fn fetch_one(
         let result = match &plan.source {
             Source::Http(url) => {
                 let limits = http::Limits {
-                    max_bytes: cfg.http_max_bytes,
+                    max_bytes: limit(cfg.http_max_bytes),
                     deadline,
                     timeout_ms: cfg.http_read_timeout_ms,
                 };
@@ -417,6 +417,11 @@ fn open_file_source(real: &Path, shown: &str) -> Result<(fs::File, u64)> {
     Ok((file, m.len()))
 }
 
+/// A configured limit; 0 disables it (as in Nomad's artifact configuration).
+fn limit(v: u64) -> u64 {
+    if v == 0 { u64::MAX } else { v }
+}
+
 fn copy_big(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -448,8 +453,8 @@ fn attempt<R: Read>(
     let mut hr = HashingReader::new(tee, plan.checksum.as_ref().map(|c| c.algo));
     let dl_err = |e: io::Error| Error::new(Code::ArtifactDownload, format!("{what}: {e}"));
     let mut ctx = Ctx::new(
-        cfg.decompression_size_limit,
-        cfg.decompression_file_count_limit.max(1),
+        limit(cfg.decompression_size_limit),
+        limit(cfg.decompression_file_count_limit),
         &p.entries,
         fault.clone(),
     );
