@@ -1,6 +1,7 @@
 //! HTTP(S) downloads with minreq, closing the gaps minreq leaves to its callers:
-//! redirects are followed here (at most [`MAX_REDIRECTS`], never https→http, headers only
-//! within the first origin), a body shorter than its Content-Length is an error, the
+//! redirects are followed here (at most [`MAX_REDIRECTS`], never https→http; custom
+//! headers, `Authorization` and userinfo only to the first host and port, see
+//! [`Url::same_origin`]), a body shorter than its Content-Length is an error, the
 //! byte limit holds with or without a Content-Length, and a deadline bounds the whole
 //! download. Retries are the caller's (a retry restarts the whole pipeline).
 
@@ -125,7 +126,7 @@ pub fn open(
                 concat!("execdriver/", env!("CARGO_PKG_VERSION")),
             );
         }
-        if url.same_origin(start) {
+        if start.same_origin(&url) {
             let userinfo = url.userinfo.as_ref().or(start.userinfo.as_ref());
             if let Some(ui) = userinfo {
                 req = req.with_header("Authorization", format!("Basic {}", base64(ui.as_bytes())));

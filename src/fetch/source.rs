@@ -83,11 +83,13 @@ impl Url {
         self.port.unwrap_or(if self.https { 443 } else { 80 })
     }
 
-    /// Scheme, host and port: headers are only sent within one origin.
+    /// Whether headers meant for `self` may go to `other`: the same host and port, or
+    /// the same host upgraded from http to https on the default ports. (A step down
+    /// from https to http is refused before this is asked.)
     pub fn same_origin(&self, other: &Url) -> bool {
-        self.https == other.https
-            && self.host == other.host
-            && self.effective_port() == other.effective_port()
+        self.host == other.host
+            && (self.effective_port() == other.effective_port()
+                || (self.port.is_none() && other.port.is_none() && !self.https && other.https))
     }
 
     /// The URL as sent (no userinfo).
@@ -415,6 +417,10 @@ mod tests {
         );
         assert!(u.same_origin(&Url::parse("http://H:8/zz").unwrap()));
         assert!(!u.same_origin(&Url::parse("http://h:9/").unwrap()));
+        let plain = Url::parse("http://h/x").unwrap();
+        assert!(plain.same_origin(&Url::parse("https://h/y").unwrap()));
+        assert!(!plain.same_origin(&Url::parse("https://other/y").unwrap()));
+        assert!(!plain.same_origin(&Url::parse("https://h:8443/y").unwrap()));
         assert_eq!(Url::parse("http://[::1]:80/").unwrap().host, "[::1]");
     }
 
