@@ -76,7 +76,8 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, state: Shared) {
                 Err(_) => return,
             }
         };
-        let r = write_job(&job);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_job(&job)))
+            .unwrap_or_else(|_| Err(Error::internal(format!("writing {:?} panicked", job.name))));
         let mut g = lock(&state);
         if let Err(e) = r {
             g.error.get_or_insert(e);
@@ -164,4 +165,60 @@ pub fn threads() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(2, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("execdriver-writer-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn job(dir: &Path, name: &str, mode: u32) -> Job {
+        Job {
+            path: dir.join(name),
+            name: name.into(),
+            data: name.as_bytes().to_vec(),
+            mode,
+            mtime: Some(1),
+        }
+    }
+
+    #[test]
+    fn writes_with_and_without_threads_and_reports_errors() {
+        for threads in [0, 2] {
+            let d = tmp(&format!("ok{threads}"));
+            with_pool(threads, |pool| {
+                for i in 0..50 {
+                    pool.submit(job(&d, &format!("f{i}"), 0o4755))?;
+                }
+                assert!(threads == 0 || pool.touches(&d.join("f3")));
+                pool.flush()?;
+                assert!(!pool.touches(&d.join("f3")));
+                Ok(())
+            })
+            .unwrap();
+            for i in 0..50 {
+                let p = d.join(format!("f{i}"));
+                assert_eq!(fs::read(&p).unwrap(), format!("f{i}").as_bytes());
+                assert_eq!(
+                    fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+                    0o755
+                );
+            }
+            // A job that cannot be written: the error comes back, naming the entry.
+            let e = with_pool(threads, |pool| {
+                pool.submit(job(&d.join("missing"), "x", 0o644))
+            })
+            .unwrap_err();
+            assert_eq!(e.code, Code::ArtifactUnpack);
+            assert!(e.message.contains("\"x\""), "{e}");
+            fs::remove_dir_all(&d).unwrap();
+        }
+    }
 }
