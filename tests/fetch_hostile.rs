@@ -161,3 +161,36 @@ fn destination_symlink_is_not_followed() {
     assert_eq!(e.code, Code::ArtifactDenied, "{e}");
     assert_eq!(std::fs::read_dir(&t.outside).unwrap().count(), 0);
 }
+
+#[test]
+fn refusal_does_not_wait_for_the_rest_of_the_download() {
+    let filler = vec![0u8; 1 << 20];
+    let body = tar(&[
+        E::File("../../x", b"evil", 0o644),
+        E::File("filler", &filler, 0o644),
+    ]);
+    let gate = Gate::default();
+    let g2 = gate.clone();
+    let srv = Server::start("127.0.0.1", move |_, _| Resp::Gated {
+        body: body.clone(),
+        split: 4096,
+        gate: g2.clone(),
+    });
+    let t = Task::new("prompt");
+    let c = execdriver::config::ArtifactConfig {
+        http_read_timeout_ms: 600_000,
+        ..cfg()
+    };
+    let start = std::time::Instant::now();
+    let e = fetch(&[spec(&srv.url("/slow.tar"))], &t.task, &c)
+        .0
+        .unwrap_err();
+    assert_eq!(e.code, Code::ArtifactUnpack, "{e}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(t.no_staging());
+    gate.open();
+}

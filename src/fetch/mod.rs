@@ -17,6 +17,7 @@ pub mod archive;
 pub mod cache;
 pub mod checksum;
 pub mod http;
+mod pipe;
 mod place;
 mod plan;
 pub mod safe;
@@ -437,9 +438,10 @@ fn copy_big(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
     }
 }
 
-/// One pass: stream `raw` through the cache tee and the hasher into the staging dir,
-/// then verify the checksum.
-fn attempt<R: Read>(
+/// One pass: a reader thread streams `raw` through the cache tee and the hasher
+/// ([`pipe`]) while this thread decompresses and unpacks into the staging dir; then the
+/// checksum is verified. Zip is spooled, verified, and only then opened.
+fn attempt<R: Read + Send + 'static>(
     plan: &Plan,
     cfg: &ArtifactConfig,
     staging: &Staging,
@@ -450,69 +452,47 @@ fn attempt<R: Read>(
 ) -> Result<Staged, Failure> {
     let what = raw.what.clone();
     let tee = cache::Tee { inner: raw, tmp };
-    let mut hr = HashingReader::new(tee, plan.checksum.as_ref().map(|c| c.algo));
-    let dl_err = |e: io::Error| Error::new(Code::ArtifactDownload, format!("{what}: {e}"));
+    let hr = HashingReader::new(tee, plan.checksum.as_ref().map(|c| c.algo));
     let mut ctx = Ctx::new(
         limit(cfg.decompression_size_limit),
         limit(cfg.decompression_file_count_limit),
         &p.entries,
         fault.clone(),
     );
-    let result: Result<Staged> = match plan.kind {
-        None => {
-            let path = staging.path.join("file");
-            let mut plain = Ctx::new(u64::MAX, u64::MAX, &p.entries, fault.clone());
-            archive::write_single(&mut hr, &path, &plan.file_name, &mut plain)
-                .map(|_| Staged::File(path))
-        }
-        Some(k) if k.is_single() => {
-            let path = staging.path.join("file");
-            let mut dec = Limited {
-                inner: archive::decoder(k, &mut hr),
-                count: 0,
-                max: ctx.max_bytes,
-                fault: fault.clone(),
-            };
-            archive::write_single(&mut dec, &path, &plan.file_name, &mut ctx)
-                .map(|_| Staged::File(path))
-        }
-        Some(Kind::Zip) => {
-            let spool = staging.path.join("archive.zip");
-            let mut f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&spool)
-                .map_err(|e| Failure::fatal(Error::internal(format!("spooling zip: {e}"))))?;
-            if let Err(e) = copy_big(&mut hr, &mut f) {
-                return Err(fault_or(&fault, dl_err(e)));
-            }
-            verify(&mut hr, plan, &fault, &what)?;
-            finish_cache(hr, plan);
-            let root = staging.path.join("root");
-            return mkdir(&root)
-                .and_then(|_| archive::unpack_zip(f, &root, &mut ctx))
-                .map(|_| Staged::Dir(root))
-                .map_err(|e| fault_or(&fault, e));
-        }
-        Some(k) => {
-            let root = staging.path.join("root");
-            mkdir(&root).map_err(Failure::fatal)?;
-            let mut dec = Limited {
-                inner: archive::decoder(k, &mut hr),
-                count: 0,
-                max: ctx.max_bytes,
-                fault: fault.clone(),
-            };
-            archive::unpack_tar(&mut dec, &root, &mut ctx).map(|_| Staged::Dir(root))
-        }
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    // Not scoped: after a refusal the reader may sit in a read until the timeout, and
+    // nobody needs to wait for it (it stops at its next chunk and cleans up after itself).
+    let pump = std::thread::Builder::new()
+        .name("artifact-read".into())
+        .spawn(move || pipe::pump(hr, tx))
+        .map_err(|e| Failure::fatal(Error::internal(format!("starting the reader: {e}"))))?;
+    let join = |pump: std::thread::JoinHandle<_>| match pump.join() {
+        Ok(hr) => hr,
+        Err(panic) => std::panic::resume_unwind(panic),
     };
+    let mut input = pipe::Prefetched::new(rx);
+    let result = stage(plan, &mut input, staging, &mut ctx, &fault).and_then(|st| {
+        input
+            .finish()
+            .map(|_| st)
+            .map_err(|e| Error::new(Code::ArtifactDownload, format!("{what}: {e}")))
+    });
+    drop(input);
     match result {
         Ok(staged) => {
+            let mut hr = join(pump);
             verify(&mut hr, plan, &fault, &what)?;
             finish_cache(hr, plan);
-            Ok(staged)
+            match staged {
+                Staged::Spool(file) => {
+                    let root = staging.path.join("root");
+                    mkdir(&root)
+                        .and_then(|_| archive::unpack_zip(file, &root, &mut ctx))
+                        .map(|_| Staged::Dir(root))
+                        .map_err(|e| fault_or(&fault, e))
+                }
+                other => Ok(other),
+            }
         }
         Err(e) => {
             if let Some((fe, retryable)) = fault.take() {
@@ -522,13 +502,65 @@ fn attempt<R: Read>(
                 });
             }
             // A corrupt download shows as a broken archive: say it is the checksum.
-            if plan.checksum.is_some()
-                && e.code == Code::ArtifactUnpack
-                && let Err(VerifyError::Mismatch(ce)) = hr.verify(plan.checksum.as_ref(), &what)
-            {
-                return Err(Failure::fatal(ce));
+            if plan.checksum.is_some() && e.code == Code::ArtifactUnpack {
+                let mut hr = join(pump);
+                if let Err(VerifyError::Mismatch(ce)) = hr.verify(plan.checksum.as_ref(), &what) {
+                    return Err(Failure::fatal(ce));
+                }
             }
             Err(Failure::fatal(e))
+        }
+    }
+}
+
+/// Decompresses and unpacks `input` into the staging dir (a zip is only spooled).
+fn stage(
+    plan: &Plan,
+    input: &mut dyn Read,
+    staging: &Staging,
+    ctx: &mut Ctx,
+    fault: &Fault,
+) -> Result<Staged> {
+    match plan.kind {
+        None => {
+            let path = staging.path.join("file");
+            let mut plain = Ctx::new(u64::MAX, u64::MAX, ctx.entries, fault.clone());
+            archive::write_single(input, &path, &plan.file_name, &mut plain)
+                .map(|_| Staged::File(path))
+        }
+        Some(k) if k.is_single() => {
+            let path = staging.path.join("file");
+            let mut dec = Limited {
+                inner: archive::decoder(k, input),
+                count: 0,
+                max: ctx.max_bytes,
+                fault: fault.clone(),
+            };
+            archive::write_single(&mut dec, &path, &plan.file_name, ctx).map(|_| Staged::File(path))
+        }
+        Some(Kind::Zip) => {
+            let spool = staging.path.join("archive.zip");
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spool)
+                .map_err(|e| Error::internal(format!("spooling zip: {e}")))?;
+            copy_big(input, &mut f)
+                .map_err(|e| Error::new(Code::ArtifactDownload, format!("spooling zip: {e}")))?;
+            Ok(Staged::Spool(f))
+        }
+        Some(k) => {
+            let root = staging.path.join("root");
+            mkdir(&root)?;
+            let mut dec = Limited {
+                inner: archive::decoder(k, input),
+                count: 0,
+                max: ctx.max_bytes,
+                fault: fault.clone(),
+            };
+            archive::unpack_tar(&mut dec, &root, ctx).map(|_| Staged::Dir(root))
         }
     }
 }

@@ -59,6 +59,8 @@ impl Drop for Staging {
 pub(super) enum Staged {
     Dir(PathBuf),
     File(PathBuf),
+    /// A zip spooled into the staging dir, not yet verified or opened.
+    Spool(fs::File),
 }
 
 pub(super) fn mkdir(p: &Path) -> Result<()> {
@@ -95,6 +97,7 @@ pub(super) fn commit(plan: &Plan, task_dir: &Path, staged: Staged) -> Result<()>
         (s, _) => s,
     };
     match staged {
+        Staged::Spool(_) => Err(Error::internal("an unopened zip reached the destination")),
         Staged::Dir(root) => {
             let dest = safe::ensure_dirs(task_dir, &plan.dest).map_err(denied)?;
             safe::check_merge(&root, &dest).map_err(unpack)?;
