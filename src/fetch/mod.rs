@@ -3,10 +3,14 @@
 //! (see [`safe`]), a staging directory inside the task dir so a failure leaves the
 //! destination as it was, bounded parallelism, retries, and a cache keyed by checksum.
 //!
-//! One pass per artifact where the format allows: body → (cache tee) → hash →
-//! decompress → tar entries → staging; the checksum is checked at the end of the stream
-//! and only then is the staging tree moved into the destination. Zip needs random
-//! access, so it is spooled to the staging dir and verified before it is opened.
+//! One pass per artifact where the format allows: body → (cache tee) → hash on a
+//! read-ahead thread (`pipe.rs`), then decompress → tar entries → staging on the fetching
+//! thread, with small files created by a few writer threads (`writer.rs`); the checksum
+//! is checked at the end of the stream and only then is the staging tree moved into the
+//! destination. Zip needs random access, so it is spooled to the staging dir and
+//! verified before it is opened. Retries (connection errors, 5xx, a body cut short)
+//! restart the whole pass in a fresh staging dir; `http_read_timeout_ms` bounds all of
+//! it, retries and backoff included.
 //!
 //! Archive policy: entries with `..` and absolute entry names are refused (never
 //! stripped); symlinks must be relative and stay inside the destination; hard links must
