@@ -22,14 +22,24 @@ pub fn parse_value<T: DeserializeOwned>(
     prefix: &str,
 ) -> Result<T> {
     if !value.is_object() {
-        return Err(Error::new(Code::InvalidJson, "request must be a JSON object"));
+        return Err(Error::new(
+            Code::InvalidJson,
+            "request must be a JSON object",
+        ));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path = e.path().to_string();
         let inner = e.inner().to_string();
         // For a missing key the path points at the parent; name the key itself.
-        if let Some(key) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
-            path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
+        if let Some(key) = inner
+            .strip_prefix("missing field `")
+            .and_then(|s| s.split('`').next())
+        {
+            path = if path == "." {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
         }
         let path = match (prefix.is_empty(), path.as_str()) {
             (_, ".") => prefix.to_string(),
@@ -37,7 +47,11 @@ pub fn parse_value<T: DeserializeOwned>(
             (false, p) => format!("{prefix}.{p}"),
         };
         let path = path.trim_matches('.').to_string();
-        let message = if path.is_empty() { inner } else { format!("{path}: {inner}") };
+        let message = if path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        };
         if path.is_empty() {
             Error::new(code, message)
         } else {
@@ -87,7 +101,10 @@ impl Default for PluginConfig {
             default_ipc_mode: NsMode::Private,
             no_pivot_root: false,
             chroot_env,
-            allow_caps: crate::caps::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            allow_caps: crate::caps::DEFAULT_CAPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             denied_host_uids: "0".into(),
             denied_host_gids: String::new(),
             env_passthrough: vec!["PATH".into()],
@@ -327,7 +344,13 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpu_mhz: 100, cores: 0, memory_mb: 300, memory_max_mb: 0, pids_max: 0 }
+        Resources {
+            cpu_mhz: 100,
+            cores: 0,
+            memory_mb: 300,
+            memory_max_mb: 0,
+            pids_max: 0,
+        }
     }
 }
 
@@ -340,7 +363,10 @@ pub struct Logs {
 
 impl Default for Logs {
     fn default() -> Self {
-        Logs { max_files: 10, max_file_size_mb: 10 }
+        Logs {
+            max_files: 10,
+            max_file_size_mb: 10,
+        }
     }
 }
 
@@ -357,36 +383,50 @@ impl TaskRequest {
         if self.name.is_empty() {
             return bad("name", "name is required and must not be empty");
         }
-        if self.name.contains('/') || self.name == "." || self.name == ".." || self.name.contains('\0') {
+        if self.name.contains('/')
+            || self.name == "."
+            || self.name == ".."
+            || self.name.contains('\0')
+        {
             return bad("name", "name must not contain '/' or be '.' or '..'");
         }
         if self.config.command.is_empty() {
             return bad("config.command", "config.command is required");
         }
-        if let Some(id) = &self.id {
-            if id.is_empty()
+        if let Some(id) = &self.id
+            && (id.is_empty()
                 || id.len() > 128
-                || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                || id.starts_with('.')
-            {
-                return bad("id", "id must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
-            }
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || id.starts_with('.'))
+        {
+            return bad(
+                "id",
+                "id must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
+            );
         }
         if !self.alloc_id.is_empty()
-            && !self.alloc_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !self
+                .alloc_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return bad("alloc_id", "alloc_id must be made of [A-Za-z0-9._-]");
         }
-        if let Some(d) = &self.alloc_dir {
-            if !d.starts_with('/') {
-                return bad("alloc_dir", "alloc_dir must be an absolute path");
-            }
+        if let Some(d) = &self.alloc_dir
+            && !d.starts_with('/')
+        {
+            return bad("alloc_dir", "alloc_dir must be an absolute path");
         }
         if self.logs.max_files == 0 {
             return bad("logs.max_files", "logs.max_files must be at least 1");
         }
         if self.logs.max_file_size_mb == 0 {
-            return bad("logs.max_file_size_mb", "logs.max_file_size_mb must be at least 1");
+            return bad(
+                "logs.max_file_size_mb",
+                "logs.max_file_size_mb must be at least 1",
+            );
         }
         Ok(())
     }
@@ -423,8 +463,10 @@ mod tests {
     #[test]
     fn args_forms() {
         let p = |a: &str| {
-            TaskRequest::parse(&format!(r#"{{"name":"t","config":{{"command":"x","args":{a}}}}}"#))
-                .map(|t| t.config.args)
+            TaskRequest::parse(&format!(
+                r#"{{"name":"t","config":{{"command":"x","args":{a}}}}}"#
+            ))
+            .map(|t| t.config.args)
         };
         assert_eq!(p(r#"["a b", 1, true]"#).unwrap(), vec!["a b", "1", "true"]);
         assert_eq!(p(r#"" -p  80 ""#).unwrap(), vec!["-p", "80"]);
@@ -435,7 +477,10 @@ mod tests {
     #[test]
     fn not_json_and_not_object() {
         assert_eq!(TaskRequest::parse("{").unwrap_err().code, Code::InvalidJson);
-        assert_eq!(TaskRequest::parse("[]").unwrap_err().code, Code::InvalidJson);
+        assert_eq!(
+            TaskRequest::parse("[]").unwrap_err().code,
+            Code::InvalidJson
+        );
     }
 
     #[test]

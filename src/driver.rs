@@ -24,7 +24,12 @@ fn request<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> Result
 }
 
 fn required(text: Option<&str>) -> Result<&str> {
-    text.ok_or_else(|| Error::new(Code::InvalidRequest, "request_json is NULL; this operation needs a JSON object"))
+    text.ok_or_else(|| {
+        Error::new(
+            Code::InvalidRequest,
+            "request_json is NULL; this operation needs a JSON object",
+        )
+    })
 }
 
 /// `driver_configure`.
@@ -45,7 +50,10 @@ pub fn fingerprint(req: Option<&str>) -> Result<Value> {
         Ok(cg) => {
             attrs.insert("driver.exec".into(), json!("1"));
             attrs.insert("driver.exec.cgroup".into(), json!(cg));
-            attrs.insert("driver.exec.namespaces".into(), json!("ipc,mnt,net,pid,uts"));
+            attrs.insert(
+                "driver.exec.namespaces".into(),
+                json!("ipc,mnt,net,pid,uts"),
+            );
             ("healthy", "Healthy".to_string())
         }
         Err((h, why)) => (h, why),
@@ -60,15 +68,21 @@ struct Empty {}
 /// Whether `exec` tasks can run here: Ok(cgroup layout name) or (health, reason).
 fn exec_support() -> std::result::Result<String, (&'static str, String)> {
     if crate::sys::euid() != 0 {
-        return Err(("undetected", "exec needs root; this process is not root (raw_exec is available)".into()));
+        return Err((
+            "undetected",
+            "exec needs root; this process is not root (raw_exec is available)".into(),
+        ));
     }
     for ns in ["mnt", "pid", "ipc", "uts"] {
         if !Path::new(&format!("/proc/self/ns/{ns}")).exists() {
             return Err(("undetected", format!("the kernel has no {ns} namespaces")));
         }
     }
-    let layout = crate::cgroup::detect().map_err(|e| ("undetected", format!("no usable cgroups: {}", e.message)))?;
-    layout.usable().map_err(|why| ("unhealthy", format!("cgroups present but unusable: {why}")))?;
+    let layout = crate::cgroup::detect()
+        .map_err(|e| ("undetected", format!("no usable cgroups: {}", e.message)))?;
+    layout
+        .usable()
+        .map_err(|why| ("unhealthy", format!("cgroups present but unusable: {why}")))?;
     crate::plugin::shim_path(&crate::plugin::current()).map_err(|e| ("unhealthy", e.message))?;
     Ok(layout.name().to_string())
 }
@@ -82,38 +96,71 @@ pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
         }
     } else {
         let up = t.to_ascii_uppercase();
-        let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+        let name = if up.starts_with("SIG") {
+            up
+        } else {
+            format!("SIG{up}")
+        };
         if let Ok(sig) = name.parse::<nix::sys::signal::Signal>() {
             return Ok(sig as i32);
         }
         if let Some(rest) = name.strip_prefix("SIGRTMIN") {
-            let off: i32 = if rest.is_empty() { 0 } else { rest.trim_start_matches('+').parse().unwrap_or(-1) };
+            let off: i32 = if rest.is_empty() {
+                0
+            } else {
+                rest.trim_start_matches('+').parse().unwrap_or(-1)
+            };
             let n = libc::SIGRTMIN() + off;
             if off >= 0 && n <= libc::SIGRTMAX() {
                 return Ok(n);
             }
         }
     }
-    Err(Error::field(Code::InvalidRequest, field, format!("{s:?} is not a signal name (e.g. SIGTERM, HUP) or number 1-64")))
+    Err(Error::field(
+        Code::InvalidRequest,
+        field,
+        format!("{s:?} is not a signal name (e.g. SIGTERM, HUP) or number 1-64"),
+    ))
 }
 
 /// `driver_start`.
 pub fn start(req: Option<&str>) -> Result<Value> {
     let mut t = TaskRequest::parse(required(req)?)?;
     let cfg = crate::plugin::current();
-    if t.driver == DriverKind::Exec {
-        if let Err((_, why)) = exec_support() {
-            return Err(Error::field(Code::Unsupported, "driver", format!("driver \"exec\" is not available here: {why}")));
-        }
+    if t.driver == DriverKind::Exec
+        && let Err((_, why)) = exec_support()
+    {
+        return Err(Error::field(
+            Code::Unsupported,
+            "driver",
+            format!("driver \"exec\" is not available here: {why}"),
+        ));
     }
     let kill_signal = parse_signal(&t.kill_signal, "kill_signal")?;
     crate::env::validate_env(&t)?;
-    let id = t.id.clone().unwrap_or_else(|| format!("{}-{}", t.name, crate::sys::random_hex(8)));
+    let id =
+        t.id.clone()
+            .unwrap_or_else(|| format!("{}-{}", t.name, crate::sys::random_hex(8)));
 
     // Reserve the id before touching the disk, so a duplicate leaves nothing behind.
     let data = crate::plugin::data_dir(&cfg);
-    let alloc_dir = t.alloc_dir.clone().map(Into::into).unwrap_or_else(|| data.join("alloc").join(if t.alloc_id.is_empty() { &id } else { &t.alloc_id }));
-    let task = Task::new(id.clone(), t.name.clone(), t.driver, alloc_dir.join(&t.name), alloc_dir, data.join("tasks").join(&id), kill_signal, t.kill_timeout_ms);
+    let alloc_dir = t.alloc_dir.clone().map(Into::into).unwrap_or_else(|| {
+        data.join("alloc").join(if t.alloc_id.is_empty() {
+            &id
+        } else {
+            &t.alloc_id
+        })
+    });
+    let task = Task::new(
+        id.clone(),
+        t.name.clone(),
+        t.driver,
+        alloc_dir.join(&t.name),
+        alloc_dir,
+        data.join("tasks").join(&id),
+        kill_signal,
+        t.kill_timeout_ms,
+    );
     task::insert(task.clone())?;
     let mut created = prepare::Created::default();
     match start_inner(&mut t, &id, &cfg, &task, &mut created) {
@@ -127,20 +174,47 @@ pub fn start(req: Option<&str>) -> Result<Value> {
     }
 }
 
-fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: &Arc<Task>, created: &mut prepare::Created) -> Result<Value> {
+fn start_inner(
+    t: &mut TaskRequest,
+    id: &str,
+    cfg: &config::PluginConfig,
+    task: &Arc<Task>,
+    created: &mut prepare::Created,
+) -> Result<Value> {
     let exec = t.driver == DriverKind::Exec;
-    let user = if exec { prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)? } else { prepare::current_user() };
-    let caps = if exec { crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)? & crate::caps::supported_mask() } else { 0 };
+    let user = if exec {
+        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
+    } else {
+        prepare::current_user()
+    };
+    let caps = if exec {
+        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
+            & crate::caps::supported_mask()
+    } else {
+        0
+    };
     let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
 
     // Environment, then interpolation of everything the task names.
     let (task_dir_v, alloc_dir_v, secrets_v) = if exec {
-        ("/local".to_string(), "/alloc".to_string(), "/secrets".to_string())
+        (
+            "/local".to_string(),
+            "/alloc".to_string(),
+            "/secrets".to_string(),
+        )
     } else {
         let s = |p: &Path| p.to_string_lossy().into_owned();
-        (s(&dirs.task_dir.join("local")), s(&dirs.alloc_dir.join("alloc")), s(&dirs.task_dir.join("secrets")))
+        (
+            s(&dirs.task_dir.join("local")),
+            s(&dirs.alloc_dir.join("alloc")),
+            s(&dirs.task_dir.join("secrets")),
+        )
     };
-    let passthrough = cfg.env_passthrough.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
+    let passthrough = cfg
+        .env_passthrough
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+        .collect();
     let env = crate::env::build_env(&crate::env::EnvInputs {
         task: t,
         task_dir: task_dir_v,
@@ -155,10 +229,19 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
     let interp = |s: &str| crate::env::interpolate(s, &env_map, &t.node);
     let command = interp(&t.config.command);
     let args: Vec<String> = t.config.args.iter().map(|a| interp(a)).collect();
-    let work_dir = interp(t.config.work_dir.as_deref().unwrap_or(if exec { "/" } else { "" }));
+    let work_dir = interp(
+        t.config
+            .work_dir
+            .as_deref()
+            .unwrap_or(if exec { "/" } else { "" }),
+    );
     let work_dir = if exec {
         if !work_dir.starts_with('/') {
-            return Err(Error::field(Code::InvalidConfig, "config.work_dir", "work_dir must be an absolute path inside the task"));
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "config.work_dir",
+                "work_dir must be an absolute path inside the task",
+            ));
         }
         work_dir
     } else if work_dir.is_empty() {
@@ -170,25 +253,49 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
     // Artifacts: every one in place before the command starts.
     let mut specs = vec![];
     if let Some(src) = &t.config.artifact_source {
-        let checksum = t.config.checksum.as_deref().map(|c| interp(c));
+        let checksum = t.config.checksum.as_deref().map(&interp);
         specs.push(crate::fetch::seed_spec(&interp(src), checksum.as_deref()));
     }
     for (i, a) in t.artifacts.iter().enumerate() {
         let mut a = a.clone();
         a.source = interp(&a.source);
-        a.destination = a.destination.as_deref().map(|d| interp(d));
-        a.options = a.options.iter().map(|(k, v)| (k.clone(), interp(v))).collect();
-        a.headers = a.headers.iter().map(|(k, v)| (k.clone(), interp(v))).collect();
-        specs.push(crate::fetch::FetchSpec { artifact: a, executable: false, field: format!("artifacts[{i}]") });
+        a.destination = a.destination.as_deref().map(&interp);
+        a.options = a
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), interp(v)))
+            .collect();
+        a.headers = a
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), interp(v)))
+            .collect();
+        specs.push(crate::fetch::FetchSpec {
+            artifact: a,
+            executable: false,
+            field: format!("artifacts[{i}]"),
+        });
     }
     if !specs.is_empty() {
-        let progress: Vec<_> = specs.iter().map(crate::fetch::ArtifactProgress::new).collect();
+        let progress: Vec<_> = specs
+            .iter()
+            .map(crate::fetch::ArtifactProgress::new)
+            .collect();
         task.lock().artifacts = progress.clone();
         crate::fetch::fetch_all(&specs, &dirs.task_dir, &cfg.artifact, &progress)?;
     }
 
-    let (binds, links) = if exec { prepare::chroot_binds(cfg) } else { (vec![], vec![]) };
-    let (exec_path, _host) = prepare::lookup_command(&command, &dirs.task_dir, exec.then_some((&binds[..], &links[..])), &work_dir)?;
+    let (binds, links) = if exec {
+        prepare::chroot_binds(cfg)
+    } else {
+        (vec![], vec![])
+    };
+    let (exec_path, _host) = prepare::lookup_command(
+        &command,
+        &dirs.task_dir,
+        exec.then_some((&binds[..], &links[..])),
+        &work_dir,
+    )?;
     let mut argv = vec![exec_path];
     argv.extend(args);
 
@@ -232,7 +339,8 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
         state_dir: dirs.state_dir.clone(),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    launch::write_atomic(&dirs.state_dir, launch::LAUNCH_FILE, &bytes).map_err(|e| Error::new(Code::Spawn, format!("writing launch.json: {e}")))?;
+    launch::write_atomic(&dirs.state_dir, launch::LAUNCH_FILE, &bytes)
+        .map_err(|e| Error::new(Code::Spawn, format!("writing launch.json: {e}")))?;
 
     let mut flags = 0;
     if exec {
@@ -254,8 +362,16 @@ fn start_inner(t: &mut TaskRequest, id: &str, cfg: &config::PluginConfig, task: 
         "started_at": started_at,
     });
     std::mem::forget(cg_guard);
-    task.set_running(started.pid, started.pidfd, started_at.clone(), handle.clone(), spec.cgroup.clone());
-    Ok(json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}))
+    task.set_running(
+        started.pid,
+        started.pidfd,
+        started_at.clone(),
+        handle.clone(),
+        spec.cgroup.clone(),
+    );
+    Ok(
+        json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
+    )
 }
 
 /// Removes the cgroup of a start that failed.
@@ -268,14 +384,33 @@ impl Drop for CgroupGuard {
     }
 }
 
-fn make_cgroup(t: &TaskRequest, id: &str, cfg: &config::PluginConfig, limits: bool) -> Result<crate::cgroup::TaskCgroup> {
+fn make_cgroup(
+    t: &TaskRequest,
+    id: &str,
+    cfg: &config::PluginConfig,
+    limits: bool,
+) -> Result<crate::cgroup::TaskCgroup> {
     let layout = crate::cgroup::detect()?;
     let r = &t.resources;
-    let mem = if r.memory_max_mb > 0 { r.memory_max_mb } else { r.memory_mb };
-    let l = if limits {
-        crate::cgroup::Limits { cpu_mhz: r.cpu_mhz, cores: r.cores, memory_bytes: mem.saturating_mul(1 << 20), pids_max: r.pids_max }
+    let mem = if r.memory_max_mb > 0 {
+        r.memory_max_mb
     } else {
-        crate::cgroup::Limits { cpu_mhz: 0, cores: 0, memory_bytes: 0, pids_max: 0 }
+        r.memory_mb
+    };
+    let l = if limits {
+        crate::cgroup::Limits {
+            cpu_mhz: r.cpu_mhz,
+            cores: r.cores,
+            memory_bytes: mem.saturating_mul(1 << 20),
+            pids_max: r.pids_max,
+        }
+    } else {
+        crate::cgroup::Limits {
+            cpu_mhz: 0,
+            cores: 0,
+            memory_bytes: 0,
+            pids_max: 0,
+        }
     };
     crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &l)
 }
@@ -312,16 +447,25 @@ pub fn stop(req: Option<&str>) -> Result<Value> {
         Some(s) => parse_signal(s, "signal")?,
         None => t.kill_signal,
     };
-    let grace = r.timeout_ms.map(|m| m.max(0) as u64).unwrap_or(t.kill_timeout_ms);
+    let grace = r
+        .timeout_ms
+        .map(|m| m.max(0) as u64)
+        .unwrap_or(t.kill_timeout_ms);
     stop_task(&t, sig, grace)
 }
 
 fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
     if t.state() == State::Starting {
-        return Err(Error::field(Code::TaskRunning, "task_id", format!("task {:?} is still starting (fetching artifacts)", t.id)));
+        return Err(Error::field(
+            Code::TaskRunning,
+            "task_id",
+            format!("task {:?} is still starting (fetching artifacts)", t.id),
+        ));
     }
     let pidfd = t.lock().pidfd.clone();
-    let Some(pidfd) = pidfd else { return Ok(t.finalize()) };
+    let Some(pidfd) = pidfd else {
+        return Ok(t.finalize());
+    };
     if t.supervisor_exited() {
         return Ok(t.finalize());
     }
@@ -357,10 +501,23 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
     let r: DestroyReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
     let t = task::get(&r.task_id)?;
     match t.state() {
-        State::Starting => return Err(Error::field(Code::TaskRunning, "task_id", format!("task {:?} is still starting", t.id))),
+        State::Starting => {
+            return Err(Error::field(
+                Code::TaskRunning,
+                "task_id",
+                format!("task {:?} is still starting", t.id),
+            ));
+        }
         State::Running if !t.supervisor_exited() => {
             if !r.force {
-                return Err(Error::field(Code::TaskRunning, "force", format!("task {:?} is running; stop it first or pass \"force\": true", t.id)));
+                return Err(Error::field(
+                    Code::TaskRunning,
+                    "force",
+                    format!(
+                        "task {:?} is running; stop it first or pass \"force\": true",
+                        t.id
+                    ),
+                ));
             }
             stop_task(&t, libc::SIGKILL, 0)?;
         }
@@ -416,16 +573,28 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     let pidfd = t.lock().pidfd.clone();
     match pidfd {
         Some(fd) if !t.supervisor_exited() => {
-            crate::sys::pidfd_send_signal(&fd, sig).map_err(|e| Error::new(Code::Internal, format!("signalling the task's supervisor: {e}")))?;
+            crate::sys::pidfd_send_signal(&fd, sig).map_err(|e| {
+                Error::new(
+                    Code::Internal,
+                    format!("signalling the task's supervisor: {e}"),
+                )
+            })?;
             Ok(json!({"task_id": t.id, "signal": sig}))
         }
-        _ => Err(Error::field(Code::TaskNotFound, "task_id", format!("task {:?} is not running", t.id))),
+        _ => Err(Error::field(
+            Code::TaskNotFound,
+            "task_id",
+            format!("task {:?} is not running", t.id),
+        )),
     }
 }
 
 /// Operations whose issue has not landed yet.
 pub fn not_yet(op: &str) -> Result<Value> {
-    Err(Error::new(Code::Unsupported, format!("{op} is not implemented in this version of execdriver yet")))
+    Err(Error::new(
+        Code::Unsupported,
+        format!("{op} is not implemented in this version of execdriver yet"),
+    ))
 }
 
 /// `driver_stats` (issue 5).

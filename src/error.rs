@@ -66,12 +66,27 @@ impl Code {
         }
     }
 
-    pub fn from_str(s: &str) -> Option<Code> {
+    pub fn parse(s: &str) -> Option<Code> {
         use Code::*;
         [
-            InvalidJson, InvalidRequest, InvalidConfig, TaskNotFound, Timeout, Unsupported,
-            ArtifactDownload, ArtifactChecksum, ArtifactUnpack, ArtifactLimit, ArtifactDenied,
-            CommandNotFound, UserNotFound, Isolation, Spawn, TaskExists, TaskRunning, Internal,
+            InvalidJson,
+            InvalidRequest,
+            InvalidConfig,
+            TaskNotFound,
+            Timeout,
+            Unsupported,
+            ArtifactDownload,
+            ArtifactChecksum,
+            ArtifactUnpack,
+            ArtifactLimit,
+            ArtifactDenied,
+            CommandNotFound,
+            UserNotFound,
+            Isolation,
+            Spawn,
+            TaskExists,
+            TaskRunning,
+            Internal,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -106,12 +121,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Error {
-        Error { code, message: message.into(), field: None }
+        Error {
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// An error about one input field, e.g. `Error::field(Code::InvalidConfig, "config.command", "…")`.
     pub fn field(code: Code, field: impl Into<String>, message: impl Into<String>) -> Error {
-        Error { code, message: message.into(), field: Some(field.into()) }
+        Error {
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Error {
@@ -135,10 +158,20 @@ impl Error {
     /// sync pipe); anything else becomes an internal error.
     pub fn from_json(v: &Value) -> Error {
         let e = &v["error"];
-        let code = e["code"].as_str().and_then(Code::from_str).unwrap_or(Code::Internal);
-        let message = e["message"].as_str().unwrap_or("malformed error").to_string();
+        let code = e["code"]
+            .as_str()
+            .and_then(Code::parse)
+            .unwrap_or(Code::Internal);
+        let message = e["message"]
+            .as_str()
+            .unwrap_or("malformed error")
+            .to_string();
         let field = e["field"].as_str().map(str::to_string);
-        Error { code, message, field }
+        Error {
+            code,
+            message,
+            field,
+        }
     }
 }
 
@@ -160,12 +193,22 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_map_to_statuses() {
-        for s in ["invalid_json", "task_not_found", "artifact_limit", "spawn", "task_running"] {
-            assert_eq!(Code::from_str(s).unwrap().as_str(), s);
+        for s in [
+            "invalid_json",
+            "task_not_found",
+            "artifact_limit",
+            "spawn",
+            "task_running",
+        ] {
+            assert_eq!(Code::parse(s).unwrap().as_str(), s);
         }
         assert_eq!(Code::ArtifactDenied.status() as i32, 5);
         assert_eq!(Code::UserNotFound.status() as i32, 6);
-        let e = Error::field(Code::InvalidConfig, "config.command", "config.command is required");
+        let e = Error::field(
+            Code::InvalidConfig,
+            "config.command",
+            "config.command is required",
+        );
         assert_eq!(Error::from_json(&e.to_json()), e);
     }
 }

@@ -54,7 +54,9 @@ fn respond(out: *mut *mut c_char, text: String) {
     if out.is_null() {
         return;
     }
-    let c = CString::new(text).unwrap_or_else(|_| c"{\"error\":{\"code\":\"internal\",\"message\":\"response contained NUL\"}}".to_owned());
+    let c = CString::new(text).unwrap_or_else(|_| {
+        c"{\"error\":{\"code\":\"internal\",\"message\":\"response contained NUL\"}}".to_owned()
+    });
     // SAFETY: out is non-NULL and, per the contract, points at writable storage for a pointer.
     unsafe { *out = c.into_raw() };
 }
@@ -72,7 +74,12 @@ fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
             // SAFETY: req is non-NULL and, per the contract, NUL-terminated and valid for the call.
             match unsafe { CStr::from_ptr(req) }.to_str() {
                 Ok(s) => Some(s),
-                Err(e) => return Err(Error::new(crate::Code::InvalidJson, format!("request_json is not valid UTF-8: {e}"))),
+                Err(e) => {
+                    return Err(Error::new(
+                        crate::Code::InvalidJson,
+                        format!("request_json is not valid UTF-8: {e}"),
+                    ));
+                }
             }
         };
         op(text)
@@ -81,7 +88,11 @@ fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
         Ok(Ok(v)) => (Status::Ok, v.to_string()),
         Ok(Err(e)) => (e.status(), e.to_json().to_string()),
         Err(p) => {
-            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             let e = Error::internal(format!("internal error (caught panic): {what}"));
             (Status::Internal, e.to_json().to_string())
         }
@@ -100,10 +111,11 @@ pub extern "C" fn driver_abi_version() -> u32 {
 /// library. Never free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn driver_version() -> *const c_char {
-    static V: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-        Ok(v) => v,
-        Err(_) => c"0",
-    };
+    static V: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"0",
+        };
     V.as_ptr()
 }
 
@@ -179,7 +191,7 @@ export!(
 );
 export!(
     /// Resource usage of a task from its cgroups.
-    driver_stats => |r| driver::stats(r)
+    driver_stats => driver::stats
 );
 export!(
     /// Sends a signal (name with or without SIG, or number) to the task's command.
@@ -187,9 +199,9 @@ export!(
 );
 export!(
     /// Re-registers a task from the handle `driver_start` returned.
-    driver_recover => |r| driver::recover(r)
+    driver_recover => driver::recover
 );
 export!(
     /// Runs a command inside a running task's isolation and returns its output.
-    driver_exec => |r| driver::exec(r)
+    driver_exec => driver::exec
 );

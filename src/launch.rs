@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Signal value that marks a signal from the driver as the "kill the whole task now"
 /// command rather than a signal to forward (sent with `SI_QUEUE`).
-pub const KILL_ALL_MAGIC: i32 = 0x6b_696c_6c;
+pub const KILL_ALL_MAGIC: i32 = 0x6b69_6c6c;
 /// The realtime signal that carries driver commands to the supervisor.
 pub fn control_signal() -> i32 {
     libc::SIGRTMIN() + 3
@@ -123,6 +123,9 @@ mod tests {
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(super::rfc3339(1_709_210_096, 5), "2024-02-29T12:34:56.000000005Z");
+        assert_eq!(
+            super::rfc3339(1_709_210_096, 5),
+            "2024-02-29T12:34:56.000000005Z"
+        );
     }
 }

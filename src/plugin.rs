@@ -7,11 +7,15 @@ use once_cell::sync::Lazy;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-static CONFIG: Lazy<RwLock<Arc<PluginConfig>>> = Lazy::new(|| RwLock::new(Arc::new(PluginConfig::default())));
+static CONFIG: Lazy<RwLock<Arc<PluginConfig>>> =
+    Lazy::new(|| RwLock::new(Arc::new(PluginConfig::default())));
 
 /// The configuration new tasks start with.
 pub fn current() -> Arc<PluginConfig> {
-    CONFIG.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    CONFIG
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
 }
 
 /// Replaces the configuration (for tasks started afterwards) and returns the effective one.
@@ -19,23 +23,39 @@ pub fn configure(request: &str) -> Result<serde_json::Value> {
     let cfg: PluginConfig = config::parse(request, Code::InvalidConfig, "")?;
     for (i, c) in cfg.allow_caps.iter().enumerate() {
         if c != "all" && crate::caps::parse_cap(c).is_none() {
-            return Err(Error::field(Code::InvalidConfig, format!("allow_caps[{i}]"), format!("unknown capability {c:?}")));
+            return Err(Error::field(
+                Code::InvalidConfig,
+                format!("allow_caps[{i}]"),
+                format!("unknown capability {c:?}"),
+            ));
         }
     }
     parse_id_set(&cfg.denied_host_uids, "denied_host_uids")?;
     parse_id_set(&cfg.denied_host_gids, "denied_host_gids")?;
     for (k, v) in &cfg.chroot_env {
         if !k.starts_with('/') || !v.starts_with('/') {
-            return Err(Error::field(Code::InvalidConfig, format!("chroot_env.{k}"), "chroot_env maps absolute host paths to absolute task paths"));
+            return Err(Error::field(
+                Code::InvalidConfig,
+                format!("chroot_env.{k}"),
+                "chroot_env maps absolute host paths to absolute task paths",
+            ));
         }
     }
-    if let Some(p) = &cfg.data_dir {
-        if !p.starts_with('/') {
-            return Err(Error::field(Code::InvalidConfig, "data_dir", "data_dir must be an absolute path"));
-        }
+    if let Some(p) = &cfg.data_dir
+        && !p.starts_with('/')
+    {
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "data_dir",
+            "data_dir must be an absolute path",
+        ));
     }
     if cfg.cgroup_parent.is_empty() || cfg.cgroup_parent.split('/').any(|c| c == ".." || c == ".") {
-        return Err(Error::field(Code::InvalidConfig, "cgroup_parent", "cgroup_parent must be a relative path without '..'"));
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "cgroup_parent",
+            "cgroup_parent must be a relative path without '..'",
+        ));
     }
     let cfg = Arc::new(cfg);
     *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
@@ -46,7 +66,11 @@ pub fn configure(request: &str) -> Result<serde_json::Value> {
 pub fn effective_json(cfg: &PluginConfig) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(cfg).map_err(|e| Error::internal(e.to_string()))?;
     v["data_dir"] = serde_json::json!(data_dir(cfg).to_string_lossy());
-    v["shim_path"] = serde_json::json!(shim_path(cfg).map(|p| p.to_string_lossy().into_owned()).ok());
+    v["shim_path"] = serde_json::json!(
+        shim_path(cfg)
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok()
+    );
     Ok(v)
 }
 
@@ -54,9 +78,18 @@ pub fn effective_json(cfg: &PluginConfig) -> Result<serde_json::Value> {
 pub fn parse_id_set(s: &str, field: &str) -> Result<Vec<(u32, u32)>> {
     let mut out = vec![];
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || Error::field(Code::InvalidConfig, field, format!("{field}: {part:?} is not a uid/gid or a range a-b"));
+        let bad = || {
+            Error::field(
+                Code::InvalidConfig,
+                field,
+                format!("{field}: {part:?} is not a uid/gid or a range a-b"),
+            )
+        };
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
             None => {
                 let n = part.parse().map_err(|_| bad())?;
                 (n, n)
@@ -99,18 +132,20 @@ pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
         return Ok(p.into());
     }
     let mut candidates = vec![];
-    if let Some(lib) = loaded_object_path() {
-        if let Some(dir) = lib.parent() {
-            candidates.push(dir.join("execdriver-shim"));
-            if let Some(up) = dir.parent() {
-                candidates.push(up.join("execdriver-shim"));
-            }
+    if let Some(lib) = loaded_object_path()
+        && let Some(dir) = lib.parent()
+    {
+        candidates.push(dir.join("execdriver-shim"));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("execdriver-shim"));
         }
     }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::new(Code::Unsupported, "execdriver-shim not found next to the library; set shim_path or $EXECDRIVER_SHIM"))
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error::new(
+            Code::Unsupported,
+            "execdriver-shim not found next to the library; set shim_path or $EXECDRIVER_SHIM",
+        )
+    })
 }
 
 /// Path of the object (shared library or executable) this code is loaded from.
@@ -124,6 +159,8 @@ fn loaded_object_path() -> Option<PathBuf> {
     }
     // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
     let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(std::ffi::OsStr::new(std::str::from_utf8(name.to_bytes()).ok()?));
+    let p = PathBuf::from(std::ffi::OsStr::new(
+        std::str::from_utf8(name.to_bytes()).ok()?,
+    ));
     std::fs::canonicalize(p).ok()
 }

@@ -25,17 +25,22 @@ impl Created {
 fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::new(Code::Spawn, format!("{} exists and is not a directory", path.display()))),
+        Ok(_) => Err(Error::new(
+            Code::Spawn,
+            format!("{} exists and is not a directory", path.display()),
+        )),
         Err(_) => {
-            if let Some(parent) = path.parent() {
-                if !parent.exists() {
-                    mkdir(parent, 0o755, created)?;
-                }
+            if let Some(parent) = path.parent()
+                && !parent.exists()
+            {
+                mkdir(parent, 0o755, created)?;
             }
             std::fs::DirBuilder::new()
                 .mode(mode)
                 .create(path)
-                .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", path.display())))?;
+                .map_err(|e| {
+                    Error::new(Code::Spawn, format!("creating {}: {e}", path.display()))
+                })?;
             // The umask must not weaken or strengthen the modes of the layout.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
             created.dirs.push(path.to_path_buf());
@@ -53,11 +58,21 @@ pub struct Dirs {
 
 /// Creates Nomad's layout: `<alloc_dir>/alloc/{data,logs,tmp}` and
 /// `<alloc_dir>/<task>/{local,secrets,tmp}`, plus the state dir under `data_dir`.
-pub fn make_dirs(task: &TaskRequest, id: &str, cfg: &PluginConfig, owner: Option<(u32, u32)>, created: &mut Created) -> Result<Dirs> {
+pub fn make_dirs(
+    task: &TaskRequest,
+    id: &str,
+    cfg: &PluginConfig,
+    owner: Option<(u32, u32)>,
+    created: &mut Created,
+) -> Result<Dirs> {
     let data = crate::plugin::data_dir(cfg);
     let alloc_dir = match &task.alloc_dir {
         Some(d) => PathBuf::from(d),
-        None => data.join("alloc").join(if task.alloc_id.is_empty() { id } else { &task.alloc_id }),
+        None => data.join("alloc").join(if task.alloc_id.is_empty() {
+            id
+        } else {
+            &task.alloc_id
+        }),
     };
     let task_dir = alloc_dir.join(&task.name);
     let state_dir = data.join("tasks").join(id);
@@ -80,7 +95,11 @@ pub fn make_dirs(task: &TaskRequest, id: &str, cfg: &PluginConfig, owner: Option
         let _ = std::fs::remove_dir_all(&state_dir);
     }
     mkdir(&state_dir, 0o700, created)?;
-    Ok(Dirs { alloc_dir, task_dir, state_dir })
+    Ok(Dirs {
+        alloc_dir,
+        task_dir,
+        state_dir,
+    })
 }
 
 /// The task's user, resolved on the host.
@@ -96,24 +115,59 @@ pub struct User {
 /// policy refusal of the task's `user` → `invalid_config` naming `user`.
 pub fn resolve_user(name: &str, cfg: &PluginConfig) -> Result<User> {
     let u = nix::unistd::User::from_name(name)
-        .map_err(|e| Error::field(Code::UserNotFound, "user", format!("looking up user {name:?}: {e}")))?
-        .ok_or_else(|| Error::field(Code::UserNotFound, "user", format!("user {name:?} does not exist on this host")))?;
+        .map_err(|e| {
+            Error::field(
+                Code::UserNotFound,
+                "user",
+                format!("looking up user {name:?}: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            Error::field(
+                Code::UserNotFound,
+                "user",
+                format!("user {name:?} does not exist on this host"),
+            )
+        })?;
     let uid = u.uid.as_raw();
     let gid = u.gid.as_raw();
     let denied = |set: &str, field: &str, id: u32| -> Result<bool> {
-        Ok(crate::plugin::parse_id_set(set, field)?.iter().any(|(a, b)| (*a..=*b).contains(&id)))
+        Ok(crate::plugin::parse_id_set(set, field)?
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&id)))
     };
     if denied(&cfg.denied_host_uids, "denied_host_uids", uid)? {
-        return Err(Error::field(Code::InvalidConfig, "user", format!("user {name:?} has uid {uid}, which the plugin's denied_host_uids refuses; run the task as another user")));
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "user",
+            format!(
+                "user {name:?} has uid {uid}, which the plugin's denied_host_uids refuses; run the task as another user"
+            ),
+        ));
     }
-    let cname = crate::sys::cstring(name, "user").map_err(|e| Error::field(Code::InvalidConfig, "user", e.to_string()))?;
-    let groups: Vec<u32> = nix::unistd::getgrouplist(&cname, u.gid).map(|g| g.iter().map(|g| g.as_raw()).collect()).unwrap_or_else(|_| vec![gid]);
+    let cname = crate::sys::cstring(name, "user")
+        .map_err(|e| Error::field(Code::InvalidConfig, "user", e.to_string()))?;
+    let groups: Vec<u32> = nix::unistd::getgrouplist(&cname, u.gid)
+        .map(|g| g.iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![gid]);
     for g in &groups {
         if denied(&cfg.denied_host_gids, "denied_host_gids", *g)? {
-            return Err(Error::field(Code::InvalidConfig, "user", format!("user {name:?} is in group {g}, which the plugin's denied_host_gids refuses")));
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "user",
+                format!(
+                    "user {name:?} is in group {g}, which the plugin's denied_host_gids refuses"
+                ),
+            ));
         }
     }
-    Ok(User { name: name.to_string(), uid, gid, groups, home: u.dir.to_string_lossy().into_owned() })
+    Ok(User {
+        name: name.to_string(),
+        uid,
+        gid,
+        groups,
+        home: u.dir.to_string_lossy().into_owned(),
+    })
 }
 
 /// The user this process runs as (raw_exec).
@@ -121,8 +175,20 @@ pub fn current_user() -> User {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     match nix::unistd::User::from_uid(uid).ok().flatten() {
-        Some(u) => User { name: u.name, uid: uid.as_raw(), gid: gid.as_raw(), groups: vec![], home: u.dir.to_string_lossy().into_owned() },
-        None => User { name: uid.to_string(), uid: uid.as_raw(), gid: gid.as_raw(), groups: vec![], home: "/".into() },
+        Some(u) => User {
+            name: u.name,
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            groups: vec![],
+            home: u.dir.to_string_lossy().into_owned(),
+        },
+        None => User {
+            name: uid.to_string(),
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            groups: vec![],
+            home: "/".into(),
+        },
     }
 }
 
@@ -134,16 +200,23 @@ pub fn chroot_binds(cfg: &PluginConfig) -> (Vec<Bind>, Vec<(PathBuf, PathBuf)>) 
     let mut links = vec![];
     for (src, dst) in &cfg.chroot_env {
         let src = PathBuf::from(src);
-        let Ok(meta) = std::fs::symlink_metadata(&src) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&src) else {
+            continue;
+        };
         let dst = PathBuf::from(dst);
-        if meta.file_type().is_symlink() && dst.components().count() == 2 {
-            if let Ok(target) = std::fs::read_link(&src) {
-                links.push((dst, target));
-                continue;
-            }
+        if meta.file_type().is_symlink()
+            && dst.components().count() == 2
+            && let Ok(target) = std::fs::read_link(&src)
+        {
+            links.push((dst, target));
+            continue;
         }
         if std::fs::metadata(&src).is_ok() {
-            binds.push(Bind { src, dst, readonly: true });
+            binds.push(Bind {
+                src,
+                dst,
+                readonly: true,
+            });
         }
     }
     // Parents before children.
@@ -152,17 +225,30 @@ pub fn chroot_binds(cfg: &PluginConfig) -> (Vec<Bind>, Vec<(PathBuf, PathBuf)>) 
 }
 
 /// Maps a path inside an exec task's root to the host path that will be visible there.
-fn host_view(inner: &Path, task_dir: &Path, binds: &[Bind], links: &[(PathBuf, PathBuf)], depth: u32) -> Option<PathBuf> {
+fn host_view(
+    inner: &Path,
+    task_dir: &Path,
+    binds: &[Bind],
+    links: &[(PathBuf, PathBuf)],
+    depth: u32,
+) -> Option<PathBuf> {
     if depth > 8 {
         return None;
     }
     for (dst, target) in links {
         if let Ok(rest) = inner.strip_prefix(dst) {
-            let t = if target.is_absolute() { target.clone() } else { dst.parent().unwrap_or(Path::new("/")).join(target) };
+            let t = if target.is_absolute() {
+                target.clone()
+            } else {
+                dst.parent().unwrap_or(Path::new("/")).join(target)
+            };
             return host_view(&t.join(rest), task_dir, binds, links, depth + 1);
         }
     }
-    let best = binds.iter().filter(|b| inner.starts_with(&b.dst)).max_by_key(|b| b.dst.components().count());
+    let best = binds
+        .iter()
+        .filter(|b| inner.starts_with(&b.dst))
+        .max_by_key(|b| b.dst.components().count());
     match best {
         Some(b) => Some(b.src.join(inner.strip_prefix(&b.dst).ok()?)),
         None => {
@@ -179,15 +265,30 @@ fn host_view(inner: &Path, task_dir: &Path, binds: &[Bind], links: &[(PathBuf, P
     }
 }
 
+/// The bind mounts and top-level symlinks that make up an exec task's root.
+pub type RootView<'a> = (&'a [Bind], &'a [(PathBuf, PathBuf)]);
+
 /// Looks the command up per SPEC §3: as given when it contains `/`, else in `/local`,
 /// `/usr/local/bin`, `/usr/bin`, `/bin` of the task's root (exec) or of the host with
 /// `/local` being the task's local dir (raw_exec). Returns (path to exec, host path).
 /// A found file under the task dir without exec bits gets them.
-pub fn lookup_command(cmd: &str, task_dir: &Path, root: Option<(&[Bind], &[(PathBuf, PathBuf)])>, work_dir: &str) -> Result<(String, PathBuf)> {
+pub fn lookup_command(
+    cmd: &str,
+    task_dir: &Path,
+    root: Option<RootView<'_>>,
+    work_dir: &str,
+) -> Result<(String, PathBuf)> {
     let candidates: Vec<String> = if cmd.contains('/') {
-        if cmd.starts_with('/') { vec![cmd.to_string()] } else { vec![format!("{}/{cmd}", work_dir.trim_end_matches('/'))] }
+        if cmd.starts_with('/') {
+            vec![cmd.to_string()]
+        } else {
+            vec![format!("{}/{cmd}", work_dir.trim_end_matches('/'))]
+        }
     } else {
-        ["/local", "/usr/local/bin", "/usr/bin", "/bin"].iter().map(|d| format!("{d}/{cmd}")).collect()
+        ["/local", "/usr/local/bin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
     };
     for c in &candidates {
         let inner = Path::new(c);
@@ -199,25 +300,41 @@ pub fn lookup_command(cmd: &str, task_dir: &Path, root: Option<(&[Bind], &[(Path
             },
         };
         let Some(host) = host else { continue };
-        let Ok(meta) = std::fs::metadata(&host) else { continue };
+        let Ok(meta) = std::fs::metadata(&host) else {
+            continue;
+        };
         if !meta.is_file() {
             continue;
         }
         if meta.permissions().mode() & 0o111 == 0 {
             if host.starts_with(task_dir) {
                 let mode = meta.permissions().mode() | 0o755;
-                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| Error::field(Code::Spawn, "config.command", format!("making {c} executable: {e}")))?;
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode)).map_err(
+                    |e| {
+                        Error::field(
+                            Code::Spawn,
+                            "config.command",
+                            format!("making {c} executable: {e}"),
+                        )
+                    },
+                )?;
             } else {
                 continue;
             }
         }
-        let exec_path = if root.is_some() { c.clone() } else { host.to_string_lossy().into_owned() };
+        let exec_path = if root.is_some() {
+            c.clone()
+        } else {
+            host.to_string_lossy().into_owned()
+        };
         return Ok((exec_path, host));
     }
     Err(Error::field(
         Code::CommandNotFound,
         "config.command",
-        format!("command {cmd:?} not found in the task (looked in {})", candidates.join(", ")),
+        format!(
+            "command {cmd:?} not found in the task (looked in {})",
+            candidates.join(", ")
+        ),
     ))
 }

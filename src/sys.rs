@@ -7,7 +7,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// `pidfd_open(2)`.
@@ -22,7 +26,13 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: plain syscall; a NULL info pointer is allowed.
     cvt(unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            ptr::null::<u8>(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -45,7 +55,13 @@ pub fn pidfd_send_value(pidfd: &OwnedFd, sig: i32, value: i32) -> io::Result<()>
     }
     // SAFETY: info is a valid, initialised siginfo_t that outlives the call.
     cvt(unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, &info as *const _, 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            &info as *const _,
+            0,
+        )
     })
     .map(drop)
 }
@@ -59,11 +75,20 @@ pub fn pidfd_reap(pidfd: &OwnedFd) -> io::Result<Option<(i32, i32)>> {
     // SAFETY: waitid with a valid pointer to info; P_PIDFD waits only on that process,
     // never on the host's other children.
     let r = unsafe {
-        libc::waitid(3 as libc::idtype_t, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
+        libc::waitid(
+            3 as libc::idtype_t,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
     };
     if r < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ECHILD) { Ok(None) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ECHILD) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
     // SAFETY: after a successful waitid the si_pid/si_status fields are valid.
     let (pid, status, code) = unsafe { (info.si_pid(), info.si_status(), info.si_code) };
@@ -81,9 +106,16 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
     loop {
         let wait = match deadline {
             None => -1,
-            Some(d) => d.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
         };
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut p, 1, wait) };
         if r < 0 {
@@ -123,7 +155,8 @@ extern "C" fn clone_child(arg: *mut libc::c_void) -> libc::c_int {
     // async-signal-safe, on data prepared before the clone.
     unsafe {
         let a = &mut *(arg as *mut ChildArgs);
-        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0 {
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
+        {
             a.errno = *libc::__errno_location();
             libc::_exit(127);
         }
@@ -157,8 +190,18 @@ fn fd_above_2(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// dup2s and execs; all signals stay blocked across the clone so no host handler can run
 /// in it. Host fds without CLOEXEC do reach the new process; the supervisor closes every
 /// fd above 2 first thing.
-pub fn spawn(path: &CStr, args: &[CString], env: &[CString], ns_flags: libc::c_int) -> io::Result<Spawned> {
-    let devnull = fd_above_2(OwnedFd::from(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?))?;
+pub fn spawn(
+    path: &CStr,
+    args: &[CString],
+    env: &[CString],
+    ns_flags: libc::c_int,
+) -> io::Result<Spawned> {
+    let devnull = fd_above_2(OwnedFd::from(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?,
+    ))?;
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two ints.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
@@ -222,7 +265,11 @@ pub fn spawn(path: &CStr, args: &[CString], env: &[CString], ns_flags: libc::c_i
         let _ = pidfd_reap(&pidfd);
         return Err(io::Error::from_raw_os_error(child.errno));
     }
-    Ok(Spawned { pid, pidfd, stdout: std::fs::File::from(r) })
+    Ok(Spawned {
+        pid,
+        pidfd,
+        stdout: std::fs::File::from(r),
+    })
 }
 
 /// Reads 16 random bytes from the kernel as hex (task ids).
@@ -231,8 +278,12 @@ pub fn random_hex(n: usize) -> String {
     // SAFETY: buf is valid for n bytes.
     let got = unsafe { libc::getrandom(buf.as_mut_ptr() as *mut libc::c_void, n, 0) };
     if got != n as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        buf.iter_mut().enumerate().for_each(|(i, b)| *b = (t.as_nanos() >> (i % 16 * 8)) as u8);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (t.as_nanos() >> (i % 16 * 8)) as u8);
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -245,5 +296,10 @@ pub fn euid() -> u32 {
 
 /// Owned C string from a Rust one; NUL bytes are an error naming `what`.
 pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
 }

@@ -64,17 +64,24 @@ fn table() -> MutexGuard<'static, HashMap<String, Arc<Task>>> {
 
 /// Looks a task up by id.
 pub fn get(id: &str) -> Result<Arc<Task>> {
-    table()
-        .get(id)
-        .cloned()
-        .ok_or_else(|| Error::field(Code::TaskNotFound, "task_id", format!("no task with id {id:?}")))
+    table().get(id).cloned().ok_or_else(|| {
+        Error::field(
+            Code::TaskNotFound,
+            "task_id",
+            format!("no task with id {id:?}"),
+        )
+    })
 }
 
 /// Registers a new task; fails with `task_exists` when the id is taken.
 pub fn insert(task: Arc<Task>) -> Result<()> {
     let mut t = table();
     if t.contains_key(&task.id) {
-        return Err(Error::field(Code::TaskExists, "id", format!("a task with id {:?} already exists", task.id)));
+        return Err(Error::field(
+            Code::TaskExists,
+            "id",
+            format!("a task with id {:?} already exists", task.id),
+        ));
     }
     t.insert(task.id.clone(), task);
     Ok(())
@@ -95,7 +102,16 @@ pub fn ids() -> Vec<String> {
 
 impl Task {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(id: String, name: String, driver: DriverKind, task_dir: PathBuf, alloc_dir: PathBuf, state_dir: PathBuf, kill_signal: i32, kill_timeout_ms: u64) -> Arc<Task> {
+    pub fn new(
+        id: String,
+        name: String,
+        driver: DriverKind,
+        task_dir: PathBuf,
+        alloc_dir: PathBuf,
+        state_dir: PathBuf,
+        kill_signal: i32,
+        kill_timeout_ms: u64,
+    ) -> Arc<Task> {
         Arc::new(Task {
             id,
             name,
@@ -105,7 +121,10 @@ impl Task {
             state_dir,
             kill_signal,
             kill_timeout_ms,
-            inner: Mutex::new(Inner { state: Some(State::Starting), ..Default::default() }),
+            inner: Mutex::new(Inner {
+                state: Some(State::Starting),
+                ..Default::default()
+            }),
             cv: Condvar::new(),
         })
     }
@@ -119,7 +138,14 @@ impl Task {
     }
 
     /// Marks the task running with its supervisor.
-    pub fn set_running(&self, pid: i32, pidfd: OwnedFd, started_at: String, handle: Value, cgroup: Option<Value>) {
+    pub fn set_running(
+        &self,
+        pid: i32,
+        pidfd: OwnedFd,
+        started_at: String,
+        handle: Value,
+        cgroup: Option<Value>,
+    ) {
         let mut g = self.lock();
         g.state = Some(State::Running);
         g.pid = Some(pid);
@@ -142,7 +168,11 @@ impl Task {
         let mut g = self.lock();
         while g.state == Some(State::Starting) {
             if g.failed {
-                return Err(Error::field(Code::TaskNotFound, "task_id", format!("task {:?} failed to start", self.id)));
+                return Err(Error::field(
+                    Code::TaskNotFound,
+                    "task_id",
+                    format!("task {:?} failed to start", self.id),
+                ));
             }
             match deadline {
                 None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
@@ -151,7 +181,11 @@ impl Task {
                     if now >= d {
                         return Ok(false);
                     }
-                    g = self.cv.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    g = self
+                        .cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         }
@@ -161,7 +195,8 @@ impl Task {
     /// Waits up to `timeout_ms` (negative: forever) for the task to exit; returns its
     /// wait object, or `timeout`.
     pub fn wait(&self, timeout_ms: i64) -> Result<Value> {
-        let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
         if !self.wait_started(deadline)? {
             return Err(self.timeout_error());
         }
@@ -180,7 +215,8 @@ impl Task {
                 None => -1,
                 Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i64,
             };
-            let ready = crate::sys::poll_readable(pidfd.as_raw_fd(), left).map_err(|e| Error::internal(format!("poll on pidfd: {e}")))?;
+            let ready = crate::sys::poll_readable(pidfd.as_raw_fd(), left)
+                .map_err(|e| Error::internal(format!("poll on pidfd: {e}")))?;
             if ready {
                 return Ok(self.finalize());
             }
@@ -191,7 +227,10 @@ impl Task {
     }
 
     fn timeout_error(&self) -> Error {
-        Error::new(Code::Timeout, format!("task {:?} is still running", self.id))
+        Error::new(
+            Code::Timeout,
+            format!("task {:?} is still running", self.id),
+        )
     }
 
     /// True when the supervisor has exited (without blocking).
@@ -227,14 +266,24 @@ impl Task {
             .ok()
             .and_then(|b| serde_json::from_slice::<ExitStatus>(&b).ok());
         let v = match status {
-            Some(s) => json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
-                               "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at}),
-            None if killed_supervisor.is_some() => json!({"task_id": self.id, "exit_code": 137, "signal": 9, "oom_killed": false,
-                "err": "the supervisor did not stop in time and was killed with the task", "started_at": g.started_at, "finished_at": launch::rfc3339_now()}),
+            Some(s) => {
+                json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
+                               "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at})
+            }
+            None if killed_supervisor.is_some() => {
+                json!({"task_id": self.id, "exit_code": 137, "signal": 9, "oom_killed": false,
+                "err": "the supervisor did not stop in time and was killed with the task", "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
+            }
             None => {
                 let why = match sup_status {
-                    Some((code, st)) if code == libc::CLD_KILLED || code == libc::CLD_DUMPED => format!("the task's supervisor was killed by signal {st} and left no exit status"),
-                    Some((_, st)) => format!("the task's supervisor exited with status {st} and left no exit status"),
+                    Some((code, st)) if code == libc::CLD_KILLED || code == libc::CLD_DUMPED => {
+                        format!(
+                            "the task's supervisor was killed by signal {st} and left no exit status"
+                        )
+                    }
+                    Some((_, st)) => format!(
+                        "the task's supervisor exited with status {st} and left no exit status"
+                    ),
                     None => "the task's supervisor is gone and left no exit status".to_string(),
                 };
                 json!({"task_id": self.id, "exit_code": -1, "signal": 0, "oom_killed": false, "err": why,

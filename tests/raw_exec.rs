@@ -12,7 +12,10 @@ fn exit_code_and_stdout() {
     assert_eq!(w["exit_code"], 3, "{w}");
     assert_eq!(w["signal"], 0);
     assert_eq!(out, "hello\n");
-    assert_eq!(std::fs::read_to_string(d.path().join("alloc/logs/t.stderr.0")).unwrap(), "err\n");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("alloc/logs/t.stderr.0")).unwrap(),
+        "err\n"
+    );
 }
 
 #[test]
@@ -28,7 +31,11 @@ fn env_is_built_not_inherited() {
     let d = TempDir::new("env");
     // SAFETY: a variable only this test looks for.
     unsafe { std::env::set_var("EXECDRIVER_TEST_SECRET", "leak") };
-    let mut req = raw_task("web", d.path(), "echo $NOMAD_TASK_NAME $GREETING ${EXECDRIVER_TEST_SECRET:-none} $NOMAD_META_owner");
+    let mut req = raw_task(
+        "web",
+        d.path(),
+        "echo $NOMAD_TASK_NAME $GREETING ${EXECDRIVER_TEST_SECRET:-none} $NOMAD_META_owner",
+    );
     req["env"] = json!({"GREETING": "hi-from-${NOMAD_TASK_NAME}"});
     req["meta"] = json!({"owner": "team-a"});
     let (w, out) = run(req);
@@ -43,8 +50,16 @@ fn stop_sends_signal_to_handlerless_sleep() {
     let id = r["task_id"].as_str().unwrap();
     assert_eq!(wait(id, 0).unwrap_err().code, execdriver::Code::Timeout);
     let t0 = std::time::Instant::now();
-    let w = op(execdriver::driver::stop, json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 10000})).unwrap();
-    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t0.elapsed());
+    let w = op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 10000}),
+    )
+    .unwrap();
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(w["signal"], 15, "{w}");
     assert_eq!(w["exit_code"], 143);
     destroy(id);
@@ -54,9 +69,18 @@ fn stop_sends_signal_to_handlerless_sleep() {
 fn stop_kills_term_ignoring_task_after_grace() {
     let d = TempDir::new("ignore");
     let marker = format!("sleep {}", 700_000 + std::process::id() % 1000);
-    let r = start(raw_task("i", d.path(), &format!("trap '' TERM; {marker} & wait"))).unwrap();
+    let r = start(raw_task(
+        "i",
+        d.path(),
+        &format!("trap '' TERM; {marker} & wait"),
+    ))
+    .unwrap();
     let id = r["task_id"].as_str().unwrap();
-    let w = op(execdriver::driver::stop, json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 300})).unwrap();
+    let w = op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 300}),
+    )
+    .unwrap();
     assert_eq!(w["signal"], 9, "{w}");
     assert!(pids_matching(&marker).is_empty());
     destroy(id);
@@ -66,9 +90,16 @@ fn stop_kills_term_ignoring_task_after_grace() {
 fn background_children_die_with_the_command() {
     let d = TempDir::new("bg");
     let marker = format!("{}", 600_000 + std::process::id() % 1000);
-    let (w, _) = run(raw_task("bg", d.path(), &format!("sleep {marker} & exit 0")));
+    let (w, _) = run(raw_task(
+        "bg",
+        d.path(),
+        &format!("sleep {marker} & exit 0"),
+    ));
     assert_eq!(w["exit_code"], 0);
-    assert!(pids_matching(&format!("sleep {marker}")).is_empty(), "a background sleep survived");
+    assert!(
+        pids_matching(&format!("sleep {marker}")).is_empty(),
+        "a background sleep survived"
+    );
 }
 
 #[test]
@@ -76,9 +107,18 @@ fn many_waiters_get_the_same_result() {
     let d = TempDir::new("waiters");
     let r = start(raw_task("w", d.path(), "read x < /dev/null; exit 7")).unwrap();
     let id = r["task_id"].as_str().unwrap().to_string();
-    let hs: Vec<_> = (0..8).map(|_| { let id = id.clone(); std::thread::spawn(move || wait(&id, 30_000).unwrap()) }).collect();
+    let hs: Vec<_> = (0..8)
+        .map(|_| {
+            let id = id.clone();
+            std::thread::spawn(move || wait(&id, 30_000).unwrap())
+        })
+        .collect();
     let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(results.iter().all(|w| w == &results[0] && w["exit_code"] == 7));
+    assert!(
+        results
+            .iter()
+            .all(|w| w == &results[0] && w["exit_code"] == 7)
+    );
     assert_eq!(wait(&id, 0).unwrap(), results[0]);
     destroy(&id);
 }
@@ -106,5 +146,8 @@ fn duplicate_id_conflicts() {
     let e = op(execdriver::driver::destroy, json!({"task_id": id})).unwrap_err();
     assert_eq!(e.code, execdriver::Code::TaskRunning);
     destroy(&id);
-    assert_eq!(wait(&id, 0).unwrap_err().code, execdriver::Code::TaskNotFound);
+    assert_eq!(
+        wait(&id, 0).unwrap_err().code,
+        execdriver::Code::TaskNotFound
+    );
 }

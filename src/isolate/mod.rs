@@ -23,9 +23,19 @@ pub fn exec_command(spec: &LaunchSpec, stdout: RawFd, stderr: RawFd) -> Error {
     }
 }
 
-fn prepare_and_exec(spec: &LaunchSpec, stdout: RawFd, stderr: RawFd) -> Result<std::convert::Infallible> {
+fn prepare_and_exec(
+    spec: &LaunchSpec,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> Result<std::convert::Infallible> {
     for f in &spec.cgroup_procs {
-        std::fs::write(f, "0").map_err(|e| io_err(Code::Isolation, &format!("joining cgroup {}", f.display()), e))?;
+        std::fs::write(f, "0").map_err(|e| {
+            io_err(
+                Code::Isolation,
+                &format!("joining cgroup {}", f.display()),
+                e,
+            )
+        })?;
     }
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
@@ -33,27 +43,59 @@ fn prepare_and_exec(spec: &LaunchSpec, stdout: RawFd, stderr: RawFd) -> Result<s
     let argv: Vec<CString> = spec
         .argv
         .iter()
-        .map(|a| CString::new(a.as_str()).map_err(|_| Error::field(Code::InvalidConfig, "config.args", "an argument contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_str()).map_err(|_| {
+                Error::field(
+                    Code::InvalidConfig,
+                    "config.args",
+                    "an argument contains a NUL byte",
+                )
+            })
+        })
         .collect::<Result<_>>()?;
     let envp: Vec<CString> = spec
         .env
         .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| Error::field(Code::InvalidConfig, format!("env.{k}"), "a value contains a NUL byte")))
+        .map(|(k, v)| {
+            CString::new(format!("{k}={v}")).map_err(|_| {
+                Error::field(
+                    Code::InvalidConfig,
+                    format!("env.{k}"),
+                    "a value contains a NUL byte",
+                )
+            })
+        })
         .collect::<Result<_>>()?;
-    let cwd = CString::new(spec.cwd.as_str()).map_err(|_| Error::field(Code::InvalidConfig, "config.work_dir", "contains a NUL byte"))?;
+    let cwd = CString::new(spec.cwd.as_str()).map_err(|_| {
+        Error::field(
+            Code::InvalidConfig,
+            "config.work_dir",
+            "contains a NUL byte",
+        )
+    })?;
 
     if let Some(iso) = &spec.isolation {
         rootfs::enter(iso)?;
         privs::drop_to(iso)?;
     }
-    privs::redirect_stdio(stdout, stderr).map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;
+    privs::redirect_stdio(stdout, stderr)
+        .map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;
     privs::reset_signals();
-    nix::unistd::chdir(cwd.as_c_str())
-        .map_err(|e| Error::field(Code::Spawn, "config.work_dir", format!("cannot change to work_dir {}: {e}", spec.cwd)))?;
+    nix::unistd::chdir(cwd.as_c_str()).map_err(|e| {
+        Error::field(
+            Code::Spawn,
+            "config.work_dir",
+            format!("cannot change to work_dir {}: {e}", spec.cwd),
+        )
+    })?;
     let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
     let code = match err {
         nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => Code::CommandNotFound,
         _ => Code::Spawn,
     };
-    Err(Error::field(code, "config.command", format!("cannot execute {}: {err}", spec.argv[0])))
+    Err(Error::field(
+        code,
+        "config.command",
+        format!("cannot execute {}: {err}", spec.argv[0]),
+    ))
 }

@@ -23,21 +23,40 @@ const CAP_V3: u32 = 0x2008_0522;
 fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> std::io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn capset(mask: u64) -> std::io::Result<()> {
-    let hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
     let lo = mask as u32;
     let hi = (mask >> 32) as u32;
     let data = [
-        CapData { effective: lo, permitted: lo, inheritable: lo },
-        CapData { effective: hi, permitted: hi, inheritable: hi },
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: lo,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: hi,
+        },
     ];
     // SAFETY: header and a two-element data array as capset(2) v3 requires, both alive
     // across the call.
     let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn last_cap() -> u32 {
@@ -57,10 +76,15 @@ pub fn drop_to(iso: &Isolation) -> Result<()> {
     let last = last_cap();
     for c in 0..=last {
         if iso.caps & (1u64 << c) == 0 {
-            prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0).map_err(|e| err("dropping bounding capability", e))?;
+            prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0)
+                .map_err(|e| err("dropping bounding capability", e))?;
         }
     }
-    let groups: Vec<nix::unistd::Gid> = iso.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let groups: Vec<nix::unistd::Gid> = iso
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&groups).map_err(|e| err("setgroups", e))?;
     let gid = nix::unistd::Gid::from_raw(iso.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| err("setresgid", e))?;
@@ -68,11 +92,20 @@ pub fn drop_to(iso: &Isolation) -> Result<()> {
     let uid = nix::unistd::Uid::from_raw(iso.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| err("setresuid", e))?;
     capset(iso.caps).map_err(|e| err("capset", e))?;
-    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0).map_err(|e| err("clearing ambient capabilities", e))?;
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )
+    .map_err(|e| err("clearing ambient capabilities", e))?;
     for c in 0..=last {
         if iso.caps & (1u64 << c) != 0 {
-            prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, c as libc::c_ulong)
-                .map_err(|e| err("raising ambient capability", e))?;
+            prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                c as libc::c_ulong,
+            )
+            .map_err(|e| err("raising ambient capability", e))?;
         }
     }
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| err("no_new_privs", e))?;
@@ -91,7 +124,14 @@ pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
         }
     }
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -29,13 +29,20 @@ fn inside(root: &Path, p: &Path) -> PathBuf {
 /// redirect a mount.
 fn make_mountpoint(root: &Path, rel: &Path, file: bool) -> Result<PathBuf> {
     let mut cur = root.to_path_buf();
-    let comps: Vec<_> = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let comps: Vec<_> = rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     for (i, c) in comps.iter().enumerate() {
         cur.push(c);
         let last = i + 1 == comps.len();
         match std::fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(err("refusing to mount over a symlink at", &cur, "the task dir holds a symlink where a mount point belongs"));
+                return Err(err(
+                    "refusing to mount over a symlink at",
+                    &cur,
+                    "the task dir holds a symlink where a mount point belongs",
+                ));
             }
             Ok(_) => {}
             Err(_) if last && file => {
@@ -50,13 +57,21 @@ fn make_mountpoint(root: &Path, rel: &Path, file: bool) -> Result<PathBuf> {
 }
 
 fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| err("bind-mounting", src, e))?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("bind-mounting", src, e))?;
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(|e| err("remounting", dst, e))?;
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+        .map_err(|e| err("remounting", dst, e))?;
     if readonly {
         set_recursive_readonly(dst);
     }
@@ -77,42 +92,83 @@ fn set_recursive_readonly(dst: &Path) {
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const AT_RECURSIVE: u32 = 0x8000;
-    let Ok(path) = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()) else { return };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let Ok(path) = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: valid C string and attr struct alive across the call; errors are ignored
     // (the top mount is already read-only).
     unsafe {
-        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, path.as_ptr(), AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>());
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
     }
 }
 
 fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> {
-    mount(Some(fstype), dst, Some(fstype), flags, Some(data)).map_err(|e| err(&format!("mounting {fstype} at"), dst, e))
+    mount(Some(fstype), dst, Some(fstype), flags, Some(data))
+        .map_err(|e| err(&format!("mounting {fstype} at"), dst, e))
 }
 
 /// Builds the root and enters it. Called in the command child after fork.
 pub fn enter(iso: &Isolation) -> Result<()> {
     let root = &iso.root;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| err("unshare mount namespace for", root, e))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| err("making mounts private at", Path::new("/"), e))?;
-    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| err("bind-mounting task root", root, e))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| err("unshare mount namespace for", root, e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("making mounts private at", Path::new("/"), e))?;
+    mount(
+        Some(root),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("bind-mounting task root", root, e))?;
 
     for (dst, target) in &iso.symlinks {
         let at = inside(root, dst);
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
                 if std::fs::read_link(&at).ok().as_deref() != Some(target.as_path()) {
-                    return Err(err("unexpected symlink at", &at, "it does not match the host's"));
+                    return Err(err(
+                        "unexpected symlink at",
+                        &at,
+                        "it does not match the host's",
+                    ));
                 }
             }
-            Ok(_) => return Err(err("expected a symlink at", &at, "found a file or directory")),
-            Err(_) => std::os::unix::fs::symlink(target, &at).map_err(|e| err("creating symlink", &at, e))?,
+            Ok(_) => {
+                return Err(err(
+                    "expected a symlink at",
+                    &at,
+                    "found a file or directory",
+                ));
+            }
+            Err(_) => std::os::unix::fs::symlink(target, &at)
+                .map_err(|e| err("creating symlink", &at, e))?,
         }
     }
     for b in &iso.binds {
-        let is_file = std::fs::metadata(&b.src).map(|m| !m.is_dir()).unwrap_or(false);
+        let is_file = std::fs::metadata(&b.src)
+            .map(|m| !m.is_dir())
+            .unwrap_or(false);
         let at = make_mountpoint(root, &b.dst, is_file)?;
         bind(&b.src, &at, b.readonly, MsFlags::empty())?;
     }
@@ -131,23 +187,33 @@ pub fn enter(iso: &Isolation) -> Result<()> {
         "tmpfs",
         &secrets,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        &format!("size={},mode=0700,uid={},gid={}", iso.secrets_size, iso.uid, iso.gid),
+        &format!(
+            "size={},mode=0700,uid={},gid={}",
+            iso.secrets_size, iso.uid, iso.gid
+        ),
     )?;
 
     let tmp = make_mountpoint(root, Path::new("tmp"), false)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).map_err(|e| err("chmod", &tmp, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| err("chmod", &tmp, e))?;
 
     build_dev(root)?;
 
     let proc_dir = make_mountpoint(root, Path::new("proc"), false)?;
-    mount_fs("proc", &proc_dir, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, "")?;
+    mount_fs(
+        "proc",
+        &proc_dir,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        "",
+    )?;
 
     if iso.no_pivot_root {
         nix::unistd::chroot(root).map_err(|e| err("chroot to", root, e))?;
     } else {
         nix::unistd::chdir(root).map_err(|e| err("chdir to", root, e))?;
         nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root to", root, e))?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root of", root, e))?;
+        umount2(".", MntFlags::MNT_DETACH)
+            .map_err(|e| err("detaching the old root of", root, e))?;
     }
     nix::unistd::chdir("/").map_err(|e| err("chdir to", Path::new("/"), e))?;
     Ok(())
@@ -157,7 +223,12 @@ pub fn enter(iso: &Isolation) -> Result<()> {
 /// private devpts, a shm tmpfs and the usual links.
 fn build_dev(root: &Path) -> Result<()> {
     let dev = make_mountpoint(root, Path::new("dev"), false)?;
-    mount_fs("tmpfs", &dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=755,size=65536k")?;
+    mount_fs(
+        "tmpfs",
+        &dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "mode=755,size=65536k",
+    )?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let host = Path::new("/dev").join(name);
         if !host.exists() {
@@ -165,18 +236,48 @@ fn build_dev(root: &Path) -> Result<()> {
         }
         let at = dev.join(name);
         std::fs::write(&at, b"").map_err(|e| err("creating", &at, e))?;
-        mount(Some(&host), &at, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| err("binding device", &host, e))?;
-        mount(None::<&str>, &at, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None::<&str>)
-            .map_err(|e| err("remounting device", &at, e))?;
+        mount(
+            Some(&host),
+            &at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err("binding device", &host, e))?;
+        mount(
+            None::<&str>,
+            &at,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| err("remounting device", &at, e))?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(|e| err("creating", &pts, e))?;
-    mount_fs("devpts", &pts, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")?;
+    mount_fs(
+        "devpts",
+        &pts,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(|e| err("creating", &shm, e))?;
-    mount_fs("tmpfs", &shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, "mode=1777,size=65536k")?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| err("creating link", &dev.join(link), e))?;
+    mount_fs(
+        "tmpfs",
+        &shm,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        "mode=1777,size=65536k",
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| err("creating link", &dev.join(link), e))?;
     }
     Ok(())
 }

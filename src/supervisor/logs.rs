@@ -18,11 +18,28 @@ pub struct RotatingLog {
 
 impl RotatingLog {
     /// Opens (appending) the newest existing file of this stream, or index 0.
-    pub fn open(dir: &Path, name: &str, stream: &str, max_files: u32, max_bytes: u64) -> io::Result<RotatingLog> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        stream: &str,
+        max_files: u32,
+        max_bytes: u64,
+    ) -> io::Result<RotatingLog> {
         let prefix = format!("{name}.{stream}.");
-        let index = existing_indexes(dir, &prefix)?.into_iter().max().unwrap_or(0);
+        let index = existing_indexes(dir, &prefix)?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         let (file, size) = open_index(dir, &prefix, index)?;
-        Ok(RotatingLog { dir: dir.to_path_buf(), prefix, max_files: max_files.max(1), max_bytes: max_bytes.max(1), index, size, file })
+        Ok(RotatingLog {
+            dir: dir.to_path_buf(),
+            prefix,
+            max_files: max_files.max(1),
+            max_bytes: max_bytes.max(1),
+            index,
+            size,
+            file,
+        })
     }
 
     /// Appends `data`, rotating at the size limit (a write may be split across files).
@@ -71,7 +88,11 @@ fn existing_indexes(dir: &Path, prefix: &str) -> io::Result<Vec<u64>> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name();
-        if let Some(i) = name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|s| s.parse().ok()) {
+        if let Some(i) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|s| s.parse().ok())
+        {
             out.push(i);
         }
     }

@@ -27,8 +27,14 @@ pub fn main(state_dir: &Path) -> i32 {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // The sync pipe to the host moves off fd 1 (which becomes /dev/null), so that
     // dropping `sync` is what the host sees as EOF.
-    let Ok(sync) = std::io::stdout().as_fd().try_clone_to_owned() else { return 1 };
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    let Ok(sync) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return 1;
+    };
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
@@ -64,7 +70,12 @@ impl Pump {
                 let _ = self.log.write(&buf[..n]);
                 true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                true
+            }
             Err(_) => {
                 self.fd = None;
                 false
@@ -78,26 +89,44 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> {
-    let internal = |what: &str, e: &dyn std::fmt::Display| Error::new(Code::Spawn, format!("supervisor: {what}: {e}"));
-    let text = std::fs::read_to_string(state_dir.join(launch::LAUNCH_FILE)).map_err(|e| internal("reading launch.json", &e))?;
-    let spec: LaunchSpec = serde_json::from_str(&text).map_err(|e| internal("parsing launch.json", &e))?;
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
+    };
+    let text = std::fs::read_to_string(state_dir.join(launch::LAUNCH_FILE))
+        .map_err(|e| internal("reading launch.json", &e))?;
+    let spec: LaunchSpec =
+        serde_json::from_str(&text).map_err(|e| internal("parsing launch.json", &e))?;
 
     // Own session: the host's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
     // Block every signal and read them from a signalfd; reset ignored ones to default.
     let all = SigSet::all();
-    all.thread_block().map_err(|e| internal("blocking signals", &e))?;
-    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| internal("signalfd", &e))?;
+    all.thread_block()
+        .map_err(|e| internal("blocking signals", &e))?;
+    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| internal("signalfd", &e))?;
     let is_init = std::process::id() == 1;
     if !is_init {
         // SAFETY: prctl on ourselves with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
 
-    let out_log = RotatingLog::open(&spec.log_dir, &spec.log_name, "stdout", spec.log_max_files, spec.log_max_bytes)
-        .map_err(|e| internal("opening stdout log", &e))?;
-    let err_log = RotatingLog::open(&spec.log_dir, &spec.log_name, "stderr", spec.log_max_files, spec.log_max_bytes)
-        .map_err(|e| internal("opening stderr log", &e))?;
+    let out_log = RotatingLog::open(
+        &spec.log_dir,
+        &spec.log_name,
+        "stdout",
+        spec.log_max_files,
+        spec.log_max_bytes,
+    )
+    .map_err(|e| internal("opening stdout log", &e))?;
+    let err_log = RotatingLog::open(
+        &spec.log_dir,
+        &spec.log_name,
+        "stderr",
+        spec.log_max_files,
+        spec.log_max_bytes,
+    )
+    .map_err(|e| internal("opening stderr log", &e))?;
     let (out_r, out_w) = pipe().map_err(|e| internal("pipe", &e))?;
     let (err_r, err_w) = pipe().map_err(|e| internal("pipe", &e))?;
     let (sync_r, sync_w) = pipe().map_err(|e| internal("pipe", &e))?;
@@ -126,15 +155,34 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
         let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
         return Err(Error::from_json(&v));
     }
-    let host_pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
     if let Some(mut s) = sync.take() {
         // The host reads until EOF, which dropping `s` gives.
-        let _ = writeln!(s, "{}", serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at}));
+        let _ = writeln!(
+            s,
+            "{}",
+            serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
+        );
     }
 
-    let mut pumps = [Pump { fd: Some(out_r), log: out_log }, Pump { fd: Some(err_r), log: err_log }];
+    let mut pumps = [
+        Pump {
+            fd: Some(out_r),
+            log: out_log,
+        },
+        Pump {
+            fd: Some(err_r),
+            log: err_log,
+        },
+    ];
     let status = supervise(&spec, child, is_init, &sfd, &mut pumps);
-    let oom = spec.cgroup.as_ref().map(crate::cgroup_glue::oom_killed).unwrap_or(false);
+    let oom = spec
+        .cgroup
+        .as_ref()
+        .map(crate::cgroup_glue::oom_killed)
+        .unwrap_or(false);
     let (exit_code, signal) = match status {
         Some(WaitStatus::Exited(_, c)) => (c, 0),
         Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, s as i32),
@@ -144,7 +192,9 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
         exit_code,
         signal,
         oom_killed: oom,
-        err: status.is_none().then(|| "the command's status was lost".to_string()),
+        err: status
+            .is_none()
+            .then(|| "the command's status was lost".to_string()),
         started_at,
         finished_at: launch::rfc3339_now(),
     };
@@ -152,7 +202,8 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
         crate::cgroup_glue::remove(cg);
     }
     let bytes = serde_json::to_vec(&exit).unwrap_or_default();
-    launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes).map_err(|e| internal("writing exit.json", &e))?;
+    launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes)
+        .map_err(|e| internal("writing exit.json", &e))?;
     Ok(())
 }
 
@@ -174,15 +225,26 @@ fn kill_everything(spec: &LaunchSpec, child: Pid, is_init: bool) {
 /// SIGKILLs our children (orphans of the task are reparented to us, the subreaper).
 fn kill_descendants() {
     let me = std::process::id();
-    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) else { return };
-    for pid in text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) else {
+        return;
+    };
+    for pid in text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
 /// Runs until the command has exited, every other process of the task is gone and the
 /// log pipes are drained. Returns the command's status.
-fn supervise(spec: &LaunchSpec, child: Pid, is_init: bool, sfd: &SignalFd, pumps: &mut [Pump; 2]) -> Option<WaitStatus> {
+fn supervise(
+    spec: &LaunchSpec,
+    child: Pid,
+    is_init: bool,
+    sfd: &SignalFd,
+    pumps: &mut [Pump; 2],
+) -> Option<WaitStatus> {
     let mut status: Option<WaitStatus> = None;
     let mut children_gone = false;
     let mut drain_deadline: Option<Instant> = None;
@@ -218,9 +280,17 @@ fn supervise(spec: &LaunchSpec, child: Pid, is_init: bool, sfd: &SignalFd, pumps
                 return status;
             }
         }
-        let mut fds = vec![libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: sfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         for p in pumps.iter() {
-            fds.push(libc::pollfd { fd: p.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: p.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         let timeout = if status.is_some() { 100 } else { -1 };
         // SAFETY: fds is a valid array of pollfd for its length.
@@ -239,7 +309,10 @@ fn supervise(spec: &LaunchSpec, child: Pid, is_init: bool, sfd: &SignalFd, pumps
                 if signo == libc::SIGCHLD {
                     continue;
                 }
-                if signo == launch::control_signal() && si.ssi_code == libc::SI_QUEUE && si.ssi_int == launch::KILL_ALL_MAGIC {
+                if signo == launch::control_signal()
+                    && si.ssi_code == libc::SI_QUEUE
+                    && si.ssi_int == launch::KILL_ALL_MAGIC
+                {
                     kill_everything(spec, child, is_init);
                 } else if status.is_none() {
                     // SAFETY: plain kill(2) of our own child with the received signal number.

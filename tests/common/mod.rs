@@ -13,7 +13,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("execdriver-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p = std::env::temp_dir().join(format!(
+            "execdriver-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -35,7 +39,8 @@ pub fn init() {
     ONCE.call_once(|| {
         // SAFETY: set once before any test thread reads the environment through us.
         unsafe { std::env::set_var("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim")) };
-        let data = std::env::temp_dir().join(format!("execdriver-test-data-{}", std::process::id()));
+        let data =
+            std::env::temp_dir().join(format!("execdriver-test-data-{}", std::process::id()));
         unsafe { std::env::set_var("EXECDRIVER_DATA_DIR", &data) };
     });
 }
@@ -46,7 +51,10 @@ pub fn is_root() -> bool {
 }
 
 /// Calls a driver operation with a JSON value; Ok(response) or Err(error object).
-pub fn op(f: fn(Option<&str>) -> execdriver::Result<Value>, req: Value) -> Result<Value, execdriver::Error> {
+pub fn op(
+    f: fn(Option<&str>) -> execdriver::Result<Value>,
+    req: Value,
+) -> Result<Value, execdriver::Error> {
     init();
     f(Some(&req.to_string()))
 }
@@ -56,11 +64,17 @@ pub fn start(req: Value) -> Result<Value, execdriver::Error> {
 }
 
 pub fn wait(id: &str, timeout_ms: i64) -> Result<Value, execdriver::Error> {
-    op(execdriver::driver::wait, json!({"task_id": id, "timeout_ms": timeout_ms}))
+    op(
+        execdriver::driver::wait,
+        json!({"task_id": id, "timeout_ms": timeout_ms}),
+    )
 }
 
 pub fn destroy(id: &str) {
-    let _ = op(execdriver::driver::destroy, json!({"task_id": id, "force": true}));
+    let _ = op(
+        execdriver::driver::destroy,
+        json!({"task_id": id, "force": true}),
+    );
 }
 
 /// A raw_exec task running `sh -c script` in a fresh alloc dir.
@@ -88,13 +102,24 @@ pub fn run(req: Value) -> (Value, String) {
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+        {
             continue;
         }
-        if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle) {
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(needle)
+        {
             out.push(pid);
         }
     }
