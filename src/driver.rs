@@ -538,7 +538,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct IdReq {
+pub(crate) struct IdReq {
     task_id: String,
 }
 
@@ -597,14 +597,21 @@ pub fn not_yet(op: &str) -> Result<Value> {
     ))
 }
 
-/// `driver_stats` (issue 5).
-pub fn stats(_req: Option<&str>) -> Result<Value> {
-    not_yet("driver_stats")
+/// `driver_stats`: the task's usage from its cgroups (or /proc for a raw_exec task
+/// without cgroups).
+pub fn stats(req: Option<&str>) -> Result<Value> {
+    let r: IdReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let t = task::get(&r.task_id)?;
+    let (cgroup, pid) = {
+        let g = t.lock();
+        (g.cgroup.clone(), g.pid)
+    };
+    Ok(crate::stats::collect(cgroup.as_ref(), pid))
 }
 
-/// `driver_recover` (issue 5).
-pub fn recover(_req: Option<&str>) -> Result<Value> {
-    not_yet("driver_recover")
+/// `driver_recover`.
+pub fn recover(req: Option<&str>) -> Result<Value> {
+    crate::recover::recover(required(req)?)
 }
 
 /// `driver_exec` (issue 5).
