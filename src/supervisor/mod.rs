@@ -6,6 +6,7 @@
 //! For `exec` with a private pid namespace it is the namespace's pid 1 (the command is
 //! pid 2, never init); otherwise it is a child subreaper for the task's tree.
 
+pub mod exec;
 pub mod logs;
 
 use crate::error::{Code, Error};
