@@ -193,12 +193,11 @@ fn collect(
     ];
     let mut status = None;
     loop {
-        if status.is_none() {
-            if let Ok(ws) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                if ws != WaitStatus::StillAlive {
-                    status = Some(ws);
-                }
-            }
+        if status.is_none()
+            && let Ok(ws) = waitpid(child, Some(WaitPidFlag::WNOHANG))
+            && ws != WaitStatus::StillAlive
+        {
+            status = Some(ws);
         }
         if status.is_some() && fds.iter().all(Option::is_none) {
             break;
