@@ -469,7 +469,11 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
     if t.supervisor_exited() {
         return Ok(t.finalize());
     }
-    let _ = crate::sys::pidfd_send_signal(&pidfd, sig);
+    let _ = crate::sys::pidfd_send_value(
+        &pidfd,
+        launch::control_signal(),
+        launch::FORWARD_MAGIC + sig,
+    );
     if let Ok(v) = t.wait(grace_ms as i64) {
         return Ok(v);
     }
@@ -573,7 +577,12 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     let pidfd = t.lock().pidfd.clone();
     match pidfd {
         Some(fd) if !t.supervisor_exited() => {
-            crate::sys::pidfd_send_signal(&fd, sig).map_err(|e| {
+            crate::sys::pidfd_send_value(
+                &fd,
+                launch::control_signal(),
+                launch::FORWARD_MAGIC + sig,
+            )
+            .map_err(|e| {
                 Error::new(
                     Code::Internal,
                     format!("signalling the task's supervisor: {e}"),
