@@ -53,11 +53,20 @@ fn many_cycles_leave_nothing_behind() {
     );
     let fds = count_dir("/proc/self/fd");
     let threads = count_dir("/proc/self/task");
-    let cgroups = count_dir("/sys/fs/cgroup/memory/execdriver");
+    let name = format!("cyc{}", std::process::id());
+    let ours = || {
+        std::fs::read_dir("/sys/fs/cgroup/memory/execdriver")
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
     let tag = d.path().to_string_lossy().into_owned();
     for i in 0..n {
         let alloc = d.path().join("a");
-        let r = start(json!({"name": "c", "driver": driver, "alloc_dir": alloc, "config": {"command": "/bin/sleep", "args": ["60"]}}))
+        let r = start(json!({"name": name, "driver": driver, "alloc_dir": alloc, "config": {"command": "/bin/sleep", "args": ["60"]}}))
             .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
         let id = r["task_id"].as_str().unwrap().to_string();
         let w = op(
