@@ -82,11 +82,6 @@ fn many_cycles_leave_nothing_behind() {
     assert_eq!(ours(), 0, "cgroups leaked");
     assert_eq!(zombies_of_me(), 0, "zombies left");
     assert_eq!(mounts_mentioning(&tag), 0, "mounts visible on the host");
-    assert!(pids_matching("sleep 60").iter().all(|p| {
-        // No sleep of ours survives: its parent chain would lead to a shim of this test.
-        let s = std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default();
-        !s.contains(&tag)
-    }));
 }
 
 #[test]
