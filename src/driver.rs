@@ -306,7 +306,7 @@ fn start_inner(
         (false, true) => make_cgroup(t, id, cfg, false).ok(),
         (false, false) => None,
     };
-    let cg_guard = CgroupGuard(cgroup.clone());
+    let mut cg_guard = CgroupGuard(cgroup.clone());
 
     let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
     let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
@@ -361,7 +361,8 @@ fn start_inner(
         "cgroup": spec.cgroup, "kill_signal": task.kill_signal, "kill_timeout_ms": task.kill_timeout_ms,
         "started_at": started_at,
     });
-    std::mem::forget(cg_guard);
+    // Started: disarm the guard (dropping its copy, not forgetting it, which leaked it).
+    cg_guard.0 = None;
     task.set_running(
         started.pid,
         started.pidfd,

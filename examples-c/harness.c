@@ -1,0 +1,372 @@
+/*
+ * harness: a small C host for libexecdriver.so.
+ *
+ *   harness [-l LIB] [-q] [-p] fingerprint        print the fingerprint JSON
+ *   harness [-l LIB] [-q] [-p] run JOB.json       start the task, wait for it, print the
+ *                                                  wait JSON, destroy it, exit with its code
+ *   harness [-l LIB] call OP [JSON]                call driver_OP once, print the response,
+ *                                                  exit with the DriverStatus
+ *   harness [-l LIB] version                       print the library and ABI versions
+ *
+ * The library is loaded with dlopen() from, in order: -l PATH, $EXECDRIVER_LIB,
+ * ./target/debug/libexecdriver.so (the repository root after `cargo build`), then plain
+ * "libexecdriver.so" (the dynamic loader's search path). The library finds its supervisor
+ * (execdriver-shim) next to itself, or via $EXECDRIVER_SHIM; it keeps its state under
+ * $EXECDRIVER_DATA_DIR (see SPEC.md, driver_configure).
+ *
+ * `run`: after the task exits the harness copies the task's stdout log to its stdout
+ * and the stderr log to its stderr (skip with -q), then prints the wait object as one
+ * JSON line on stdout. The task is destroyed afterwards (-p also purges its directory).
+ * Exit status: the task's exit_code (128+N when signal N killed it). When the library
+ * cannot be loaded, on bad usage, or when a driver call fails, the harness prints the
+ * error (the driver's error JSON and status) on stderr and exits with 2.
+ *
+ * Every response is released with driver_free().
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "execdriver.h"
+
+#define HARNESS_FAIL 2
+
+typedef int32_t (*op_fn)(const char *request_json, char **response_json);
+typedef void (*free_fn)(char *response_json);
+typedef uint32_t (*abi_fn)(void);
+typedef const char *(*version_fn)(void);
+
+static void *lib;
+static free_fn p_free;
+static int quiet;
+static int purge;
+
+static const char *status_name(int32_t s) {
+    switch (s) {
+    case DRIVER_OK: return "DRIVER_OK";
+    case DRIVER_INVALID: return "DRIVER_INVALID";
+    case DRIVER_NOT_FOUND: return "DRIVER_NOT_FOUND";
+    case DRIVER_TIMEOUT: return "DRIVER_TIMEOUT";
+    case DRIVER_UNSUPPORTED: return "DRIVER_UNSUPPORTED";
+    case DRIVER_ARTIFACT: return "DRIVER_ARTIFACT";
+    case DRIVER_START: return "DRIVER_START";
+    case DRIVER_CONFLICT: return "DRIVER_CONFLICT";
+    case DRIVER_INTERNAL: return "DRIVER_INTERNAL";
+    default: return "unknown status";
+    }
+}
+
+static void *sym(const char *name) {
+    void *p;
+    dlerror();
+    p = dlsym(lib, name);
+    if (p == NULL) {
+        const char *e = dlerror();
+        fprintf(stderr, "harness: %s not found in the library: %s\n", name, e ? e : "NULL");
+        exit(HARNESS_FAIL);
+    }
+    return p;
+}
+
+/* dlsym returns void *; converting it to a function pointer is what POSIX requires to work. */
+static op_fn op(const char *name) {
+    op_fn f;
+    void *p = sym(name);
+    memcpy(&f, &p, sizeof f);
+    return f;
+}
+
+static void load(const char *path) {
+    const char *tried[4];
+    int n = 0;
+    if (path != NULL) {
+        tried[n++] = path;
+    } else {
+        const char *env = getenv("EXECDRIVER_LIB");
+        if (env != NULL && *env != '\0') {
+            tried[n++] = env;
+        } else {
+            tried[n++] = "./target/debug/libexecdriver.so";
+            tried[n++] = "libexecdriver.so";
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        lib = dlopen(tried[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib != NULL)
+            break;
+        fprintf(stderr, "harness: dlopen(%s): %s\n", tried[i], dlerror());
+    }
+    if (lib == NULL) {
+        fprintf(stderr, "harness: cannot load libexecdriver.so; pass -l PATH or set EXECDRIVER_LIB\n");
+        exit(HARNESS_FAIL);
+    }
+    {
+        abi_fn abi;
+        void *p = sym("driver_abi_version");
+        memcpy(&abi, &p, sizeof abi);
+        if (abi() != 1) {
+            fprintf(stderr, "harness: library has C ABI %u, this harness speaks 1\n", abi());
+            exit(HARNESS_FAIL);
+        }
+        p = sym("driver_free");
+        memcpy(&p_free, &p, sizeof p_free);
+    }
+}
+
+/* Calls driver_<name>; on failure prints the error and exits unless `soft`. The caller
+ * frees *resp with driver_free. */
+static int32_t call(const char *name, const char *req, char **resp, int soft) {
+    int32_t st = op(name)(req, resp);
+    if (st != DRIVER_OK && !soft) {
+        fprintf(stderr, "harness: %s failed with status %d (%s): %s\n", name, (int)st,
+                status_name(st), *resp ? *resp : "(no response)");
+        p_free(*resp);
+        *resp = NULL;
+        exit(HARNESS_FAIL);
+    }
+    return st;
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (f == NULL) {
+        fprintf(stderr, "harness: cannot open %s: %s\n", path, strerror(errno));
+        exit(HARNESS_FAIL);
+    }
+    for (;;) {
+        size_t got;
+        if (cap - len < 4096) {
+            char *nb;
+            cap = cap ? cap * 2 : 8192;
+            nb = realloc(buf, cap);
+            if (nb == NULL) {
+                fprintf(stderr, "harness: out of memory\n");
+                exit(HARNESS_FAIL);
+            }
+            buf = nb;
+        }
+        got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "harness: cannot read %s\n", path);
+        exit(HARNESS_FAIL);
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Finds `"key":` at the top of a compact JSON object (the library emits no spaces) and
+ * returns a pointer just after the colon, or NULL. Good enough for the driver's replies. */
+static const char *find_key(const char *json, const char *key) {
+    size_t kl = strlen(key);
+    const char *p = json;
+    while ((p = strchr(p, '"')) != NULL) {
+        if (strncmp(p + 1, key, kl) == 0 && p[1 + kl] == '"') {
+            const char *q = p + 2 + kl;
+            while (*q == ' ')
+                q++;
+            if (*q == ':') {
+                q++;
+                while (*q == ' ')
+                    q++;
+                return q;
+            }
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* Copies the raw contents of the JSON string value of `key` (escapes kept, so it can be
+ * pasted back into JSON). Returns a malloc'd string or NULL. */
+static char *string_value(const char *json, const char *key) {
+    const char *v = find_key(json, key), *e;
+    char *out;
+    if (v == NULL || *v != '"')
+        return NULL;
+    v++;
+    for (e = v; *e != '\0' && *e != '"'; e++)
+        if (*e == '\\' && e[1] != '\0')
+            e++;
+    out = malloc((size_t)(e - v) + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, v, (size_t)(e - v));
+    out[e - v] = '\0';
+    return out;
+}
+
+static long int_value(const char *json, const char *key, long dflt) {
+    const char *v = find_key(json, key);
+    char *end;
+    long n;
+    if (v == NULL)
+        return dflt;
+    n = strtol(v, &end, 10);
+    return end == v ? dflt : n;
+}
+
+/* Copies <alloc_dir>/alloc/logs/<name>.<stream>.N (N = 0, 1, ...) to `out`. task_dir is
+ * <alloc_dir>/<name>; a JSON-escaped path (rare) is skipped. */
+static void copy_logs(const char *task_dir, const char *stream, FILE *out) {
+    const char *slash = strrchr(task_dir, '/');
+    char path[4096];
+    int found = 0;
+    if (slash == NULL || strchr(task_dir, '\\') != NULL)
+        return;
+    for (int i = 0; i < 1000; i++) {
+        FILE *f;
+        char buf[8192];
+        size_t n;
+        int w = snprintf(path, sizeof path, "%.*s/alloc/logs/%s.%s.%d", (int)(slash - task_dir),
+                         task_dir, slash + 1, stream, i);
+        if (w < 0 || (size_t)w >= sizeof path)
+            return;
+        f = fopen(path, "rb");
+        if (f == NULL) {
+            if (found)
+                break;
+            continue;
+        }
+        found = 1;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            fwrite(buf, 1, n, out);
+        fclose(f);
+    }
+    fflush(out);
+}
+
+static int cmd_fingerprint(void) {
+    char *resp = NULL;
+    call("driver_fingerprint", NULL, &resp, 0);
+    printf("%s\n", resp);
+    p_free(resp);
+    return 0;
+}
+
+static int cmd_version(void) {
+    version_fn v;
+    abi_fn a;
+    void *p = sym("driver_version");
+    memcpy(&v, &p, sizeof v);
+    p = sym("driver_abi_version");
+    memcpy(&a, &p, sizeof a);
+    printf("libexecdriver %s, C ABI %u\n", v(), a());
+    return 0;
+}
+
+static int cmd_call(const char *opname, const char *req) {
+    char name[64], *resp = NULL;
+    int32_t st;
+    if (snprintf(name, sizeof name, "driver_%s", opname) >= (int)sizeof name) {
+        fprintf(stderr, "harness: operation name too long\n");
+        return HARNESS_FAIL;
+    }
+    st = call(name, req, &resp, 1);
+    printf("%s\n", resp ? resp : "null");
+    p_free(resp);
+    return (int)st;
+}
+
+static int cmd_run(const char *job_path) {
+    char *job = read_file(job_path), *resp = NULL, *id, *task_dir, *req;
+    long code, sig;
+    size_t rl;
+
+    call("driver_start", job, &resp, 0);
+    free(job);
+    id = string_value(resp, "task_id");
+    task_dir = string_value(resp, "task_dir");
+    p_free(resp);
+    resp = NULL;
+    if (id == NULL) {
+        fprintf(stderr, "harness: driver_start returned no task_id\n");
+        free(task_dir);
+        return HARNESS_FAIL;
+    }
+
+    rl = strlen(id) + 64;
+    req = malloc(rl);
+    if (req == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        return HARNESS_FAIL;
+    }
+    /* No timeout_ms: wait forever. */
+    snprintf(req, rl, "{\"task_id\":\"%s\"}", id);
+    call("driver_wait", req, &resp, 0);
+
+    if (!quiet && task_dir != NULL) {
+        fflush(stdout);
+        copy_logs(task_dir, "stdout", stdout);
+        copy_logs(task_dir, "stderr", stderr);
+    }
+    printf("%s\n", resp);
+    fflush(stdout);
+    code = int_value(resp, "exit_code", -1);
+    sig = int_value(resp, "signal", 0);
+    p_free(resp);
+    resp = NULL;
+
+    snprintf(req, rl, "{\"task_id\":\"%s\",\"force\":true,\"purge\":%s}", id,
+             purge ? "true" : "false");
+    call("driver_destroy", req, &resp, 0);
+    p_free(resp);
+    free(req);
+    free(id);
+    free(task_dir);
+
+    if (code < 0)
+        code = sig > 0 ? 128 + sig : HARNESS_FAIL;
+    return (int)(code & 0xff);
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: harness [-l LIB] [-q] [-p] fingerprint | version | run JOB.json | call OP [JSON]\n"
+            "  -l LIB  library to dlopen (default: $EXECDRIVER_LIB, ./target/debug/libexecdriver.so,\n"
+            "          then libexecdriver.so on the loader's path)\n"
+            "  -q      run: do not copy the task's logs to stdout/stderr\n"
+            "  -p      run: purge the task's directory when destroying it\n");
+    exit(HARNESS_FAIL);
+}
+
+int main(int argc, char **argv) {
+    const char *libpath = NULL;
+    int i = 1, rc;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
+            libpath = argv[++i];
+        else if (strcmp(argv[i], "-q") == 0)
+            quiet = 1;
+        else if (strcmp(argv[i], "-p") == 0)
+            purge = 1;
+        else
+            usage();
+    }
+    if (i >= argc)
+        usage();
+    load(libpath);
+    if (strcmp(argv[i], "fingerprint") == 0 && i + 1 == argc)
+        rc = cmd_fingerprint();
+    else if (strcmp(argv[i], "version") == 0 && i + 1 == argc)
+        rc = cmd_version();
+    else if (strcmp(argv[i], "run") == 0 && i + 2 == argc)
+        rc = cmd_run(argv[i + 1]);
+    else if (strcmp(argv[i], "call") == 0 && (i + 2 == argc || i + 3 == argc))
+        rc = cmd_call(argv[i + 1], i + 3 == argc ? argv[i + 2] : NULL);
+    else
+        usage();
+    /* Not dlclose()d: a Rust cdylib keeps thread-locals and threads; unloading it is not
+     * supported, and the process is about to exit anyway. */
+    return rc;
+}

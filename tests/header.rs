@@ -1,0 +1,128 @@
+//! The committed `include/execdriver.h` must be exactly what cbindgen generates from the
+//! crate now (SPEC: the header is generated and committed).
+//!
+//! Regenerate after changing the ABI or its doc comments:
+//!     UPDATE_HEADER=1 cargo test --test header
+
+use std::path::Path;
+use std::process::Command;
+
+fn generate() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config =
+        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let bindings = cbindgen::Builder::new()
+        .with_crate(root)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut out = Vec::new();
+    bindings.write(&mut out);
+    String::from_utf8(out).expect("header is UTF-8")
+}
+
+#[test]
+fn header_is_up_to_date() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/execdriver.h");
+    let now = generate();
+    if std::env::var_os("UPDATE_HEADER").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &now).unwrap();
+        eprintln!("rewrote {}", path.display());
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != now {
+        let first = committed
+            .lines()
+            .zip(now.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(now.lines().count()));
+        panic!(
+            "include/execdriver.h is stale (first difference at line {}).\n\
+             Regenerate it with:  UPDATE_HEADER=1 cargo test --test header\n\
+             and commit the result.",
+            first + 1
+        );
+    }
+}
+
+#[test]
+fn header_has_every_export_and_status() {
+    let h = generate();
+    for name in [
+        "driver_abi_version",
+        "driver_version",
+        "driver_free",
+        "driver_configure",
+        "driver_fingerprint",
+        "driver_start",
+        "driver_wait",
+        "driver_stop",
+        "driver_destroy",
+        "driver_inspect",
+        "driver_stats",
+        "driver_signal",
+        "driver_recover",
+        "driver_exec",
+    ] {
+        assert!(
+            h.contains(&format!("{name}(")),
+            "{name} missing from header"
+        );
+    }
+    for (i, v) in [
+        "DRIVER_OK",
+        "DRIVER_INVALID",
+        "DRIVER_NOT_FOUND",
+        "DRIVER_TIMEOUT",
+        "DRIVER_UNSUPPORTED",
+        "DRIVER_ARTIFACT",
+        "DRIVER_START",
+        "DRIVER_CONFLICT",
+        "DRIVER_INTERNAL",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(h.contains(&format!("{v} = {i},")), "{v} = {i} missing");
+    }
+}
+
+/// The header compiles as strict C11 and as C++ (cpp_compat). Skips when the compiler
+/// is missing.
+#[test]
+fn header_compiles() {
+    let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let probe = std::env::temp_dir().join(format!("execdriver-hdr-{}.c", std::process::id()));
+    std::fs::write(
+        &probe,
+        "#include \"execdriver.h\"\nint main(void) { return (int)driver_abi_version() - 1 + DRIVER_OK; }\n",
+    )
+    .unwrap();
+    for (cc, args) in [
+        ("gcc", &["-std=c11"][..]),
+        ("g++", &["-x", "c++", "-std=c++11"][..]),
+    ] {
+        let out = match Command::new(cc)
+            .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+            .args(args)
+            .arg("-I")
+            .arg(&inc)
+            .arg(&probe)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("skipping {cc}: {e}");
+                continue;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "{cc} rejects the header:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(&probe);
+}
