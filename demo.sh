@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 cargo build --release --quiet
 mkdir -p target/demo
-gcc -Wall -Wextra -Werror -O2 -o target/demo/harness examples-c/harness.c -ldl
+gcc -Wall -Wextra -Werror -O2 -Iinclude -o target/demo/harness examples-c/harness.c -ldl
 
 work=$(mktemp -d /tmp/execdriver-demo.XXXXXX)
 server_pid=
@@ -53,6 +53,4 @@ set +e
 target/demo/harness run "$work/job.json"
 rc=$?
 set -e
-echo "== task stdout:"
-cat "$work"/data/alloc/*/alloc/logs/demo.stdout.0 2>/dev/null || true
 exit $rc
