@@ -1,0 +1,197 @@
+//! Where and how cgroups are mounted: detection from /proc/self/mountinfo, fake roots
+//! for tests, and the usability probe behind the fingerprint.
+
+use super::*;
+/// The v1 controllers a task cgroup is created in, in the order its procs files are written.
+pub const V1_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "cpuacct", "memory", "pids", "freezer"];
+
+/// Controllers without which a task cgroup cannot carry the task's limits.
+pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// How cgroups are mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1: controller name → mount point (co-mounted controllers share a mount point).
+    V1 {
+        controllers: BTreeMap<String, PathBuf>,
+    },
+    /// Only the unified hierarchy, mounted at `root`, which carries the controllers.
+    V2 { root: PathBuf },
+    /// v1 controllers for limits plus a cgroup2 mount (`unified`) used for tracking and
+    /// `cgroup.kill`, whatever controllers it has.
+    Hybrid {
+        controllers: BTreeMap<String, PathBuf>,
+        unified: PathBuf,
+    },
+}
+
+/// Detects the layout from `/proc/self/mountinfo`.
+pub fn detect() -> Result<Layout> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        Error::new(
+            Code::Unsupported,
+            format!("cannot read /proc/self/mountinfo: {e}"),
+        )
+    })?;
+    Layout::from_mountinfo(&text)
+}
+
+impl Layout {
+    /// Parses mountinfo text (the format of `/proc/self/mountinfo`).
+    pub fn from_mountinfo(text: &str) -> Result<Layout> {
+        let mut controllers: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut unified: Option<PathBuf> = None;
+        for line in text.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            let mount_point = PathBuf::from(unescape_mountinfo(pre[4]));
+            match post[0] {
+                "cgroup2" => {
+                    unified.get_or_insert(mount_point);
+                }
+                "cgroup" => {
+                    for opt in post[2].split(',') {
+                        if V1_CONTROLLERS.contains(&opt) && !controllers.contains_key(opt) {
+                            controllers.insert(opt.to_string(), mount_point.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (controllers.is_empty(), unified) {
+            (false, Some(unified)) => Ok(Layout::Hybrid {
+                controllers,
+                unified,
+            }),
+            (false, None) => Ok(Layout::V1 { controllers }),
+            (true, Some(root)) => Ok(Layout::V2 { root }),
+            (true, None) => Err(Error::new(
+                Code::Unsupported,
+                "no cgroup filesystem is mounted",
+            )),
+        }
+    }
+
+    /// A v1 layout with every controller of [`V1_CONTROLLERS`] at `<root>/<controller>`
+    /// (for tests against a fake cgroupfs directory).
+    pub fn v1_at(root: &Path) -> Layout {
+        Layout::V1 {
+            controllers: Self::v1_map(root),
+        }
+    }
+
+    /// A hybrid layout: v1 controllers at `<root>/<controller>`, unified at `<root>/unified`.
+    pub fn hybrid_at(root: &Path) -> Layout {
+        Layout::Hybrid {
+            controllers: Self::v1_map(root),
+            unified: root.join("unified"),
+        }
+    }
+
+    /// A v2 layout rooted at `root`.
+    pub fn v2_at(root: &Path) -> Layout {
+        Layout::V2 {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn v1_map(root: &Path) -> BTreeMap<String, PathBuf> {
+        V1_CONTROLLERS
+            .iter()
+            .map(|c| (c.to_string(), root.join(c)))
+            .collect()
+    }
+
+    /// `"v1"`, `"v2"` or `"hybrid"` (the fingerprint's `driver.exec.cgroup`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layout::V1 { .. } => "v1",
+            Layout::V2 { .. } => "v2",
+            Layout::Hybrid { .. } => "hybrid",
+        }
+    }
+
+    /// Whether a task cgroup with memory, pids and cpu limits can be created: the
+    /// controllers are there and a probe cgroup can be made (and is removed at once) in
+    /// each hierarchy used. The error says what is missing.
+    pub fn usable(&self) -> std::result::Result<(), String> {
+        let mut mounts: Vec<&Path> = Vec::new();
+        match self {
+            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
+                for c in REQUIRED_CONTROLLERS {
+                    if !controllers.contains_key(c) {
+                        return Err(format!("cgroup v1 controller {c} is not mounted"));
+                    }
+                }
+                for c in V1_CONTROLLERS {
+                    if let Some(m) = controllers.get(c)
+                        && !mounts.contains(&m.as_path())
+                    {
+                        mounts.push(m);
+                    }
+                }
+                if let Layout::Hybrid { unified, .. } = self {
+                    mounts.push(unified);
+                }
+            }
+            Layout::V2 { root } => {
+                let avail = fs::read_to_string(root.join("cgroup.controllers")).map_err(|e| {
+                    format!(
+                        "cannot read {}: {e}",
+                        root.join("cgroup.controllers").display()
+                    )
+                })?;
+                for c in REQUIRED_CONTROLLERS {
+                    if !avail.split_whitespace().any(|a| a == c) {
+                        return Err(format!(
+                            "cgroup2 controller {c} is not available at {}",
+                            root.display()
+                        ));
+                    }
+                }
+                mounts.push(root);
+            }
+        }
+        let probe = format!("execdriver-probe-{}-{}", std::process::id(), next_seq());
+        for m in mounts {
+            let dir = m.join(&probe);
+            fs::create_dir(&dir)
+                .map_err(|e| format!("cannot create a cgroup in {}: {e}", m.display()))?;
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Octal escapes (`\040` for a space, …) of mountinfo paths.
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
