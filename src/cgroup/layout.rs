@@ -102,7 +102,7 @@ impl Layout {
         }
     }
 
-    fn v1_map(root: &Path) -> BTreeMap<String, PathBuf> {
+    pub(crate) fn v1_map(root: &Path) -> BTreeMap<String, PathBuf> {
         V1_CONTROLLERS
             .iter()
             .map(|c| (c.to_string(), root.join(c)))
