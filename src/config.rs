@@ -254,7 +254,9 @@ pub struct TaskConfig {
 
 /// `args`: a list of strings (numbers and booleans taken as their text), a string split
 /// on white space, or a scalar.
-fn de_args<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+pub(crate) fn de_args<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
     use serde::de::Error as _;
     use serde_json::Value;
     fn scalar(v: &Value) -> Option<String> {

@@ -470,7 +470,11 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
     if t.supervisor_exited() {
         return Ok(t.finalize());
     }
-    let _ = crate::sys::pidfd_send_signal(&pidfd, sig);
+    let _ = crate::sys::pidfd_send_value(
+        &pidfd,
+        launch::control_signal(),
+        launch::FORWARD_MAGIC + sig,
+    );
     if let Ok(v) = t.wait(grace_ms as i64) {
         return Ok(v);
     }
@@ -539,7 +543,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct IdReq {
+pub(crate) struct IdReq {
     task_id: String,
 }
 
@@ -574,7 +578,12 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     let pidfd = t.lock().pidfd.clone();
     match pidfd {
         Some(fd) if !t.supervisor_exited() => {
-            crate::sys::pidfd_send_signal(&fd, sig).map_err(|e| {
+            crate::sys::pidfd_send_value(
+                &fd,
+                launch::control_signal(),
+                launch::FORWARD_MAGIC + sig,
+            )
+            .map_err(|e| {
                 Error::new(
                     Code::Internal,
                     format!("signalling the task's supervisor: {e}"),
@@ -598,17 +607,74 @@ pub fn not_yet(op: &str) -> Result<Value> {
     ))
 }
 
-/// `driver_stats` (issue 5).
-pub fn stats(_req: Option<&str>) -> Result<Value> {
-    not_yet("driver_stats")
+/// `driver_stats`: the task's usage from its cgroups (or /proc for a raw_exec task
+/// without cgroups).
+pub fn stats(req: Option<&str>) -> Result<Value> {
+    let r: IdReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    let t = task::get(&r.task_id)?;
+    let (cgroup, pid) = {
+        let g = t.lock();
+        (g.cgroup.clone(), g.pid)
+    };
+    Ok(crate::stats::collect(cgroup.as_ref(), pid))
 }
 
-/// `driver_recover` (issue 5).
-pub fn recover(_req: Option<&str>) -> Result<Value> {
-    not_yet("driver_recover")
+/// `driver_recover`.
+pub fn recover(req: Option<&str>) -> Result<Value> {
+    crate::recover::recover(required(req)?)
 }
 
-/// `driver_exec` (issue 5).
-pub fn exec(_req: Option<&str>) -> Result<Value> {
-    not_yet("driver_exec")
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExecReq {
+    task_id: String,
+    command: String,
+    #[serde(default, deserialize_with = "config::de_args")]
+    args: Vec<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `driver_exec`: one command inside a running task's isolation, output captured.
+pub fn exec(req: Option<&str>) -> Result<Value> {
+    let r: ExecReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
+    if r.command.is_empty() {
+        return Err(Error::field(
+            Code::InvalidRequest,
+            "command",
+            "command is required",
+        ));
+    }
+    let t = task::get(&r.task_id)?;
+    let pid = t.lock().pid;
+    let (Some(pid), false) = (pid, t.supervisor_exited()) else {
+        return Err(Error::field(
+            Code::TaskNotFound,
+            "task_id",
+            format!("task {:?} is not running", t.id),
+        ));
+    };
+    // The command is the supervisor's first child (its host pid).
+    let target = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<i32>().ok())
+        });
+    let request = crate::supervisor::exec::ExecRequest {
+        target_pid: target,
+        command: r.command,
+        args: r.args,
+        timeout_ms: r.timeout_ms.unwrap_or(10_000),
+    };
+    let file = t
+        .state_dir
+        .join(format!("exec-{}.json", crate::sys::random_hex(8)));
+    let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
+    std::fs::write(&file, bytes)
+        .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
+    let result = crate::spawn::run_exec(&crate::plugin::current(), &t.state_dir, &file);
+    let _ = std::fs::remove_file(&file);
+    result
 }

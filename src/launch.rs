@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 /// Signal value that marks a signal from the driver as the "kill the whole task now"
 /// command rather than a signal to forward (sent with `SI_QUEUE`).
 pub const KILL_ALL_MAGIC: i32 = 0x6b69_6c6c;
+/// Base of the value that asks the supervisor to forward signal `value - base` to the
+/// command (used for every signal, so SIGKILL and SIGSTOP never hit the supervisor itself).
+pub const FORWARD_MAGIC: i32 = 0x7369_0000;
 /// The realtime signal that carries driver commands to the supervisor.
 pub fn control_signal() -> i32 {
     libc::SIGRTMIN() + 3

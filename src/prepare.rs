@@ -30,17 +30,26 @@ fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
             format!("{} exists and is not a directory", path.display()),
         )),
         Err(_) => {
-            if let Some(parent) = path.parent()
-                && !parent.exists()
-            {
-                mkdir(parent, 0o755, created)?;
-            }
-            std::fs::DirBuilder::new()
-                .mode(mode)
-                .create(path)
-                .map_err(|e| {
-                    Error::new(Code::Spawn, format!("creating {}: {e}", path.display()))
+            // Shared parents (data_dir/tasks, data_dir/alloc, …) are never undone: other
+            // tasks may live in them.
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::new(Code::Spawn, format!("creating {}: {e}", parent.display()))
                 })?;
+            }
+            match std::fs::DirBuilder::new().mode(mode).create(path) {
+                Ok(()) => {}
+                // Another start created it at the same moment: it is not ours to undo.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        Code::Spawn,
+                        format!("creating {}: {e}", path.display()),
+                    ));
+                }
+            }
             // The umask must not weaken or strengthen the modes of the layout.
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
             created.dirs.push(path.to_path_buf());

@@ -71,3 +71,39 @@ pub fn start_supervisor(
         ),
     ))
 }
+
+/// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its
+/// one-line JSON result.
+pub fn run_exec(cfg: &PluginConfig, state_dir: &Path, request: &Path) -> Result<serde_json::Value> {
+    let shim = crate::plugin::shim_path(cfg)?;
+    let c = |s: &str| {
+        crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
+    };
+    let path = c(&shim.to_string_lossy())?;
+    let args = [
+        c("execdriver-shim")?,
+        c("--exec")?,
+        c(&state_dir.to_string_lossy())?,
+        c(&request.to_string_lossy())?,
+    ];
+    let env = [c(
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )?];
+    let sp = crate::sys::spawn(&path, &args, &env, 0)
+        .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", shim.display())))?;
+    let mut report = String::new();
+    let mut out = sp.stdout;
+    let _ = out.read_to_string(&mut report);
+    let _ = crate::sys::poll_readable(sp.pidfd.as_raw_fd(), -1);
+    let _ = crate::sys::pidfd_reap(&sp.pidfd);
+    let v: serde_json::Value = serde_json::from_str(report.trim()).map_err(|_| {
+        Error::new(
+            Code::Spawn,
+            format!("driver_exec: the shim gave no result ({report:?})"),
+        )
+    })?;
+    if v.get("error").is_some() {
+        return Err(Error::from_json(&v));
+    }
+    Ok(v)
+}

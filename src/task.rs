@@ -157,6 +157,18 @@ impl Task {
         self.cv.notify_all();
     }
 
+    /// A recovered task whose supervisor is gone: its status comes from `exit.json`, if
+    /// the supervisor left one.
+    pub fn set_gone(&self, started_at: String, handle: Value, cgroup: Option<Value>) {
+        let mut g = self.lock();
+        g.state = Some(State::Running);
+        g.started_at = Some(started_at);
+        g.handle = Some(handle);
+        g.cgroup = cgroup;
+        drop(g);
+        self.finalize();
+    }
+
     /// Marks a start as failed and wakes waiters (they then get `task_not_found`).
     pub fn set_failed(&self) {
         self.lock().failed = true;

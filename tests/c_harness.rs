@@ -281,6 +281,6 @@ fn valgrind_exit3_and_fingerprint_no_definite_leaks() {
     if valgrind_available() {
         under_valgrind(&["run", &job("exit3.json")], 3);
         under_valgrind(&["fingerprint"], 0);
-        under_valgrind(&["call", "stats", "{\"task_id\":\"nope\"}"], 4);
+        under_valgrind(&["call", "stats", "{\"task_id\":\"nope\"}"], 2);
     }
 }

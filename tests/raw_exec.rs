@@ -21,7 +21,7 @@ fn exit_code_and_stdout() {
 #[test]
 fn signal_death_reports_128_plus_n() {
     let d = TempDir::new("sig");
-    let (w, _) = run(raw_task("t", d.path(), "kill -11 $$"));
+    let (w, _) = run(raw_task("t", d.path(), "kill -11 $$$$"));
     assert_eq!(w["signal"], 11, "{w}");
     assert_eq!(w["exit_code"], 139);
 }
@@ -128,7 +128,7 @@ fn bad_input_leaves_nothing() {
     let d = TempDir::new("bad");
     let alloc = d.path().join("a");
     let e = start(json!({"name": "x", "driver": "raw_exec", "alloc_dir": alloc, "config": {"command": "/nonexistent/cmd"}})).unwrap_err();
-    assert_eq!(e.code, execdriver::Code::CommandNotFound);
+    assert_eq!(e.code, execdriver::Code::CommandNotFound, "{e}");
     assert!(!alloc.exists(), "alloc dir left behind");
     let e = start(json!({"name": "x", "config": {"comand": "x"}})).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("config.comand"));

@@ -6,6 +6,7 @@
 //! For `exec` with a private pid namespace it is the namespace's pid 1 (the command is
 //! pid 2, never init); otherwise it is a child subreaper for the task's tree.
 
+pub mod exec;
 pub mod logs;
 
 use crate::error::{Code, Error};
@@ -314,6 +315,14 @@ fn supervise(
                     && si.ssi_int == launch::KILL_ALL_MAGIC
                 {
                     kill_everything(spec, child, is_init);
+                } else if signo == launch::control_signal()
+                    && si.ssi_code == libc::SI_QUEUE
+                    && si.ssi_int & !0xffff == launch::FORWARD_MAGIC
+                {
+                    if status.is_none() {
+                        // SAFETY: plain kill(2) of our own child.
+                        unsafe { libc::kill(child.as_raw(), si.ssi_int & 0xffff) };
+                    }
                 } else if status.is_none() {
                     // SAFETY: plain kill(2) of our own child with the received signal number.
                     unsafe { libc::kill(child.as_raw(), signo) };

@@ -125,3 +125,16 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Waits (up to 20 s) until the task's stdout contains `needle`: the task tells us it is
+/// ready (a trap installed, a child started) through its log.
+pub fn wait_for_output(alloc: &Path, name: &str, needle: &str) {
+    let t0 = std::time::Instant::now();
+    while !stdout_of(alloc, name).contains(needle) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "task never printed {needle:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

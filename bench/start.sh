@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Start-latency benchmark (issue 2 item 12, issue 3 "Performance"). Not a test.
+#
+# In one run, interleaved, N iterations each of:
+#   - posix_spawn of /bin/true + waitpid (the baseline),
+#   - raw_exec through libexecdriver.so: driver_start -> driver_wait (and, reported
+#     separately, the full cycle including driver_destroy),
+#   - exec with full isolation, the same way, when driver_fingerprint reports
+#     driver.exec = "1" (otherwise it prints why it is skipped),
+#   - bwrap with read-only binds and pid/ipc/uts namespaces, when installed (as root the
+#     script tries `apt-get install -y bubblewrap` when it is missing).
+# Prints median and p90 in microseconds and ratios against posix_spawn.
+#
+# Usage: bench/start.sh [N]   (default 200)
+set -euo pipefail
+
+N=${1:-200}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/execdriver-startbench.XXXXXX")
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "== cargo build --release"
+(cd "$ROOT" && cargo build --release -q)
+echo "== gcc -O2 bench/start_bench.c"
+gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
+
+BWRAP=$(command -v bwrap || true)
+if [ -z "$BWRAP" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== bwrap missing: apt-get install -y bubblewrap"
+        if DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >"$WORK/apt.log" 2>&1; then
+            BWRAP=$(command -v bwrap || true)
+        else
+            echo "bwrap: apt-get install failed (last lines follow); bwrap column skipped"
+            tail -3 "$WORK/apt.log" | sed 's/^/    /'
+        fi
+    else
+        echo "bwrap: not installed and not root (or no apt-get); bwrap column skipped"
+    fi
+fi
+
+echo "== host: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg), kernel $(uname -r)"
+mkdir -p "$WORK/data"
+export EXECDRIVER_DATA_DIR="$WORK/data"
+export EXECDRIVER_LIB="$ROOT/target/release/libexecdriver.so"
+"$WORK/start_bench" bench "$N" "$WORK" "$BWRAP"
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

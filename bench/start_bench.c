@@ -1,0 +1,315 @@
+/*
+ * start_bench: timer for bench/start.sh and bench/pss.sh (issue 2 item 12, issue 3
+ * "Performance"). Not a test: it prints numbers and asserts nothing about them.
+ *
+ *   start_bench bench N WORKDIR [BWRAP]
+ *       N iterations each of: posix_spawn(/bin/true)+waitpid, raw_exec through the
+ *       library (driver_start -> driver_wait; then driver_destroy), exec through the
+ *       library (only when driver_fingerprint says driver.exec = "1") and, when BWRAP is
+ *       given, posix_spawn of bwrap ... /bin/true + waitpid. The methods are interleaved
+ *       and their order rotates each iteration to spread drift over all of them.
+ *   start_bench pss WORKDIR
+ *       Starts `sleep 30` as raw_exec (and exec when available), reads the supervisor's
+ *       Pss/Rss from /proc/<pid>/smaps_rollup, stops and destroys the task.
+ *
+ * The library is dlopen'ed from $EXECDRIVER_LIB (default target/release/libexecdriver.so);
+ * the supervisor is found next to it. Data goes to $EXECDRIVER_DATA_DIR (set by the
+ * scripts to a temp dir).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+typedef int32_t (*op_fn)(const char *, char **);
+typedef void (*free_fn)(char *);
+
+static op_fn d_start, d_wait, d_destroy, d_stop, d_fingerprint;
+static free_fn d_free;
+
+static void load(void) {
+    const char *path = getenv("EXECDRIVER_LIB");
+    if (!path || !*path) path = "target/release/libexecdriver.so";
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "start_bench: dlopen %s: %s\n", path, dlerror());
+        exit(2);
+    }
+#define SYM(var, name, type)                                                  \
+    do {                                                                      \
+        var = (type)dlsym(h, name);                                           \
+        if (!var) {                                                           \
+            fprintf(stderr, "start_bench: missing symbol %s\n", name);        \
+            exit(2);                                                          \
+        }                                                                     \
+    } while (0)
+    SYM(d_start, "driver_start", op_fn);
+    SYM(d_wait, "driver_wait", op_fn);
+    SYM(d_destroy, "driver_destroy", op_fn);
+    SYM(d_stop, "driver_stop", op_fn);
+    SYM(d_fingerprint, "driver_fingerprint", op_fn);
+    SYM(d_free, "driver_free", free_fn);
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* Calls op, dies with the response on a non-OK status unless allow_fail. */
+static int call(op_fn op, const char *name, const char *req, char **resp_out) {
+    char *resp = NULL;
+    int32_t st = op(req, &resp);
+    if (st != 0) {
+        fprintf(stderr, "start_bench: %s(%s) -> status %d: %s\n", name, req, st,
+                resp ? resp : "(null)");
+        if (resp) d_free(resp);
+        exit(3);
+    }
+    if (resp_out)
+        *resp_out = resp;
+    else if (resp)
+        d_free(resp);
+    return st;
+}
+
+/* Integer value of "key": N in a flat JSON text (enough for our responses). */
+static long json_int(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    if (!p) return -1;
+    p += strlen(pat);
+    while (*p == ' ') p++;
+    return strtol(p, NULL, 10);
+}
+
+/* ---- the measured operations ---- */
+
+static const char *workdir;
+static unsigned long seq;
+
+static void spawn_and_wait(char *const argv[]) {
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
+    if (rc != 0) {
+        fprintf(stderr, "start_bench: posix_spawn %s: %s\n", argv[0], strerror(rc));
+        exit(4);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "start_bench: %s exited with status 0x%x\n", argv[0], status);
+        exit(4);
+    }
+}
+
+/* driver_start + driver_wait (returns µs of that) and driver_destroy (*cycle_us). */
+static double driver_cycle(const char *driver, double *cycle_us) {
+    char id[64], req[1024];
+    unsigned long n = seq++;
+    snprintf(id, sizeof id, "b-%s-%lu", driver, n);
+    snprintf(req, sizeof req,
+             "{\"id\":\"%s\",\"name\":\"b\",\"driver\":\"%s\",\"alloc_dir\":\"%s/alloc-%s-%lu\","
+             "\"config\":{\"command\":\"/bin/true\"}}",
+             id, driver, workdir, driver, n);
+    char wreq[128], dreq[128];
+    snprintf(wreq, sizeof wreq, "{\"task_id\":\"%s\"}", id);
+    snprintf(dreq, sizeof dreq, "{\"task_id\":\"%s\"}", id);
+
+    char *resp;
+    double t0 = now_us();
+    call(d_start, "driver_start", req, NULL);
+    call(d_wait, "driver_wait", wreq, &resp);
+    double t1 = now_us();
+    call(d_destroy, "driver_destroy", dreq, NULL);
+    double t2 = now_us();
+    if (json_int(resp, "exit_code") != 0) {
+        fprintf(stderr, "start_bench: %s task exited badly: %s\n", driver, resp);
+        exit(5);
+    }
+    d_free(resp);
+    *cycle_us = t2 - t0;
+    return t1 - t0;
+}
+
+/* ---- statistics ---- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, int n, double p) {
+    qsort(v, n, sizeof *v, cmp_double);
+    int i = (int)(p * (n - 1) + 0.5);
+    return v[i];
+}
+
+enum { M_SPAWN, M_RAW, M_RAW_CYCLE, M_EXEC, M_EXEC_CYCLE, M_BWRAP, M_COUNT };
+static const char *names[M_COUNT] = {
+    "posix_spawn /bin/true", "raw_exec start->wait", "raw_exec +destroy",
+    "exec start->wait",      "exec +destroy",        "bwrap /bin/true",
+};
+
+static int exec_available(char *why, size_t whylen) {
+    char *resp = NULL;
+    int st = d_fingerprint(NULL, &resp);
+    int ok = st == 0 && resp && strstr(resp, "\"driver.exec\":\"1\"") != NULL;
+    if (!ok) snprintf(why, whylen, "%s", resp ? resp : "(no response)");
+    if (resp) d_free(resp);
+    return ok;
+}
+
+static int bench(int n, const char *bwrap) {
+    char why[2048] = "";
+    int have_exec = exec_available(why, sizeof why);
+    if (!have_exec)
+        printf("exec: SKIPPED: driver_fingerprint does not report driver.exec = \"1\": %s\n", why);
+
+    char *true_argv[] = {"/bin/true", NULL};
+    char *bwrap_argv[] = {(char *)bwrap, "--ro-bind", "/usr", "/usr", "--ro-bind", "/bin", "/bin",
+                          "--ro-bind", "/lib", "/lib", "--ro-bind", "/lib64", "/lib64",
+                          "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--proc", "/proc",
+                          "--dev", "/dev", "/bin/true", NULL};
+
+    int kinds[4], nk = 0;
+    kinds[nk++] = M_SPAWN;
+    kinds[nk++] = M_RAW;
+    if (have_exec) kinds[nk++] = M_EXEC;
+    if (bwrap) kinds[nk++] = M_BWRAP;
+
+    double *v[M_COUNT];
+    for (int m = 0; m < M_COUNT; m++) v[m] = calloc(n, sizeof(double));
+
+    int warm = n / 20 < 3 ? 3 : n / 20;
+    for (int it = -warm; it < n; it++) {
+        for (int k = 0; k < nk; k++) {
+            int m = kinds[((it < 0 ? 0 : it) + k) % nk];
+            double t0, cyc = 0, dt = 0;
+            switch (m) {
+            case M_SPAWN:
+                t0 = now_us();
+                spawn_and_wait(true_argv);
+                dt = now_us() - t0;
+                break;
+            case M_BWRAP:
+                t0 = now_us();
+                spawn_and_wait(bwrap_argv);
+                dt = now_us() - t0;
+                break;
+            case M_RAW:
+                dt = driver_cycle("raw_exec", &cyc);
+                break;
+            case M_EXEC:
+                dt = driver_cycle("exec", &cyc);
+                break;
+            }
+            if (it < 0) continue; /* warm-up */
+            v[m][it] = dt;
+            if (m == M_RAW) v[M_RAW_CYCLE][it] = cyc;
+            if (m == M_EXEC) v[M_EXEC_CYCLE][it] = cyc;
+        }
+    }
+
+    int present[M_COUNT] = {1, 1, 1, have_exec, have_exec, bwrap != NULL};
+    double med[M_COUNT], p90[M_COUNT];
+    for (int m = 0; m < M_COUNT; m++) {
+        if (!present[m]) continue;
+        med[m] = pct(v[m], n, 0.5);
+        p90[m] = pct(v[m], n, 0.9);
+    }
+    printf("\n%d iterations per method (+%d warm-up), interleaved, times in microseconds\n", n,
+           warm);
+    printf("%-24s %10s %10s %10s %10s %10s\n", "method", "median", "p90", "min", "x spawn",
+           "x spawn p90");
+    for (int m = 0; m < M_COUNT; m++) {
+        if (!present[m]) continue;
+        printf("%-24s %10.0f %10.0f %10.0f %9.2fx %9.2fx\n", names[m], med[m], p90[m], v[m][0],
+               med[m] / med[M_SPAWN], p90[m] / p90[M_SPAWN]);
+    }
+    printf("\ntargets: raw_exec <= 2.0x, exec <= 2.5x posix_spawn (start->wait medians)\n");
+    return 0;
+}
+
+/* ---- PSS of a sleeping task's supervisor ---- */
+
+static void read_rollup(long pid, long *pss, long *rss) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/smaps_rollup", pid);
+    FILE *f = fopen(path, "r");
+    *pss = *rss = -1;
+    if (!f) {
+        fprintf(stderr, "start_bench: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "Pss:", 4)) *pss = strtol(line + 4, NULL, 10);
+        if (!strncmp(line, "Rss:", 4)) *rss = strtol(line + 4, NULL, 10);
+    }
+    fclose(f);
+}
+
+static void pss_one(const char *driver) {
+    char id[64], req[1024], sreq[160], dreq[128];
+    snprintf(id, sizeof id, "pss-%s-%d", driver, (int)getpid());
+    snprintf(req, sizeof req,
+             "{\"id\":\"%s\",\"name\":\"p\",\"driver\":\"%s\",\"alloc_dir\":\"%s/alloc-pss-%s\","
+             "\"config\":{\"command\":\"/bin/sleep\",\"args\":[\"30\"]}}",
+             id, driver, workdir, driver);
+    char *resp;
+    call(d_start, "driver_start", req, &resp);
+    long pid = json_int(resp, "pid");
+    d_free(resp);
+    usleep(200 * 1000); /* let it settle (log pumps, signalfd, poll) */
+    long pss, rss;
+    read_rollup(pid, &pss, &rss);
+    char exe[64], target[512] = "";
+    snprintf(exe, sizeof exe, "/proc/%ld/exe", pid);
+    ssize_t l = readlink(exe, target, sizeof target - 1);
+    if (l > 0) target[l] = 0;
+    printf("%-9s supervisor pid %-7ld Pss %6ld KiB  Rss %6ld KiB  target Pss <= 1024 KiB  %s  (%s)\n",
+           driver, pid, pss, rss, pss >= 0 && pss <= 1024 ? "MET" : "NOT MET", target);
+    snprintf(sreq, sizeof sreq, "{\"task_id\":\"%s\",\"timeout_ms\":2000}", id);
+    call(d_stop, "driver_stop", sreq, NULL);
+    snprintf(dreq, sizeof dreq, "{\"task_id\":\"%s\"}", id);
+    call(d_destroy, "driver_destroy", dreq, NULL);
+}
+
+static int pss(void) {
+    char why[2048] = "";
+    pss_one("raw_exec");
+    if (exec_available(why, sizeof why))
+        pss_one("exec");
+    else
+        printf("exec: SKIPPED: driver_fingerprint does not report driver.exec = \"1\": %s\n", why);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "bench")) {
+        int n = atoi(argv[2]);
+        if (n < 1) n = 1;
+        workdir = argv[3];
+        load();
+        return bench(n, argc >= 5 && argv[4][0] ? argv[4] : NULL);
+    }
+    if (argc >= 3 && !strcmp(argv[1], "pss")) {
+        workdir = argv[2];
+        load();
+        return pss();
+    }
+    fprintf(stderr, "usage: %s bench N WORKDIR [BWRAP] | %s pss WORKDIR\n", argv[0], argv[0]);
+    return 2;
+}

@@ -1,0 +1,265 @@
+//! `driver_exec` inside the shim: enter a running task's namespaces, cgroups, root, user
+//! and capabilities, run one command with its output captured, and report it as one JSON
+//! line on stdout (the host's pipe).
+
+use crate::error::{Code, Error, Result};
+use crate::launch::{self, LaunchSpec};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// What the host asks for (written to a file next to launch.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Host pid of the task's command: its namespaces are entered.
+    pub target_pid: Option<i32>,
+    pub command: String,
+    pub args: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+fn err(step: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(Code::Isolation, format!("exec: {step}: {e}"))
+}
+
+/// Runs the request; the result is `{"exit_code", "signal", "stdout", "stderr"}`.
+pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
+    // The cgroup files are opened before the task's mount namespace hides /sys.
+    let procs: Vec<std::fs::File> = spec
+        .cgroup_procs
+        .iter()
+        .map(|f| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(f)
+                .map_err(|e| err(&format!("opening {}", f.display()), e))
+        })
+        .collect::<Result<_>>()?;
+    if let (Some(pid), Some(_)) = (req.target_pid, &spec.isolation) {
+        // Open every namespace first: after entering the mount namespace /proc is the task's.
+        let mut nss = vec![];
+        for (name, flag) in [
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("pid", CloneFlags::CLONE_NEWPID),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ] {
+            let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))
+                .map_err(|e| err(&format!("opening {name} namespace of the task"), e))?;
+            nss.push((f, flag, name));
+        }
+        for (f, flag, name) in &nss {
+            nix::sched::setns(f, *flag)
+                .map_err(|e| err(&format!("entering {name} namespace"), e))?;
+        }
+    }
+    let (out_r, out_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    // SAFETY: the shim is single-threaded; the child may run arbitrary code.
+    let child = match unsafe { fork() }.map_err(|e| err("fork", e))? {
+        ForkResult::Child => {
+            drop(sync_r);
+            let e = child_exec(spec, req, &procs, out_w.as_raw_fd(), err_w.as_raw_fd());
+            let _ = std::fs::File::from(sync_w).write_all_json(&e);
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(127) };
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, err_w, sync_w));
+    let mut report = String::new();
+    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
+    if !report.is_empty() {
+        let _ = waitpid(child, None);
+        let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+        return Err(Error::from_json(&v));
+    }
+    let (stdout, stderr, status) = collect(child, out_r, err_r, req.timeout_ms);
+    let (code, sig) = match status {
+        WaitStatus::Exited(_, c) => (c, 0),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, s as i32),
+        _ => (-1, 0),
+    };
+    Ok(serde_json::json!({"exit_code": code, "signal": sig,
+        "stdout": String::from_utf8_lossy(&stdout), "stderr": String::from_utf8_lossy(&stderr)}))
+}
+
+trait WriteJson {
+    fn write_all_json(self, e: &Error) -> std::io::Result<()>;
+}
+impl WriteJson for std::fs::File {
+    fn write_all_json(mut self, e: &Error) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut self, e.to_json().to_string().as_bytes())
+    }
+}
+
+fn child_exec(
+    spec: &LaunchSpec,
+    req: &ExecRequest,
+    procs: &[std::fs::File],
+    out: i32,
+    errfd: i32,
+) -> Error {
+    let go = || -> Result<std::convert::Infallible> {
+        for mut f in procs {
+            std::io::Write::write_all(&mut f, b"0")
+                .map_err(|e| err("joining the task's cgroup", e))?;
+        }
+        nix::unistd::setsid().map_err(|e| err("setsid", e))?;
+        let path = resolve(&req.command, spec.isolation.is_some(), &spec.cwd);
+        let mut argv = vec![
+            CString::new(path.clone())
+                .map_err(|_| Error::field(Code::InvalidRequest, "command", "contains NUL"))?,
+        ];
+        for a in &req.args {
+            argv.push(CString::new(a.as_str()).map_err(|_| {
+                Error::field(Code::InvalidRequest, "args", "an argument contains NUL")
+            })?);
+        }
+        let envp: Vec<CString> = spec
+            .env
+            .iter()
+            .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+            .collect();
+        if let Some(iso) = &spec.isolation {
+            crate::isolate::privs::drop_to(iso)?;
+        }
+        crate::isolate::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
+        crate::isolate::privs::reset_signals();
+        let _ = nix::unistd::chdir(spec.cwd.as_str());
+        let e = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
+        let code = if e == nix::errno::Errno::ENOENT {
+            Code::CommandNotFound
+        } else {
+            Code::Spawn
+        };
+        Err(Error::field(
+            code,
+            "command",
+            format!("cannot execute {path}: {e}"),
+        ))
+    };
+    match go() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// The command as given when it contains '/', else the first of the task's search dirs
+/// holding it.
+fn resolve(cmd: &str, isolated: bool, cwd: &str) -> String {
+    if cmd.contains('/') {
+        return cmd.to_string();
+    }
+    let local = if isolated {
+        "/local".to_string()
+    } else {
+        format!("{}/local", cwd.trim_end_matches('/'))
+    };
+    for d in [local.as_str(), "/usr/local/bin", "/usr/bin", "/bin"] {
+        let p = format!("{d}/{cmd}");
+        if std::path::Path::new(&p).is_file() {
+            return p;
+        }
+    }
+    cmd.to_string()
+}
+
+/// Collects output (each stream capped at 1 MiB) until the command exits, killing its
+/// process group when the timeout passes.
+fn collect(
+    child: Pid,
+    out: OwnedFd,
+    errfd: OwnedFd,
+    timeout_ms: u64,
+) -> (Vec<u8>, Vec<u8>, WaitStatus) {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut bufs = [Vec::new(), Vec::new()];
+    let mut fds = [
+        Some(std::fs::File::from(out)),
+        Some(std::fs::File::from(errfd)),
+    ];
+    let mut status = None;
+    loop {
+        if status.is_none()
+            && let Ok(ws) = waitpid(child, Some(WaitPidFlag::WNOHANG))
+            && ws != WaitStatus::StillAlive
+        {
+            status = Some(ws);
+        }
+        if status.is_some() && fds.iter().all(Option::is_none) {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+            let _ = kill(child, Signal::SIGKILL);
+            if status.is_none() {
+                status = waitpid(child, None).ok();
+            }
+            break;
+        }
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|f| libc::pollfd {
+                fd: f.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let wait = (deadline - now).as_millis().min(50) as i32;
+        // SAFETY: a valid pollfd array of its length.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait) };
+        for i in 0..2 {
+            if pfds[i].revents == 0 {
+                continue;
+            }
+            let mut chunk = [0u8; 65536];
+            match fds[i].as_mut().map(|f| f.read(&mut chunk)) {
+                Some(Ok(0)) | Some(Err(_)) => fds[i] = None,
+                Some(Ok(n)) => {
+                    let room = MAX_OUTPUT.saturating_sub(bufs[i].len());
+                    bufs[i].extend_from_slice(&chunk[..n.min(room)]);
+                }
+                None => {}
+            }
+        }
+    }
+    let [o, e] = bufs;
+    (o, e, status.unwrap_or(WaitStatus::StillAlive))
+}
+
+/// Entry point: `execdriver-shim --exec <state-dir> <request-file>`.
+pub fn main(state_dir: &std::path::Path, request: &std::path::Path) -> i32 {
+    // SAFETY: closes only fds above 2 of this fresh process.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let result = (|| -> Result<serde_json::Value> {
+        let spec: LaunchSpec = serde_json::from_slice(
+            &std::fs::read(state_dir.join(launch::LAUNCH_FILE))
+                .map_err(|e| err("reading launch.json", e))?,
+        )
+        .map_err(|e| err("parsing launch.json", e))?;
+        let req: ExecRequest =
+            serde_json::from_slice(&std::fs::read(request).map_err(|e| err("reading request", e))?)
+                .map_err(|e| err("parsing request", e))?;
+        run(&spec, &req)
+    })();
+    let line = match result {
+        Ok(v) => v.to_string(),
+        Err(e) => e.to_json().to_string(),
+    };
+    println!("{line}");
+    0
+}

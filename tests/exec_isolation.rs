@@ -1,0 +1,320 @@
+//! exec isolation end to end (root and cgroups needed; skipped with a printed reason
+//! otherwise): the task's view of the filesystem, user, pid namespace, limits.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+/// Whether exec can run here; prints why not.
+fn exec_ok() -> bool {
+    init();
+    let f = execdriver::driver::fingerprint(None).unwrap();
+    if f["attributes"]["driver.exec"] != "1" {
+        eprintln!("SKIP: exec unavailable here: {}", f["health_description"]);
+        return false;
+    }
+    true
+}
+
+fn exec_task(name: &str, alloc: &std::path::Path, script: &str) -> Value {
+    json!({"name": name, "driver": "exec", "alloc_dir": alloc, "config": {"command": "/bin/sh", "args": ["-c", script]}})
+}
+
+#[test]
+fn root_view_user_and_pid() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("view");
+    let (w, out) = run(exec_task(
+        "v",
+        d.path(),
+        "id -u; echo pid=$$$$; ls / | tr '\\n' ' '; echo; ls /proc | grep -c '^[0-9]'; test -e /root/.bashrc && echo root-visible; touch /usr/x 2>/dev/null && echo usr-writable; echo hi > /local/f; echo a > /alloc/data/f; pwd",
+    ));
+    assert_eq!(w["exit_code"], 0, "{w} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65534", "{out}");
+    assert_ne!(lines[1], "pid=1", "{out}");
+    let top: std::collections::BTreeSet<&str> = lines[2].split_whitespace().collect();
+    for need in [
+        "alloc", "bin", "dev", "etc", "local", "proc", "secrets", "tmp", "usr",
+    ] {
+        assert!(top.contains(need), "missing /{need} in {top:?}");
+    }
+    for never in ["root", "home", "var", "boot", "work"] {
+        assert!(!top.contains(never), "host /{never} visible: {top:?}");
+    }
+    assert!(
+        lines[3].parse::<u32>().unwrap() <= 4,
+        "processes visible: {out}"
+    );
+    assert!(
+        !out.contains("root-visible") && !out.contains("usr-writable"),
+        "{out}"
+    );
+    assert_eq!(lines.last().copied(), Some("/"));
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("v/local/f")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("alloc/data/f")).unwrap(),
+        "a\n"
+    );
+}
+
+fn start_exec(req: Value) -> String {
+    start(req).unwrap_or_else(|e| panic!("start: {e}"))["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn handle_cgroup(id: &str) -> Value {
+    let i = op(execdriver::driver::inspect, json!({"task_id": id})).unwrap();
+    i["handle"]["cgroup"].clone()
+}
+
+fn cg_file(cg: &Value, controller: &str, file: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        cg["v1"][controller]
+            .as_str()
+            .unwrap_or_else(|| panic!("no v1 {controller} in {cg}")),
+    )
+    .join(file)
+}
+
+#[test]
+fn stop_reaches_handlerless_sleep_and_term_ignorer_is_killed() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("estop");
+    let id = start_exec(
+        json!({"name": "s", "driver": "exec", "alloc_dir": d.path(), "config": {"command": "sleep", "args": ["600"]}}),
+    );
+    let t0 = std::time::Instant::now();
+    let w = op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "TERM", "timeout_ms": 10000}),
+    )
+    .unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        (w["signal"].as_i64(), w["exit_code"].as_i64()),
+        (Some(15), Some(143)),
+        "{w}"
+    );
+    destroy(&id);
+
+    let marker = format!("sleep {}", 800_000 + std::process::id() % 1000);
+    let id = start_exec(exec_task(
+        "i",
+        d.path(),
+        &format!("trap '' TERM; {marker} & echo ready; wait"),
+    ));
+    wait_for_output(d.path(), "i", "ready");
+    let w = op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 300}),
+    )
+    .unwrap();
+    assert_eq!(w["signal"], 9, "{w}");
+    assert!(
+        pids_matching(&marker).is_empty(),
+        "a process of the task survived"
+    );
+    destroy(&id);
+}
+
+#[test]
+fn background_children_die_when_command_exits() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("ebg");
+    let marker = format!("sleep {}", 810_000 + std::process::id() % 1000);
+    let (w, _) = run(exec_task("bg", d.path(), &format!("{marker} & exit 0")));
+    assert_eq!(w["exit_code"], 0);
+    assert!(pids_matching(&marker).is_empty());
+}
+
+#[test]
+fn oom_is_reported() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("oom");
+    let mut req = json!({"name": "oom", "driver": "exec", "alloc_dir": d.path(), "config": {"command": "tail", "args": ["/dev/zero"]}});
+    req["resources"] = json!({"memory_mb": 32});
+    let (w, _) = run(req);
+    assert_eq!(w["oom_killed"], true, "{w}");
+    assert_eq!(w["signal"], 9, "{w}");
+}
+
+#[test]
+fn limits_visible_pids_capped_cgroup_removed() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("limits");
+    let mut req = exec_task(
+        "lim",
+        d.path(),
+        "sh -c 'for i in $(seq 60); do sleep 30 & done' 2>/dev/null; echo ready; exec sleep 30",
+    );
+    req["resources"] = json!({"memory_mb": 48, "cpu_mhz": 500, "pids_max": 16});
+    let id = start_exec(req);
+    wait_for_output(d.path(), "lim", "ready");
+    let cg = handle_cgroup(&id);
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(cg_file(&cg, c, f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", "cpu.shares"), "500");
+    assert_eq!(read("pids", "pids.max"), "16");
+    let current: u32 = read("pids", "pids.current").parse().unwrap();
+    assert!(current <= 16, "pids.current {current}");
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 100}),
+    )
+    .unwrap();
+    destroy(&id);
+    assert!(
+        !cg_file(&cg, "memory", "").exists(),
+        "memory cgroup left after destroy"
+    );
+    assert!(
+        !cg_file(&cg, "pids", "").exists(),
+        "pids cgroup left after destroy"
+    );
+}
+
+fn cap_eff(req_extra: Value) -> Result<u64, execdriver::Error> {
+    let d = TempDir::new("caps");
+    let mut req = exec_task("c", d.path(), "grep CapEff /proc/self/status");
+    for (k, v) in req_extra.as_object().unwrap() {
+        req["config"][k] = v.clone();
+    }
+    let id = start(req)?["task_id"].as_str().unwrap().to_string();
+    wait(&id, 30_000).unwrap();
+    destroy(&id);
+    let out = stdout_of(d.path(), "c");
+    Ok(u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap())
+}
+
+#[test]
+fn capabilities() {
+    if !exec_ok() {
+        return;
+    }
+    let defaults = execdriver::caps::default_mask() & execdriver::caps::supported_mask();
+    assert_eq!(cap_eff(json!({})).unwrap(), defaults);
+    assert_eq!(
+        cap_eff(json!({"cap_drop": ["all"], "cap_add": ["net_bind_service"]})).unwrap(),
+        1 << 10
+    );
+    let e = cap_eff(json!({"cap_add": ["SYS_ADMIN"]})).unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (execdriver::Code::InvalidConfig, Some("config.cap_add")),
+        "{e}"
+    );
+    assert!(e.message.contains("SYS_ADMIN"));
+}
+
+/// Lists this test's cgroup dirs (v1 memory) under the default parent.
+fn cgroups_named(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/fs/cgroup/memory/execdriver")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn failed_starts_leave_nothing() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("fail");
+    let cases = [
+        (
+            json!({"user": "no-such-user-xyz"}),
+            "sh",
+            execdriver::Code::UserNotFound,
+        ),
+        (
+            json!({"user": "root"}),
+            "sh",
+            execdriver::Code::InvalidConfig,
+        ),
+        (
+            json!({}),
+            "/usr/bin/definitely-not-here",
+            execdriver::Code::CommandNotFound,
+        ),
+        (
+            json!({}),
+            "/root/.bashrc",
+            execdriver::Code::CommandNotFound,
+        ),
+    ];
+    for (i, (extra, cmd, code)) in cases.into_iter().enumerate() {
+        let alloc = d.path().join(format!("a{i}"));
+        let id = format!("fail-{}-{i}", std::process::id());
+        let mut req = json!({"id": id, "name": "f", "driver": "exec", "alloc_dir": alloc, "config": {"command": cmd}});
+        for (k, v) in extra.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        let e = start(req).unwrap_err();
+        assert_eq!(e.code, code, "case {i}: {e}");
+        assert!(!alloc.exists(), "case {i}: alloc dir left behind");
+        assert!(
+            cgroups_named(&id).is_empty(),
+            "case {i}: cgroup left behind"
+        );
+    }
+}
+
+#[test]
+fn work_dir_and_no_host_fds() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("wd");
+    // A host fd without CLOEXEC must not reach the task.
+    let path = std::ffi::CString::new(d.path().join("hostfile").to_str().unwrap()).unwrap();
+    // SAFETY: plain open of a new file; closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600) };
+    assert!(fd > 2);
+    let mut req = exec_task("wd", d.path(), "pwd; ls /proc/self/fd | tr '\\n' ' '");
+    req["config"]["work_dir"] = json!("/local");
+    let (w, out) = run(req);
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    assert_eq!(w["exit_code"], 0);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("/local"));
+    let fds: Vec<u32> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // 0-2 plus the fd ls opens to read the directory.
+    assert!(
+        fds.iter().all(|f| *f <= 3),
+        "task sees fds {fds:?} (host fd was {fd})"
+    );
+}

@@ -1,0 +1,154 @@
+//! Recovery: a separate host process (Python over ctypes) starts tasks, prints their
+//! handles and exits (or is SIGKILLed); this process recovers them and gets the true exit
+//! status, can stop them, and gets their stats.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+
+const CHILD_HOST: &str = r#"
+import ctypes, json, os, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.driver_start.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+lib.driver_free.argtypes = [ctypes.c_void_p]
+out = ctypes.c_void_p()
+rc = lib.driver_start(sys.argv[2].encode(), ctypes.byref(out))
+print(json.dumps({"rc": rc, "resp": json.loads(ctypes.string_at(out.value).decode())}), flush=True)
+lib.driver_free(out)
+if sys.argv[3] == "kill":
+    os.kill(os.getpid(), 9)
+"#;
+
+fn lib_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_execdriver-shim")).with_file_name("libexecdriver.so")
+}
+
+/// Starts `task` from a separate host process that exits (or dies) right after.
+fn start_in_child_host(task: &Value, how: &str) -> Value {
+    init();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            CHILD_HOST,
+            lib_path().to_str().unwrap(),
+            &task.to_string(),
+            how,
+        ])
+        .output()
+        .expect("python3");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+        panic!(
+            "child host said {line:?} {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(v["rc"], 0, "{v}");
+    v["resp"]["handle"].clone()
+}
+
+fn recover(handle: &Value) -> Result<Value, execdriver::Error> {
+    op(execdriver::driver::recover, json!({"handle": handle}))
+}
+
+#[test]
+fn exit_status_of_a_task_that_ended_while_no_host_ran() {
+    let d = TempDir::new("rec-ended");
+    let h = start_in_child_host(
+        &raw_task("e", d.path(), "echo one; echo two; exit 7"),
+        "exit",
+    );
+    let id = h["task_id"].as_str().unwrap();
+    // Let it finish before we recover: its exit.json appears.
+    let exit = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("exit.json");
+    let t0 = std::time::Instant::now();
+    while !exit.exists() {
+        assert!(t0.elapsed().as_secs() < 20);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    recover(&h).unwrap();
+    recover(&h).unwrap(); // twice is fine
+    let w = wait(id, 10_000).unwrap();
+    assert_eq!(
+        (w["exit_code"].as_i64(), w["signal"].as_i64()),
+        (Some(7), Some(0)),
+        "{w}"
+    );
+    assert!(w["err"].is_null());
+    assert_eq!(
+        stdout_of(d.path(), "e"),
+        "one\ntwo\n",
+        "log lines written without a host"
+    );
+    destroy(id);
+}
+
+#[test]
+fn running_task_recovered_after_host_sigkill_can_be_stopped() {
+    let d = TempDir::new("rec-run");
+    let driver = if is_root() { "exec" } else { "raw_exec" };
+    let task = json!({"name": "r", "driver": driver, "alloc_dir": d.path(),
+        "config": {"command": "/bin/sh", "args": ["-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.01; done"]}});
+    let h = start_in_child_host(&task, "kill");
+    let id = h["task_id"].as_str().unwrap();
+    recover(&h).unwrap();
+    assert_eq!(wait(id, 0).unwrap_err().code, execdriver::Code::Timeout);
+    wait_for_output(d.path(), "r", "tick 5");
+    let s = op(execdriver::driver::stats, json!({"task_id": id})).unwrap();
+    assert!(s["pids"]["current"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["memory"]["usage_bytes"].as_u64().unwrap() > 0
+            || s["memory"]["rss_bytes"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    let w = op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 5000}),
+    )
+    .unwrap();
+    assert_eq!(w["signal"], 15, "{w}");
+    // The ticks are in order.
+    let out = stdout_of(d.path(), "r");
+    let ticks: Vec<u64> = out.lines().map(|l| l[5..].parse().unwrap()).collect();
+    assert!(
+        ticks.windows(2).all(|p| p[1] == p[0] + 1),
+        "log out of order"
+    );
+    destroy(id);
+}
+
+#[test]
+fn recycled_pid_is_not_taken_for_the_supervisor() {
+    let d = TempDir::new("rec-pid");
+    let h = start_in_child_host(&raw_task("p", d.path(), "exit 0"), "exit");
+    let id = h["task_id"].as_str().unwrap().to_string();
+    let mut forged = h.clone();
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    forged["pid"] = json!(other.id());
+    // Remove the status file as if the task left none.
+    let exit = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("exit.json");
+    let t0 = std::time::Instant::now();
+    while !exit.exists() && t0.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::remove_file(&exit).unwrap();
+    recover(&forged).unwrap();
+    let w = wait(&id, 1000).unwrap();
+    assert_eq!(w["exit_code"], -1, "{w}");
+    assert!(w["err"].is_string());
+    other.kill().unwrap();
+    other.wait().unwrap();
+    destroy(&id);
+}
+
+#[test]
+fn unknown_handle_version_is_refused() {
+    let e = recover(&json!({"version": 99, "task_id": "x"})).unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (execdriver::Code::InvalidRequest, Some("handle.version"))
+    );
+}
