@@ -313,7 +313,8 @@ class Lifecycle(DriverTest):
         self.assertEqual((w["signal"], w["exit_code"]), (10, 138), w)
 
     def test_stats_recover_exec(self):
-        """Stubs today (DRIVER_UNSUPPORTED); accept DRIVER_OK once implemented."""
+        # Written when these were stubs (DRIVER_UNSUPPORTED); accepts both that and the
+        # implemented behaviour, which it then checks.
         r = self.start(self.task("sleep 30"))
         tid = r["task_id"]
 
@@ -339,9 +340,15 @@ class Lifecycle(DriverTest):
             self.assertEqual(x["error"]["code"], "unsupported", x)
 
         # unknown task: not found once implemented, unsupported while a stub
-        for op in ("stats", "exec"):
-            st, e = call(op, {"task_id": "nope", "command": "/bin/true"})
+        for op, req in (("stats", {"task_id": "nope"}),
+                        ("exec", {"task_id": "nope", "command": "/bin/true"})):
+            st, e = call(op, req)
             self.assertIn(st, (NOT_FOUND, UNSUPPORTED), e)
+        st, e = call("recover", {"handle": {"bogus": True}})
+        self.assertIn(st, (INVALID, UNSUPPORTED), e)
+        for op in ("stats", "recover", "exec"):
+            st, e = call(op, None)
+            self.assertIn(st, (INVALID, UNSUPPORTED), e)
 
         st, w = call("stop", {"task_id": tid, "signal": "KILL"})
         self.assertEqual(st, OK, w)
