@@ -211,7 +211,7 @@ pub struct TaskRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub resources: Resources,
-    #[serde(default = "default_kill_signal")]
+    #[serde(default = "default_kill_signal", deserialize_with = "de_signal")]
     pub kill_signal: String,
     #[serde(default = "default_kill_timeout")]
     pub kill_timeout_ms: u64,
@@ -283,6 +283,26 @@ pub(crate) fn de_args<'de, D: Deserializer<'de>>(
             D::Error::custom("args must be a list of strings, a string or a scalar")
         }),
     }
+}
+
+/// A signal given as a name ("SIGTERM", "HUP") or a number (15 or "15"): kept as text
+/// and parsed by `driver::parse_signal`.
+pub(crate) fn de_signal<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        _ => Err(D::Error::custom(
+            "a signal is a name such as \"SIGTERM\" or a number",
+        )),
+    }
+}
+
+/// [`de_signal`] for optional fields.
+pub(crate) fn de_signal_opt<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    de_signal(d).map(Some)
 }
 
 /// One entry of `artifacts` (SPEC §4).

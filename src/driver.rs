@@ -434,7 +434,7 @@ pub fn wait(req: Option<&str>) -> Result<Value> {
 #[serde(deny_unknown_fields)]
 struct StopReq {
     task_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "config::de_signal_opt")]
     signal: Option<String>,
     #[serde(default)]
     timeout_ms: Option<i64>,
@@ -567,6 +567,7 @@ pub fn inspect(req: Option<&str>) -> Result<Value> {
 #[serde(deny_unknown_fields)]
 struct SignalReq {
     task_id: String,
+    #[serde(deserialize_with = "config::de_signal")]
     signal: String,
 }
 

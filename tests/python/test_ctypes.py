@@ -265,11 +265,8 @@ class Lifecycle(DriverTest):
         for sig in ("HUP", "SIGHUP", "hup", "1"):
             self.hup_exits_7(sig)
 
-    @unittest.expectedFailure
     def test_signal_as_json_number(self):
-        # SPEC driver_signal: "names with or without SIG, or numbers". Today the library
-        # accepts the number only as a string ("1"); a JSON number gives invalid_request.
-        # Remove expectedFailure once a JSON number is accepted.
+        # SPEC driver_signal: "names with or without SIG, or numbers".
         self.hup_exits_7(1)
 
     def test_signal_errors(self):
