@@ -12,6 +12,10 @@
 # Prints median and p90 in microseconds and ratios against posix_spawn.
 #
 # Usage: bench/start.sh [N]   (default 200)
+#   START_BENCH_GAP_US=50000 bench/start.sh   idles 50 ms (untimed) before every measured
+#   start, as on a real node where starts are sparse. On this kernel the first write to a
+#   cgroup.procs after an idle spell waits for an RCU grace period (cgroup_threadgroup_rwsem
+#   taken for writing, rcu_sync back to idle), which back-to-back starts partly dodge.
 set -euo pipefail
 
 N=${1:-200}

@@ -115,8 +115,9 @@ static void spawn_and_wait(char *const argv[]) {
     }
 }
 
-/* driver_start + driver_wait (returns µs of that) and driver_destroy (*cycle_us). */
-static double driver_cycle(const char *driver, double *cycle_us) {
+/* driver_start + driver_wait (returns µs of that) and driver_destroy (*cycle_us);
+ * *start_us is the driver_start call alone (until the command has exec'd). */
+static double driver_cycle(const char *driver, double *cycle_us, double *start_us) {
     char id[64], req[1024];
     unsigned long n = seq++;
     snprintf(id, sizeof id, "b-%s-%lu", driver, n);
@@ -131,6 +132,7 @@ static double driver_cycle(const char *driver, double *cycle_us) {
     char *resp;
     double t0 = now_us();
     call(d_start, "driver_start", req, NULL);
+    double ts = now_us();
     call(d_wait, "driver_wait", wreq, &resp);
     double t1 = now_us();
     call(d_destroy, "driver_destroy", dreq, NULL);
@@ -141,6 +143,7 @@ static double driver_cycle(const char *driver, double *cycle_us) {
     }
     d_free(resp);
     *cycle_us = t2 - t0;
+    *start_us = ts - t0;
     return t1 - t0;
 }
 
@@ -157,10 +160,20 @@ static double pct(double *v, int n, double p) {
     return v[i];
 }
 
-enum { M_SPAWN, M_RAW, M_RAW_CYCLE, M_EXEC, M_EXEC_CYCLE, M_BWRAP, M_COUNT };
+enum {
+    M_SPAWN,
+    M_RAW,
+    M_RAW_START,
+    M_RAW_CYCLE,
+    M_EXEC,
+    M_EXEC_START,
+    M_EXEC_CYCLE,
+    M_BWRAP,
+    M_COUNT
+};
 static const char *names[M_COUNT] = {
-    "posix_spawn /bin/true", "raw_exec start->wait", "raw_exec +destroy",
-    "exec start->wait",      "exec +destroy",        "bwrap /bin/true",
+    "posix_spawn /bin/true", "raw_exec start->wait", "  (driver_start call)", "raw_exec +destroy",
+    "exec start->wait",      "  (driver_start call)", "exec +destroy",        "bwrap /bin/true",
 };
 
 static int exec_available(char *why, size_t whylen) {
@@ -193,11 +206,16 @@ static int bench(int n, const char *bwrap) {
     double *v[M_COUNT];
     for (int m = 0; m < M_COUNT; m++) v[m] = calloc(n, sizeof(double));
 
+    /* START_BENCH_GAP_US: idle time before every measured operation (not timed), to see
+     * starts that are sparse as on a real node rather than back to back. */
+    const char *gap_env = getenv("START_BENCH_GAP_US");
+    long gap = gap_env ? atol(gap_env) : 0;
     int warm = n / 20 < 3 ? 3 : n / 20;
     for (int it = -warm; it < n; it++) {
         for (int k = 0; k < nk; k++) {
             int m = kinds[((it < 0 ? 0 : it) + k) % nk];
-            double t0, cyc = 0, dt = 0;
+            double t0, cyc = 0, st = 0, dt = 0;
+            if (gap > 0) usleep(gap);
             switch (m) {
             case M_SPAWN:
                 t0 = now_us();
@@ -210,28 +228,30 @@ static int bench(int n, const char *bwrap) {
                 dt = now_us() - t0;
                 break;
             case M_RAW:
-                dt = driver_cycle("raw_exec", &cyc);
+                dt = driver_cycle("raw_exec", &cyc, &st);
                 break;
             case M_EXEC:
-                dt = driver_cycle("exec", &cyc);
+                dt = driver_cycle("exec", &cyc, &st);
                 break;
             }
             if (it < 0) continue; /* warm-up */
             v[m][it] = dt;
-            if (m == M_RAW) v[M_RAW_CYCLE][it] = cyc;
-            if (m == M_EXEC) v[M_EXEC_CYCLE][it] = cyc;
+            if (m == M_RAW) v[M_RAW_CYCLE][it] = cyc, v[M_RAW_START][it] = st;
+            if (m == M_EXEC) v[M_EXEC_CYCLE][it] = cyc, v[M_EXEC_START][it] = st;
         }
     }
 
-    int present[M_COUNT] = {1, 1, 1, have_exec, have_exec, bwrap != NULL};
+    int present[M_COUNT] = {1, 1, 1, 1, have_exec, have_exec, have_exec, bwrap != NULL};
     double med[M_COUNT], p90[M_COUNT];
     for (int m = 0; m < M_COUNT; m++) {
         if (!present[m]) continue;
         med[m] = pct(v[m], n, 0.5);
         p90[m] = pct(v[m], n, 0.9);
     }
-    printf("\n%d iterations per method (+%d warm-up), interleaved, times in microseconds\n", n,
+    printf("\n%d iterations per method (+%d warm-up), interleaved, times in microseconds", n,
            warm);
+    if (gap > 0) printf(", %ld us idle before each", gap);
+    printf("\n");
     printf("%-24s %10s %10s %10s %10s %10s\n", "method", "median", "p90", "min", "x spawn",
            "x spawn p90");
     for (int m = 0; m < M_COUNT; m++) {
@@ -245,11 +265,13 @@ static int bench(int n, const char *bwrap) {
 
 /* ---- PSS of a sleeping task's supervisor ---- */
 
-static void read_rollup(long pid, long *pss, long *rss) {
+static void read_rollup(long pid, long *pss, long *rss, long *uss, long *anon) {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%ld/smaps_rollup", pid);
     FILE *f = fopen(path, "r");
     *pss = *rss = -1;
+    *uss = 0;
+    *anon = -1;
     if (!f) {
         fprintf(stderr, "start_bench: %s: %s\n", path, strerror(errno));
         return;
@@ -257,6 +279,31 @@ static void read_rollup(long pid, long *pss, long *rss) {
     while (fgets(line, sizeof line, f)) {
         if (!strncmp(line, "Pss:", 4)) *pss = strtol(line + 4, NULL, 10);
         if (!strncmp(line, "Rss:", 4)) *rss = strtol(line + 4, NULL, 10);
+        if (!strncmp(line, "Anonymous:", 10)) *anon = strtol(line + 10, NULL, 10);
+        if (!strncmp(line, "Private_Clean:", 14)) *uss += strtol(line + 14, NULL, 10);
+        if (!strncmp(line, "Private_Dirty:", 14)) *uss += strtol(line + 14, NULL, 10);
+    }
+    fclose(f);
+}
+
+/* START_BENCH_PSS_DUMP=1: Pss per mapping of /proc/<pid>/smaps (where the KiB go). */
+static void dump_smaps(long pid) {
+    char path[64], line[512], name[512] = "";
+    snprintf(path, sizeof path, "/proc/%ld/smaps", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[8];
+        int off = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &a, &b, perms, &off) == 3) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(name, sizeof name, "%s %-4s %6lu KiB vsz  %s", "", perms, (b - a) / 1024,
+                     off > 0 ? line + off : "");
+        } else if (!strncmp(line, "Pss:", 4)) {
+            long kb = strtol(line + 4, NULL, 10);
+            if (kb > 0) printf("    Pss %5ld KiB %s\n", kb, name);
+        }
     }
     fclose(f);
 }
@@ -273,14 +320,17 @@ static void pss_one(const char *driver) {
     long pid = json_int(resp, "pid");
     d_free(resp);
     usleep(200 * 1000); /* let it settle (log pumps, signalfd, poll) */
-    long pss, rss;
-    read_rollup(pid, &pss, &rss);
+    long pss, rss, uss, anon;
+    read_rollup(pid, &pss, &rss, &uss, &anon);
     char exe[64], target[512] = "";
     snprintf(exe, sizeof exe, "/proc/%ld/exe", pid);
     ssize_t l = readlink(exe, target, sizeof target - 1);
     if (l > 0) target[l] = 0;
-    printf("%-9s supervisor pid %-7ld Pss %6ld KiB  Rss %6ld KiB  target Pss <= 1024 KiB  %s  (%s)\n",
-           driver, pid, pss, rss, pss >= 0 && pss <= 1024 ? "MET" : "NOT MET", target);
+    printf("%-9s supervisor pid %-7ld Pss %5ld KiB (target <= 1024: %s)  Rss %5ld KiB  "
+           "USS %5ld KiB  anon %4ld KiB  %s\n",
+           driver, pid, pss, pss >= 0 && pss <= 1024 ? "met" : "NOT met", rss, uss, anon, target);
+    const char *dump = getenv("START_BENCH_PSS_DUMP");
+    if (dump && *dump == '1') dump_smaps(pid);
     snprintf(sreq, sizeof sreq, "{\"task_id\":\"%s\",\"timeout_ms\":2000}", id);
     call(d_stop, "driver_stop", sreq, NULL);
     snprintf(dreq, sizeof dreq, "{\"task_id\":\"%s\"}", id);
