@@ -87,6 +87,25 @@ fn exec_support() -> std::result::Result<String, (&'static str, String)> {
     Ok(layout.name().to_string())
 }
 
+/// [`exec_support`] remembered for a minute: starts must not probe the cgroup hierarchy
+/// (mkdir/rmdir in every controller) each time; `driver_fingerprint` always re-checks.
+fn exec_support_cached() -> std::result::Result<String, (&'static str, String)> {
+    type Cached = Option<(
+        std::time::Instant,
+        std::result::Result<String, (&'static str, String)>,
+    )>;
+    static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, r)) = g.as_ref()
+        && at.elapsed() < std::time::Duration::from_secs(60)
+    {
+        return r.clone();
+    }
+    let r = exec_support();
+    *g = Some((std::time::Instant::now(), r.clone()));
+    r
+}
+
 /// Parses a signal given as "SIGHUP", "HUP", "hup" or a number.
 pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
     let t = s.trim();
@@ -128,7 +147,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
     let mut t = TaskRequest::parse(required(req)?)?;
     let cfg = crate::plugin::current();
     if t.driver == DriverKind::Exec
-        && let Err((_, why)) = exec_support()
+        && let Err((_, why)) = exec_support_cached()
     {
         return Err(Error::field(
             Code::Unsupported,

@@ -44,7 +44,7 @@ pub fn main(state_dir: &Path) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             if let Some(mut s) = sync {
-                let _ = writeln!(s, "{}", e.to_json());
+                let _ = s.write_all(format!("{}\n", e.to_json()).as_bytes());
             }
             1
         }
@@ -161,11 +161,12 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
         .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
     if let Some(mut s) = sync.take() {
         // The host reads until EOF, which dropping `s` gives.
-        let _ = writeln!(
-            s,
-            "{}",
+        // One write: the host reads the line in one go.
+        let line = format!(
+            "{}\n",
             serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
         );
+        let _ = s.write_all(line.as_bytes());
     }
 
     let mut pumps = [
