@@ -322,7 +322,11 @@ fn start_inner(
     let cgroup = match (exec, crate::sys::euid() == 0) {
         (true, _) => Some(make_cgroup(t, id, cfg, true)?),
         // raw_exec: a cgroup only to track and kill the task's processes, when we can.
-        (false, true) => make_cgroup(t, id, cfg, false).ok(),
+        (false, true) => crate::cgroup::detect().ok().and_then(|l| {
+            crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
+                .ok()
+                .flatten()
+        }),
         (false, false) => None,
     };
     let mut cg_guard = CgroupGuard(cgroup.clone());
@@ -350,6 +354,7 @@ fn start_inner(
         cwd: work_dir,
         isolation,
         cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+        clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
         cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
         log_dir: dirs.alloc_dir.join("alloc/logs"),
         log_name: t.name.clone(),

@@ -60,6 +60,10 @@ pub struct LaunchSpec {
     pub isolation: Option<Isolation>,
     /// cgroup.procs files the command joins before it execs.
     pub cgroup_procs: Vec<PathBuf>,
+    /// cgroup2 dir the command is cloned into (`CLONE_INTO_CGROUP`); its `cgroup.procs`
+    /// is then not written (that write waits for an RCU grace period on an idle host).
+    #[serde(default)]
+    pub clone_into: Option<PathBuf>,
     /// The task's cgroups, serialized (used to kill, read OOM and remove).
     pub cgroup: Option<serde_json::Value>,
     pub log_dir: PathBuf,

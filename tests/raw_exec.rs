@@ -151,3 +151,25 @@ fn duplicate_id_conflicts() {
         execdriver::Code::TaskNotFound
     );
 }
+
+#[test]
+fn raw_exec_as_root_is_tracked_in_a_cgroup2_dir() {
+    if !is_root()
+        || !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+            && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        eprintln!("SKIP: needs root and a cgroup2 mount");
+        return;
+    }
+    let d = TempDir::new("track");
+    let r = start(raw_task("tr", d.path(), "cat /proc/self/cgroup")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    wait(&id, 30_000).unwrap();
+    destroy(&id);
+    let out = stdout_of(d.path(), "tr");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/{id}"))),
+        "{out}"
+    );
+}

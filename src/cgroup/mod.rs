@@ -288,6 +288,36 @@ impl TaskCgroup {
         Ok(tcg)
     }
 
+    /// A cgroup only to track and kill a task's processes (raw_exec): the cgroup2
+    /// hierarchy alone, no limits. None where there is no cgroup2 mount (v1-only hosts,
+    /// where the supervisor's subreaper sweep does the job).
+    pub fn create_tracking(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+    ) -> Result<Option<TaskCgroup>> {
+        validate(parent, name)?;
+        let parent = parent.trim_end_matches('/');
+        let root = match layout {
+            Layout::V1 { .. } => return Ok(None),
+            Layout::V2 { root } => root,
+            Layout::Hybrid { unified, .. } => unified,
+        };
+        let mut tcg = TaskCgroup::empty(layout);
+        if let Err(e) = v2::create(&mut tcg, root, parent, name, &Limits::default(), false) {
+            let _ = tcg.remove();
+            return Err(e);
+        }
+        tcg.procs = tcg.v2.iter().map(|d| d.join("cgroup.procs")).collect();
+        Ok(Some(tcg))
+    }
+
+    /// The cgroup2 directory of the task, which a child can be cloned straight into
+    /// (`CLONE_INTO_CGROUP`) without the write to `cgroup.procs`.
+    pub fn v2_dir(&self) -> Option<PathBuf> {
+        self.v2.clone()
+    }
+
     /// The files a process writes its pid (or `"0"` for itself) to in order to join, before
     /// it execs the command.
     pub fn procs_files(&self) -> Vec<PathBuf> {
