@@ -1,0 +1,3 @@
+module execdriver/examples-go
+
+go 1.19
