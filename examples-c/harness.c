@@ -7,6 +7,12 @@
  *   harness [-l LIB] call OP [JSON]                call driver_OP once, print the response,
  *                                                  exit with the DriverStatus
  *   harness [-l LIB] version                       print the library and ABI versions
+ *   harness [-l LIB] start JOB.json HANDLEFILE     start the task, write its handle JSON to
+ *                                                  HANDLEFILE, print the start response
+ *   harness [-l LIB] wait|stop HANDLEFILE [TIMEOUT_MS]
+ *   harness [-l LIB] inspect|stats HANDLEFILE      recover the task from HANDLEFILE, then
+ *                                                  call driver_OP on it and print the JSON
+ *   harness [-l LIB] [-p] destroy HANDLEFILE       recover, then destroy (force; -p: purge)
  *
  * The library is loaded with dlopen() from, in order: -l PATH, $EXECDRIVER_LIB,
  * ./target/debug/libexecdriver.so (the repository root after `cargo build`), then plain
@@ -20,6 +26,15 @@
  * Exit status: the task's exit_code (128+N when signal N killed it). When the library
  * cannot be loaded, on bad usage, or when a driver call fails, the harness prints the
  * error (the driver's error JSON and status) on stderr and exits with 2.
+ *
+ * Step by step (each step a separate process, as a host restarting between calls would
+ * be): `start` leaves the task running and stores its handle; `wait`, `stop`, `inspect`,
+ * `stats` and `destroy` first call driver_recover with that handle (recovering a task that is
+ * still registered is not an error), then the operation on its task_id. TIMEOUT_MS
+ * (wait: how long to wait, default forever; stop: the grace period before SIGKILL,
+ * default the task's kill_timeout_ms). They print the response JSON on stdout and exit
+ * 0; when a driver call fails they print its error JSON on stdout, a message on stderr,
+ * and exit with its DriverStatus (e.g. 3 when `wait` times out while the task runs).
  *
  * Every response is released with driver_free().
  */
@@ -330,13 +345,141 @@ static int cmd_run(const char *job_path) {
     return (int)(code & 0xff);
 }
 
+/* Copies the JSON object value of `key` (balanced braces, strings skipped). Returns a
+ * malloc'd string or NULL. */
+static char *object_value(const char *json, const char *key) {
+    const char *v = find_key(json, key), *e;
+    int depth = 0, in_str = 0;
+    char *out;
+    if (v == NULL || *v != '{')
+        return NULL;
+    for (e = v; *e != '\0'; e++) {
+        if (in_str) {
+            if (*e == '\\' && e[1] != '\0')
+                e++;
+            else if (*e == '"')
+                in_str = 0;
+        } else if (*e == '"') {
+            in_str = 1;
+        } else if (*e == '{') {
+            depth++;
+        } else if (*e == '}' && --depth == 0) {
+            break;
+        }
+    }
+    if (*e != '}')
+        return NULL;
+    out = malloc((size_t)(e - v) + 2);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, v, (size_t)(e - v) + 1);
+    out[e - v + 1] = '\0';
+    return out;
+}
+
+static int cmd_start(const char *job_path, const char *handle_path) {
+    char *job = read_file(job_path), *resp = NULL, *handle;
+    FILE *f;
+    call("driver_start", job, &resp, 0);
+    free(job);
+    handle = object_value(resp, "handle");
+    if (handle == NULL) {
+        fprintf(stderr, "harness: driver_start returned no handle: %s\n", resp);
+        p_free(resp);
+        return HARNESS_FAIL;
+    }
+    f = fopen(handle_path, "wb");
+    if (f == NULL || fprintf(f, "%s\n", handle) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "harness: cannot write %s: %s (the task runs on: %s)\n", handle_path,
+                strerror(errno), resp);
+        free(handle);
+        p_free(resp);
+        return HARNESS_FAIL;
+    }
+    printf("%s\n", resp);
+    free(handle);
+    p_free(resp);
+    return 0;
+}
+
+/* Prints a failed call's response on stdout and a message on stderr; returns the status. */
+static int soft_fail(const char *name, int32_t st, const char *resp) {
+    printf("%s\n", resp ? resp : "null");
+    fprintf(stderr, "harness: %s failed with status %d (%s)\n", name, (int)st, status_name(st));
+    return (int)st;
+}
+
+/* wait|stop|inspect|stats HANDLEFILE [TIMEOUT_MS]: recover, then the operation. */
+static int cmd_step(const char *opname, const char *handle_path, const char *timeout) {
+    char *handle = read_file(handle_path), *resp = NULL, *id, *req, name[32];
+    size_t hl = strlen(handle), rl;
+    int32_t st;
+    long tmo = -1;
+    if (timeout != NULL) {
+        char *end;
+        errno = 0;
+        tmo = strtol(timeout, &end, 10);
+        if (errno != 0 || end == timeout || *end != '\0' || tmo < 0) {
+            fprintf(stderr, "harness: TIMEOUT_MS must be a number of milliseconds >= 0\n");
+            free(handle);
+            return HARNESS_FAIL;
+        }
+    }
+    id = string_value(handle, "task_id");
+    if (id == NULL) {
+        fprintf(stderr, "harness: %s holds no task_id; is it a handle from `harness start`?\n",
+                handle_path);
+        free(handle);
+        return HARNESS_FAIL;
+    }
+    rl = hl + strlen(id) + 96;
+    req = malloc(rl);
+    if (req == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        exit(HARNESS_FAIL);
+    }
+    snprintf(req, rl, "{\"handle\":%s}", handle);
+    free(handle);
+    st = call("driver_recover", req, &resp, 1);
+    if (st != DRIVER_OK) {
+        int rc = soft_fail("driver_recover", st, resp);
+        p_free(resp);
+        free(req);
+        free(id);
+        return rc;
+    }
+    p_free(resp);
+    resp = NULL;
+
+    if (strcmp(opname, "destroy") == 0)
+        snprintf(req, rl, "{\"task_id\":\"%s\",\"force\":true,\"purge\":%s}", id,
+                 purge ? "true" : "false");
+    else if (timeout != NULL)
+        snprintf(req, rl, "{\"task_id\":\"%s\",\"timeout_ms\":%ld}", id, tmo);
+    else
+        snprintf(req, rl, "{\"task_id\":\"%s\"}", id);
+    snprintf(name, sizeof name, "driver_%s", opname);
+    st = call(name, req, &resp, 1);
+    if (st == DRIVER_OK)
+        printf("%s\n", resp);
+    else
+        st = soft_fail(name, st, resp);
+    p_free(resp);
+    free(req);
+    free(id);
+    return (int)st;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: harness [-l LIB] [-q] [-p] fingerprint | version | run JOB.json | call OP [JSON]\n"
+            "       harness [-l LIB] start JOB.json HANDLEFILE\n"
+            "       harness [-l LIB] wait|stop HANDLEFILE [TIMEOUT_MS]\n"
+            "       harness [-l LIB] [-p] inspect|stats|destroy HANDLEFILE\n"
             "  -l LIB  library to dlopen (default: $EXECDRIVER_LIB, ./target/debug/libexecdriver.so,\n"
             "          then libexecdriver.so on the loader's path)\n"
             "  -q      run: do not copy the task's logs to stdout/stderr\n"
-            "  -p      run: purge the task's directory when destroying it\n");
+            "  -p      run, destroy: purge the task's directory when destroying it\n");
     exit(HARNESS_FAIL);
 }
 
@@ -364,6 +507,15 @@ int main(int argc, char **argv) {
         rc = cmd_run(argv[i + 1]);
     else if (strcmp(argv[i], "call") == 0 && (i + 2 == argc || i + 3 == argc))
         rc = cmd_call(argv[i + 1], i + 3 == argc ? argv[i + 2] : NULL);
+    else if (strcmp(argv[i], "start") == 0 && i + 3 == argc)
+        rc = cmd_start(argv[i + 1], argv[i + 2]);
+    else if ((strcmp(argv[i], "wait") == 0 || strcmp(argv[i], "stop") == 0) &&
+             (i + 2 == argc || i + 3 == argc))
+        rc = cmd_step(argv[i], argv[i + 1], i + 3 == argc ? argv[i + 2] : NULL);
+    else if ((strcmp(argv[i], "inspect") == 0 || strcmp(argv[i], "stats") == 0 ||
+              strcmp(argv[i], "destroy") == 0) &&
+             i + 2 == argc)
+        rc = cmd_step(argv[i], argv[i + 1], NULL);
     else
         usage();
     /* Not dlclose()d: a Rust cdylib keeps thread-locals and threads; unloading it is not

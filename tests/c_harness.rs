@@ -246,6 +246,11 @@ fn valgrind_available() -> bool {
 /// (Rust's runtime and the library's global task table, alive until exit) do not.
 fn under_valgrind(args: &[&str], want_code: i32) {
     let d = TempDir::new("ch-vg");
+    under_valgrind_in(args, want_code, d.path());
+}
+
+/// `under_valgrind` with a given data directory; returns the harness's output.
+fn under_valgrind_in(args: &[&str], want_code: i32, data: &Path) -> Output {
     let o = run_with(
         &[
             "valgrind",
@@ -255,7 +260,7 @@ fn under_valgrind(args: &[&str], want_code: i32) {
             "--show-leak-kinds=definite",
         ],
         args,
-        d.path(),
+        data,
     );
     let err = text(&o.stderr);
     assert!(
@@ -267,6 +272,7 @@ fn under_valgrind(args: &[&str], want_code: i32) {
         "definite leaks running harness {args:?}:\n{err}"
     );
     assert_eq!(o.status.code(), Some(want_code), "{err}");
+    o
 }
 
 #[test]
@@ -283,4 +289,165 @@ fn valgrind_exit3_and_fingerprint_no_definite_leaks() {
         under_valgrind(&["fingerprint"], 0);
         under_valgrind(&["call", "stats", "{\"task_id\":\"nope\"}"], 2);
     }
+}
+
+fn json_out(o: &Output) -> Value {
+    let out = text(&o.stdout);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{out}\nstderr:\n{}",
+            text(&o.stderr)
+        )
+    })
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// start → inspect → stats → wait (timeout) → stop → wait → destroy, each step a separate
+/// harness process that recovers the task from the handle file; `start` under valgrind
+/// (no definite leaks).
+#[test]
+fn step_by_step_across_processes() {
+    let d = TempDir::new("ch-steps");
+    let hf = d.path().join("sleeper.handle");
+    let h = hf.to_str().unwrap();
+    let jf = d.path().join("sleep.json");
+    std::fs::write(
+        &jf,
+        r#"{"name": "steps", "driver": "raw_exec", "config": {"command": "/bin/sleep", "args": ["600"]}, "kill_signal": "SIGTERM"}"#,
+    )
+    .unwrap();
+
+    // `start` under valgrind when it is installed. (Not a recovering step: valgrind does
+    // not implement pidfd_open, so a recovering harness under it sees the supervisor gone.)
+    let start = ["start", jf.to_str().unwrap(), h];
+    let o = if valgrind_available() {
+        under_valgrind_in(&start, 0, d.path())
+    } else {
+        run(&start, d.path())
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let started = json_out(&o);
+    let id = started["task_id"].as_str().unwrap().to_string();
+    let pid = started["pid"].as_i64().unwrap();
+    let handle: Value = serde_json::from_str(&std::fs::read_to_string(&hf).unwrap()).unwrap();
+    assert_eq!(
+        handle, started["handle"],
+        "the handle file holds the start response's handle"
+    );
+    assert!(pid_alive(pid), "the task outlives the `start` process");
+
+    let o = run(&["inspect", h], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ins = json_out(&o);
+    assert_eq!(
+        (ins["task_id"].as_str(), ins["state"].as_str()),
+        (Some(&*id), Some("running")),
+        "{ins}"
+    );
+
+    if valgrind_available() {
+        // A recovering step under valgrind too, for the harness's own memory handling:
+        // there the library sees the supervisor gone (no pidfd_open), which changes
+        // nothing for the task nor for the other processes.
+        let o = under_valgrind_in(&["inspect", h], 0, d.path());
+        assert_eq!(json_out(&o)["task_id"].as_str(), Some(&*id));
+        let o = run(&["inspect", h], d.path());
+        assert_eq!(json_out(&o)["state"], "running", "{}", text(&o.stdout));
+    }
+
+    let o = run(&["stats", h], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(json_out(&o)["pids"]["current"].as_u64().unwrap() >= 1);
+
+    let o = run(&["wait", h, "100"], d.path());
+    assert_eq!(o.status.code(), Some(3), "still running: DRIVER_TIMEOUT");
+    assert_eq!(json_out(&o)["error"]["code"], "timeout");
+    assert!(
+        text(&o.stderr).contains("DRIVER_TIMEOUT"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = run(&["stop", h, "5000"], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let stopped = json_out(&o);
+    assert_eq!(
+        (stopped["signal"].as_i64(), stopped["exit_code"].as_i64()),
+        (Some(15), Some(143)),
+        "{stopped}"
+    );
+    assert!(!pid_alive(pid), "no process of the task remains after stop");
+
+    let o = run(&["wait", h], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let w = json_out(&o);
+    assert_eq!(
+        (w["task_id"].as_str(), w["signal"].as_i64()),
+        (Some(&*id), Some(15)),
+        "{w}"
+    );
+
+    let o = run(&["-p", "destroy", h], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!Path::new(started["task_dir"].as_str().unwrap()).exists());
+
+    // Bad usage and a missing handle file are clear errors.
+    let o = run(&["inspect", h, "5"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["wait", "/nonexistent/h.json"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("/nonexistent/h.json"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// The README's shell snippet (harness step by step), run verbatim with `harness` on PATH.
+const README_STEPS: &str = r#"h=$(mktemp)
+harness start examples-c/jobs/sleep-raw.json "$h"   # prints {"task_id":...,"handle":{...}}
+harness inspect "$h"             # another process: recover the handle, then inspect: "running"
+harness stats "$h"
+harness wait "$h" 100 || echo "wait: status $?"    # 3 = DRIVER_TIMEOUT: still running
+harness stop "$h"                # SIGTERM (the job's kill_signal), SIGKILL after kill_timeout
+harness wait "$h"                # {"exit_code":143,"signal":15,...}
+harness -p destroy "$h" && rm "$h"
+"#;
+
+#[test]
+fn readme_step_by_step_snippet() {
+    let d = TempDir::new("ch-readme");
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(harness(), bin.join("harness")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("sh")
+        .args(["-ec", README_STEPS])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("EXECDRIVER_LIB", lib())
+        .env("EXECDRIVER_DATA_DIR", d.path())
+        .env("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim"))
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", text(&o.stderr));
+    let lines: Vec<&str> = out.lines().collect();
+    // start, inspect, stats, wait's error object, the echo, stop, wait, destroy.
+    assert_eq!(lines.len(), 8, "{out}");
+    assert!(lines[1].contains("\"state\":\"running\""), "{out}");
+    assert!(lines[3].contains("\"timeout\""), "{out}");
+    assert_eq!(lines[4], "wait: status 3", "{out}");
+    assert!(lines[6].contains("\"signal\":15"), "{out}");
+    assert!(lines[7].contains("\"destroyed\":true"), "{out}");
 }

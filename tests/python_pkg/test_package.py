@@ -1,0 +1,317 @@
+"""Tests of the `execdriver` Python package (python/execdriver), stdlib only.
+
+Run (after `cargo build`), from the repository root:
+    PYTHONPATH=python EXECDRIVER_LIB=target/debug/libexecdriver.so \
+        python3 -m unittest discover -s tests/python_pkg -v
+`cargo test --test python_pkg` runs this suite against the freshly built library.
+Only raw_exec tasks are started; every test destroys its tasks.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYDIR = os.path.join(REPO, "python")
+if PYDIR not in sys.path:
+    sys.path.insert(0, PYDIR)
+
+if not os.environ.get("EXECDRIVER_LIB"):
+    os.environ["EXECDRIVER_LIB"] = os.path.join(REPO, "target", "debug", "libexecdriver.so")
+_DATA_DIR_OWNED = None
+if not os.environ.get("EXECDRIVER_DATA_DIR"):
+    _DATA_DIR_OWNED = tempfile.mkdtemp(prefix="execdriver-pypkg-")
+    os.environ["EXECDRIVER_DATA_DIR"] = _DATA_DIR_OWNED
+
+import execdriver  # noqa: E402
+from execdriver import (  # noqa: E402
+    ArtifactError,
+    ConflictError,
+    Driver,
+    DriverError,
+    DriverTimeout,
+    InternalError,
+    InvalidError,
+    NotFoundError,
+    StartError,
+    Task,
+    UnsupportedError,
+)
+
+
+def tearDownModule():
+    if _DATA_DIR_OWNED:
+        shutil.rmtree(_DATA_DIR_OWNED, ignore_errors=True)
+
+
+def raw(name, command, *args, **extra):
+    t = {"name": name, "driver": "raw_exec", "config": {"command": command, "args": list(args)}}
+    t.update(extra)
+    return t
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ReadmeSnippet(unittest.TestCase):
+    def test_readme_snippet(self):
+        # --- README snippet (keep in sync with README.md) ---
+        from execdriver import Driver, DriverTimeout
+
+        drv = Driver()  # $EXECDRIVER_LIB, else libexecdriver.so next to the package
+        with drv.run({"name": "hello", "driver": "raw_exec",
+                      "config": {"command": "/bin/sh",
+                                 "args": ["-c", "echo hi; sleep 600"]}}) as task:
+            print(task.id, task.inspect()["state"])          # ... running
+            print(task.exec("/bin/echo", ["from exec"])["stdout"], end="")
+            try:
+                task.wait(timeout_ms=100)
+            except DriverTimeout as e:
+                print("still running:", e.code, e.status)    # timeout 3
+            print(task.stats()["pids"]["current"])
+        # leaving the block stopped (kill_signal, then SIGKILL) and destroyed the task
+        # --- end of README snippet ---
+        with self.assertRaises(execdriver.NotFoundError):
+            drv.inspect(task.id)
+
+
+class HappyPath(unittest.TestCase):
+    def setUp(self):
+        self.d = Driver()
+
+    def test_versions_and_fingerprint(self):
+        self.assertEqual(self.d.abi_version(), 1)
+        self.assertRegex(self.d.version(), r"^\d+\.\d+\.\d+")
+        fp = self.d.fingerprint()
+        self.assertEqual(fp["attributes"]["driver.raw_exec"], "1")
+        cfg = self.d.configure()
+        self.assertEqual(cfg["data_dir"], os.environ["EXECDRIVER_DATA_DIR"])
+
+    def test_raw_exec_runs_to_completion(self):
+        task = self.d.start_task(raw("hp", "/bin/sh", "-c", "echo out; exit 3"))
+        try:
+            self.assertIsInstance(task, Task)
+            self.assertTrue(task.id.startswith("hp-"), task.id)
+            self.assertIsInstance(task.pid, int)
+            self.assertTrue(os.path.isdir(task.task_dir))
+            w = task.wait(timeout_ms=10000)
+            self.assertEqual(w["exit_code"], 3, w)
+            self.assertEqual(w["signal"], 0, w)
+            self.assertEqual(w["task_id"], task.id)
+            again = self.d.wait(task.id)
+            self.assertEqual(again["exit_code"], 3)
+            ins = task.inspect()
+            self.assertEqual(ins["state"], "exited")
+            self.assertEqual(ins["exit"]["exit_code"], 3)
+            self.assertEqual(task.stop()["exit_code"], 3)  # stopping an exited task is fine
+        finally:
+            task.destroy(purge=True)
+        self.assertFalse(os.path.exists(task.task_dir))
+
+    def test_signal_stats_exec_recover(self):
+        with self.d.run(raw("sig", "/bin/sleep", "600")) as task:
+            self.assertEqual(task.inspect()["state"], "running")
+            self.assertIn("pids", task.stats())
+            out = task.exec("/bin/sh", ["-c", "echo $1; echo err >&2; exit 4", "sh", "x"])
+            self.assertEqual((out["exit_code"], out["stdout"], out["stderr"]), (4, "x\n", "err\n"))
+            # Recovering a registered task is not an error.
+            again = self.d.recover_task(task.handle)
+            self.assertEqual(again.id, task.id)
+            task.signal("SIGTERM")
+            w = task.wait(timeout_ms=10000)
+            self.assertEqual((w["signal"], w["exit_code"]), (15, 143), w)
+
+
+class Errors(unittest.TestCase):
+    def setUp(self):
+        self.d = Driver()
+
+    def check(self, err, cls, status, code):
+        self.assertIsInstance(err, cls)
+        self.assertIsInstance(err, DriverError)
+        self.assertEqual(err.status, status)
+        self.assertEqual(err.code, code)
+        self.assertTrue(err.message)
+        self.assertIn(err.code, str(err))
+
+    def test_hierarchy(self):
+        for cls in (InvalidError, NotFoundError, DriverTimeout, UnsupportedError,
+                    ArtifactError, StartError, ConflictError, InternalError):
+            self.assertTrue(issubclass(cls, DriverError), cls)
+
+    def test_invalid_config_names_field(self):
+        with self.assertRaises(InvalidError) as cm:
+            self.d.start({"name": "bad", "driver": "raw_exec", "config": {"args": ["x"]}})
+        self.check(cm.exception, InvalidError, 1, "invalid_config")
+        self.assertEqual(cm.exception.field, "config.command")
+        with self.assertRaises(InvalidError) as cm:
+            self.d.start({"name": "bad", "driver": "raw_exec", "config": {"comand": "x"}})
+        self.assertEqual(cm.exception.field, "config.comand")
+        with self.assertRaises(InvalidError) as cm:
+            self.d.call("start", "{not json")
+        self.check(cm.exception, InvalidError, 1, "invalid_json")
+
+    def test_not_found(self):
+        for op in (self.d.wait, self.d.inspect, self.d.stats, self.d.destroy):
+            with self.assertRaises(NotFoundError) as cm:
+                op("execdriver-pypkg-no-such-task")
+            self.check(cm.exception, NotFoundError, 2, "task_not_found")
+
+    def test_timeout(self):
+        with self.d.run(raw("to", "/bin/sleep", "600")) as task:
+            t0 = time.monotonic()
+            with self.assertRaises(DriverTimeout) as cm:
+                task.wait(timeout_ms=200)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.15)
+            self.check(cm.exception, DriverTimeout, 3, "timeout")
+            with self.assertRaises(DriverTimeout):
+                task.wait(timeout_ms=0)
+
+    def test_conflict(self):
+        with self.d.run(raw("cf", "/bin/sleep", "600", id="pypkg-conflict-1")) as task:
+            with self.assertRaises(ConflictError) as cm:
+                self.d.start(raw("cf", "/bin/true", id="pypkg-conflict-1"))
+            self.check(cm.exception, ConflictError, 7, "task_exists")
+            with self.assertRaises(ConflictError) as cm:
+                self.d.destroy(task.id)  # running, no force
+            self.check(cm.exception, ConflictError, 7, "task_running")
+
+    def test_command_not_found_is_start_error(self):
+        with self.assertRaises(StartError) as cm:
+            self.d.start(raw("nf", "/nonexistent/execdriver-nope"))
+        self.check(cm.exception, StartError, 6, "command_not_found")
+
+    def test_artifact_error(self):
+        task = raw("art", "/bin/true")
+        task["artifacts"] = [{"source": "file:///nonexistent/execdriver-pypkg.bin"}]
+        with self.assertRaises(ArtifactError) as cm:
+            self.d.start(task)
+        self.assertEqual(cm.exception.status, 5)
+        self.assertTrue(cm.exception.code.startswith("artifact_"), cm.exception.code)
+
+    def test_unknown_op_is_value_error(self):
+        with self.assertRaises(ValueError):
+            self.d.call("frobnicate")
+
+
+class Threads(unittest.TestCase):
+    def test_eight_concurrent_tasks(self):
+        d = Driver()
+        results, errors = {}, []
+
+        def worker(i):
+            try:
+                task = d.start_task(raw("th%d" % i, "/bin/sh", "-c", "sleep 0.2; exit %d" % i))
+                try:
+                    results[i] = task.wait(timeout_ms=30000)["exit_code"]
+                finally:
+                    task.destroy()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append((i, e))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(results, {i: i for i in range(8)})
+
+
+class ContextManager(unittest.TestCase):
+    def test_exit_stops_and_destroys_a_sleeping_task(self):
+        d = Driver()
+        t0 = time.monotonic()
+        with d.run(raw("cm", "/bin/sleep", "600", kill_timeout_ms=2000)) as task:
+            pid = task.pid
+            self.assertTrue(pid_alive(pid))
+        self.assertLess(time.monotonic() - t0, 30)
+        with self.assertRaises(NotFoundError):
+            d.inspect(task.id)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertFalse(pid_alive(pid), "supervisor %d still alive" % pid)
+
+    def test_exit_on_exception_still_cleans_up(self):
+        d = Driver()
+        with self.assertRaises(RuntimeError):
+            with d.run(raw("cm2", "/bin/sleep", "600")) as task:
+                raise RuntimeError("boom")
+        with self.assertRaises(NotFoundError):
+            d.inspect(task.id)
+
+
+class LibraryLookup(unittest.TestCase):
+    """Order: Driver(path=...), $EXECDRIVER_LIB, python/execdriver/libexecdriver.so."""
+
+    def setUp(self):
+        self.lib = os.environ["EXECDRIVER_LIB"]
+        self.tmp = tempfile.mkdtemp(prefix="execdriver-pypkg-lookup-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_argument_beats_environment(self):
+        old = os.environ["EXECDRIVER_LIB"]
+        os.environ["EXECDRIVER_LIB"] = "/nonexistent/libexecdriver.so"
+        try:
+            self.assertEqual(execdriver.find_library(self.lib), self.lib)
+            self.assertEqual(Driver(self.lib).path, self.lib)
+            self.assertEqual(execdriver.find_library(), "/nonexistent/libexecdriver.so")
+            with self.assertRaises(OSError) as cm:
+                Driver()
+            self.assertIn("EXECDRIVER_LIB", str(cm.exception))
+        finally:
+            os.environ["EXECDRIVER_LIB"] = old
+
+    def run_child(self, code, env_lib=None):
+        env = dict(os.environ)
+        env.pop("EXECDRIVER_LIB", None)
+        env.pop("EXECDRIVER_SHIM", None)
+        if env_lib:
+            env["EXECDRIVER_LIB"] = env_lib
+        env["PYTHONPATH"] = os.path.join(self.tmp, "site")
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    def test_library_next_to_package_and_no_shim_is_unsupported(self):
+        # A copy of the package with the library bundled inside it and no shim anywhere
+        # near: found without EXECDRIVER_LIB; starting a task is then UnsupportedError.
+        pkg = os.path.join(self.tmp, "site", "execdriver")
+        shutil.copytree(os.path.join(PYDIR, "execdriver"), pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        shutil.copy(self.lib, os.path.join(pkg, "libexecdriver.so"))
+        code = (
+            "import execdriver, json\n"
+            "d = execdriver.Driver()\n"
+            "print(d.path)\n"
+            "try:\n"
+            "    d.start({'name': 'u', 'driver': 'raw_exec', 'config': {'command': '/bin/true'}})\n"
+            "except execdriver.UnsupportedError as e:\n"
+            "    print(json.dumps([type(e).__name__, e.status, e.code, e.message]))\n"
+        )
+        r = self.run_child(code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0], os.path.join(pkg, "libexecdriver.so"))
+        self.assertIn('["UnsupportedError", 4, "unsupported"', lines[1])
+        self.assertIn("execdriver-shim", lines[1])
+        # $EXECDRIVER_LIB beats the bundled copy.
+        r = self.run_child("import execdriver; print(execdriver.Driver().path)", env_lib=self.lib)
+        self.assertEqual(r.stdout.strip(), self.lib, r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
