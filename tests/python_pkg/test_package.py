@@ -67,24 +67,23 @@ def pid_alive(pid):
 
 class ReadmeSnippet(unittest.TestCase):
     def test_readme_snippet(self):
-        # --- README snippet (keep in sync with README.md) ---
-        from execdriver import Driver, DriverTimeout
+        """Runs the Python block of python/README.md as written."""
+        import contextlib
+        import io
+        import re
 
-        drv = Driver()  # $EXECDRIVER_LIB, else libexecdriver.so next to the package
-        with drv.run({"name": "hello", "driver": "raw_exec",
-                      "config": {"command": "/bin/sh",
-                                 "args": ["-c", "echo hi; sleep 600"]}}) as task:
-            print(task.id, task.inspect()["state"])          # ... running
-            print(task.exec("/bin/echo", ["from exec"])["stdout"], end="")
-            try:
-                task.wait(timeout_ms=100)
-            except DriverTimeout as e:
-                print("still running:", e.code, e.status)    # timeout 3
-            print(task.stats()["pids"]["current"])
-        # leaving the block stopped (kill_signal, then SIGKILL) and destroyed the task
-        # --- end of README snippet ---
+        with open(os.path.join(PYDIR, "README.md")) as f:
+            block = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+        self.assertLess(len(block.splitlines()), 20)
+        out = io.StringIO()
+        scope = {}
+        with contextlib.redirect_stdout(out):
+            exec(compile(block, "python/README.md", "exec"), scope)
+        lines = out.getvalue().splitlines()
+        task = scope["task"]
+        self.assertEqual(lines, [task.id + " running", "from exec", "still running: timeout 3", "2"])
         with self.assertRaises(execdriver.NotFoundError):
-            drv.inspect(task.id)
+            scope["drv"].inspect(task.id)
 
 
 class HappyPath(unittest.TestCase):
