@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo build --quiet
+(cd examples-go && GOPROXY=off GOCACHE=$PWD/../target/tmp/gocache go vet ./...)
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
