@@ -418,7 +418,10 @@ fn stats_of_a_busy_child() {
     assert!(n("cpu", "user_ns") > 0, "{s}");
     // user_ns comes from tick-based cpuacct.stat (10 ms steps), total_ns from the precise
     // cpuacct.usage: allow the tick granularity between them.
-    assert!(n("cpu", "total_ns") + 20_000_000 >= n("cpu", "user_ns"), "{s}");
+    assert!(
+        n("cpu", "total_ns") + 20_000_000 >= n("cpu", "user_ns"),
+        "{s}"
+    );
     assert!(n("memory", "usage_bytes") > MIB, "{s}");
     assert!(n("memory", "rss_bytes") > MIB, "{s}");
     assert!(n("memory", "max_usage_bytes") >= n("memory", "usage_bytes"));
