@@ -274,6 +274,22 @@ fn host_view(
     }
 }
 
+/// chmod u+rwx,go+rx (setuid/setgid/sticky cleared) of a regular file, by fd, refusing links.
+fn make_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(
+        (meta.permissions().mode() & 0o777) | 0o755,
+    ))
+}
+
 /// The bind mounts and top-level symlinks that make up an exec task's root.
 pub type RootView<'a> = (&'a [Bind], &'a [(PathBuf, PathBuf)]);
 
@@ -316,17 +332,21 @@ pub fn lookup_command(
             continue;
         }
         if meta.permissions().mode() & 0o111 == 0 {
-            if host.starts_with(task_dir) {
-                let mode = meta.permissions().mode() | 0o755;
-                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode)).map_err(
-                    |e| {
-                        Error::field(
-                            Code::Spawn,
-                            "config.command",
-                            format!("making {c} executable: {e}"),
-                        )
-                    },
-                )?;
+            // Only a regular file that really lies in the task dir (a link planted in
+            // /local must not make us chmod a host file as root), changed through an fd
+            // opened without following links.
+            let real = std::fs::canonicalize(&host).ok();
+            let td = std::fs::canonicalize(task_dir).ok();
+            if let (Some(real), Some(td)) = (real, td)
+                && real.starts_with(&td)
+            {
+                make_executable(&real).map_err(|e| {
+                    Error::field(
+                        Code::Spawn,
+                        "config.command",
+                        format!("making {c} executable: {e}"),
+                    )
+                })?;
             } else {
                 continue;
             }

@@ -173,3 +173,33 @@ fn raw_exec_as_root_is_tracked_in_a_cgroup2_dir() {
         "{out}"
     );
 }
+
+#[test]
+fn lookup_sets_exec_bit_only_inside_the_task_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("lookup");
+    let outside = TempDir::new("lookup-outside");
+    let host_file = outside.path().join("host-file");
+    std::fs::write(&host_file, "#!/bin/sh\necho pwned\n").unwrap();
+    std::fs::set_permissions(&host_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let local = d.path().join("t/local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::os::unix::fs::symlink(&host_file, local.join("evil")).unwrap();
+    std::fs::write(local.join("good"), "#!/bin/sh\necho good\n").unwrap();
+    std::fs::set_permissions(local.join("good"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut req = raw_task("t", d.path(), "");
+    req["config"] = json!({"command": "evil"});
+    let e = start(req).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::CommandNotFound, "{e}");
+    let mode = std::fs::metadata(&host_file).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o644,
+        "a host file behind a link in /local was chmodded"
+    );
+
+    let mut req = raw_task("t", d.path(), "");
+    req["config"] = json!({"command": "good"});
+    let (w, out) = run(req);
+    assert_eq!((w["exit_code"].as_i64(), out.as_str()), (Some(0), "good\n"));
+}
