@@ -9,3 +9,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo build --quiet
 (cd examples-go && GOPROXY=off GOCACHE=$PWD/../target/tmp/gocache go vet ./...)
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+# The abi_stable root module (off by default): its own feature build and host test.
+# Set SKIP_ABI_TEST=1 to leave it out.
+if [ "${SKIP_ABI_TEST:-0}" != 1 ]; then
+    cargo clippy --features abi --all-targets --quiet -- -D warnings
+    cargo test --features abi --test abi_host
+fi

@@ -17,6 +17,8 @@
 //! - [`supervisor`], [`isolate`]: the per-task supervisor process and the command's
 //!   isolation (run in the `execdriver-shim` binary, never in the host).
 
+#[cfg(feature = "abi")]
+pub mod abi;
 pub mod caps;
 pub mod cgroup;
 mod cgroup_glue;
