@@ -649,57 +649,7 @@ pub fn recover(req: Option<&str>) -> Result<Value> {
     crate::recover::recover(required(req)?)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ExecReq {
-    task_id: String,
-    command: String,
-    #[serde(default, deserialize_with = "config::de_args")]
-    args: Vec<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
 /// `driver_exec`: one command inside a running task's isolation, output captured.
 pub fn exec(req: Option<&str>) -> Result<Value> {
-    let r: ExecReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
-    if r.command.is_empty() {
-        return Err(Error::field(
-            Code::InvalidRequest,
-            "command",
-            "command is required",
-        ));
-    }
-    let t = task::get(&r.task_id)?;
-    let pid = t.lock().pid;
-    let (Some(pid), false) = (pid, t.supervisor_exited()) else {
-        return Err(Error::field(
-            Code::TaskNotFound,
-            "task_id",
-            format!("task {:?} is not running", t.id),
-        ));
-    };
-    // The command is the supervisor's first child (its host pid).
-    let target = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<i32>().ok())
-        });
-    let request = crate::supervisor::exec::ExecRequest {
-        target_pid: target,
-        command: r.command,
-        args: r.args,
-        timeout_ms: r.timeout_ms.unwrap_or(10_000),
-    };
-    let file = t
-        .state_dir
-        .join(format!("exec-{}.json", crate::sys::random_hex(8)));
-    let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
-    std::fs::write(&file, bytes)
-        .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
-    let result = crate::spawn::run_exec(&crate::plugin::current(), &t.state_dir, &file);
-    let _ = std::fs::remove_file(&file);
-    result
+    crate::exec_into::exec(required(req)?)
 }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod driver;
 pub mod env;
 pub mod error;
+pub mod exec_into;
 pub mod fetch;
 pub mod ffi;
 pub mod isolate;

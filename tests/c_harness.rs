@@ -7,6 +7,7 @@
 
 mod common;
 use common::TempDir;
+use common::built_lib as lib;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,23 +15,6 @@ use std::sync::OnceLock;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The freshly built cdylib. `cargo test` rebuilds `target/<profile>/deps/libexecdriver.so`
-/// but only `cargo build` copies it up to `target/<profile>/`, so take the newer of the two.
-/// (The supervisor is passed explicitly through `$EXECDRIVER_SHIM`.)
-pub fn lib() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_execdriver-shim"))
-        .parent()
-        .unwrap();
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let up = dir.join("libexecdriver.so");
-    let deps = dir.join("deps/libexecdriver.so");
-    match (mtime(&up), mtime(&deps)) {
-        (Some(a), Some(b)) if b > a => deps,
-        (None, Some(_)) => deps,
-        _ => up,
-    }
 }
 
 /// Compiles the harness once per test process.

@@ -4,24 +4,10 @@
 //!
 //! Run alone: `cargo test --test go_host -- --nocapture` (shows the `go test -v` output).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::built_lib as lib;
+use std::path::Path;
 use std::process::Command;
-
-/// The freshly built cdylib: `cargo test` rebuilds `target/<profile>/deps/libexecdriver.so`
-/// but only `cargo build` copies it up to `target/<profile>/`, so take the newer of the two.
-fn lib() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_execdriver-shim"))
-        .parent()
-        .unwrap();
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let up = dir.join("libexecdriver.so");
-    let deps = dir.join("deps/libexecdriver.so");
-    match (mtime(&up), mtime(&deps)) {
-        (Some(a), Some(b)) if b > a => deps,
-        (None, Some(_)) => deps,
-        _ => up,
-    }
-}
 
 #[test]
 fn go_host_suite() {

@@ -20,7 +20,7 @@ if sys.argv[3] == "kill":
 "#;
 
 fn lib_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_execdriver-shim")).with_file_name("libexecdriver.so")
+    built_lib()
 }
 
 /// Starts `task` from a separate host process that exits (or dies) right after.

@@ -138,3 +138,19 @@ pub fn wait_for_output(alloc: &Path, name: &str, needle: &str) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// The freshly built cdylib: `cargo test` rebuilds `target/<profile>/deps/libexecdriver.so`
+/// but only `cargo build` copies it up to `target/<profile>/`, so take the newer of the two.
+pub fn built_lib() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_execdriver-shim"))
+        .parent()
+        .unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let up = dir.join("libexecdriver.so");
+    let deps = dir.join("deps/libexecdriver.so");
+    match (mtime(&up), mtime(&deps)) {
+        (Some(a), Some(b)) if b > a => deps,
+        (None, Some(_)) => deps,
+        _ => up,
+    }
+}
