@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Serialises `Layout::usable` probes within this test binary.
+static PROBE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The layout, or None (with the reason printed) when these tests cannot run here.
 fn layout() -> Option<Layout> {
     if unsafe { libc::geteuid() } != 0 {
@@ -26,7 +29,11 @@ fn layout() -> Option<Layout> {
             return None;
         }
     };
-    if let Err(e) = l.usable() {
+    // Probes of concurrent tests would show up in detect_and_usable's leftover check.
+    let probe = PROBE.lock().unwrap_or_else(|p| p.into_inner());
+    let usable = l.usable();
+    drop(probe);
+    if let Err(e) = usable {
         eprintln!("SKIP: cgroups not usable: {e}");
         return None;
     }
@@ -144,7 +151,8 @@ fn detect_and_usable() {
     {
         assert_eq!(l.name(), "hybrid");
     }
-    // the probe left nothing behind
+    // the probe left nothing behind (no other test's probe runs meanwhile)
+    let _probe = PROBE.lock().unwrap_or_else(|p| p.into_inner());
     for m in mounts(&l) {
         for e in fs::read_dir(&m).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().to_string();

@@ -111,7 +111,9 @@ fn fingerprint_is_honest() {
 }
 
 fn proc_status_field(field: &str) -> String {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    // This thread's own status: other test threads starting tasks at the same moment
+    // briefly block signals in themselves, which /proc/self (the leader) could show.
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
     s.lines()
         .find(|l| l.starts_with(field))
         .unwrap_or("")
