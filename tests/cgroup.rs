@@ -418,8 +418,18 @@ fn stats_of_a_busy_child() {
         &t,
         "x=$(head -c 8000000 /dev/zero | tr '\\0' a); i=0; while [ $i -lt 100000000 ]; do i=$((i+1)); done",
     );
-    std::thread::sleep(Duration::from_millis(700));
-    let s = t.stats();
+    // Sample until the child has burnt 50 ms of CPU and holds its 8 MiB (a loaded CI box
+    // may take a while to get there), then check every field of that one sample.
+    let until = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = t.stats();
+        let cpu = s["cpu"]["total_ns"].as_u64().unwrap_or(0);
+        let rss = s["memory"]["rss_bytes"].as_u64().unwrap_or(0);
+        if (cpu > 50_000_000 && rss > 4 * MIB) || Instant::now() > until {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     eprintln!("{s}");
     let n = |a: &str, b: &str| s[a][b].as_u64().unwrap();
     assert!(n("cpu", "total_ns") > 50_000_000, "{s}");
@@ -461,7 +471,10 @@ fn kill_all_stops_a_fork_loop() {
             t.kill = None;
         }
         let mut sh = spawn_in(&t, "trap '' TERM; while :; do sleep 100 & done 2>/dev/null");
-        std::thread::sleep(Duration::from_millis(200));
+        let until = Instant::now() + Duration::from_secs(5);
+        while t.pids().len() <= 5 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(t.pids().len() > 5, "{:?}", t.pids());
         let start = Instant::now();
         t.kill_all().unwrap();

@@ -72,10 +72,12 @@ fn stop_kills_term_ignoring_task_after_grace() {
     let r = start(raw_task(
         "i",
         d.path(),
-        &format!("trap '' TERM; {marker} & wait"),
+        &format!("trap '' TERM; {marker} & echo ready; wait"),
     ))
     .unwrap();
     let id = r["task_id"].as_str().unwrap();
+    // The trap must be in place before the stop, or SIGTERM ends the shell at once.
+    wait_for_output(d.path(), "i", "ready");
     let w = op(
         execdriver::driver::stop,
         json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 300}),
