@@ -212,6 +212,20 @@ fn start_inner(
     } else {
         0
     };
+    let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
+    let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
+    let mut flags = 0;
+    if exec {
+        flags |= libc::CLONE_NEWUTS;
+        if pid_ns {
+            flags |= libc::CLONE_NEWPID;
+        }
+        if ipc_ns {
+            flags |= libc::CLONE_NEWIPC;
+        }
+    }
+    // The supervisor loads while we prepare the task; it gets its spec at the end.
+    let pending = crate::spawn::launch_supervisor(cfg, flags)?;
     let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
 
     // Environment, then interpolation of everything the task names.
@@ -331,8 +345,6 @@ fn start_inner(
     };
     let mut cg_guard = CgroupGuard(cgroup.clone());
 
-    let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
-    let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
     let isolation = exec.then(|| Isolation {
         root: dirs.task_dir.clone(),
         alloc: dirs.alloc_dir.join("alloc"),
@@ -363,20 +375,7 @@ fn start_inner(
         state_dir: dirs.state_dir.clone(),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    launch::write_atomic(&dirs.state_dir, launch::LAUNCH_FILE, &bytes)
-        .map_err(|e| Error::new(Code::Spawn, format!("writing launch.json: {e}")))?;
-
-    let mut flags = 0;
-    if exec {
-        flags |= libc::CLONE_NEWUTS;
-        if pid_ns {
-            flags |= libc::CLONE_NEWPID;
-        }
-        if ipc_ns {
-            flags |= libc::CLONE_NEWIPC;
-        }
-    }
-    let started = crate::spawn::start_supervisor(cfg, &dirs.state_dir, flags)?;
+    let started = pending.start(&bytes)?;
     let started_at = started.started_at.clone();
     let handle = json!({
         "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),
@@ -393,6 +392,7 @@ fn start_inner(
         started_at.clone(),
         handle.clone(),
         spec.cgroup.clone(),
+        Some(started.chan),
     );
     Ok(
         json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
@@ -554,6 +554,8 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
             t.finalize();
         }
     }
+    // The supervisor may still be tidying up after its exit report.
+    t.reap_supervisor();
     if let Some(cg) = t.lock().cgroup.clone() {
         crate::cgroup_glue::remove(&cg);
     }

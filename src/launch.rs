@@ -1,6 +1,7 @@
-//! What the host hands the supervisor for one task (written as `launch.json` in the
-//! task's state dir), and what the supervisor leaves behind (`exit.json`). Both sides
-//! of the process boundary share these types.
+//! What the host hands the supervisor for one task (sent over the channel, and kept by
+//! the supervisor as `launch.json` in the task's state dir for `driver_exec`), and what
+//! the supervisor reports at the end (on the channel, and as `exit.json`). Both sides of
+//! the process boundary share these types.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

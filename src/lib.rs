@@ -12,7 +12,8 @@
 //! - [`cgroup`]: cgroup v1/v2 management for tasks.
 //! - [`prepare`]: host-side preparation (dirs, user, command lookup, binds).
 //! - [`task`]: the task table and waiting.
-//! - [`launch`]: what host and supervisor exchange (launch.json, exit.json).
+//! - [`launch`]: what host and supervisor exchange (launch spec, exit status).
+//! - [`chan`]: the socket between host and supervisor that carries them.
 //! - [`spawn`], [`sys`]: starting the supervisor; the raw syscalls.
 //! - [`supervisor`], [`isolate`]: the per-task supervisor process and the command's
 //!   isolation (run in the `execdriver-shim` binary, never in the host).
@@ -22,6 +23,7 @@ pub mod abi;
 pub mod caps;
 pub mod cgroup;
 mod cgroup_glue;
+pub mod chan;
 pub mod config;
 pub mod driver;
 pub mod env;

@@ -73,7 +73,7 @@ pub fn recover(text: &str) -> Result<Value> {
         None
     };
     match pidfd {
-        Some(fd) => task.set_running(h.pid, fd, started_at, r.handle, h.cgroup),
+        Some(fd) => task.set_running(h.pid, fd, started_at, r.handle, h.cgroup, None),
         None => task.set_gone(started_at, r.handle, h.cgroup),
     }
     task::insert(task.clone())?;

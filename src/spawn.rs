@@ -1,6 +1,7 @@
 //! Host side of starting a supervisor: clone+exec it (see [`crate::sys::spawn`]) and read
 //! its one-line report from the sync pipe: the command started, or why not.
 
+use crate::chan::{HostEnd, Line};
 use crate::config::PluginConfig;
 use crate::error::{Code, Error, Result};
 use std::io::Read;
@@ -11,30 +12,33 @@ pub struct Started {
     pub pid: i32,
     pub pidfd: OwnedFd,
     pub started_at: String,
+    /// The channel, kept for the exit report.
+    pub chan: HostEnd,
 }
 
-/// Starts the supervisor for the task whose `launch.json` is in `state_dir`, in new
-/// namespaces `ns_flags`, and returns once the command has exec'd (or failed to).
-pub fn start_supervisor(
-    cfg: &PluginConfig,
-    state_dir: &Path,
-    ns_flags: libc::c_int,
-) -> Result<Started> {
+/// A supervisor started ahead of its launch spec: it loads while the host prepares the
+/// task (directories, cgroup, artifacts). Dropped without [`Pending::start`], it closes
+/// the channel, the supervisor sees EOF and exits having done nothing, and is reaped.
+pub struct Pending {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    chan: Option<OwnedFd>,
+    shim: std::path::PathBuf,
+}
+
+/// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec.
+pub fn launch_supervisor(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
     let shim = crate::plugin::shim_path(cfg)?;
-    let path = crate::sys::cstring(&shim.to_string_lossy(), "shim_path")
-        .map_err(|e| Error::new(Code::Spawn, e.to_string()))?;
-    let args = [
-        crate::sys::cstring("execdriver-shim", "argv")
-            .map_err(|e| Error::new(Code::Spawn, e.to_string()))?,
-        crate::sys::cstring(&state_dir.to_string_lossy(), "state_dir")
-            .map_err(|e| Error::new(Code::Spawn, e.to_string()))?,
-    ];
-    let env = [crate::sys::cstring(
+    let c = |s: &str, what: &str| {
+        crate::sys::cstring(s, what).map_err(|e| Error::new(Code::Spawn, e.to_string()))
+    };
+    let path = c(&shim.to_string_lossy(), "shim_path")?;
+    let args = [c("execdriver-shim", "argv")?];
+    let env = [c(
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "env",
-    )
-    .map_err(|e| Error::new(Code::Spawn, e.to_string()))?];
-    let sp = crate::sys::spawn(&path, &args, &env, ns_flags).map_err(|e| {
+    )?];
+    let spawn_err = |e: std::io::Error| {
         let code = if e.raw_os_error() == Some(libc::EPERM) {
             Code::Isolation
         } else {
@@ -44,32 +48,74 @@ pub fn start_supervisor(
             code,
             format!("starting the supervisor {}: {e}", shim.display()),
         )
-    })?;
-    let mut report = String::new();
-    let mut out = sp.stdout;
-    let _ = out.read_to_string(&mut report);
-    let line = report.lines().next().unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    if v["ok"] == serde_json::Value::Bool(true) {
-        return Ok(Started {
-            pid: sp.pid,
-            pidfd: sp.pidfd,
-            started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
-        });
+    };
+    let (mine, theirs) = crate::chan::socketpair().map_err(spawn_err)?;
+    let (pid, pidfd) =
+        crate::sys::spawn_with(&path, &args, &env, ns_flags, theirs).map_err(spawn_err)?;
+    Ok(Pending {
+        pid,
+        pidfd: Some(pidfd),
+        chan: Some(mine),
+        shim,
+    })
+}
+
+impl Pending {
+    /// Hands the supervisor its launch spec and returns once the command has exec'd (or
+    /// failed to).
+    pub fn start(mut self, spec: &[u8]) -> Result<Started> {
+        let chan = self.chan.take().expect("channel");
+        let pidfd = self.pidfd.take().expect("pidfd");
+        let mut host = HostEnd::new(chan);
+        let sent = crate::chan::send_all(&host.fd, spec);
+        crate::chan::shutdown_write(&host.fd);
+        let line = match (sent, host.next_line(true)) {
+            (Ok(()), Ok(Line::Line(l))) => l,
+            _ => String::new(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["ok"] == serde_json::Value::Bool(true) {
+            return Ok(Started {
+                pid: self.pid,
+                pidfd,
+                started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
+                chan: host,
+            });
+        }
+        // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
+        drop(host);
+        let status = reap(&pidfd);
+        if v.get("error").is_some() {
+            return Err(Error::from_json(&v));
+        }
+        Err(Error::new(
+            Code::Spawn,
+            format!(
+                "the supervisor {} exited without a report (status {status:?})",
+                self.shim.display()
+            ),
+        ))
     }
-    // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
-    let _ = crate::sys::poll_readable(sp.pidfd.as_raw_fd(), 5000);
-    let status = crate::sys::pidfd_reap(&sp.pidfd).ok().flatten();
-    if v.get("error").is_some() {
-        return Err(Error::from_json(&v));
+}
+
+/// Waits (bounded) for a supervisor that is on its way out, kills it if it lingers, and
+/// reaps it.
+fn reap(pidfd: &OwnedFd) -> Option<(i32, i32)> {
+    if !crate::sys::poll_readable(pidfd.as_raw_fd(), 5000).unwrap_or(false) {
+        let _ = crate::sys::pidfd_send_signal(pidfd, libc::SIGKILL);
+        let _ = crate::sys::poll_readable(pidfd.as_raw_fd(), -1);
     }
-    Err(Error::new(
-        Code::Spawn,
-        format!(
-            "the supervisor {} exited without a report (status {status:?})",
-            shim.display()
-        ),
-    ))
+    crate::sys::pidfd_reap(pidfd).ok().flatten()
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Closing our end is the supervisor's cue to exit without doing anything.
+        drop(self.chan.take());
+        if let Some(fd) = self.pidfd.take() {
+            reap(&fd);
+        }
+    }
 }
 
 /// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its

@@ -101,6 +101,12 @@ pub fn pidfd_reap(pidfd: &OwnedFd) -> io::Result<Option<(i32, i32)>> {
 /// Polls one fd for readability. Returns true when readable (or hung up) within
 /// `timeout_ms` (negative: forever).
 pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
+    Ok(poll_any(&[fd], timeout_ms)?[0])
+}
+
+/// Polls `fds` for readability until one is readable (or hung up) or `timeout_ms` passed
+/// (negative: forever); says which are.
+pub fn poll_any(fds: &[RawFd], timeout_ms: i64) -> io::Result<Vec<bool>> {
     let deadline = (timeout_ms >= 0)
         .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64));
     loop {
@@ -111,13 +117,16 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
                 .as_millis()
                 .min(i32::MAX as u128) as i32,
         };
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, wait) };
+        let mut p: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: p is a valid array of pollfd for its length.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, wait) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -125,7 +134,7 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
             }
             return Err(e);
         }
-        return Ok(r > 0);
+        return Ok(p.iter().map(|p| p.revents != 0).collect());
     }
 }
 
@@ -183,31 +192,48 @@ fn fd_above_2(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n as RawFd) })
 }
 
-/// Starts `path` with `args` and exactly `env` as a child of this process with
-/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns_flags)`: the posix_spawn technique, so
-/// the host's memory is not copied, plus namespaces and a pidfd from the same call. stdin
-/// and stderr are /dev/null, stdout a pipe whose read end is returned. The child only
-/// dup2s and execs; all signals stay blocked across the clone so no host handler can run
-/// in it. Host fds without CLOEXEC do reach the new process; the supervisor closes every
-/// fd above 2 first thing.
+/// [`spawn_with`] with a fresh pipe as stdout, whose read end is returned.
 pub fn spawn(
     path: &CStr,
     args: &[CString],
     env: &[CString],
     ns_flags: libc::c_int,
 ) -> io::Result<Spawned> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: pipe2 returned two fresh fds we own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let r = fd_above_2(r)?;
+    let (pid, pidfd) = spawn_with(path, args, env, ns_flags, w)?;
+    Ok(Spawned {
+        pid,
+        pidfd,
+        stdout: std::fs::File::from(r),
+    })
+}
+
+/// Starts `path` with `args` and exactly `env` as a child of this process with
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns_flags)`: the posix_spawn technique, so
+/// the host's memory is not copied, plus namespaces and a pidfd from the same call. stdin
+/// and stderr are /dev/null, stdout is `stdout` (consumed: the host's copy is closed once
+/// the child exec'd). The child only dup2s and execs; all signals stay blocked across the
+/// clone so no host handler can run in it. Host fds without CLOEXEC do reach the new
+/// process; the supervisor closes every fd above 2 first thing. Returns pid and pidfd.
+pub fn spawn_with(
+    path: &CStr,
+    args: &[CString],
+    env: &[CString],
+    ns_flags: libc::c_int,
+    stdout: OwnedFd,
+) -> io::Result<(i32, OwnedFd)> {
     let devnull = fd_above_2(OwnedFd::from(
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")?,
     ))?;
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid array of two ints.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
-    // SAFETY: pipe2 returned two fresh fds we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let (r, w) = (fd_above_2(r)?, fd_above_2(w)?);
+    let w = fd_above_2(stdout)?;
 
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(ptr::null());
@@ -265,11 +291,7 @@ pub fn spawn(
         let _ = pidfd_reap(&pidfd);
         return Err(io::Error::from_raw_os_error(child.errno));
     }
-    Ok(Spawned {
-        pid,
-        pidfd,
-        stdout: std::fs::File::from(r),
-    })
+    Ok((pid, pidfd))
 }
 
 /// Reads 16 random bytes from the kernel as hex (task ids).

@@ -34,6 +34,8 @@ pub struct Inner {
     pub state: Option<State>,
     pub pid: Option<i32>,
     pub pidfd: Option<Arc<OwnedFd>>,
+    /// The channel to a supervisor this process started: its exit report arrives here.
+    pub chan: Option<crate::chan::HostEnd>,
     pub started_at: Option<String>,
     pub exit: Option<Value>,
     pub handle: Option<Value>,
@@ -145,11 +147,13 @@ impl Task {
         started_at: String,
         handle: Value,
         cgroup: Option<Value>,
+        chan: Option<crate::chan::HostEnd>,
     ) {
         let mut g = self.lock();
         g.state = Some(State::Running);
         g.pid = Some(pid);
         g.pidfd = Some(Arc::new(pidfd));
+        g.chan = chan;
         g.started_at = Some(started_at);
         g.handle = Some(handle);
         g.cgroup = cgroup;
@@ -213,12 +217,12 @@ impl Task {
             return Err(self.timeout_error());
         }
         loop {
-            let pidfd = {
-                let g = self.lock();
-                if let Some(exit) = &g.exit {
-                    return Ok(exit.clone());
+            let (pidfd, chan) = {
+                let mut g = self.lock();
+                if let Some(exit) = self.take_exit_report(&mut g) {
+                    return Ok(exit);
                 }
-                g.pidfd.clone()
+                (g.pidfd.clone(), g.chan.as_ref().map(|c| c.fd.clone()))
             };
             let Some(pidfd) = pidfd else {
                 return Ok(self.finalize());
@@ -227,14 +231,71 @@ impl Task {
                 None => -1,
                 Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i64,
             };
-            let ready = crate::sys::poll_readable(pidfd.as_raw_fd(), left)
+            let mut fds = vec![pidfd.as_raw_fd()];
+            fds.extend(chan.as_ref().map(|c| c.as_raw_fd()));
+            let ready = crate::sys::poll_any(&fds, left)
                 .map_err(|e| Error::internal(format!("poll on pidfd: {e}")))?;
-            if ready {
+            if ready.first() == Some(&true) {
                 return Ok(self.finalize());
+            }
+            if ready.iter().any(|r| *r) {
+                continue; // the channel: taken at the top of the loop
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(self.timeout_error());
             }
+        }
+    }
+
+    /// The exit status, if known: already recorded, or the supervisor's exit report on
+    /// the channel (read without blocking). The supervisor may still be tidying up; it is
+    /// reaped later ([`Task::reap_supervisor`]).
+    fn take_exit_report(&self, g: &mut Inner) -> Option<Value> {
+        if let Some(exit) = &g.exit {
+            return Some(exit.clone());
+        }
+        let chan = g.chan.as_mut()?;
+        loop {
+            match chan.next_line(false) {
+                Ok(crate::chan::Line::Line(l)) => {
+                    let v: Value = serde_json::from_str(&l).unwrap_or_default();
+                    let Ok(s) = serde_json::from_value::<ExitStatus>(v["exit"].clone()) else {
+                        continue;
+                    };
+                    let v = self.wait_object(&s);
+                    g.exit = Some(v.clone());
+                    g.state = Some(State::Exited);
+                    g.chan = None;
+                    self.cv.notify_all();
+                    return Some(v);
+                }
+                Ok(crate::chan::Line::Pending) => return None,
+                // Gone without a report: the pidfd and exit.json tell the rest.
+                Ok(crate::chan::Line::Eof) | Err(_) => {
+                    g.chan = None;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn wait_object(&self, s: &ExitStatus) -> Value {
+        json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
+               "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at})
+    }
+
+    /// Waits for the supervisor process itself to be gone (after its exit report it still
+    /// removes the cgroup and writes exit.json), and reaps it. A supervisor that lingers
+    /// past 5 s is killed.
+    pub fn reap_supervisor(&self) {
+        let pidfd = self.lock().pidfd.clone();
+        if let Some(fd) = pidfd {
+            if !crate::sys::poll_readable(fd.as_raw_fd(), 5000).unwrap_or(false) {
+                let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                let _ = crate::sys::poll_readable(fd.as_raw_fd(), -1);
+            }
+            let _ = crate::sys::pidfd_reap(&fd);
+            self.lock().pidfd = None;
         }
     }
 
@@ -278,10 +339,7 @@ impl Task {
             .ok()
             .and_then(|b| serde_json::from_slice::<ExitStatus>(&b).ok());
         let v = match status {
-            Some(s) => {
-                json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
-                               "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at})
-            }
+            Some(s) => self.wait_object(&s),
             None if killed_supervisor.is_some() => {
                 json!({"task_id": self.id, "exit_code": 137, "signal": 9, "oom_killed": false,
                 "err": "the supervisor did not stop in time and was killed with the task", "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
@@ -305,6 +363,7 @@ impl Task {
         g.exit = Some(v.clone());
         g.state = Some(State::Exited);
         g.pidfd = None;
+        g.chan = None;
         drop(g);
         self.cv.notify_all();
         v

@@ -21,14 +21,18 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Entry point of the supervisor binary. `state_dir` holds `launch.json`.
-pub fn main(state_dir: &Path) -> i32 {
-    // Nothing of the host but fds 0-2 (stdout is the sync pipe) may stay open.
+/// Entry point of the supervisor binary. Its stdout is the channel socket to the host
+/// ([`crate::chan`]): the launch spec arrives on it, the reports go back on it.
+pub fn main() -> i32 {
+    // Everything blocked first: signals are read from a signalfd later, and a SIGPIPE must
+    // never end us before that.
+    let _ = SigSet::all().thread_block();
+    // Nothing of the host but fds 0-2 may stay open.
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    // The sync pipe to the host moves off fd 1 (which becomes /dev/null), so that
-    // dropping `sync` is what the host sees as EOF.
-    let Ok(sync) = std::io::stdout().as_fd().try_clone_to_owned() else {
+    // The channel moves off fd 1 (which becomes /dev/null), so that nothing the command
+    // inherits refers to it.
+    let Ok(chan) = std::io::stdout().as_fd().try_clone_to_owned() else {
         return 1;
     };
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -39,12 +43,18 @@ pub fn main(state_dir: &Path) -> i32 {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
-    let mut sync = Some(std::fs::File::from(sync));
-    match run(state_dir, &mut sync) {
+    let spec = match crate::chan::read_to_end(&chan, 64 << 20) {
+        // The host gave up on this start before sending a spec: nothing to do.
+        Ok(b) if b.is_empty() => return 0,
+        Ok(b) => b,
+        Err(_) => return 1,
+    };
+    let mut reported = false;
+    match run(&spec, &chan, &mut reported) {
         Ok(()) => 0,
         Err(e) => {
-            if let Some(mut s) = sync {
-                let _ = s.write_all(format!("{}\n", e.to_json()).as_bytes());
+            if !reported {
+                let _ = crate::chan::send_all(&chan, format!("{}\n", e.to_json()).as_bytes());
             }
             1
         }
@@ -89,45 +99,26 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
-fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> {
+fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
-    let text = std::fs::read_to_string(state_dir.join(launch::LAUNCH_FILE))
-        .map_err(|e| internal("reading launch.json", &e))?;
     let spec: LaunchSpec =
-        serde_json::from_str(&text).map_err(|e| internal("parsing launch.json", &e))?;
+        serde_json::from_slice(spec_bytes).map_err(|e| internal("parsing the launch spec", &e))?;
 
     // Own session: the host's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
-    // Block every signal and read them from a signalfd; reset ignored ones to default.
-    let all = SigSet::all();
-    all.thread_block()
-        .map_err(|e| internal("blocking signals", &e))?;
-    let sfd = SignalFd::with_flags(&all, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| internal("signalfd", &e))?;
+    // Every signal stays blocked (since main) and is read from a signalfd.
+    let sfd = SignalFd::with_flags(
+        &SigSet::all(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(|e| internal("signalfd", &e))?;
     let is_init = std::process::id() == 1;
     if !is_init {
         // SAFETY: prctl on ourselves with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-
-    let out_log = RotatingLog::open(
-        &spec.log_dir,
-        &spec.log_name,
-        "stdout",
-        spec.log_max_files,
-        spec.log_max_bytes,
-    )
-    .map_err(|e| internal("opening stdout log", &e))?;
-    let err_log = RotatingLog::open(
-        &spec.log_dir,
-        &spec.log_name,
-        "stderr",
-        spec.log_max_files,
-        spec.log_max_bytes,
-    )
-    .map_err(|e| internal("opening stderr log", &e))?;
     let (out_r, out_w) = pipe().map_err(|e| internal("pipe", &e))?;
     let (err_r, err_w) = pipe().map_err(|e| internal("pipe", &e))?;
     let (sync_r, sync_w) = pipe().map_err(|e| internal("pipe", &e))?;
@@ -154,25 +145,54 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
     drop(out_w);
     drop(err_w);
     drop(sync_w);
+    // While the child sets up and execs (on another CPU, if there is one): the log files
+    // (the command's output waits in the pipes meanwhile) and launch.json for
+    // `driver_exec`. Either failing kills the child before the start is reported.
+    let opened = (|| -> Result<_, Error> {
+        let out_log = RotatingLog::open(
+            &spec.log_dir,
+            &spec.log_name,
+            "stdout",
+            spec.log_max_files,
+            spec.log_max_bytes,
+        )
+        .map_err(|e| internal("opening stdout log", &e))?;
+        let err_log = RotatingLog::open(
+            &spec.log_dir,
+            &spec.log_name,
+            "stderr",
+            spec.log_max_files,
+            spec.log_max_bytes,
+        )
+        .map_err(|e| internal("opening stderr log", &e))?;
+        launch::write_atomic(&spec.state_dir, launch::LAUNCH_FILE, spec_bytes)
+            .map_err(|e| internal("writing launch.json", &e))?;
+        Ok((out_log, err_log))
+    })();
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
-    if !report.is_empty() {
+    if !report.is_empty() || opened.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
-        let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
-        return Err(Error::from_json(&v));
+        if let Some(cg) = &spec.cgroup {
+            crate::cgroup_glue::kill_all(cg);
+        }
+        return Err(match opened {
+            Err(e) => e,
+            Ok(_) => Error::from_json(&serde_json::from_str(&report).unwrap_or_default()),
+        });
     }
+    let (out_log, err_log) = opened?;
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    if let Some(mut s) = sync.take() {
-        // The host reads until EOF, which dropping `s` gives.
-        // One write: the host reads the line in one go.
-        let line = format!(
-            "{}\n",
-            serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
-        );
-        let _ = s.write_all(line.as_bytes());
-    }
+    // One write: the host reads the line in one go.
+    let line = format!(
+        "{}\n",
+        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
+    );
+    let _ = crate::chan::send_all(chan, line.as_bytes());
+    *reported = true;
 
     let mut pumps = [
         Pump {
@@ -205,6 +225,10 @@ fn run(state_dir: &Path, sync: &mut Option<std::fs::File>) -> Result<(), Error> 
         started_at,
         finished_at: launch::rfc3339_now(),
     };
+    // Every process of the task is gone and the logs are drained: tell the host now, then
+    // tidy up (the host waits for our exit before it removes anything).
+    let line = format!("{}\n", serde_json::json!({ "exit": &exit }));
+    let _ = crate::chan::send_all(chan, line.as_bytes());
     if let Some(cg) = &spec.cgroup {
         crate::cgroup_glue::remove(cg);
     }

@@ -1,0 +1,180 @@
+//! The channel between the host library and a task's supervisor: one unix stream socket,
+//! the supervisor's fd 1. The host sends the launch spec and shuts its write side; the
+//! supervisor answers with newline-terminated JSON lines: the start report
+//! (`{"ok":true,…}` or `{"error":…}`), later the exit report (`{"exit":{…}}`), written
+//! before it tears down the cgroup and writes `exit.json`, so the host learns the exit
+//! status without waiting for the supervisor process to end.
+//!
+//! Writes use `MSG_NOSIGNAL`: a peer that went away is an `EPIPE` error, never a SIGPIPE
+//! (the host's disposition is not ours to rely on; the supervisor would read it from its
+//! signalfd and forward it to the task).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// A connected `AF_UNIX` stream socket pair, both ends close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Writes all of `buf`, without SIGPIPE.
+pub fn send_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Shuts the write side: the peer reads EOF after what was sent.
+pub fn shutdown_write(fd: &OwnedFd) {
+    // SAFETY: shutdown on a socket we own.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+}
+
+/// Reads until EOF (the host's spec), at most `limit` bytes.
+pub fn read_to_end(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 16384];
+    loop {
+        match recv(fd, &mut buf, false)? {
+            Some(0) => return Ok(out),
+            Some(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.len() > limit {
+                    return Err(io::Error::other("launch spec too large"));
+                }
+            }
+            None => continue,
+        }
+    }
+}
+
+/// One `recv`; `None` when non-blocking and nothing is there (or interrupted).
+fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Option<usize>> {
+    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    // SAFETY: buf is valid for buf.len() bytes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// The host's end: the socket plus bytes received but not yet consumed as a line.
+pub struct HostEnd {
+    pub fd: std::sync::Arc<OwnedFd>,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+/// What [`HostEnd::next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Line(String),
+    /// Nothing complete yet (non-blocking only).
+    Pending,
+    /// The supervisor closed its end without a (further) line.
+    Eof,
+}
+
+impl HostEnd {
+    pub fn new(fd: OwnedFd) -> HostEnd {
+        HostEnd {
+            fd: std::sync::Arc::new(fd),
+            buf: vec![],
+            eof: false,
+        }
+    }
+
+    /// The next line; blocking waits for one (or EOF).
+    pub fn next_line(&mut self, blocking: bool) -> io::Result<Line> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                return Ok(Line::Line(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if self.eof {
+                return Ok(Line::Eof);
+            }
+            let mut chunk = [0u8; 4096];
+            match recv(&self.fd, &mut chunk, !blocking)? {
+                Some(0) => self.eof = true,
+                Some(n) => self.buf.extend_from_slice(&chunk[..n]),
+                None if blocking => continue,
+                None => return Ok(Line::Pending),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_across_and_within_reads() {
+        let (a, b) = socketpair().unwrap();
+        let mut h = HostEnd::new(a);
+        assert_eq!(h.next_line(false).unwrap(), Line::Pending);
+        send_all(&b, b"{\"ok\":true}\n{\"ex").unwrap();
+        assert_eq!(
+            h.next_line(true).unwrap(),
+            Line::Line("{\"ok\":true}".into())
+        );
+        assert_eq!(h.next_line(false).unwrap(), Line::Pending);
+        send_all(&b, b"it\":1}\n").unwrap();
+        drop(b);
+        assert_eq!(
+            h.next_line(false).unwrap(),
+            Line::Line("{\"exit\":1}".into())
+        );
+        assert_eq!(h.next_line(true).unwrap(), Line::Eof);
+    }
+
+    #[test]
+    fn spec_read_until_shutdown_and_no_sigpipe() {
+        let (a, b) = socketpair().unwrap();
+        send_all(&a, b"spec").unwrap();
+        shutdown_write(&a);
+        assert_eq!(read_to_end(&b, 100).unwrap(), b"spec");
+        drop(b);
+        // The peer is gone: an error, not a SIGPIPE that would kill the test process.
+        assert!(send_all(&a, b"x").is_err());
+    }
+}
