@@ -10,12 +10,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/execdriver-pssbench.XXXXXX")
+mkdir -p "${BENCH_DIR:=$ROOT/target}"
+WORK=$(mktemp -d "$BENCH_DIR/execdriver-pssbench.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "== cargo build --release"
-(cd "$ROOT" && cargo build --release -q)
+echo "== cargo build --release, and the supervisor again as a static binary"
+"$ROOT/bench/build-release.sh"
 echo "== gcc -O2 bench/start_bench.c"
 gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
 

@@ -20,12 +20,14 @@ set -euo pipefail
 
 N=${1:-200}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/execdriver-startbench.XXXXXX")
+# Work files under target/ (override with BENCH_DIR): see the mkdir line it prints.
+mkdir -p "${BENCH_DIR:=$ROOT/target}"
+WORK=$(mktemp -d "$BENCH_DIR/execdriver-startbench.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "== cargo build --release"
-(cd "$ROOT" && cargo build --release -q)
+echo "== cargo build --release, and the supervisor again as a static binary"
+"$ROOT/bench/build-release.sh"
 echo "== gcc -O2 bench/start_bench.c"
 gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
 

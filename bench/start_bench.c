@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,8 +186,25 @@ static int exec_available(char *why, size_t whylen) {
     return ok;
 }
 
+/* What one mkdir+rmdir costs in the work dir: every task start creates about ten
+ * directories (Nomad's layout), so the data dir's filesystem shows in the numbers. */
+static double mkdir_cost(void) {
+    enum { K = 100 };
+    double v[K];
+    char p[512];
+    for (int i = 0; i < K; i++) {
+        snprintf(p, sizeof p, "%s/mkdir-probe-%d", workdir, i);
+        double t0 = now_us();
+        if (mkdir(p, 0755) != 0 || rmdir(p) != 0) return -1;
+        v[i] = now_us() - t0;
+    }
+    qsort(v, K, sizeof *v, cmp_double);
+    return v[K / 2];
+}
+
 static int bench(int n, const char *bwrap) {
     char why[2048] = "";
+    printf("work dir %s: mkdir+rmdir median %.0f us\n", workdir, mkdir_cost());
     int have_exec = exec_available(why, sizeof why);
     if (!have_exec)
         printf("exec: SKIPPED: driver_fingerprint does not report driver.exec = \"1\": %s\n", why);

@@ -201,17 +201,6 @@ fn start_inner(
     created: &mut prepare::Created,
 ) -> Result<Value> {
     let exec = t.driver == DriverKind::Exec;
-    let user = if exec {
-        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
-    } else {
-        prepare::current_user()
-    };
-    let caps = if exec {
-        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
-            & crate::caps::supported_mask()
-    } else {
-        0
-    };
     let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
     let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
     let mut flags = 0;
@@ -224,8 +213,20 @@ fn start_inner(
             flags |= libc::CLONE_NEWIPC;
         }
     }
-    // The supervisor loads while we prepare the task; it gets its spec at the end.
+    // The supervisor loads while we prepare the task (it gets its spec at the end, or EOF
+    // when the start fails, and then exits having done nothing).
     let pending = crate::spawn::launch_supervisor(cfg, flags)?;
+    let user = if exec {
+        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
+    } else {
+        prepare::current_user()
+    };
+    let caps = if exec {
+        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
+            & crate::caps::supported_mask()
+    } else {
+        0
+    };
     let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
 
     // Environment, then interpolation of everything the task names.
@@ -336,7 +337,7 @@ fn start_inner(
     let cgroup = match (exec, crate::sys::euid() == 0) {
         (true, _) => Some(make_cgroup(t, id, cfg, true)?),
         // raw_exec: a cgroup only to track and kill the task's processes, when we can.
-        (false, true) => crate::cgroup::detect().ok().and_then(|l| {
+        (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
             crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
                 .ok()
                 .flatten()
@@ -386,12 +387,14 @@ fn start_inner(
     });
     // Started: disarm the guard (dropping its copy, not forgetting it, which leaked it).
     cg_guard.0 = None;
+    let cgroup_json = spec.cgroup.clone();
+    task.lock().spec = Some(spec);
     task.set_running(
         started.pid,
         started.pidfd,
         started_at.clone(),
         handle.clone(),
-        spec.cgroup.clone(),
+        cgroup_json,
         Some(started.chan),
     );
     Ok(
@@ -415,7 +418,7 @@ fn make_cgroup(
     cfg: &config::PluginConfig,
     limits: bool,
 ) -> Result<crate::cgroup::TaskCgroup> {
-    let layout = crate::cgroup::detect()?;
+    let layout = crate::cgroup::detect_cached()?;
     let r = &t.resources;
     let mem = if r.memory_max_mb > 0 {
         r.memory_max_mb

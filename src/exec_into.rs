@@ -50,6 +50,7 @@ pub fn exec(req: &str) -> Result<Value> {
         command: r.command,
         args: r.args,
         timeout_ms: r.timeout_ms.unwrap_or(10_000),
+        spec: t.lock().spec.clone(),
     };
     let file = t
         .state_dir

@@ -36,6 +36,8 @@ pub struct Inner {
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The channel to a supervisor this process started: its exit report arrives here.
     pub chan: Option<crate::chan::HostEnd>,
+    /// The launch spec of a task this process started (for `driver_exec`).
+    pub spec: Option<crate::launch::LaunchSpec>,
     pub started_at: Option<String>,
     pub exit: Option<Value>,
     pub handle: Option<Value>,

@@ -70,6 +70,53 @@ fn root_view_user_and_pid() {
     );
 }
 
+#[test]
+fn dev_nodes_and_mount_flags() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("devs");
+    // As nobody: the device nodes work, /usr and its submounts are ro,nosuid,nodev, the
+    // logs are read-only and noexec, /dev has no block devices.
+    let (w, out) = run(exec_task(
+        "d",
+        d.path(),
+        "echo x > /dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c; head -c 3 /dev/zero | wc -c; \
+         stat -c '%F %a' /dev/null /dev/tty; ls /dev | tr '\\n' ' '; echo; \
+         awk '$5 == \"/usr\" || $5 == \"/alloc/logs\" {print $5, $6}' /proc/self/mountinfo",
+    ));
+    assert_eq!(w["exit_code"], 0, "{w} {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "null-ok", "{out}");
+    assert_eq!(lines[1].trim(), "4", "{out}");
+    assert_eq!(lines[2].trim(), "3", "{out}");
+    assert_eq!(lines[3], "character special file 666", "{out}");
+    assert_eq!(lines[4], "character special file 666", "{out}");
+    let devs: std::collections::BTreeSet<&str> = lines[5].split_whitespace().collect();
+    let expected: std::collections::BTreeSet<&str> = [
+        "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty",
+        "urandom", "zero",
+    ]
+    .into();
+    assert_eq!(devs, expected, "{out}");
+    let opts = |mp: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{mp} ")))
+            .unwrap_or_else(|| panic!("{mp} not mounted: {out}"))
+            .split(',')
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    for f in ["ro", "nosuid", "nodev"] {
+        assert!(opts("/usr").contains(f), "/usr lacks {f}: {out}");
+        assert!(
+            opts("/alloc/logs").contains(f),
+            "/alloc/logs lacks {f}: {out}"
+        );
+    }
+    assert!(opts("/alloc/logs").contains("noexec"), "{out}");
+}
+
 fn start_exec(req: Value) -> String {
     start(req).unwrap_or_else(|e| panic!("start: {e}"))["task_id"]
         .as_str()

@@ -205,3 +205,22 @@ fn lookup_sets_exec_bit_only_inside_the_task_dir() {
     let (w, out) = run(req);
     assert_eq!((w["exit_code"].as_i64(), out.as_str()), (Some(0), "good\n"));
 }
+
+#[test]
+fn unopenable_log_file_ends_the_task_with_the_reason() {
+    // The supervisor opens the log files after reporting the start; here stdout's file
+    // name is taken by a directory, so the task is killed and its wait result says why.
+    let d = TempDir::new("badlog");
+    std::fs::create_dir_all(d.path().join("alloc/logs/bl.stdout.0")).unwrap();
+    let marker = format!("sleep {}", 710_000 + std::process::id() % 1000);
+    let (w, _) = run(raw_task("bl", d.path(), &format!("{marker}; exit 0")));
+    assert_eq!(w["exit_code"], -1, "{w}");
+    assert!(
+        w["err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("opening stdout log"),
+        "{w}"
+    );
+    assert!(pids_matching(&marker).is_empty(), "the command survived");
+}

@@ -25,6 +25,14 @@ pub enum Layout {
     },
 }
 
+/// [`detect`], remembered by this process after the first success: starts should not
+/// parse mountinfo each time, and cgroup hierarchies are not remounted under a running
+/// agent. (The fingerprint calls [`detect`] itself, so a host that rechecks sees changes.)
+pub fn detect_cached() -> Result<Layout> {
+    static CACHE: once_cell::sync::OnceCell<Layout> = once_cell::sync::OnceCell::new();
+    CACHE.get_or_try_init(detect).cloned()
+}
+
 /// Detects the layout from `/proc/self/mountinfo`.
 pub fn detect() -> Result<Layout> {
     let text = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {

@@ -16,8 +16,14 @@ fn io_err(code: Code, step: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Sets up the child and execs the command. Returns only on failure.
-pub fn exec_command(spec: &LaunchSpec, stdout: RawFd, stderr: RawFd) -> Error {
-    match prepare_and_exec(spec, stdout, stderr) {
+/// `joined`: a `cgroup.procs` file the process is already in (cloned into its cgroup).
+pub fn exec_command(
+    spec: &LaunchSpec,
+    stdout: RawFd,
+    stderr: RawFd,
+    joined: Option<&std::path::Path>,
+) -> Error {
+    match prepare_and_exec(spec, stdout, stderr, joined) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -27,8 +33,13 @@ fn prepare_and_exec(
     spec: &LaunchSpec,
     stdout: RawFd,
     stderr: RawFd,
+    joined: Option<&std::path::Path>,
 ) -> Result<std::convert::Infallible> {
-    for f in &spec.cgroup_procs {
+    for f in spec
+        .cgroup_procs
+        .iter()
+        .filter(|f| Some(f.as_path()) != joined)
+    {
         std::fs::write(f, "0").map_err(|e| {
             io_err(
                 Code::Isolation,

@@ -56,6 +56,9 @@ fn make_mountpoint(root: &Path, rel: &Path, file: bool) -> Result<PathBuf> {
     Ok(cur)
 }
 
+/// Bind-mounts `src` (recursively) at `dst`, nosuid and nodev, read-only when asked, plus
+/// `extra` (only `MS_NOEXEC` is used). One `mount_setattr(AT_RECURSIVE)` sets the flags on
+/// the whole tree, submounts included; kernels before 5.12 get a remount of the top mount.
 fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
     mount(
         Some(src),
@@ -65,6 +68,9 @@ fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| err("bind-mounting", src, e))?;
+    if set_attrs_recursive(dst, readonly, extra.contains(MsFlags::MS_NOEXEC)).is_ok() {
+        return Ok(());
+    }
     let mut flags =
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
     if readonly {
@@ -72,15 +78,12 @@ fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
     }
     mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
         .map_err(|e| err("remounting", dst, e))?;
-    if readonly {
-        set_recursive_readonly(dst);
-    }
     Ok(())
 }
 
-/// Makes the submounts of a recursive bind read-only too (mount_setattr, Linux 5.12+);
-/// on older kernels only the top mount is read-only.
-fn set_recursive_readonly(dst: &Path) {
+/// nosuid, nodev (and read-only, noexec when asked) on the mount at `dst` and every mount
+/// below it, with `mount_setattr` (Linux 5.12+).
+fn set_attrs_recursive(dst: &Path, readonly: bool, noexec: bool) -> std::io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -91,19 +94,25 @@ fn set_recursive_readonly(dst: &Path) {
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
     const AT_RECURSIVE: u32 = 0x8000;
-    let Ok(path) = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
+    let path = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if readonly {
+        set |= MOUNT_ATTR_RDONLY;
+    }
+    if noexec {
+        set |= MOUNT_ATTR_NOEXEC;
+    }
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    // SAFETY: valid C string and attr struct alive across the call; errors are ignored
-    // (the top mount is already read-only).
-    unsafe {
+    // SAFETY: valid C string and attr struct alive across the call.
+    let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
@@ -111,8 +120,12 @@ fn set_recursive_readonly(dst: &Path) {
             AT_RECURSIVE,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
-        );
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> {
@@ -219,7 +232,7 @@ pub fn enter(iso: &Isolation) -> Result<()> {
     Ok(())
 }
 
-/// A minimal /dev: a tmpfs with the harmless character devices bound from the host, a
+/// A minimal /dev: a tmpfs with nodes of the harmless character devices, a
 /// private devpts, a shm tmpfs and the usual links.
 fn build_dev(root: &Path) -> Result<()> {
     let dev = make_mountpoint(root, Path::new("dev"), false)?;
@@ -229,29 +242,28 @@ fn build_dev(root: &Path) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         "mode=755,size=65536k",
     )?;
+    // The harmless character devices, as nodes with the host's numbers and modes (we are
+    // root in the host's user namespace; one mknod instead of a bind and a remount each).
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let host = Path::new("/dev").join(name);
-        if !host.exists() {
+        let Ok(m) = std::fs::metadata(&host) else {
+            continue;
+        };
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if !m.file_type().is_char_device() {
             continue;
         }
         let at = dev.join(name);
-        std::fs::write(&at, b"").map_err(|e| err("creating", &at, e))?;
-        mount(
-            Some(&host),
+        nix::sys::stat::mknod(
             &at,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(m.mode() & 0o777),
+            m.rdev(),
         )
-        .map_err(|e| err("binding device", &host, e))?;
-        mount(
-            None::<&str>,
-            &at,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|e| err("remounting device", &at, e))?;
+        .map_err(|e| err("creating device", &at, e))?;
+        // mknod applied our umask.
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(m.mode() & 0o777))
+            .map_err(|e| err("chmod", &at, e))?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(|e| err("creating", &pts, e))?;

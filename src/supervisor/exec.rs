@@ -22,6 +22,10 @@ pub struct ExecRequest {
     pub command: String,
     pub args: Vec<String>,
     pub timeout_ms: u64,
+    /// The task's launch spec when the host has it in memory (a task it started; its
+    /// supervisor writes `launch.json` just after the start); else `launch.json` is read.
+    #[serde(default)]
+    pub spec: Option<LaunchSpec>,
 }
 
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -246,14 +250,17 @@ pub fn main(state_dir: &std::path::Path, request: &std::path::Path) -> i32 {
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let result = (|| -> Result<serde_json::Value> {
-        let spec: LaunchSpec = serde_json::from_slice(
-            &std::fs::read(state_dir.join(launch::LAUNCH_FILE))
-                .map_err(|e| err("reading launch.json", e))?,
-        )
-        .map_err(|e| err("parsing launch.json", e))?;
-        let req: ExecRequest =
+        let mut req: ExecRequest =
             serde_json::from_slice(&std::fs::read(request).map_err(|e| err("reading request", e))?)
                 .map_err(|e| err("parsing request", e))?;
+        let spec = match req.spec.take() {
+            Some(s) => s,
+            None => serde_json::from_slice(
+                &std::fs::read(state_dir.join(launch::LAUNCH_FILE))
+                    .map_err(|e| err("reading launch.json", e))?,
+            )
+            .map_err(|e| err("parsing launch.json", e))?,
+        };
         run(&spec, &req)
     })();
     let line = match result {

@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod logs;
+mod vfork;
 
 use crate::error::{Code, Error};
 use crate::launch::{self, ExitStatus, LaunchSpec};
@@ -15,10 +16,9 @@ use logs::RotatingLog;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
-use std::io::{Read, Write};
+use nix::unistd::Pid;
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Entry point of the supervisor binary. Its stdout is the channel socket to the host
@@ -124,30 +124,59 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
     let (sync_r, sync_w) = pipe().map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
-    let (forked, joined_v2) =
-        fork_into(spec.clone_into.as_deref()).map_err(|e| internal("fork", &e))?;
-    let child = match forked {
-        ForkResult::Child => {
-            drop(sync_r);
-            let mut spec = spec.clone();
-            if joined_v2 && let Some(dir) = &spec.clone_into {
-                let f = dir.join("cgroup.procs");
-                spec.cgroup_procs.retain(|p| *p != f);
-            }
-            let e = crate::isolate::exec_command(&spec, out_w.as_raw_fd(), err_w.as_raw_fd());
-            let mut f = std::fs::File::from(sync_w);
-            let _ = f.write_all(e.to_json().to_string().as_bytes());
-            // SAFETY: leave without running destructors or atexit handlers of the parent.
-            unsafe { libc::_exit(127) };
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let cgroup_dir = spec
+        .clone_into
+        .as_deref()
+        .and_then(|d| std::fs::File::open(d).ok());
+    let (out_fd, err_fd, sync_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd(), sync_w.as_raw_fd());
+    let pid = vfork::spawn(
+        cgroup_dir.as_ref().map(|f| f.as_raw_fd()),
+        &mut |in_cgroup| {
+            // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
+            let skip = in_cgroup
+                .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
+                .flatten();
+            let e = crate::isolate::exec_command(&spec, out_fd, err_fd, skip.as_deref());
+            let msg = e.to_json().to_string();
+            // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
+            unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
+            127
+        },
+    )
+    .map_err(|e| internal("starting the command", &e))?;
+    let child = Pid::from_raw(pid);
+    drop(cgroup_dir);
     drop(out_w);
     drop(err_w);
     drop(sync_w);
-    // While the child sets up and execs (on another CPU, if there is one): the log files
-    // (the command's output waits in the pipes meanwhile) and launch.json for
-    // `driver_exec`. Either failing kills the child before the start is reported.
+    // The child has exec'd (or failed): the sync pipe says which.
+    let mut report = String::new();
+    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
+    if !report.is_empty() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        if let Some(cg) = &spec.cgroup {
+            crate::cgroup_glue::kill_all(cg);
+        }
+        return Err(Error::from_json(
+            &serde_json::from_str(&report).unwrap_or_default(),
+        ));
+    }
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    // One write: the host reads the line in one go.
+    let line = format!(
+        "{}\n",
+        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
+    );
+    let _ = crate::chan::send_all(chan, line.as_bytes());
+    *reported = true;
+
+    // Off the start's critical path: the log files (the command's output waits in the
+    // pipes meanwhile) and launch.json (for `driver_exec` of a host that recovers the
+    // task; the starting host has the spec in memory). A failure here ends the task,
+    // reported as its exit with the reason.
     let opened = (|| -> Result<_, Error> {
         let out_log = RotatingLog::open(
             &spec.log_dir,
@@ -169,30 +198,23 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
             .map_err(|e| internal("writing launch.json", &e))?;
         Ok((out_log, err_log))
     })();
-    let mut report = String::new();
-    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
-    if !report.is_empty() || opened.is_err() {
-        let _ = kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        if let Some(cg) = &spec.cgroup {
-            crate::cgroup_glue::kill_all(cg);
+    let (out_log, err_log) = match opened {
+        Ok(l) => l,
+        Err(e) => {
+            kill_everything(&spec, child, is_init);
+            let _ = waitpid(child, None);
+            let exit = ExitStatus {
+                exit_code: -1,
+                signal: 0,
+                oom_killed: false,
+                err: Some(e.message.clone()),
+                started_at,
+                finished_at: launch::rfc3339_now(),
+            };
+            finish(&spec, chan, &exit);
+            return Ok(());
         }
-        return Err(match opened {
-            Err(e) => e,
-            Ok(_) => Error::from_json(&serde_json::from_str(&report).unwrap_or_default()),
-        });
-    }
-    let (out_log, err_log) = opened?;
-    let host_pid = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    // One write: the host reads the line in one go.
-    let line = format!(
-        "{}\n",
-        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
-    );
-    let _ = crate::chan::send_all(chan, line.as_bytes());
-    *reported = true;
+    };
 
     let mut pumps = [
         Pump {
@@ -225,82 +247,21 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
         started_at,
         finished_at: launch::rfc3339_now(),
     };
-    // Every process of the task is gone and the logs are drained: tell the host now, then
-    // tidy up (the host waits for our exit before it removes anything).
-    let line = format!("{}\n", serde_json::json!({ "exit": &exit }));
+    // Every process of the task is gone and the logs are drained.
+    finish(&spec, chan, &exit);
+    Ok(())
+}
+
+/// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
+/// written (the host waits for our exit before it removes anything).
+fn finish(spec: &LaunchSpec, chan: &OwnedFd, exit: &ExitStatus) {
+    let line = format!("{}\n", serde_json::json!({ "exit": exit }));
     let _ = crate::chan::send_all(chan, line.as_bytes());
     if let Some(cg) = &spec.cgroup {
         crate::cgroup_glue::remove(cg);
     }
-    let bytes = serde_json::to_vec(&exit).unwrap_or_default();
-    launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes)
-        .map_err(|e| internal("writing exit.json", &e))?;
-    Ok(())
-}
-
-/// Forks the command's process. With a cgroup2 dir it uses `clone3(CLONE_INTO_CGROUP)`, so
-/// the child starts inside it without writing `cgroup.procs` (that write takes the
-/// cgroup threadgroup lock for writing, which costs an RCU grace period, milliseconds, on
-/// an idle host). Returns the fork result and whether the child is already in the dir.
-fn fork_into(cgroup: Option<&Path>) -> std::io::Result<(ForkResult, bool)> {
-    if let Some(dir) = cgroup
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        #[repr(C)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
-        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            pidfd: 0,
-            child_tid: 0,
-            parent_tid: 0,
-            exit_signal: libc::SIGCHLD as u64,
-            stack: 0,
-            stack_size: 0,
-            tls: 0,
-            set_tid: 0,
-            set_tid_size: 0,
-            cgroup: d.as_raw_fd() as u64,
-        };
-        // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork: the child
-        // gets a copy of this single-threaded process and returns 0 here.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        match r {
-            0 => return Ok((ForkResult::Child, true)),
-            pid if pid > 0 => {
-                return Ok((
-                    ForkResult::Parent {
-                        child: Pid::from_raw(pid as i32),
-                    },
-                    true,
-                ));
-            }
-            // ENOSYS, EINVAL (old kernel), EBUSY…: fall back to fork and a write.
-            _ => {}
-        }
-    }
-    // SAFETY: this process is single-threaded (our own supervisor), so the child may run
-    // arbitrary code after fork.
-    let r = unsafe { fork() }.map_err(std::io::Error::from)?;
-    Ok((r, false))
+    let bytes = serde_json::to_vec(exit).unwrap_or_default();
+    let _ = launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes);
 }
 
 /// Kills every process of the task except the supervisor.
