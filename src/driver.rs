@@ -227,7 +227,16 @@ fn start_inner(
     } else {
         0
     };
-    let dirs = prepare::make_dirs(t, id, cfg, exec.then_some((user.uid, user.gid)), created)?;
+    // The directories here while a helper thread makes the task's cgroup: a few dozen
+    // filesystem calls each, independent of each other.
+    let tr: &TaskRequest = t;
+    let (dirs, cgroup) = crate::sys::parallel(
+        || prepare::make_dirs(tr, id, cfg, exec.then_some((user.uid, user.gid)), created),
+        || task_cgroup(tr, id, cfg, exec),
+    );
+    let cgroup = cgroup?;
+    let mut cg_guard = CgroupGuard(cgroup.clone());
+    let dirs = dirs?;
 
     // Environment, then interpolation of everything the task names.
     let (task_dir_v, alloc_dir_v, secrets_v) = if exec {
@@ -333,19 +342,6 @@ fn start_inner(
     let mut argv = vec![exec_path];
     argv.extend(args);
 
-    // cgroups (root only): limits for exec, tracking and kill for both.
-    let cgroup = match (exec, crate::sys::euid() == 0) {
-        (true, _) => Some(make_cgroup(t, id, cfg, true)?),
-        // raw_exec: a cgroup only to track and kill the task's processes, when we can.
-        (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
-            crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
-                .ok()
-                .flatten()
-        }),
-        (false, false) => None,
-    };
-    let mut cg_guard = CgroupGuard(cgroup.clone());
-
     let isolation = exec.then(|| Isolation {
         root: dirs.task_dir.clone(),
         alloc: dirs.alloc_dir.join("alloc"),
@@ -380,7 +376,7 @@ fn start_inner(
     let started_at = started.started_at.clone();
     let handle = json!({
         "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),
-        "pid": started.pid, "start_time": crate::sys::proc_start_time(started.pid),
+        "pid": started.pid, "start_time": started.start_time.or_else(|| crate::sys::proc_start_time(started.pid)),
         "state_dir": dirs.state_dir, "task_dir": dirs.task_dir, "alloc_dir": dirs.alloc_dir,
         "cgroup": spec.cgroup, "kill_signal": task.kill_signal, "kill_timeout_ms": task.kill_timeout_ms,
         "started_at": started_at,
@@ -400,6 +396,25 @@ fn start_inner(
     Ok(
         json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
     )
+}
+
+/// The task's cgroup (root only): limits for exec; for raw_exec one only to track and
+/// kill the task's processes, when the host has a cgroup2 hierarchy.
+fn task_cgroup(
+    t: &TaskRequest,
+    id: &str,
+    cfg: &config::PluginConfig,
+    exec: bool,
+) -> Result<Option<crate::cgroup::TaskCgroup>> {
+    Ok(match (exec, crate::sys::euid() == 0) {
+        (true, _) => Some(make_cgroup(t, id, cfg, true)?),
+        (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
+            crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
+                .ok()
+                .flatten()
+        }),
+        (false, false) => None,
+    })
 }
 
 /// Removes the cgroup of a start that failed.

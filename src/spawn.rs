@@ -10,6 +10,8 @@ use std::path::Path;
 
 pub struct Started {
     pub pid: i32,
+    /// The supervisor's start time as it read it itself (`/proc/<pid>/stat` field 22).
+    pub start_time: Option<u64>,
     pub pidfd: OwnedFd,
     pub started_at: String,
     /// The channel, kept for the exit report.
@@ -77,6 +79,7 @@ impl Pending {
         if v["ok"] == serde_json::Value::Bool(true) {
             return Ok(Started {
                 pid: self.pid,
+                start_time: v["start_time"].as_u64(),
                 pidfd,
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
                 chan: host,

@@ -138,10 +138,94 @@ pub fn poll_any(fds: &[RawFd], timeout_ms: i64) -> io::Result<Vec<bool>> {
     }
 }
 
+/// Runs `b` on a short-lived helper thread while `a` runs on the calling thread, and
+/// returns both results. The helper starts with every signal blocked, so no handler of the
+/// host's can ever run on it; it is joined before this returns. Should the thread not
+/// start, `b` runs here after `a`.
+pub fn parallel<RA, RB>(a: impl FnOnce() -> RA, b: impl FnOnce() -> RB + Send) -> (RA, RB)
+where
+    RB: Send,
+{
+    let b = std::sync::Mutex::new(Some(b));
+    std::thread::scope(|s| {
+        // SAFETY: sigset_t is plain data initialised by sigfillset/pthread_sigmask; only
+        // this thread's mask changes, and it is restored right after the spawn.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let helper = std::thread::Builder::new()
+            .name("execdriver-prep".into())
+            .stack_size(256 << 10)
+            .spawn_scoped(s, || {
+                let f = b.lock().ok().and_then(|mut g| g.take());
+                f.map(|f| f())
+            });
+        // SAFETY: restores this thread's previous mask.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+        let ra = a();
+        let rb = match helper {
+            Ok(h) => match h.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            },
+            Err(_) => None,
+        };
+        let rb = rb.unwrap_or_else(|| {
+            let f = b.lock().ok().and_then(|mut g| g.take()).expect("b not run");
+            f()
+        });
+        (ra, rb)
+    })
+}
+
+/// Sets signal `sig` to its default disposition with the raw `rt_sigaction` syscall: the
+/// libc wrapper refuses the signals glibc reserves (32, 33), which a host may still have
+/// set to ignored, and ignored dispositions survive exec.
+pub fn set_default_disposition(sig: i32) {
+    // The kernel's struct sigaction (x86_64 and aarch64 layout: handler, flags, restorer,
+    // mask); all zero is SIG_DFL with no flags and an empty mask.
+    #[repr(C)]
+    struct KSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a valid kernel sigaction for the duration of the call; no old action asked.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &act as *const KSigaction,
+            std::ptr::null_mut::<KSigaction>(),
+            8usize,
+        )
+    };
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`):
 /// with the pid it names one process for the life of the machine.
 pub fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_start_time(&format!("/proc/{pid}/stat"))
+}
+
+/// [`proc_start_time`] of the calling process, through `/proc/self` (right also in a pid
+/// namespace of our own, whose pid 1 we may be, while `/proc` is the host's).
+pub fn self_start_time() -> Option<u64> {
+    stat_start_time("/proc/self/stat")
+}
+
+fn stat_start_time(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(19)?.parse().ok()
 }

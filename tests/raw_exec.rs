@@ -224,3 +224,18 @@ fn unopenable_log_file_ends_the_task_with_the_reason() {
     );
     assert!(pids_matching(&marker).is_empty(), "the command survived");
 }
+
+#[test]
+fn command_starts_with_default_signal_dispositions_and_empty_mask() {
+    // This test process ignores SIGPIPE (Rust's runtime does, as Python does); ignored
+    // dispositions survive exec, so the supervisor must reset them for the command.
+    let d = TempDir::new("sigs");
+    let (w, out) = run(raw_task(
+        "s",
+        d.path(),
+        "grep -E '^(SigIgn|SigBlk)' /proc/self/status",
+    ));
+    assert_eq!(w["exit_code"], 0, "{w}");
+    assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+    assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+}

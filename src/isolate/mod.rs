@@ -48,7 +48,6 @@ fn prepare_and_exec(
             )
         })?;
     }
-    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
 
     let argv: Vec<CString> = spec

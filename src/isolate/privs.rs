@@ -138,15 +138,10 @@ pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Default dispositions and an empty mask, as a freshly started program expects.
+/// An empty signal mask, as a freshly started program expects. (Dispositions are already
+/// the defaults: the supervisor reset the ignored ones it inherited, has no handlers, and
+/// exec resets handled ones.)
 pub fn reset_signals() {
-    for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: setting SIG_DFL is always valid for catchable signals.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
     // SAFETY: an empty set, then set as the mask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

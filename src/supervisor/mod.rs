@@ -43,6 +43,7 @@ pub fn main() -> i32 {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
+    let own = prepare_self();
     let spec = match crate::chan::read_to_end(&chan, 64 << 20) {
         // The host gave up on this start before sending a spec: nothing to do.
         Ok(b) if b.is_empty() => return 0,
@@ -50,7 +51,7 @@ pub fn main() -> i32 {
         Err(_) => return 1,
     };
     let mut reported = false;
-    match run(&spec, &chan, &mut reported) {
+    match run(&spec, &chan, &own, &mut reported) {
         Ok(()) => 0,
         Err(e) => {
             if !reported {
@@ -99,7 +100,42 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
-fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Error> {
+/// What the supervisor does for itself while the host is still preparing the task (it
+/// has not sent the spec yet), so that none of it is on the start's critical path.
+struct OwnSetup {
+    /// Our start time (`/proc/self/stat` field 22), for the host's handle.
+    start_time: Option<u64>,
+}
+
+fn prepare_self() -> OwnSetup {
+    // Signals the host ignores stay ignored across exec (handlers do not: we have none).
+    // Back to default, so that the command starts with default dispositions everywhere
+    // and an ignored SIGCHLD cannot make the kernel reap the command for us.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(mask) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    {
+        for sig in 1..=64 {
+            if mask & (1u64 << (sig - 1)) != 0 {
+                crate::sys::set_default_disposition(sig);
+            }
+        }
+    }
+    // The command must not inherit the host's OOM score adjustment; it inherits ours.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    OwnSetup {
+        start_time: crate::sys::self_start_time(),
+    }
+}
+
+fn run(
+    spec_bytes: &[u8],
+    chan: &OwnedFd,
+    own: &OwnSetup,
+    reported: &mut bool,
+) -> Result<(), Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
@@ -168,7 +204,8 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
     // One write: the host reads the line in one go.
     let line = format!(
         "{}\n",
-        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid, "started_at": started_at})
+        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
+            "start_time": own.start_time, "started_at": started_at})
     );
     let _ = crate::chan::send_all(chan, line.as_bytes());
     *reported = true;
@@ -216,6 +253,7 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
         }
     };
 
+    drop_startup_pages();
     let mut pumps = [
         Pump {
             fd: Some(out_r),
@@ -250,6 +288,45 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, reported: &mut bool) -> Result<(), Err
     // Every process of the task is gone and the logs are drained.
     finish(&spec, chan, &exit);
     Ok(())
+}
+
+/// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
+/// parser, the command's set-up, relocation tables) are most of them, the kernel maps file
+/// pages 64 KiB at a time, and a supervisor may sit beside its task for months. Only
+/// read-only mappings of our binary with no private (copied-on-write) page are dropped:
+/// their pages refault unchanged from the page cache. They are then marked
+/// `MADV_RANDOM`, so that the loop's refaults map single pages, not 64 KiB around each.
+fn drop_startup_pages() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            let perms = f.next().unwrap_or("");
+            let ours = f.nth(3).map(std::path::Path::new) == Some(exe.as_path());
+            current = (ours && !perms.contains('w')).then_some((a, b));
+            continue;
+        }
+        if first == "Anonymous:"
+            && let Some((a, b)) = current.take()
+            && f.next() == Some("0")
+        {
+            // SAFETY: a read-only private file mapping of our binary without a single
+            // private page: after MADV_DONTNEED its pages refault with the same contents.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
+            }
+        }
+    }
 }
 
 /// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
