@@ -227,16 +227,24 @@ fn start_inner(
     } else {
         0
     };
-    // The directories here while a helper thread makes the task's cgroup: a few dozen
-    // filesystem calls each, independent of each other.
+    // The alloc dir first; then its subdirectories here while a helper thread makes the
+    // task's dir and its cgroup: each a few filesystem calls, independent of the others.
+    let dirs = prepare::alloc_root(t, id, cfg, created)?;
     let tr: &TaskRequest = t;
-    let (dirs, cgroup) = crate::sys::parallel(
-        || prepare::make_dirs(tr, id, cfg, exec.then_some((user.uid, user.gid)), created),
-        || task_cgroup(tr, id, cfg, exec),
+    let owner = exec.then_some((user.uid, user.gid));
+    let (made, (helper_made, cgroup)) = crate::sys::parallel(
+        || prepare::make_alloc_dirs(&dirs, created),
+        || {
+            let mut mine = prepare::Created::default();
+            let r = prepare::make_task_dirs(&dirs, owner, &mut mine)
+                .and_then(|()| task_cgroup(tr, id, cfg, exec));
+            (mine, r)
+        },
     );
+    created.absorb(helper_made);
     let cgroup = cgroup?;
     let mut cg_guard = CgroupGuard(cgroup.clone());
-    let dirs = dirs?;
+    made?;
 
     // Environment, then interpolation of everything the task names.
     let (task_dir_v, alloc_dir_v, secrets_v) = if exec {

@@ -14,6 +14,11 @@ pub struct Created {
 }
 
 impl Created {
+    /// Takes over what `other` created (for undo).
+    pub fn absorb(&mut self, mut other: Created) {
+        self.dirs.append(&mut other.dirs);
+    }
+
     /// Removes, newest first, everything created (with all content put in since).
     pub fn undo(&mut self) {
         while let Some(d) = self.dirs.pop() {
@@ -22,40 +27,39 @@ impl Created {
     }
 }
 
+/// Creates `path` with exactly `mode` and records it for undo. An existing directory is
+/// fine (and not ours to undo); a missing parent is created (and never undone: shared
+/// parents such as data_dir/tasks hold other tasks). One `mkdir` in the common case.
 fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::new(
-            Code::Spawn,
-            format!("{} exists and is not a directory", path.display()),
-        )),
-        Err(_) => {
-            // Shared parents (data_dir/tasks, data_dir/alloc, …) are never undone: other
-            // tasks may live in them.
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::new(Code::Spawn, format!("creating {}: {e}", parent.display()))
-                })?;
-            }
-            match std::fs::DirBuilder::new().mode(mode).create(path) {
-                Ok(()) => {}
-                // Another start created it at the same moment: it is not ours to undo.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {
-                    return Ok(());
-                }
-                Err(e) => {
-                    return Err(Error::new(
-                        Code::Spawn,
-                        format!("creating {}: {e}", path.display()),
-                    ));
-                }
-            }
-            // The umask must not weaken or strengthen the modes of the layout.
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-            created.dirs.push(path.to_path_buf());
-            Ok(())
-        }
+    let fail =
+        |e: std::io::Error| Error::new(Code::Spawn, format!("creating {}: {e}", path.display()));
+    let mut r = std::fs::DirBuilder::new().mode(mode).create(path);
+    if let Err(e) = &r
+        && e.kind() == std::io::ErrorKind::NotFound
+        && let Some(parent) = path.parent()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", parent.display())))?;
+        r = std::fs::DirBuilder::new().mode(mode).create(path);
     }
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Already there (or created by another start at the same moment): not ours.
+            return match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(Error::new(
+                    Code::Spawn,
+                    format!("{} exists and is not a directory", path.display()),
+                )),
+            };
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    // The umask must not weaken or strengthen the modes of the layout.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    created.dirs.push(path.to_path_buf());
+    Ok(())
 }
 
 /// Host paths of one task.
@@ -65,13 +69,11 @@ pub struct Dirs {
     pub state_dir: PathBuf,
 }
 
-/// Creates Nomad's layout: `<alloc_dir>/alloc/{data,logs,tmp}` and
-/// `<alloc_dir>/<task>/{local,secrets,tmp}`, plus the state dir under `data_dir`.
-pub fn make_dirs(
+/// The task's paths, and its alloc dir created (the parent of everything else).
+pub fn alloc_root(
     task: &TaskRequest,
     id: &str,
     cfg: &PluginConfig,
-    owner: Option<(u32, u32)>,
     created: &mut Created,
 ) -> Result<Dirs> {
     let data = crate::plugin::data_dir(cfg);
@@ -83,32 +85,56 @@ pub fn make_dirs(
             &task.alloc_id
         }),
     };
-    let task_dir = alloc_dir.join(&task.name);
-    let state_dir = data.join("tasks").join(id);
     mkdir(&alloc_dir, 0o755, created)?;
-    mkdir(&alloc_dir.join("alloc"), 0o755, created)?;
-    mkdir(&alloc_dir.join("alloc/data"), 0o777, created)?;
-    mkdir(&alloc_dir.join("alloc/logs"), 0o755, created)?;
-    mkdir(&alloc_dir.join("alloc/tmp"), 0o777, created)?;
-    mkdir(&task_dir, 0o755, created)?;
-    mkdir(&task_dir.join("local"), 0o777, created)?;
-    mkdir(&task_dir.join("secrets"), 0o700, created)?;
-    mkdir(&task_dir.join("tmp"), 0o1777, created)?;
+    Ok(Dirs {
+        task_dir: alloc_dir.join(&task.name),
+        state_dir: data.join("tasks").join(id),
+        alloc_dir,
+    })
+}
+
+/// `<alloc_dir>/alloc/{data,logs,tmp}` and the state dir under `data_dir`.
+pub fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
+    let a = &dirs.alloc_dir;
+    mkdir(&a.join("alloc"), 0o755, created)?;
+    mkdir(&a.join("alloc/data"), 0o777, created)?;
+    mkdir(&a.join("alloc/logs"), 0o755, created)?;
+    mkdir(&a.join("alloc/tmp"), 0o777, created)?;
+    if dirs.state_dir.exists() {
+        // A leftover of a task destroyed without cleanup, or a crashed start.
+        let _ = std::fs::remove_dir_all(&dirs.state_dir);
+    }
+    mkdir(&dirs.state_dir, 0o700, created)
+}
+
+/// `<alloc_dir>/<task>/{local,secrets,tmp}`, `local` and `secrets` owned by `owner`.
+pub fn make_task_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Created) -> Result<()> {
+    let t = &dirs.task_dir;
+    mkdir(t, 0o755, created)?;
+    mkdir(&t.join("local"), 0o777, created)?;
+    mkdir(&t.join("secrets"), 0o700, created)?;
+    mkdir(&t.join("tmp"), 0o1777, created)?;
     if let Some((uid, gid)) = owner {
         for d in ["local", "secrets"] {
-            let _ = std::os::unix::fs::chown(task_dir.join(d), Some(uid), Some(gid));
+            let _ = std::os::unix::fs::chown(t.join(d), Some(uid), Some(gid));
         }
     }
-    if state_dir.exists() {
-        // A leftover of a task destroyed without cleanup, or a crashed start.
-        let _ = std::fs::remove_dir_all(&state_dir);
-    }
-    mkdir(&state_dir, 0o700, created)?;
-    Ok(Dirs {
-        alloc_dir,
-        task_dir,
-        state_dir,
-    })
+    Ok(())
+}
+
+/// Creates Nomad's layout: `<alloc_dir>/alloc/{data,logs,tmp}` and
+/// `<alloc_dir>/<task>/{local,secrets,tmp}`, plus the state dir under `data_dir`.
+pub fn make_dirs(
+    task: &TaskRequest,
+    id: &str,
+    cfg: &PluginConfig,
+    owner: Option<(u32, u32)>,
+    created: &mut Created,
+) -> Result<Dirs> {
+    let dirs = alloc_root(task, id, cfg, created)?;
+    make_alloc_dirs(&dirs, created)?;
+    make_task_dirs(&dirs, owner, created)?;
+    Ok(dirs)
 }
 
 /// The task's user, resolved on the host.
