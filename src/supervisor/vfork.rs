@@ -139,20 +139,34 @@ pub fn spawn(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::R
         if cg.is_none()
             || !matches!(
                 -r as i32,
-                libc::EINVAL | libc::EBUSY | libc::EOPNOTSUPP | libc::ENOSYS | libc::E2BIG
+                libc::EINVAL
+                    | libc::EBUSY
+                    | libc::EOPNOTSUPP
+                    | libc::ENOSYS
+                    | libc::E2BIG
+                    | libc::EBADF
             )
         {
             break;
         }
     }
     drop(stack);
+    if last.raw_os_error() == Some(libc::ENOSYS) {
+        // No clone3 at all (Linux < 5.3).
+        return fork(child);
+    }
     Err(last)
 }
 
-/// Other targets: a plain fork (the supervisor is single-threaded, so the child may run
-/// any code), the child joining its cgroups by writing `cgroup.procs`.
+/// Other targets: a plain fork (below).
 #[cfg(not(target_arch = "x86_64"))]
 pub fn spawn(_cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
+    fork(child)
+}
+
+/// A plain fork (the supervisor is single-threaded, so the child may run any code), the
+/// child joining its cgroups by writing `cgroup.procs`.
+fn fork(child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
     // SAFETY: single-threaded process; the child only runs `child` and exits.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
@@ -162,5 +176,64 @@ pub fn spawn(_cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::
             unsafe { libc::_exit(code) }
         }
         pid => Ok(pid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(pid: i32) -> i32 {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        st
+    }
+
+    // The children here only return or execve with data prepared before: the test
+    // process is multithreaded, unlike the supervisor.
+    #[test]
+    fn child_exit_code_and_exec() {
+        let pid = spawn(None, &mut |in_cgroup| if in_cgroup { 1 } else { 7 }).unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 7, "{st:#x}");
+
+        let path = c"/bin/sh";
+        let argv = [
+            c"sh".as_ptr(),
+            c"-c".as_ptr(),
+            c"exit 5".as_ptr(),
+            std::ptr::null(),
+        ];
+        let envp = [std::ptr::null()];
+        let pid = spawn(None, &mut |_| {
+            // SAFETY: valid NUL-terminated arrays prepared above.
+            unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            127
+        })
+        .unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 5, "{st:#x}");
+    }
+
+    #[test]
+    fn fork_fallback() {
+        let pid = fork(&mut |in_cgroup| if in_cgroup { 1 } else { 9 }).unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 9, "{st:#x}");
+    }
+
+    #[test]
+    fn a_bad_cgroup_fd_falls_back_to_no_cgroup() {
+        // Not a cgroup2 directory: clone3 refuses CLONE_INTO_CGROUP, the child starts
+        // without it and is told so.
+        let dir = std::fs::File::open("/").unwrap();
+        use std::os::fd::AsRawFd;
+        let pid = spawn(Some(dir.as_raw_fd()), &mut |in_cgroup| {
+            if in_cgroup { 1 } else { 3 }
+        })
+        .unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 3, "{st:#x}");
     }
 }
