@@ -148,8 +148,14 @@ pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
     })
 }
 
-/// Path of the object (shared library or executable) this code is loaded from.
+/// Path of the object (shared library or executable) this code is loaded from: it does
+/// not change while we are loaded, so it is looked up once.
 fn loaded_object_path() -> Option<PathBuf> {
+    static PATH: once_cell::sync::OnceCell<Option<PathBuf>> = once_cell::sync::OnceCell::new();
+    PATH.get_or_init(find_loaded_object_path).clone()
+}
+
+fn find_loaded_object_path() -> Option<PathBuf> {
     // SAFETY: Dl_info is plain data; dladdr fills it for an address inside our object.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let addr = loaded_object_path as *const libc::c_void;

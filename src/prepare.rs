@@ -138,6 +138,7 @@ pub fn make_dirs(
 }
 
 /// The task's user, resolved on the host.
+#[derive(Clone)]
 pub struct User {
     pub name: String,
     pub uid: u32,
@@ -207,6 +208,28 @@ pub fn resolve_user(name: &str, cfg: &PluginConfig) -> Result<User> {
 
 /// The user this process runs as (raw_exec).
 pub fn current_user() -> User {
+    // Looked up once per (euid, egid, /etc/passwd mtime): raw_exec asks on every start.
+    type Key = (u32, u32, Option<std::time::SystemTime>);
+    static CACHE: std::sync::Mutex<Option<(Key, User)>> = std::sync::Mutex::new(None);
+    let key: Key = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+        std::fs::metadata("/etc/passwd")
+            .and_then(|m| m.modified())
+            .ok(),
+    );
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((k, u)) = cache.as_ref()
+        && *k == key
+    {
+        return u.clone();
+    }
+    let u = lookup_current_user();
+    *cache = Some((key, u.clone()));
+    u
+}
+
+fn lookup_current_user() -> User {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     match nix::unistd::User::from_uid(uid).ok().flatten() {
