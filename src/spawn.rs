@@ -1,5 +1,7 @@
-//! Host side of starting a supervisor: clone+exec it (see [`crate::sys::spawn`]) and read
-//! its one-line report from the sync pipe: the command started, or why not.
+//! Host side of starting a supervisor: clone+exec it ahead of its spec (see
+//! [`crate::sys::spawn_with`]), later hand it the spec over the channel
+//! ([`crate::chan`]) and read its start report: the command started, or why not. Also
+//! `driver_exec`'s one-shot `execdriver-shim --exec`.
 
 use crate::chan::{HostEnd, Line};
 use crate::config::PluginConfig;

@@ -1,7 +1,8 @@
 //! The per-task supervisor: a small process of ours, exec'd by the host library for each
-//! task. It starts the command (through [`crate::isolate`]), reports the start on its
-//! stdout (the host's sync pipe), then forwards signals, pumps logs, reaps, and when the
-//! command ends takes down everything left of the task and writes `exit.json`.
+//! task. It receives the launch spec on its stdout, a socket to the host ([`crate::chan`]),
+//! starts the command (through [`crate::isolate`]), reports the start there, then forwards
+//! signals, pumps logs, reaps, and when the command ends takes down everything left of
+//! the task, reports the exit and writes `exit.json`.
 //!
 //! For `exec` with a private pid namespace it is the namespace's pid 1 (the command is
 //! pid 2, never init); otherwise it is a child subreaper for the task's tree.
