@@ -181,11 +181,14 @@ pub(crate) fn make_task_dir(
     let dir = pdir.join(name);
     let mut attempt = 0;
     loop {
-        ensure_parent(mount, parent)?;
+        // The parent usually exists: try the task's dir first, make the parent on ENOENT.
         match fs::create_dir(&dir) {
             Ok(()) => break,
-            // Another process removed an empty parent in between: make it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+            // No parent yet, or another process removed an empty one in between.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {
+                attempt += 1;
+                ensure_parent(mount, parent)?;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(isolation(
                     "create",
