@@ -12,6 +12,8 @@
 # Prints median and p90 in microseconds and ratios against posix_spawn.
 #
 # Usage: bench/start.sh [N]   (default 200)
+#   START_BENCH_NO_BWRAP=1 bench/start.sh   leaves bwrap out of the rotation.
+#   BENCH_DIR=/dev/shm bench/start.sh        work files (alloc/data dirs) on tmpfs.
 #   START_BENCH_GAP_US=50000 bench/start.sh   idles 50 ms (untimed) before every measured
 #   start, as on a real node where starts are sparse. On this kernel the first write to a
 #   cgroup.procs after an idle spell waits for an RCU grace period (cgroup_threadgroup_rwsem
@@ -32,7 +34,12 @@ echo "== gcc -O2 bench/start_bench.c"
 gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
 
 BWRAP=$(command -v bwrap || true)
-if [ -z "$BWRAP" ]; then
+if [ -n "${START_BENCH_NO_BWRAP:-}" ]; then
+    # bwrap's mount-namespace teardown runs on after it exits and slows whatever start
+    # comes next in the rotation: this measures the others without it.
+    echo "bwrap: skipped (START_BENCH_NO_BWRAP)"
+    BWRAP=
+elif [ -z "$BWRAP" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== bwrap missing: apt-get install -y bubblewrap"
         if DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >"$WORK/apt.log" 2>&1; then
