@@ -181,10 +181,29 @@ where
     })
 }
 
+/// Signals the host ignored stay ignored across exec (handlers do not; the shim has
+/// none): sets every ignored one (`SigIgn` of `/proc/self/status`) back to default, so
+/// that what the shim starts begins with default dispositions everywhere. Both shim entry
+/// points call it first thing.
+pub fn reset_ignored_signals() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(mask) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    {
+        for sig in 1..=64 {
+            if mask & (1u64 << (sig - 1)) != 0 {
+                set_default_disposition(sig);
+            }
+        }
+    }
+}
+
 /// Sets signal `sig` to its default disposition with the raw `rt_sigaction` syscall: the
 /// libc wrapper refuses the signals glibc reserves (32, 33), which a host may still have
-/// set to ignored, and ignored dispositions survive exec.
-pub fn set_default_disposition(sig: i32) {
+/// set to ignored.
+fn set_default_disposition(sig: i32) {
     // The kernel's struct sigaction (x86_64 and aarch64 layout: handler, flags, restorer,
     // mask); all zero is SIG_DFL with no flags and an empty mask.
     #[repr(C)]

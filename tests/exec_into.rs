@@ -48,6 +48,13 @@ fn exec_sees_task_world_and_timeout_kills_only_it() {
             "not in the task's pid namespace: {out}"
         );
     }
+    // This test process ignores SIGPIPE (and 32); the exec'd command must not inherit that.
+    let out = exec(json!({"task_id": id, "command": "grep",
+        "args": ["-E", "^(SigIgn|SigBlk)", "/proc/self/status"]}))
+    .unwrap();
+    let status = out["stdout"].as_str().unwrap();
+    assert!(status.contains("SigIgn:\t0000000000000000"), "{out}");
+    assert!(status.contains("SigBlk:\t0000000000000000"), "{out}");
     let t0 = std::time::Instant::now();
     let out =
         exec(json!({"task_id": id, "command": "/bin/sleep", "args": ["30"], "timeout_ms": 200}))

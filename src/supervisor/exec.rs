@@ -249,6 +249,7 @@ fn collect(
 pub fn main(state_dir: &std::path::Path, request: &std::path::Path) -> i32 {
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    crate::sys::reset_ignored_signals();
     let result = (|| -> Result<serde_json::Value> {
         let mut req: ExecRequest =
             serde_json::from_slice(&std::fs::read(request).map_err(|e| err("reading request", e))?)

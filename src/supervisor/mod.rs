@@ -109,21 +109,8 @@ struct OwnSetup {
 }
 
 fn prepare_self() -> OwnSetup {
-    // Signals the host ignores stay ignored across exec (handlers do not: we have none).
-    // Back to default, so that the command starts with default dispositions everywhere
-    // and an ignored SIGCHLD cannot make the kernel reap the command for us.
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
-        && let Some(mask) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigIgn:"))
-            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-    {
-        for sig in 1..=64 {
-            if mask & (1u64 << (sig - 1)) != 0 {
-                crate::sys::set_default_disposition(sig);
-            }
-        }
-    }
+    // An ignored SIGCHLD would also make the kernel reap the command for us.
+    crate::sys::reset_ignored_signals();
     // The command must not inherit the host's OOM score adjustment; it inherits ours.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     OwnSetup {
