@@ -89,7 +89,7 @@ impl Pending {
         }
         // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
         drop(host);
-        let status = reap(&pidfd);
+        let status = crate::sys::pidfd_reap_within(&pidfd, 5000);
         if v.get("error").is_some() {
             return Err(Error::from_json(&v));
         }
@@ -103,22 +103,12 @@ impl Pending {
     }
 }
 
-/// Waits (bounded) for a supervisor that is on its way out, kills it if it lingers, and
-/// reaps it.
-fn reap(pidfd: &OwnedFd) -> Option<(i32, i32)> {
-    if !crate::sys::poll_readable(pidfd.as_raw_fd(), 5000).unwrap_or(false) {
-        let _ = crate::sys::pidfd_send_signal(pidfd, libc::SIGKILL);
-        let _ = crate::sys::poll_readable(pidfd.as_raw_fd(), -1);
-    }
-    crate::sys::pidfd_reap(pidfd).ok().flatten()
-}
-
 impl Drop for Pending {
     fn drop(&mut self) {
         // Closing our end is the supervisor's cue to exit without doing anything.
         drop(self.chan.take());
         if let Some(fd) = self.pidfd.take() {
-            reap(&fd);
+            crate::sys::pidfd_reap_within(&fd, 5000);
         }
     }
 }

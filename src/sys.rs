@@ -231,6 +231,16 @@ fn set_default_disposition(sig: i32) {
     };
 }
 
+/// Waits up to `ms` for the process behind `pidfd` to exit, SIGKILLs it if it has not,
+/// and reaps it; returns what [`pidfd_reap`] gives.
+pub fn pidfd_reap_within(pidfd: &OwnedFd, ms: i64) -> Option<(i32, i32)> {
+    if !poll_readable(pidfd.as_raw_fd(), ms).unwrap_or(false) {
+        let _ = pidfd_send_signal(pidfd, libc::SIGKILL);
+        let _ = poll_readable(pidfd.as_raw_fd(), -1);
+    }
+    pidfd_reap(pidfd).ok().flatten()
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`):
 /// with the pid it names one process for the life of the machine.
 pub fn proc_start_time(pid: i32) -> Option<u64> {

@@ -292,11 +292,7 @@ impl Task {
     pub fn reap_supervisor(&self) {
         let pidfd = self.lock().pidfd.clone();
         if let Some(fd) = pidfd {
-            if !crate::sys::poll_readable(fd.as_raw_fd(), 5000).unwrap_or(false) {
-                let _ = crate::sys::pidfd_send_signal(&fd, libc::SIGKILL);
-                let _ = crate::sys::poll_readable(fd.as_raw_fd(), -1);
-            }
-            let _ = crate::sys::pidfd_reap(&fd);
+            crate::sys::pidfd_reap_within(&fd, 5000);
             self.lock().pidfd = None;
         }
     }

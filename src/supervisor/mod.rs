@@ -177,11 +177,8 @@ fn run(
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
     if !report.is_empty() {
-        let _ = kill(child, Signal::SIGKILL);
+        kill_everything(&spec, child, is_init);
         let _ = waitpid(child, None);
-        if let Some(cg) = &spec.cgroup {
-            crate::cgroup_glue::kill_all(cg);
-        }
         return Err(Error::from_json(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
