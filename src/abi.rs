@@ -7,7 +7,7 @@
 //! [`RootModule::load_from_file`](abi_stable::library::RootModule::load_from_file), which
 //! checks the layout of every type below before any call is made.
 
-use crate::{Error, Status};
+use crate::Error;
 use abi_stable::{
     StableAbi, declare_root_module_statics, export_root_module,
     library::RootModule,
@@ -82,16 +82,7 @@ fn call(
     match r {
         Ok(Ok(v)) => RResult::ROk(v.to_string().into()),
         Ok(Err(e)) => RResult::RErr((&e).into()),
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            let e = Error::internal(format!("internal error (caught panic): {what}"));
-            debug_assert_eq!(e.status(), Status::Internal);
-            RResult::RErr((&e).into())
-        }
+        Err(p) => RResult::RErr((&Error::from_panic(&*p)).into()),
     }
 }
 

@@ -43,6 +43,28 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of the enum.
+    pub const ALL: [Code; 18] = [
+        Code::InvalidJson,
+        Code::InvalidRequest,
+        Code::InvalidConfig,
+        Code::TaskNotFound,
+        Code::Timeout,
+        Code::Unsupported,
+        Code::ArtifactDownload,
+        Code::ArtifactChecksum,
+        Code::ArtifactUnpack,
+        Code::ArtifactLimit,
+        Code::ArtifactDenied,
+        Code::CommandNotFound,
+        Code::UserNotFound,
+        Code::Isolation,
+        Code::Spawn,
+        Code::TaskExists,
+        Code::TaskRunning,
+        Code::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::InvalidJson => "invalid_json",
@@ -67,29 +89,7 @@ impl Code {
     }
 
     pub fn parse(s: &str) -> Option<Code> {
-        use Code::*;
-        [
-            InvalidJson,
-            InvalidRequest,
-            InvalidConfig,
-            TaskNotFound,
-            Timeout,
-            Unsupported,
-            ArtifactDownload,
-            ArtifactChecksum,
-            ArtifactUnpack,
-            ArtifactLimit,
-            ArtifactDenied,
-            CommandNotFound,
-            UserNotFound,
-            Isolation,
-            Spawn,
-            TaskExists,
-            TaskRunning,
-            Internal,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
     pub fn status(self) -> Status {
@@ -139,6 +139,16 @@ impl Error {
 
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(Code::Internal, message)
+    }
+
+    /// The `internal` error for a panic caught at an ABI boundary, with its message.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Error::internal(format!("internal error (caught panic): {what}"))
     }
 
     pub fn status(&self) -> Status {
@@ -210,5 +220,22 @@ mod tests {
             "config.command is required",
         );
         assert_eq!(Error::from_json(&e.to_json()), e);
+    }
+
+    #[test]
+    fn every_code_parses_back_and_names_are_unique() {
+        let names: std::collections::BTreeSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        for c in Code::ALL {
+            assert_eq!(Code::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
+    fn panics_become_internal_errors_with_their_message() {
+        let p = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        let e = Error::from_panic(&*p);
+        assert_eq!((e.code, e.status()), (Code::Internal, Status::Internal));
+        assert!(e.message.contains("boom 7"), "{}", e.message);
     }
 }

@@ -87,15 +87,10 @@ fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
     let (status, body) = match result {
         Ok(Ok(v)) => (Status::Ok, v.to_string()),
         Ok(Err(e)) => (e.status(), e.to_json().to_string()),
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            let e = Error::internal(format!("internal error (caught panic): {what}"));
-            (Status::Internal, e.to_json().to_string())
-        }
+        Err(p) => (
+            Status::Internal,
+            Error::from_panic(&*p).to_json().to_string(),
+        ),
     };
     respond(out, body);
     status as i32
