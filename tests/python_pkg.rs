@@ -5,30 +5,15 @@
 //! Run alone: `cargo test --test python_pkg -- --nocapture` (shows the unittest output).
 
 mod common;
-use common::built_lib as lib;
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn python_package_suite() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if Command::new("python3").arg("--version").output().is_err() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let Some(out) = common::python_unittest("tests/python_pkg", Some(&python)) else {
         eprintln!("SKIP python_package_suite: python3 is not installed");
         return;
-    }
-    let data = std::env::temp_dir().join(format!("execdriver-pypkg-rs-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
-    let out = Command::new("python3")
-        .args(["-m", "unittest", "discover", "-s", "tests/python_pkg", "-v"])
-        .current_dir(root)
-        .env("PYTHONPATH", root.join("python"))
-        .env("EXECDRIVER_LIB", lib())
-        .env("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim"))
-        .env("EXECDRIVER_DATA_DIR", &data)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("python3 runs");
-    let _ = std::fs::remove_dir_all(&data);
+    };
     let log = String::from_utf8_lossy(&out.stderr);
     eprintln!("{}{log}", String::from_utf8_lossy(&out.stdout));
     assert!(

@@ -154,3 +154,29 @@ pub fn built_lib() -> PathBuf {
         _ => up,
     }
 }
+
+/// Runs `python3 -m unittest discover -s <suite> -v` from the repository root against the
+/// freshly built library and supervisor, with its own data dir (and `PYTHONPATH`, when
+/// given). `None` when python3 is not installed (the caller skips, saying so).
+pub fn python_unittest(suite: &str, pythonpath: Option<&Path>) -> Option<std::process::Output> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return None;
+    }
+    let data = TempDir::new("python");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-m", "unittest", "discover", "-s", suite, "-v"])
+        .current_dir(root)
+        .env("EXECDRIVER_LIB", built_lib())
+        .env("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim"))
+        .env("EXECDRIVER_DATA_DIR", data.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    Some(cmd.output().expect("python3 runs"))
+}
