@@ -9,19 +9,7 @@
 # Usage: bench/pss.sh
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "${BENCH_DIR:=$ROOT/target}"
-WORK=$(mktemp -d "$BENCH_DIR/execdriver-pssbench.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
-trap cleanup EXIT
+. "$(dirname "$0")/setup.sh"
 
-echo "== cargo build --release, and the supervisor again as a static binary"
-"$ROOT/bench/build-release.sh"
-echo "== gcc -O2 bench/start_bench.c"
-gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
-
-mkdir -p "$WORK/data"
-export EXECDRIVER_DATA_DIR="$WORK/data"
-export EXECDRIVER_LIB="$ROOT/target/release/libexecdriver.so"
 "$WORK/start_bench" pss "$WORK"
 ls -l "$ROOT/target/release/execdriver-shim" | awk '{print "supervisor binary size: " $5 " bytes"}'

@@ -21,17 +21,7 @@
 set -euo pipefail
 
 N=${1:-200}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# Work files under target/ (override with BENCH_DIR): see the mkdir line it prints.
-mkdir -p "${BENCH_DIR:=$ROOT/target}"
-WORK=$(mktemp -d "$BENCH_DIR/execdriver-startbench.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
-trap cleanup EXIT
-
-echo "== cargo build --release, and the supervisor again as a static binary"
-"$ROOT/bench/build-release.sh"
-echo "== gcc -O2 bench/start_bench.c"
-gcc -O2 -Wall -Wextra -Werror -o "$WORK/start_bench" "$ROOT/bench/start_bench.c" -ldl
+. "$(dirname "$0")/setup.sh"
 
 BWRAP=$(command -v bwrap || true)
 if [ -n "${START_BENCH_NO_BWRAP:-}" ]; then
@@ -54,8 +44,5 @@ elif [ -z "$BWRAP" ]; then
 fi
 
 echo "== host: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg), kernel $(uname -r)"
-mkdir -p "$WORK/data"
-export EXECDRIVER_DATA_DIR="$WORK/data"
-export EXECDRIVER_LIB="$ROOT/target/release/libexecdriver.so"
 "$WORK/start_bench" bench "$N" "$WORK" "$BWRAP"
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
