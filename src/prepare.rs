@@ -69,7 +69,9 @@ pub struct Dirs {
     pub state_dir: PathBuf,
 }
 
-/// The task's paths, and its alloc dir created (the parent of everything else).
+/// The task's paths, and its alloc dir created (the parent of everything else). Nomad's
+/// layout is this, then [`make_alloc_dirs`] and [`make_task_dirs`] (which `driver_start`
+/// runs side by side).
 pub fn alloc_root(
     task: &TaskRequest,
     id: &str,
@@ -120,21 +122,6 @@ pub fn make_task_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Crea
         }
     }
     Ok(())
-}
-
-/// Creates Nomad's layout: `<alloc_dir>/alloc/{data,logs,tmp}` and
-/// `<alloc_dir>/<task>/{local,secrets,tmp}`, plus the state dir under `data_dir`.
-pub fn make_dirs(
-    task: &TaskRequest,
-    id: &str,
-    cfg: &PluginConfig,
-    owner: Option<(u32, u32)>,
-    created: &mut Created,
-) -> Result<Dirs> {
-    let dirs = alloc_root(task, id, cfg, created)?;
-    make_alloc_dirs(&dirs, created)?;
-    make_task_dirs(&dirs, owner, created)?;
-    Ok(dirs)
 }
 
 /// The task's user, resolved on the host.
