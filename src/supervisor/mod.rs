@@ -73,8 +73,7 @@ impl Pump {
     fn pump(&mut self) -> bool {
         let Some(fd) = &self.fd else { return false };
         let mut buf = [0u8; 65536];
-        let mut f = std::fs::File::from(fd.try_clone().expect("dup"));
-        match f.read(&mut buf) {
+        match nix::unistd::read(fd, &mut buf) {
             Ok(0) => {
                 self.fd = None;
                 false
@@ -83,12 +82,7 @@ impl Pump {
                 let _ = self.log.write(&buf[..n]);
                 true
             }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::Interrupted
-                    || e.kind() == std::io::ErrorKind::WouldBlock =>
-            {
-                true
-            }
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => true,
             Err(_) => {
                 self.fd = None;
                 false
