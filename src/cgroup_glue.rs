@@ -1,6 +1,5 @@
-//! The task's cgroup as carried in launch.json and the handle (serialized
-//! [`crate::cgroup::TaskCgroup`]): kill, OOM and removal from that JSON alone.
-
+//! The task's cgroup as the host keeps it in the handle (serialized
+//! [`crate::cgroup::TaskCgroup`]): kill and removal from that JSON alone.
 use crate::cgroup::TaskCgroup;
 use serde_json::Value;
 
@@ -13,11 +12,6 @@ pub fn kill_all(v: &Value) {
     if let Some(c) = parse(v) {
         let _ = c.kill_all();
     }
-}
-
-/// Whether the task's memory cgroup OOM-killed a process.
-pub fn oom_killed(v: &Value) -> bool {
-    parse(v).is_some_and(|c| c.oom_killed())
 }
 
 /// Removes the task's cgroups (idempotent).

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod logs;
 mod vfork;
 
+use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error};
 use crate::launch::{self, ExitStatus, LaunchSpec};
 use logs::RotatingLog;
@@ -123,6 +124,13 @@ fn run(
     };
     let spec: LaunchSpec =
         serde_json::from_slice(spec_bytes).map_err(|e| internal("parsing the launch spec", &e))?;
+    // The task's cgroups, parsed once for the kills, the OOM check and the removal.
+    let cgroup: Option<TaskCgroup> = spec
+        .cgroup
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| internal("parsing the launch spec's cgroup", &e))?;
 
     // Own session: the host's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
@@ -171,7 +179,7 @@ fn run(
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
     if !report.is_empty() {
-        kill_everything(&spec, child, is_init);
+        kill_everything(cgroup.as_ref(), child, is_init);
         let _ = waitpid(child, None);
         return Err(Error::from_json(
             &serde_json::from_str(&report).unwrap_or_default(),
@@ -217,7 +225,7 @@ fn run(
     let (out_log, err_log) = match opened {
         Ok(l) => l,
         Err(e) => {
-            kill_everything(&spec, child, is_init);
+            kill_everything(cgroup.as_ref(), child, is_init);
             let _ = waitpid(child, None);
             let exit = ExitStatus {
                 exit_code: -1,
@@ -227,7 +235,7 @@ fn run(
                 started_at,
                 finished_at: launch::rfc3339_now(),
             };
-            finish(&spec, chan, &exit);
+            finish(&spec, cgroup.as_ref(), chan, &exit);
             return Ok(());
         }
     };
@@ -243,12 +251,8 @@ fn run(
             log: err_log,
         },
     ];
-    let status = supervise(&spec, child, is_init, &sfd, &mut pumps);
-    let oom = spec
-        .cgroup
-        .as_ref()
-        .map(crate::cgroup_glue::oom_killed)
-        .unwrap_or(false);
+    let status = supervise(cgroup.as_ref(), child, is_init, &sfd, &mut pumps);
+    let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     let (exit_code, signal) = match status {
         Some(WaitStatus::Exited(_, c)) => (c, 0),
         Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, s as i32),
@@ -265,7 +269,7 @@ fn run(
         finished_at: launch::rfc3339_now(),
     };
     // Every process of the task is gone and the logs are drained.
-    finish(&spec, chan, &exit);
+    finish(&spec, cgroup.as_ref(), chan, &exit);
     Ok(())
 }
 
@@ -310,21 +314,21 @@ fn drop_startup_pages() {
 
 /// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
 /// written (the host waits for our exit before it removes anything).
-fn finish(spec: &LaunchSpec, chan: &OwnedFd, exit: &ExitStatus) {
+fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: &ExitStatus) {
     let line = format!("{}\n", serde_json::json!({ "exit": exit }));
     let _ = crate::chan::send_all(chan, line.as_bytes());
-    if let Some(cg) = &spec.cgroup {
-        crate::cgroup_glue::remove(cg);
+    if let Some(cg) = cgroup {
+        let _ = cg.remove();
     }
     let bytes = serde_json::to_vec(exit).unwrap_or_default();
     let _ = launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes);
 }
 
 /// Kills every process of the task except the supervisor.
-fn kill_everything(spec: &LaunchSpec, child: Pid, is_init: bool) {
+fn kill_everything(cgroup: Option<&TaskCgroup>, child: Pid, is_init: bool) {
     let _ = kill(child, Signal::SIGKILL);
-    if let Some(cg) = &spec.cgroup {
-        crate::cgroup_glue::kill_all(cg);
+    if let Some(cg) = cgroup {
+        let _ = cg.kill_all();
     }
     if is_init {
         // From a pid namespace's init, kill(-1) reaches every other process in it.
@@ -352,7 +356,7 @@ fn kill_descendants() {
 /// Runs until the command has exited, every other process of the task is gone and the
 /// log pipes are drained. Returns the command's status.
 fn supervise(
-    spec: &LaunchSpec,
+    cgroup: Option<&TaskCgroup>,
     child: Pid,
     is_init: bool,
     sfd: &SignalFd,
@@ -369,7 +373,7 @@ fn supervise(
                 Ok(ws) => {
                     if ws.pid() == Some(child) {
                         status = Some(ws);
-                        kill_everything(spec, child, is_init);
+                        kill_everything(cgroup, child, is_init);
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -426,7 +430,7 @@ fn supervise(
                     && si.ssi_code == libc::SI_QUEUE
                     && si.ssi_int == launch::KILL_ALL_MAGIC
                 {
-                    kill_everything(spec, child, is_init);
+                    kill_everything(cgroup, child, is_init);
                 } else if signo == launch::control_signal()
                     && si.ssi_code == libc::SI_QUEUE
                     && si.ssi_int & !0xffff == launch::FORWARD_MAGIC
