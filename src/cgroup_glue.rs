@@ -1,5 +1,6 @@
 //! The task's cgroup as the host keeps it in the handle (serialized
 //! [`crate::cgroup::TaskCgroup`]): kill and removal from that JSON alone.
+
 use crate::cgroup::TaskCgroup;
 use serde_json::Value;
 
