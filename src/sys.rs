@@ -438,3 +438,48 @@ pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig_blk() -> String {
+        std::fs::read_to_string("/proc/thread-self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:").map(|v| v.trim().to_string()))
+            .unwrap()
+    }
+
+    #[test]
+    fn parallel_returns_both_and_its_helper_blocks_every_signal() {
+        let before = sig_blk();
+        let (a, (b, helper_mask, helper_tid)) = parallel(
+            || 1 + 1,
+            || {
+                // SAFETY: plain syscall.
+                let tid = unsafe { libc::gettid() };
+                ("b", sig_blk(), tid)
+            },
+        );
+        assert_eq!((a, b), (2, "b"));
+        // SAFETY: plain syscall.
+        assert_ne!(
+            helper_tid,
+            unsafe { libc::gettid() },
+            "b ran on this thread"
+        );
+        // Every signal but SIGKILL and SIGSTOP (never blockable) and glibc's own 32 and
+        // 33 (its sigfillset leaves them out).
+        assert_eq!(
+            u64::from_str_radix(&helper_mask, 16).unwrap()
+                | (1 << 8)
+                | (1 << 18)
+                | (1 << 31)
+                | (1 << 32),
+            u64::MAX,
+            "{helper_mask}"
+        );
+        assert_eq!(sig_blk(), before, "the calling thread's mask changed");
+    }
+}

@@ -101,6 +101,14 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
             || s["memory"]["rss_bytes"].as_u64().unwrap() > 0,
         "{s}"
     );
+    // driver_exec of a recovered task: this host never had its spec in memory, so the
+    // exec shim reads the launch.json the supervisor wrote.
+    let out = op(
+        execdriver::driver::exec,
+        json!({"task_id": id, "command": "/bin/sh", "args": ["-c", "echo via-$((40+2))"]}),
+    )
+    .unwrap();
+    assert_eq!(out["stdout"], "via-42\n", "{out}");
     let w = op(
         execdriver::driver::stop,
         json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 5000}),
