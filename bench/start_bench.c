@@ -34,7 +34,7 @@ extern char **environ;
 typedef int32_t (*op_fn)(const char *, char **);
 typedef void (*free_fn)(char *);
 
-static op_fn d_start, d_wait, d_destroy, d_stop, d_fingerprint;
+static op_fn d_start, d_wait, d_destroy, d_stop, d_fingerprint, d_configure;
 static free_fn d_free;
 
 static void load(void) {
@@ -58,6 +58,7 @@ static void load(void) {
     SYM(d_destroy, "driver_destroy", op_fn);
     SYM(d_stop, "driver_stop", op_fn);
     SYM(d_fingerprint, "driver_fingerprint", op_fn);
+    SYM(d_configure, "driver_configure", op_fn);
     SYM(d_free, "driver_free", free_fn);
 }
 
@@ -202,8 +203,18 @@ static double mkdir_cost(void) {
     return v[K / 2];
 }
 
+/* START_BENCH_CONFIG='{"prestart_supervisor":false}': driver_configure first. */
+static void configure_from_env(void) {
+    const char *conf = getenv("START_BENCH_CONFIG");
+    if (conf && *conf) {
+        call(d_configure, "driver_configure", conf, NULL);
+        printf("driver_configure %s\n", conf);
+    }
+}
+
 static int bench(int n, const char *bwrap) {
     char why[2048] = "";
+    configure_from_env();
     printf("work dir %s: mkdir+rmdir median %.0f us\n", workdir, mkdir_cost());
     int have_exec = exec_available(why, sizeof why);
     if (!have_exec)
@@ -215,11 +226,16 @@ static int bench(int n, const char *bwrap) {
                           "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--proc", "/proc",
                           "--dev", "/dev", "/bin/true", NULL};
 
+    /* START_BENCH_SKIP=raw,exec leaves those methods out (posix_spawn always runs). */
+    const char *skip = getenv("START_BENCH_SKIP");
+    if (!skip) skip = "";
     int kinds[4], nk = 0;
     kinds[nk++] = M_SPAWN;
-    kinds[nk++] = M_RAW;
-    if (have_exec) kinds[nk++] = M_EXEC;
+    if (!strstr(skip, "raw")) kinds[nk++] = M_RAW;
+    if (have_exec && !strstr(skip, "exec")) kinds[nk++] = M_EXEC;
     if (bwrap) kinds[nk++] = M_BWRAP;
+    int ran[M_COUNT] = {0};
+    for (int k = 0; k < nk; k++) ran[kinds[k]] = 1;
 
     double *v[M_COUNT];
     for (int m = 0; m < M_COUNT; m++) v[m] = calloc(n, sizeof(double));
@@ -259,7 +275,8 @@ static int bench(int n, const char *bwrap) {
         }
     }
 
-    int present[M_COUNT] = {1, 1, 1, 1, have_exec, have_exec, have_exec, bwrap != NULL};
+    int present[M_COUNT] = {1,           ran[M_RAW],  ran[M_RAW],  ran[M_RAW],
+                            ran[M_EXEC], ran[M_EXEC], ran[M_EXEC], ran[M_BWRAP]};
     double med[M_COUNT], p90[M_COUNT];
     for (int m = 0; m < M_COUNT; m++) {
         if (!present[m]) continue;
@@ -337,7 +354,8 @@ static void pss_one(const char *driver) {
     call(d_start, "driver_start", req, &resp);
     long pid = json_int(resp, "pid");
     d_free(resp);
-    usleep(200 * 1000); /* let it settle (log pumps, signalfd, poll) */
+    /* Let it settle: the supervisor hands back its start-up pages after a second idle. */
+    usleep(1500 * 1000);
     long pss, rss, uss, anon;
     read_rollup(pid, &pss, &rss, &uss, &anon);
     char exe[64], target[512] = "";
@@ -355,13 +373,46 @@ static void pss_one(const char *driver) {
     call(d_destroy, "driver_destroy", dreq, NULL);
 }
 
+/* The idle spare supervisors (prestart_supervisor): our children running the shim. */
+static void pss_spares(void) {
+    char self[512] = "", path[64], target[512], line[512];
+    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (l > 0) self[l] = 0;
+    for (long pid = 2; pid < 4194304; pid++) {
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            if (errno == ENOENT && pid > 65536) break;
+            continue;
+        }
+        long ppid = -1;
+        if (fgets(line, sizeof line, f)) {
+            char *p = strrchr(line, ')');
+            if (p) sscanf(p + 2, "%*c %ld", &ppid);
+        }
+        fclose(f);
+        if (ppid != (long)getpid()) continue;
+        snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+        l = readlink(path, target, sizeof target - 1);
+        if (l <= 0) continue;
+        target[l] = 0;
+        if (!strstr(target, "execdriver-shim")) continue;
+        long pss, rss, uss, anon;
+        read_rollup(pid, &pss, &rss, &uss, &anon);
+        printf("idle spare supervisor pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld KiB\n", pid,
+               pss, rss, uss);
+    }
+}
+
 static int pss(void) {
     char why[2048] = "";
+    configure_from_env();
     pss_one("raw_exec");
     if (exec_available(why, sizeof why))
         pss_one("exec");
     else
         printf("exec: SKIPPED: driver_fingerprint does not report driver.exec = \"1\": %s\n", why);
+    pss_spares();
     return 0;
 }
 

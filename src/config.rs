@@ -76,6 +76,10 @@ pub struct PluginConfig {
     pub denied_host_gids: String,
     pub env_passthrough: Vec<String>,
     pub artifact: ArtifactConfig,
+    /// Keep one supervisor started ahead, idle, for each kind of task started so far
+    /// (raw_exec; exec with its namespaces), so that the next start skips its launch
+    /// (not in the SPEC; see the README).
+    pub prestart_supervisor: bool,
 }
 
 impl Default for PluginConfig {
@@ -109,6 +113,7 @@ impl Default for PluginConfig {
             denied_host_gids: String::new(),
             env_passthrough: vec!["PATH".into()],
             artifact: ArtifactConfig::default(),
+            prestart_supervisor: true,
         }
     }
 }

@@ -36,7 +36,13 @@ fn required(text: Option<&str>) -> Result<&str> {
 pub fn configure(req: Option<&str>) -> Result<Value> {
     match req {
         None => crate::plugin::effective_json(&crate::plugin::current()),
-        Some(t) => crate::plugin::configure(t),
+        Some(t) => {
+            let v = crate::plugin::configure(t)?;
+            // Spare supervisors were started for the previous configuration.
+            crate::spawn::settle();
+            crate::spawn::drop_spares();
+            Ok(v)
+        }
     }
 }
 
@@ -196,7 +202,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
 fn start_inner(
     t: &mut TaskRequest,
     id: &str,
-    cfg: &config::PluginConfig,
+    cfg: &Arc<config::PluginConfig>,
     task: &Arc<Task>,
     created: &mut prepare::Created,
 ) -> Result<Value> {
@@ -213,9 +219,10 @@ fn start_inner(
             flags |= libc::CLONE_NEWIPC;
         }
     }
-    // The supervisor loads while we prepare the task (it gets its spec at the end, or EOF
-    // when the start fails, and then exits having done nothing).
-    let pending = crate::spawn::launch_supervisor(cfg, flags)?;
+    // A supervisor started ahead (prestarted, idle), or one that loads while we prepare
+    // the task. It gets its spec at the end, or EOF when the start fails, and then exits
+    // having done nothing.
+    let pending = crate::spawn::supervisor_for(cfg, flags)?;
     let user = if exec {
         prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
     } else {
@@ -378,9 +385,15 @@ fn start_inner(
         log_max_files: t.logs.max_files,
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
+        hostname: exec
+            .then(|| nix::unistd::gethostname().ok())
+            .flatten()
+            .map(|h| h.to_string_lossy().into_owned()),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    let started = pending.start(&bytes)?;
+    let started = pending.send(&bytes).report()?;
+    // The next start of this kind takes a supervisor started now, in the background.
+    crate::spawn::prestart_in_background(cfg.clone(), flags);
     let started_at = started.started_at.clone();
     let handle = json!({
         "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),

@@ -65,22 +65,62 @@ pub fn launch_supervisor(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pe
 }
 
 impl Pending {
-    /// Hands the supervisor its launch spec and returns once the command has exec'd (or
-    /// failed to).
-    pub fn start(mut self, spec: &[u8]) -> Result<Started> {
+    /// Whether the supervisor is still there, waiting for its spec.
+    fn alive(&self) -> bool {
+        self.pidfd
+            .as_ref()
+            .is_some_and(|fd| matches!(crate::sys::poll_readable(fd.as_raw_fd(), 0), Ok(false)))
+    }
+
+    /// Hands the supervisor its launch spec; [`Sent::report`] then waits for the start.
+    pub fn send(mut self, spec: &[u8]) -> Sent {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
-        let mut host = HostEnd::new(chan);
-        let sent = crate::chan::send_all(&host.fd, spec);
+        let host = HostEnd::new(chan);
+        let sent = crate::chan::send_all(&host.fd, spec).is_ok();
         crate::chan::shutdown_write(&host.fd);
+        Sent {
+            pid: self.pid,
+            pidfd,
+            host,
+            sent,
+            shim: std::mem::take(&mut self.shim),
+        }
+    }
+
+    /// [`Pending::send`] then [`Sent::report`].
+    pub fn start(self, spec: &[u8]) -> Result<Started> {
+        self.send(spec).report()
+    }
+}
+
+/// A supervisor that has its spec and is starting the command.
+pub struct Sent {
+    pid: i32,
+    pidfd: OwnedFd,
+    host: HostEnd,
+    sent: bool,
+    shim: std::path::PathBuf,
+}
+
+impl Sent {
+    /// Returns once the command has exec'd (or failed to).
+    pub fn report(self) -> Result<Started> {
+        let Sent {
+            pid,
+            pidfd,
+            mut host,
+            sent,
+            shim,
+        } = self;
         let line = match (sent, host.next_line(true)) {
-            (Ok(()), Ok(Line::Line(l))) => l,
+            (true, Ok(Line::Line(l))) => l,
             _ => String::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["ok"] == serde_json::Value::Bool(true) {
             return Ok(Started {
-                pid: self.pid,
+                pid,
                 start_time: v["start_time"].as_u64(),
                 pidfd,
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
@@ -97,7 +137,7 @@ impl Pending {
             Code::Spawn,
             format!(
                 "the supervisor {} exited without a report (status {status:?})",
-                self.shim.display()
+                shim.display()
             ),
         ))
     }
@@ -111,6 +151,123 @@ impl Drop for Pending {
             crate::sys::pidfd_reap_within(&fd, 5000);
         }
     }
+}
+
+/// A supervisor started ahead of any task ("prestarted"), idle until a start of its
+/// kind takes it: same shim, same namespaces (the supervisor is cloned into them).
+struct Spare {
+    shim: std::path::PathBuf,
+    ns_flags: libc::c_int,
+    pending: Pending,
+}
+
+/// At most one spare per kind; a handful of kinds at most (raw_exec, exec with private
+/// or host pid/ipc namespaces).
+static SPARES: std::sync::Mutex<Vec<Spare>> = std::sync::Mutex::new(Vec::new());
+const MAX_SPARES: usize = 4;
+
+fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
+    SPARES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The supervisor for a start: the spare of this kind when there is a live one
+/// (`prestart_supervisor`), else a new one.
+pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
+    if cfg.prestart_supervisor {
+        let shim = crate::plugin::shim_path(cfg)?;
+        let spare = {
+            let mut v = spares();
+            v.iter()
+                .position(|s| s.shim == shim && s.ns_flags == ns_flags)
+                .map(|i| v.swap_remove(i))
+        };
+        match spare {
+            Some(s) if s.pending.alive() => return Ok(s.pending),
+            // Killed while idle: dropped (reaped), and a new one is launched.
+            _ => {}
+        }
+    }
+    launch_supervisor(cfg, ns_flags)
+}
+
+/// Starts a spare supervisor of this kind, unless there is one already or
+/// `prestart_supervisor` is off. Failure only means the next start launches its own.
+pub fn prestart(cfg: &PluginConfig, ns_flags: libc::c_int) {
+    if !cfg.prestart_supervisor {
+        return;
+    }
+    let Ok(shim) = crate::plugin::shim_path(cfg) else {
+        return;
+    };
+    let same = |s: &Spare| s.shim == shim && s.ns_flags == ns_flags;
+    if spares().iter().any(same) {
+        return;
+    }
+    let Ok(pending) = launch_supervisor(cfg, ns_flags) else {
+        return;
+    };
+    let spare = Spare {
+        shim: shim.clone(),
+        ns_flags,
+        pending,
+    };
+    // Anything dropped here (a spare another thread made meanwhile, the oldest kind) ends
+    // and is reaped after the lock is released.
+    let _evicted = {
+        let mut v = spares();
+        if v.iter().any(same) {
+            Some(spare)
+        } else {
+            v.push(spare);
+            (v.len() > MAX_SPARES).then(|| v.remove(0))
+        }
+    };
+}
+
+/// Spare starts running on background threads (see [`prestart_in_background`]).
+static IN_FLIGHT: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, usize> {
+    IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`prestart`] on a short-lived background thread, so that the caller does not wait for
+/// the new supervisor's exec.
+pub fn prestart_in_background(cfg: std::sync::Arc<PluginConfig>, ns_flags: libc::c_int) {
+    if !cfg.prestart_supervisor {
+        return;
+    }
+    *in_flight() += 1;
+    let started = crate::sys::background("execdriver-spare", move || {
+        prestart(&cfg, ns_flags);
+        *in_flight() -= 1;
+        IN_FLIGHT.1.notify_all();
+    });
+    if !started {
+        *in_flight() -= 1;
+        IN_FLIGHT.1.notify_all();
+    }
+}
+
+/// Returns once no spare is being started in the background (for tests).
+pub fn settle() {
+    let mut n = in_flight();
+    while *n > 0 {
+        n = IN_FLIGHT.1.wait(n).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// Ends every spare supervisor (they exit on EOF and are reaped): `driver_configure`
+/// calls it, since they were started for the previous configuration.
+pub fn drop_spares() {
+    let v = std::mem::take(&mut *spares());
+    drop(v);
+}
+
+/// Pids of the spare supervisors now idle (for tests).
+pub fn spare_pids() -> Vec<i32> {
+    spares().iter().map(|s| s.pending.pid).collect()
 }
 
 /// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its

@@ -138,9 +138,39 @@ pub fn poll_any(fds: &[RawFd], timeout_ms: i64) -> io::Result<Vec<bool>> {
     }
 }
 
+/// Runs `spawn` (which starts a thread) with every signal blocked on the calling thread,
+/// so that the new thread starts with all of them blocked and no handler of the host's can
+/// ever run on it; the caller's mask is restored afterwards.
+fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset_t values are plain data initialised by sigfillset/pthread_sigmask;
+    // only this thread's mask changes, and it is restored right after the spawn.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let r = spawn();
+    // SAFETY: restores this thread's previous mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    r
+}
+
+/// Runs `f` on a detached short-lived thread started with every signal blocked. False
+/// when the thread could not be started.
+pub fn background(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(256 << 10)
+            .spawn(f)
+            .is_ok()
+    })
+}
+
 /// Runs `b` on a short-lived helper thread while `a` runs on the calling thread, and
-/// returns both results. The helper starts with every signal blocked, so no handler of the
-/// host's can ever run on it; it is joined before this returns. Should the thread not
+/// returns both results. The helper starts with every signal blocked
+/// ([`with_signals_blocked`]); it is joined before this returns. Should the thread not
 /// start, `b` runs here after `a`.
 pub fn parallel<RA, RB>(a: impl FnOnce() -> RA, b: impl FnOnce() -> RB + Send) -> (RA, RB)
 where
@@ -148,23 +178,15 @@ where
 {
     let b = std::sync::Mutex::new(Some(b));
     std::thread::scope(|s| {
-        // SAFETY: sigset_t is plain data initialised by sigfillset/pthread_sigmask; only
-        // this thread's mask changes, and it is restored right after the spawn.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        }
-        let helper = std::thread::Builder::new()
-            .name("execdriver-prep".into())
-            .stack_size(256 << 10)
-            .spawn_scoped(s, || {
-                let f = b.lock().ok().and_then(|mut g| g.take());
-                f.map(|f| f())
-            });
-        // SAFETY: restores this thread's previous mask.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+        let helper = with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("execdriver-prep".into())
+                .stack_size(256 << 10)
+                .spawn_scoped(s, || {
+                    let f = b.lock().ok().and_then(|mut g| g.take());
+                    f.map(|f| f())
+                })
+        });
         let ra = a();
         let rb = match helper {
             Ok(h) => match h.join() {

@@ -132,6 +132,9 @@ fn run(
         .transpose()
         .map_err(|e| internal("parsing the launch spec's cgroup", &e))?;
 
+    if let Some(h) = &spec.hostname {
+        sync_hostname(h).map_err(|e| internal("setting the hostname", &e))?;
+    }
     // Own session: the host's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
     // Every signal stays blocked (since main) and is read from a signalfd.
@@ -240,7 +243,6 @@ fn run(
         }
     };
 
-    drop_startup_pages();
     let mut pumps = [
         Pump {
             fd: Some(out_r),
@@ -271,6 +273,15 @@ fn run(
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup.as_ref(), chan, &exit);
     Ok(())
+}
+
+/// Sets our UTS namespace's hostname to `name` unless it is that already (exec tasks,
+/// whose supervisor was cloned into a new UTS namespace, maybe long before the start).
+fn sync_hostname(name: &str) -> nix::Result<()> {
+    if nix::unistd::gethostname()?.to_str() == Some(name) {
+        return Ok(());
+    }
+    nix::unistd::sethostname(name)
 }
 
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
@@ -365,7 +376,14 @@ fn supervise(
     let mut status: Option<WaitStatus> = None;
     let mut children_gone = false;
     let mut drain_deadline: Option<Instant> = None;
+    // The start-up pages go back once the task has run a second: off the start's path,
+    // and not at all for short tasks.
+    let mut drop_pages_at = Some(Instant::now() + Duration::from_secs(1));
     loop {
+        if drop_pages_at.is_some_and(|at| Instant::now() >= at) {
+            drop_startup_pages();
+            drop_pages_at = None;
+        }
         // Reap whatever has exited.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -409,7 +427,13 @@ fn supervise(
                 revents: 0,
             });
         }
-        let timeout = if status.is_some() { 100 } else { -1 };
+        let timeout = match (status.is_some(), drop_pages_at) {
+            (true, _) => 100,
+            (false, Some(at)) => {
+                at.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
+            }
+            (false, None) => -1,
+        };
         // SAFETY: fds is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n <= 0 {
