@@ -76,9 +76,8 @@ pub struct PluginConfig {
     pub denied_host_gids: String,
     pub env_passthrough: Vec<String>,
     pub artifact: ArtifactConfig,
-    /// Keep one supervisor started ahead, idle, for each kind of task started so far
-    /// (raw_exec; exec with its namespaces), so that the next start skips its launch
-    /// (not in the SPEC; see the README).
+    /// After a raw_exec start, keep one supervisor started ahead, idle, so that the next
+    /// raw_exec start skips its launch (not in the SPEC; see the README).
     pub prestart_supervisor: bool,
 }
 

@@ -385,10 +385,6 @@ fn start_inner(
         log_max_files: t.logs.max_files,
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
-        hostname: exec
-            .then(|| nix::unistd::gethostname().ok())
-            .flatten()
-            .map(|h| h.to_string_lossy().into_owned()),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
     let started = pending.send(&bytes).report()?;

@@ -72,11 +72,6 @@ pub struct LaunchSpec {
     pub log_max_files: u32,
     pub log_max_bytes: u64,
     pub state_dir: PathBuf,
-    /// The host's hostname when the task starts (exec): a supervisor started ahead
-    /// (`prestart_supervisor`) got a copy of it in its UTS namespace at its own start, and
-    /// sets it again should the host have been renamed since.
-    #[serde(default)]
-    pub hostname: Option<String>,
 }
 
 /// The supervisor's report when the task has ended (`exit.json`).

@@ -155,14 +155,16 @@ impl Drop for Pending {
 
 /// A supervisor started ahead of any task ("prestarted"), idle until a start of its
 /// kind takes it: same shim, same namespaces (the supervisor is cloned into them).
+/// Only raw_exec supervisors (no namespaces) are prestarted: an exec start spends longer
+/// creating the task's cgroups than its supervisor takes to load alongside, so a spare
+/// gained nothing there (measured), and its background launch competed with the start.
 struct Spare {
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
     pending: Pending,
 }
 
-/// At most one spare per kind; a handful of kinds at most (raw_exec, exec with private
-/// or host pid/ipc namespaces).
+/// At most one spare per kind (shim path and namespaces).
 static SPARES: std::sync::Mutex<Vec<Spare>> = std::sync::Mutex::new(Vec::new());
 const MAX_SPARES: usize = 4;
 
@@ -170,10 +172,15 @@ fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
     SPARES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether starts of this kind use prestarted supervisors.
+fn prestarted(cfg: &PluginConfig, ns_flags: libc::c_int) -> bool {
+    cfg.prestart_supervisor && ns_flags == 0
+}
+
 /// The supervisor for a start: the spare of this kind when there is a live one
-/// (`prestart_supervisor`), else a new one.
+/// (`prestart_supervisor`, raw_exec), else a new one.
 pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
-    if cfg.prestart_supervisor {
+    if prestarted(cfg, ns_flags) {
         let shim = crate::plugin::shim_path(cfg)?;
         let spare = {
             let mut v = spares();
@@ -193,7 +200,7 @@ pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pendi
 /// Starts a spare supervisor of this kind, unless there is one already or
 /// `prestart_supervisor` is off. Failure only means the next start launches its own.
 pub fn prestart(cfg: &PluginConfig, ns_flags: libc::c_int) {
-    if !cfg.prestart_supervisor {
+    if !prestarted(cfg, ns_flags) {
         return;
     }
     let Ok(shim) = crate::plugin::shim_path(cfg) else {
@@ -235,7 +242,7 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
 /// [`prestart`] on a short-lived background thread, so that the caller does not wait for
 /// the new supervisor's exec.
 pub fn prestart_in_background(cfg: std::sync::Arc<PluginConfig>, ns_flags: libc::c_int) {
-    if !cfg.prestart_supervisor {
+    if !prestarted(&cfg, ns_flags) {
         return;
     }
     *in_flight() += 1;

@@ -53,7 +53,7 @@ pub fn main() -> i32 {
         Err(_) => return 1,
     };
     let mut reported = false;
-    match run(&spec, &chan, &own, &mut reported) {
+    match run(&spec, &chan, own, &mut reported) {
         Ok(()) => 0,
         Err(e) => {
             if !reported {
@@ -101,6 +101,10 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 struct OwnSetup {
     /// Our start time (`/proc/self/stat` field 22), for the host's handle.
     start_time: Option<u64>,
+    /// Every signal stays blocked (since main) and is read from this signalfd.
+    sfd: nix::Result<SignalFd>,
+    /// The command's stdout and stderr pipes and the CLOEXEC sync pipe.
+    pipes: std::io::Result<[(OwnedFd, OwnedFd); 3]>,
 }
 
 fn prepare_self() -> OwnSetup {
@@ -108,17 +112,24 @@ fn prepare_self() -> OwnSetup {
     crate::sys::reset_ignored_signals();
     // The command must not inherit the host's OOM score adjustment; it inherits ours.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    // Own session: the host's terminal and process group signals do not reach us.
+    let _ = nix::unistd::setsid();
+    if std::process::id() != 1 {
+        // Orphans of the task come to us (as the pid namespace's init they do anyway).
+        // SAFETY: prctl on ourselves with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
     OwnSetup {
         start_time: crate::sys::self_start_time(),
+        sfd: SignalFd::with_flags(
+            &SigSet::all(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        ),
+        pipes: (|| Ok([pipe()?, pipe()?, pipe()?]))(),
     }
 }
 
-fn run(
-    spec_bytes: &[u8],
-    chan: &OwnedFd,
-    own: &OwnSetup,
-    reported: &mut bool,
-) -> Result<(), Error> {
+fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) -> Result<(), Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
@@ -132,25 +143,10 @@ fn run(
         .transpose()
         .map_err(|e| internal("parsing the launch spec's cgroup", &e))?;
 
-    if let Some(h) = &spec.hostname {
-        sync_hostname(h).map_err(|e| internal("setting the hostname", &e))?;
-    }
-    // Own session: the host's terminal and process group signals do not reach us.
-    let _ = nix::unistd::setsid();
-    // Every signal stays blocked (since main) and is read from a signalfd.
-    let sfd = SignalFd::with_flags(
-        &SigSet::all(),
-        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
-    )
-    .map_err(|e| internal("signalfd", &e))?;
+    let sfd = own.sfd.map_err(|e| internal("signalfd", &e))?;
     let is_init = std::process::id() == 1;
-    if !is_init {
-        // SAFETY: prctl on ourselves with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    }
-    let (out_r, out_w) = pipe().map_err(|e| internal("pipe", &e))?;
-    let (err_r, err_w) = pipe().map_err(|e| internal("pipe", &e))?;
-    let (sync_r, sync_w) = pipe().map_err(|e| internal("pipe", &e))?;
+    let [(out_r, out_w), (err_r, err_w), (sync_r, sync_w)] =
+        own.pipes.map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
     let cgroup_dir = spec
@@ -273,15 +269,6 @@ fn run(
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup.as_ref(), chan, &exit);
     Ok(())
-}
-
-/// Sets our UTS namespace's hostname to `name` unless it is that already (exec tasks,
-/// whose supervisor was cloned into a new UTS namespace, maybe long before the start).
-fn sync_hostname(name: &str) -> nix::Result<()> {
-    if nix::unistd::gethostname()?.to_str() == Some(name) {
-        return Ok(());
-    }
-    nix::unistd::sethostname(name)
 }
 
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
