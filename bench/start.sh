@@ -14,6 +14,9 @@
 # Usage: bench/start.sh [N]   (default 200)
 #   START_BENCH_NO_BWRAP=1 bench/start.sh   leaves bwrap out of the rotation.
 #   BENCH_DIR=/dev/shm bench/start.sh        work files (alloc/data dirs) on tmpfs.
+#   START_BENCH_CONFIG='{"prestart_supervisor":false}' bench/start.sh   driver_configure
+#   first (also read by bench/pss.sh).
+#   START_BENCH_SKIP=exec (or raw) bench/start.sh   leaves that method out.
 #   START_BENCH_GAP_US=50000 bench/start.sh   idles 50 ms (untimed) before every measured
 #   start, as on a real node where starts are sparse. On this kernel the first write to a
 #   cgroup.procs after an idle spell waits for an RCU grace period (cgroup_threadgroup_rwsem
