@@ -40,7 +40,7 @@ pub fn configure(req: Option<&str>) -> Result<Value> {
             let v = crate::plugin::configure(t)?;
             // Spare supervisors were started for the previous configuration.
             crate::spawn::settle();
-            crate::spawn::drop_spares();
+            crate::spawn::drop_spare();
             Ok(v)
         }
     }
@@ -202,7 +202,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
 fn start_inner(
     t: &mut TaskRequest,
     id: &str,
-    cfg: &Arc<config::PluginConfig>,
+    cfg: &config::PluginConfig,
     task: &Arc<Task>,
     created: &mut prepare::Created,
 ) -> Result<Value> {
@@ -387,9 +387,9 @@ fn start_inner(
         state_dir: dirs.state_dir.clone(),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    let started = pending.send(&bytes).report()?;
+    let started = pending.start(&bytes)?;
     // The next start of this kind takes a supervisor started now, in the background.
-    crate::spawn::prestart_in_background(cfg.clone(), flags);
+    crate::spawn::prestart_in_background(cfg, flags);
     let started_at = started.started_at.clone();
     let handle = json!({
         "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),

@@ -72,55 +72,22 @@ impl Pending {
             .is_some_and(|fd| matches!(crate::sys::poll_readable(fd.as_raw_fd(), 0), Ok(false)))
     }
 
-    /// Hands the supervisor its launch spec; [`Sent::report`] then waits for the start.
-    pub fn send(mut self, spec: &[u8]) -> Sent {
+    /// Hands the supervisor its launch spec and returns once the command has exec'd (or
+    /// failed to).
+    pub fn start(mut self, spec: &[u8]) -> Result<Started> {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
-        let host = HostEnd::new(chan);
-        let sent = crate::chan::send_all(&host.fd, spec).is_ok();
+        let mut host = HostEnd::new(chan);
+        let sent = crate::chan::send_all(&host.fd, spec);
         crate::chan::shutdown_write(&host.fd);
-        Sent {
-            pid: self.pid,
-            pidfd,
-            host,
-            sent,
-            shim: std::mem::take(&mut self.shim),
-        }
-    }
-
-    /// [`Pending::send`] then [`Sent::report`].
-    pub fn start(self, spec: &[u8]) -> Result<Started> {
-        self.send(spec).report()
-    }
-}
-
-/// A supervisor that has its spec and is starting the command.
-pub struct Sent {
-    pid: i32,
-    pidfd: OwnedFd,
-    host: HostEnd,
-    sent: bool,
-    shim: std::path::PathBuf,
-}
-
-impl Sent {
-    /// Returns once the command has exec'd (or failed to).
-    pub fn report(self) -> Result<Started> {
-        let Sent {
-            pid,
-            pidfd,
-            mut host,
-            sent,
-            shim,
-        } = self;
         let line = match (sent, host.next_line(true)) {
-            (true, Ok(Line::Line(l))) => l,
+            (Ok(()), Ok(Line::Line(l))) => l,
             _ => String::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["ok"] == serde_json::Value::Bool(true) {
             return Ok(Started {
-                pid,
+                pid: self.pid,
                 start_time: v["start_time"].as_u64(),
                 pidfd,
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
@@ -137,7 +104,7 @@ impl Sent {
             Code::Spawn,
             format!(
                 "the supervisor {} exited without a report (status {status:?})",
-                shim.display()
+                self.shim.display()
             ),
         ))
     }
@@ -153,23 +120,20 @@ impl Drop for Pending {
     }
 }
 
-/// A supervisor started ahead of any task ("prestarted"), idle until a start of its
-/// kind takes it: same shim, same namespaces (the supervisor is cloned into them).
-/// Only raw_exec supervisors (no namespaces) are prestarted: an exec start spends longer
-/// creating the task's cgroups than its supervisor takes to load alongside, so a spare
-/// gained nothing there (measured), and its background launch competed with the start.
+/// A supervisor started ahead of any task ("prestarted"), idle until the next raw_exec
+/// start takes it. Only raw_exec supervisors (no namespaces) are prestarted: an exec start
+/// spends longer creating the task's cgroups than its supervisor takes to load alongside,
+/// so a spare gained nothing there (measured), and its background launch competed with
+/// the start.
 struct Spare {
     shim: std::path::PathBuf,
-    ns_flags: libc::c_int,
     pending: Pending,
 }
 
-/// At most one spare per kind (shim path and namespaces).
-static SPARES: std::sync::Mutex<Vec<Spare>> = std::sync::Mutex::new(Vec::new());
-const MAX_SPARES: usize = 4;
+static SPARE: std::sync::Mutex<Option<Spare>> = std::sync::Mutex::new(None);
 
-fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
-    SPARES.lock().unwrap_or_else(|p| p.into_inner())
+fn spare() -> std::sync::MutexGuard<'static, Option<Spare>> {
+    SPARE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether starts of this kind use prestarted supervisors.
@@ -177,61 +141,52 @@ fn prestarted(cfg: &PluginConfig, ns_flags: libc::c_int) -> bool {
     cfg.prestart_supervisor && ns_flags == 0
 }
 
-/// The supervisor for a start: the spare of this kind when there is a live one
+/// The supervisor for a start: the spare when there is a live one of this shim
 /// (`prestart_supervisor`, raw_exec), else a new one.
 pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
     if prestarted(cfg, ns_flags) {
         let shim = crate::plugin::shim_path(cfg)?;
-        let spare = {
-            let mut v = spares();
-            v.iter()
-                .position(|s| s.shim == shim && s.ns_flags == ns_flags)
-                .map(|i| v.swap_remove(i))
-        };
-        match spare {
-            Some(s) if s.pending.alive() => return Ok(s.pending),
-            // Killed while idle: dropped (reaped), and a new one is launched.
-            _ => {}
+        // Taken out either way: a spare of another shim, or one killed while idle, is
+        // dropped (ends on EOF, reaped) and a new supervisor is launched.
+        let taken = spare().take();
+        if let Some(s) = taken
+            && s.shim == shim
+            && s.pending.alive()
+        {
+            return Ok(s.pending);
         }
     }
     launch_supervisor(cfg, ns_flags)
 }
 
-/// Starts a spare supervisor of this kind, unless there is one already or
+/// Starts the spare for the configuration in force now, unless there is one already or
 /// `prestart_supervisor` is off. Failure only means the next start launches its own.
-pub fn prestart(cfg: &PluginConfig, ns_flags: libc::c_int) {
-    if !prestarted(cfg, ns_flags) {
+fn prestart() {
+    let cfg = crate::plugin::current();
+    if !prestarted(&cfg, 0) || spare().is_some() {
         return;
     }
-    let Ok(shim) = crate::plugin::shim_path(cfg) else {
+    let Ok(shim) = crate::plugin::shim_path(&cfg) else {
         return;
     };
-    let same = |s: &Spare| s.shim == shim && s.ns_flags == ns_flags;
-    if spares().iter().any(same) {
-        return;
-    }
-    let Ok(pending) = launch_supervisor(cfg, ns_flags) else {
+    let Ok(pending) = launch_supervisor(&cfg, 0) else {
         return;
     };
-    let spare = Spare {
-        shim: shim.clone(),
-        ns_flags,
-        pending,
-    };
-    // Anything dropped here (a spare another thread made meanwhile, the oldest kind) ends
-    // and is reaped after the lock is released.
-    let _evicted = {
-        let mut v = spares();
-        if v.iter().any(same) {
-            Some(spare)
-        } else {
-            v.push(spare);
-            (v.len() > MAX_SPARES).then(|| v.remove(0))
+    // One made by another thread meanwhile wins; ours ends (and is reaped) once the lock
+    // is released.
+    let _extra = {
+        let mut g = spare();
+        match *g {
+            Some(_) => Some(pending),
+            None => {
+                *g = Some(Spare { shim, pending });
+                None
+            }
         }
     };
 }
 
-/// Spare starts running on background threads (see [`prestart_in_background`]).
+/// Spares being started on background threads (see [`prestart_in_background`]).
 static IN_FLIGHT: (std::sync::Mutex<usize>, std::sync::Condvar) =
     (std::sync::Mutex::new(0), std::sync::Condvar::new());
 
@@ -239,25 +194,26 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
     IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// [`prestart`] on a short-lived background thread, so that the caller does not wait for
-/// the new supervisor's exec.
-pub fn prestart_in_background(cfg: std::sync::Arc<PluginConfig>, ns_flags: libc::c_int) {
-    if !prestarted(&cfg, ns_flags) {
+/// After a start of this kind: [`prestart`] on a short-lived background thread, so that
+/// the caller does not wait for the new supervisor's exec.
+pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
+    if !prestarted(cfg, ns_flags) {
         return;
     }
     *in_flight() += 1;
-    let started = crate::sys::background("execdriver-spare", move || {
-        prestart(&cfg, ns_flags);
+    let done = || {
         *in_flight() -= 1;
         IN_FLIGHT.1.notify_all();
-    });
-    if !started {
-        *in_flight() -= 1;
-        IN_FLIGHT.1.notify_all();
+    };
+    if !crate::sys::background("execdriver-spare", move || {
+        prestart();
+        done();
+    }) {
+        done();
     }
 }
 
-/// Returns once no spare is being started in the background (for tests).
+/// Returns once no spare is being started in the background (`driver_configure`, tests).
 pub fn settle() {
     let mut n = in_flight();
     while *n > 0 {
@@ -265,16 +221,16 @@ pub fn settle() {
     }
 }
 
-/// Ends every spare supervisor (they exit on EOF and are reaped): `driver_configure`
-/// calls it, since they were started for the previous configuration.
-pub fn drop_spares() {
-    let v = std::mem::take(&mut *spares());
-    drop(v);
+/// Ends the spare supervisor (it exits on EOF and is reaped): `driver_configure` calls
+/// it, since it was started for the previous configuration.
+pub fn drop_spare() {
+    let s = spare().take();
+    drop(s);
 }
 
-/// Pids of the spare supervisors now idle (for tests).
-pub fn spare_pids() -> Vec<i32> {
-    spares().iter().map(|s| s.pending.pid).collect()
+/// Pid of the idle spare supervisor, if any (for tests).
+pub fn spare_pid() -> Option<i32> {
+    spare().as_ref().map(|s| s.pending.pid)
 }
 
 /// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its

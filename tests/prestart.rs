@@ -14,7 +14,7 @@ fn configure(req: serde_json::Value) {
 /// The idle spares, once no spare is still being started in the background.
 fn spares() -> Vec<i32> {
     execdriver::spawn::settle();
-    execdriver::spawn::spare_pids()
+    execdriver::spawn::spare_pid().into_iter().collect()
 }
 
 fn gone(pid: i32) -> bool {
