@@ -239,3 +239,47 @@ fn command_starts_with_default_signal_dispositions_and_empty_mask() {
     assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
     assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
 }
+
+/// KiB resident in the supervisor's read-only mappings of its own binary.
+fn shim_readonly_rss_kib(pid: i32) -> u64 {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut ours, mut total) = (false, 0);
+    for line in smaps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first()
+            .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+        {
+            ours = f.get(5).map(std::path::Path::new) == Some(exe.as_path()) && !f[1].contains('w');
+        } else if ours && f.first() == Some(&"Rss:") {
+            total += f[1].parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn supervisor_hands_back_its_startup_pages_once_the_task_runs() {
+    let d = TempDir::new("pages");
+    let r = start(raw_task("p", d.path(), "sleep 30")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let pid = r["pid"].as_i64().unwrap() as i32;
+    let at_start = shim_readonly_rss_kib(pid);
+    // It does so after the task's first second; poll for it rather than guess the moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut now = at_start;
+    while now + 256 > at_start && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        now = shim_readonly_rss_kib(pid);
+    }
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 2000}),
+    )
+    .unwrap();
+    destroy(&id);
+    assert!(
+        now + 256 <= at_start,
+        "read-only pages of the supervisor's binary: {at_start} KiB at start, still {now} KiB"
+    );
+}

@@ -276,7 +276,8 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) ->
 /// pages 64 KiB at a time, and a supervisor may sit beside its task for months. Only
 /// read-only mappings of our binary with no private (copied-on-write) page are dropped:
 /// their pages refault unchanged from the page cache. They are then marked
-/// `MADV_RANDOM`, so that the loop's refaults map single pages, not 64 KiB around each.
+/// `MADV_RANDOM`, which makes the loop's refaults map less around each faulting page
+/// (measured, static build: 328 KiB of text back in instead of 424 KiB).
 fn drop_startup_pages() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
@@ -285,6 +286,7 @@ fn drop_startup_pages() {
         return;
     };
     let mut current: Option<(usize, usize)> = None;
+    let mut ranges = Vec::new();
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
@@ -297,15 +299,19 @@ fn drop_startup_pages() {
             continue;
         }
         if first == "Anonymous:"
-            && let Some((a, b)) = current.take()
+            && let Some(r) = current.take()
             && f.next() == Some("0")
         {
-            // SAFETY: a read-only private file mapping of our binary without a single
-            // private page: after MADV_DONTNEED its pages refault with the same contents.
-            unsafe {
-                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
-                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
-            }
+            ranges.push(r);
+        }
+    }
+    // All at once, after the parsing: the parser's own code is not faulted back in.
+    for (a, b) in ranges {
+        // SAFETY: a read-only private file mapping of our binary without a single
+        // private page: after MADV_DONTNEED its pages refault with the same contents.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
         }
     }
 }
