@@ -17,6 +17,7 @@
  * scripts to a temp dir).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <spawn.h>
@@ -375,16 +376,17 @@ static void pss_one(const char *driver) {
 
 /* The idle spare supervisors (prestart_supervisor): our children running the shim. */
 static void pss_spares(void) {
-    char self[512] = "", path[64], target[512], line[512];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (l > 0) self[l] = 0;
-    for (long pid = 2; pid < 4194304; pid++) {
+    char path[300], target[512], line[512];
+    DIR *proc = opendir("/proc");
+    if (!proc) return;
+    struct dirent *e;
+    while ((e = readdir(proc))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
         snprintf(path, sizeof path, "/proc/%ld/stat", pid);
         FILE *f = fopen(path, "r");
-        if (!f) {
-            if (errno == ENOENT && pid > 65536) break;
-            continue;
-        }
+        if (!f) continue;
         long ppid = -1;
         if (fgets(line, sizeof line, f)) {
             char *p = strrchr(line, ')');
@@ -393,7 +395,7 @@ static void pss_spares(void) {
         fclose(f);
         if (ppid != (long)getpid()) continue;
         snprintf(path, sizeof path, "/proc/%ld/exe", pid);
-        l = readlink(path, target, sizeof target - 1);
+        ssize_t l = readlink(path, target, sizeof target - 1);
         if (l <= 0) continue;
         target[l] = 0;
         if (!strstr(target, "execdriver-shim")) continue;
@@ -402,6 +404,7 @@ static void pss_spares(void) {
         printf("idle spare supervisor pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld KiB\n", pid,
                pss, rss, uss);
     }
+    closedir(proc);
 }
 
 static int pss(void) {
