@@ -40,7 +40,7 @@ pub fn configure(req: Option<&str>) -> Result<Value> {
             let v = crate::plugin::configure(t)?;
             // Spare supervisors were started for the previous configuration.
             crate::spawn::settle();
-            crate::spawn::drop_spare();
+            crate::spawn::drop_spares();
             Ok(v)
         }
     }
@@ -239,12 +239,28 @@ fn start_inner(
     let dirs = prepare::alloc_root(t, id, cfg, created)?;
     let tr: &TaskRequest = t;
     let owner = exec.then_some((user.uid, user.gid));
+    // A spare exec supervisor makes the cgroups itself (it made them ahead).
+    let cgroup_request = if pending.makes_cgroups() {
+        Some(crate::launch::CgroupRequest {
+            layout: crate::cgroup::detect_cached()?,
+            parent: cfg.cgroup_parent.clone(),
+            limits: task_limits(t),
+        })
+    } else {
+        None
+    };
+    let by_supervisor = cgroup_request.is_some();
     let (made, (helper_made, cgroup)) = crate::sys::parallel(
         || prepare::make_alloc_dirs(&dirs, created),
         || {
             let mut mine = prepare::Created::default();
-            let r = prepare::make_task_dirs(&dirs, owner, &mut mine)
-                .and_then(|()| task_cgroup(tr, id, cfg, exec));
+            let r = prepare::make_task_dirs(&dirs, owner, &mut mine).and_then(|()| {
+                if by_supervisor {
+                    Ok(None)
+                } else {
+                    task_cgroup(tr, id, cfg, exec)
+                }
+            });
             (mine, r)
         },
     );
@@ -371,7 +387,7 @@ fn start_inner(
         caps,
         secrets_size: 1 << 20,
     });
-    let spec = LaunchSpec {
+    let mut spec = LaunchSpec {
         task_id: id.to_string(),
         argv,
         env: env_map.clone().into_iter().collect(),
@@ -380,6 +396,7 @@ fn start_inner(
         cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
         clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
         cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+        cgroup_request,
         log_dir: dirs.alloc_dir.join("alloc/logs"),
         log_name: t.name.clone(),
         log_max_files: t.logs.max_files,
@@ -388,6 +405,14 @@ fn start_inner(
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
     let started = pending.start(&bytes)?;
+    if let Some(cg) = &started.cgroup {
+        // Made by the supervisor: it reports where.
+        spec.cgroup = Some(cg.clone());
+        if let Ok(c) = serde_json::from_value::<crate::cgroup::TaskCgroup>(cg.clone()) {
+            spec.cgroup_procs = c.procs_files();
+            spec.clone_into = c.v2_dir();
+        }
+    }
     // The next start of this kind takes a supervisor started now, in the background.
     crate::spawn::prestart_in_background(cfg, flags);
     let started_at = started.started_at.clone();
@@ -424,7 +449,7 @@ fn task_cgroup(
     exec: bool,
 ) -> Result<Option<crate::cgroup::TaskCgroup>> {
     Ok(match (exec, crate::sys::euid() == 0) {
-        (true, _) => Some(make_cgroup(t, id, cfg, true)?),
+        (true, _) => Some(make_cgroup(t, id, cfg)?),
         (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
             crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
                 .ok()
@@ -444,35 +469,32 @@ impl Drop for CgroupGuard {
     }
 }
 
+/// An exec task's cgroups, made here (the supervisor makes them when it is a spare, see
+/// [`crate::launch::CgroupRequest`]).
 fn make_cgroup(
     t: &TaskRequest,
     id: &str,
     cfg: &config::PluginConfig,
-    limits: bool,
 ) -> Result<crate::cgroup::TaskCgroup> {
-    let layout = crate::cgroup::detect_cached()?;
+    let layout = crate::cgroup::detect_cached()?.for_exec();
+    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &task_limits(t))
+}
+
+/// The task's resources as cgroup limits: the hard memory limit is `memory_max_mb`, else
+/// `memory_mb`.
+fn task_limits(t: &TaskRequest) -> crate::cgroup::Limits {
     let r = &t.resources;
     let mem = if r.memory_max_mb > 0 {
         r.memory_max_mb
     } else {
         r.memory_mb
     };
-    let l = if limits {
-        crate::cgroup::Limits {
-            cpu_mhz: r.cpu_mhz,
-            cores: r.cores,
-            memory_bytes: mem.saturating_mul(1 << 20),
-            pids_max: r.pids_max,
-        }
-    } else {
-        crate::cgroup::Limits {
-            cpu_mhz: 0,
-            cores: 0,
-            memory_bytes: 0,
-            pids_max: 0,
-        }
-    };
-    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &l)
+    crate::cgroup::Limits {
+        cpu_mhz: r.cpu_mhz,
+        cores: r.cores,
+        memory_bytes: mem.saturating_mul(1 << 20),
+        pids_max: r.pids_max,
+    }
 }
 
 #[derive(Deserialize, Default)]

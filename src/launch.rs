@@ -67,11 +67,37 @@ pub struct LaunchSpec {
     pub clone_into: Option<PathBuf>,
     /// The task's cgroups, serialized (used to kill, read OOM and remove).
     pub cgroup: Option<serde_json::Value>,
+    /// Instead of `cgroup`: the supervisor makes the task's cgroups itself (a spare that
+    /// made them ahead renames them), and reports them in its start report.
+    #[serde(default)]
+    pub cgroup_request: Option<CgroupRequest>,
     pub log_dir: PathBuf,
     pub log_name: String,
     pub log_max_files: u32,
     pub log_max_bytes: u64,
     pub state_dir: PathBuf,
+}
+
+/// The cgroups a supervisor makes for its task: `<parent>/<task_id>` in every hierarchy
+/// of `layout`, with `limits`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CgroupRequest {
+    pub layout: crate::cgroup::Layout,
+    pub parent: String,
+    pub limits: crate::cgroup::Limits,
+}
+
+/// What a spare exec supervisor prepares while it waits for a task
+/// (`execdriver-shim --warm <json>`): its command process, in the task's cgroups (made
+/// under the placeholder `name`, renamed at the start; v1 only, since cgroup2 dirs cannot
+/// be renamed) and in a mount namespace with the `chroot_env` binds, /dev and /proc
+/// made ready to attach.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Warm {
+    pub layout: crate::cgroup::Layout,
+    pub parent: String,
+    pub name: String,
+    pub binds: Vec<Bind>,
 }
 
 /// The supervisor's report when the task has ended (`exit.json`).

@@ -18,6 +18,8 @@ pub struct Started {
     pub started_at: String,
     /// The channel, kept for the exit report.
     pub chan: HostEnd,
+    /// The task's cgroups when the supervisor made them (see [`Pending::makes_cgroups`]).
+    pub cgroup: Option<serde_json::Value>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -28,16 +30,31 @@ pub struct Pending {
     pidfd: Option<OwnedFd>,
     chan: Option<OwnedFd>,
     shim: std::path::PathBuf,
+    /// A spare exec supervisor, preparing what [`crate::launch::Warm`] says.
+    warm: Option<crate::launch::Warm>,
+    ns_flags: libc::c_int,
+    /// Taken from the spares: if it is found dead without a word when handed the spec
+    /// (killed while idle, just after the liveness check), a new one is launched.
+    spare: bool,
 }
 
-/// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec.
-pub fn launch_supervisor(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
+/// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
+/// (preparing what `warm` says meanwhile).
+pub fn launch_supervisor(
+    cfg: &PluginConfig,
+    ns_flags: libc::c_int,
+    warm: Option<crate::launch::Warm>,
+) -> Result<Pending> {
     let shim = crate::plugin::shim_path(cfg)?;
     let c = |s: &str, what: &str| {
         crate::sys::cstring(s, what).map_err(|e| Error::new(Code::Spawn, e.to_string()))
     };
     let path = c(&shim.to_string_lossy(), "shim_path")?;
-    let args = [c("execdriver-shim", "argv")?];
+    let mut args = vec![c("execdriver-shim", "argv")?];
+    if let Some(w) = &warm {
+        args.push(c("--warm", "argv")?);
+        args.push(c(&serde_json::to_string(w).unwrap_or_default(), "argv")?);
+    }
     let env = [c(
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "env",
@@ -61,10 +78,19 @@ pub fn launch_supervisor(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pe
         pidfd: Some(pidfd),
         chan: Some(mine),
         shim,
+        warm,
+        ns_flags,
+        spare: false,
     })
 }
 
 impl Pending {
+    /// Whether the supervisor makes the task's cgroups (a spare exec supervisor, which
+    /// made them ahead): the spec then carries a [`crate::launch::CgroupRequest`].
+    pub fn makes_cgroups(&self) -> bool {
+        self.warm.is_some()
+    }
+
     /// Whether the supervisor is still there, waiting for its spec.
     fn alive(&self) -> bool {
         self.pidfd
@@ -92,13 +118,20 @@ impl Pending {
                 pidfd,
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
                 chan: host,
+                cgroup: v.get("cgroup").filter(|c| !c.is_null()).cloned(),
             });
         }
         // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
         drop(host);
         let status = crate::sys::pidfd_reap_within(&pidfd, 5000);
+        self.remove_placeholder();
         if v.get("error").is_some() {
             return Err(Error::from_json(&v));
+        }
+        if self.spare && line.is_empty() {
+            // A spare that died while idle: a new supervisor takes the start.
+            let cfg = crate::plugin::current();
+            return launch_supervisor(&cfg, self.ns_flags, None)?.start(spec);
         }
         Err(Error::new(
             Code::Spawn,
@@ -110,78 +143,116 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Removes the placeholder cgroups of an exec spare that ended without a task: it
+    /// removes them itself when it exits on EOF, but not when it was killed.
+    fn remove_placeholder(&self) {
+        if let Some(w) = &self.warm
+            && let Ok(c) =
+                crate::cgroup::TaskCgroup::named(&w.layout.for_exec(), &w.parent, &w.name)
+        {
+            let _ = c.remove();
+        }
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         // Closing our end is the supervisor's cue to exit without doing anything.
         drop(self.chan.take());
         if let Some(fd) = self.pidfd.take() {
             crate::sys::pidfd_reap_within(&fd, 5000);
+            self.remove_placeholder();
         }
     }
 }
 
-/// A supervisor started ahead of any task ("prestarted"), idle until the next raw_exec
-/// start takes it. Only raw_exec supervisors (no namespaces) are prestarted: an exec start
-/// spends longer creating the task's cgroups than its supervisor takes to load alongside,
-/// so a spare gained nothing there (measured), and its background launch competed with
-/// the start.
+/// A supervisor started ahead of any task ("prestarted"), idle until the next start of
+/// its kind takes it: one per kind (raw_exec, and exec per combination of pid and ipc
+/// namespaces). An exec spare also prepares its command process ([`crate::launch::Warm`]):
+/// cgroups, mount namespace, the root's shared mounts.
 struct Spare {
     shim: std::path::PathBuf,
+    ns_flags: libc::c_int,
     pending: Pending,
 }
 
-static SPARE: std::sync::Mutex<Option<Spare>> = std::sync::Mutex::new(None);
+static SPARES: std::sync::Mutex<Vec<Spare>> = std::sync::Mutex::new(Vec::new());
 
-fn spare() -> std::sync::MutexGuard<'static, Option<Spare>> {
-    SPARE.lock().unwrap_or_else(|p| p.into_inner())
+fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
+    SPARES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether starts of this kind use prestarted supervisors.
-fn prestarted(cfg: &PluginConfig, ns_flags: libc::c_int) -> bool {
-    cfg.prestart_supervisor && ns_flags == 0
-}
-
-/// The supervisor for a start: the spare when there is a live one of this shim
-/// (`prestart_supervisor`, raw_exec), else a new one.
+/// The supervisor for a start: the spare of this kind when there is a live one of this
+/// shim (`prestart_supervisor`), else a new one.
 pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
-    if prestarted(cfg, ns_flags) {
+    if cfg.prestart_supervisor {
         let shim = crate::plugin::shim_path(cfg)?;
         // Taken out either way: a spare of another shim, or one killed while idle, is
         // dropped (ends on EOF, reaped) and a new supervisor is launched.
-        let taken = spare().take();
-        if let Some(s) = taken
+        let taken = {
+            let mut g = spares();
+            g.iter()
+                .position(|s| s.ns_flags == ns_flags)
+                .map(|i| g.swap_remove(i))
+        };
+        if let Some(mut s) = taken
             && s.shim == shim
             && s.pending.alive()
         {
+            s.pending.spare = true;
             return Ok(s.pending);
         }
     }
-    launch_supervisor(cfg, ns_flags)
+    launch_supervisor(cfg, ns_flags, None)
 }
 
-/// Starts the spare for the configuration in force now, unless there is one already or
-/// `prestart_supervisor` is off. Failure only means the next start launches its own.
-fn prestart() {
+/// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
+/// placeholder name (`spare-<random>`, renamed to the task's id at the start).
+fn warm_for(cfg: &PluginConfig) -> Option<crate::launch::Warm> {
+    Some(crate::launch::Warm {
+        layout: crate::cgroup::detect_cached().ok()?,
+        parent: cfg.cgroup_parent.clone(),
+        name: format!("spare-{}", crate::sys::random_hex(12)),
+        binds: crate::prepare::chroot_binds(cfg).0,
+    })
+}
+
+/// Starts the spare of this kind for the configuration in force now, unless there is
+/// one already or `prestart_supervisor` is off. Failure only means the next start
+/// launches its own.
+fn prestart(ns_flags: libc::c_int) {
     let cfg = crate::plugin::current();
-    if !prestarted(&cfg, 0) || spare().is_some() {
+    if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {
         return;
     }
     let Ok(shim) = crate::plugin::shim_path(&cfg) else {
         return;
     };
-    let Ok(pending) = launch_supervisor(&cfg, 0) else {
+    let warm = if ns_flags != 0 {
+        match warm_for(&cfg) {
+            Some(w) => Some(w),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let Ok(pending) = launch_supervisor(&cfg, ns_flags, warm) else {
         return;
     };
     // One made by another thread meanwhile wins; ours ends (and is reaped) once the lock
     // is released.
     let _extra = {
-        let mut g = spare();
-        match *g {
-            Some(_) => Some(pending),
-            None => {
-                *g = Some(Spare { shim, pending });
-                None
-            }
+        let mut g = spares();
+        if g.iter().any(|s| s.ns_flags == ns_flags) {
+            Some(pending)
+        } else {
+            g.push(Spare {
+                shim,
+                ns_flags,
+                pending,
+            });
+            None
         }
     };
 }
@@ -197,7 +268,7 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
 /// After a start of this kind: [`prestart`] on a short-lived background thread, so that
 /// the caller does not wait for the new supervisor's exec.
 pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
-    if !prestarted(cfg, ns_flags) {
+    if !cfg.prestart_supervisor {
         return;
     }
     *in_flight() += 1;
@@ -206,7 +277,7 @@ pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
         IN_FLIGHT.1.notify_all();
     };
     if !crate::sys::background("execdriver-spare", move || {
-        prestart();
+        prestart(ns_flags);
         done();
     }) {
         done();
@@ -221,16 +292,19 @@ pub fn settle() {
     }
 }
 
-/// Ends the spare supervisor (it exits on EOF and is reaped): `driver_configure` calls
-/// it, since it was started for the previous configuration.
-pub fn drop_spare() {
-    let s = spare().take();
-    drop(s);
+/// Ends the spare supervisors (they exit on EOF and are reaped): `driver_configure`
+/// calls it, since they were started for the previous configuration.
+pub fn drop_spares() {
+    let all = std::mem::take(&mut *spares());
+    drop(all);
 }
 
-/// Pid of the idle spare supervisor, if any (for tests).
-pub fn spare_pid() -> Option<i32> {
-    spare().as_ref().map(|s| s.pending.pid)
+/// The idle spare supervisors as (namespace flags, pid) (for tests).
+pub fn spare_pids() -> Vec<(libc::c_int, i32)> {
+    spares()
+        .iter()
+        .map(|s| (s.ns_flags, s.pending.pid))
+        .collect()
 }
 
 /// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its

@@ -73,6 +73,8 @@ struct Guard {
     parent: String,
     tcg: Option<TaskCgroup>,
     children: Vec<Child>,
+    /// More cgroup names under `parent` to remove (with `TaskCgroup::named`).
+    names: Vec<String>,
 }
 
 impl Guard {
@@ -82,7 +84,16 @@ impl Guard {
             parent: unique_parent(),
             tcg: None,
             children: vec![],
+            names: vec![],
         }
+    }
+
+    /// Creates `<parent>/<name>`, removed by the guard under that name (whatever it is
+    /// renamed to, list that name too).
+    fn create_named(&mut self, name: &str, limits: &Limits) -> TaskCgroup {
+        self.names.push(name.to_string());
+        TaskCgroup::create(&self.layout, &self.parent, name, limits)
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
     }
 
     fn create(&mut self, limits: &Limits) -> TaskCgroup {
@@ -98,6 +109,11 @@ impl Drop for Guard {
         if let Some(t) = &self.tcg {
             let _ = t.kill_all();
             let _ = t.remove();
+        }
+        for n in &self.names {
+            if let Ok(t) = TaskCgroup::named(&self.layout, &self.parent, n) {
+                let _ = t.remove();
+            }
         }
         for c in &mut self.children {
             let _ = c.kill();
@@ -523,4 +539,255 @@ fn v1_only_layout_on_the_real_controllers() {
     assert_eq!(st.signal(), Some(libc::SIGKILL));
     t.remove().unwrap();
     assert!(t.dirs.iter().all(|d| !d.exists()));
+}
+
+/// A placeholder name such as a spare supervisor gives a cgroup made ahead of its task.
+fn spare_name() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "spare-{:x}{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The layout a spare makes cgroups with ahead of time: exec's, when it has v1 hierarchies
+/// (cgroup2 directories cannot be renamed).
+fn spare_layout(l: &Layout) -> Option<Layout> {
+    let e = l.for_exec();
+    if matches!(e, Layout::V2 { .. }) {
+        eprintln!("SKIP: pure cgroup2 host: nothing is created ahead or renamed");
+        return None;
+    }
+    Some(e)
+}
+
+/// `/proc/<pid>/cgroup`'s path in the v1 hierarchy that has controller `c`.
+fn proc_cgroup_of(pid: u32, c: &str) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctls, path) = (f.next()?, f.next()?, f.next()?);
+            ctls.split(',').any(|x| x == c).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {c} line in /proc/{pid}/cgroup: {text}"))
+}
+
+fn wait_pids(t: &TaskCgroup, n: usize) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while t.pids().len() < n && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn rename_keeps_processes_and_apply_limits_after() {
+    let Some(l) = layout() else { return };
+    let Some(l) = spare_layout(&l) else { return };
+    let mut g = Guard::new(&l);
+    let spare = spare_name();
+    let mut t = g.create_named(&spare, &Limits::default());
+    g.names.push("task".into());
+    let child = spawn_in(&t, "exec sleep 100");
+    let pid = child.id();
+    g.children.push(child);
+    wait_pids(&t, 1);
+    assert_eq!(t.pids(), vec![pid as i32]);
+    let old = t.clone();
+
+    t.rename("task").unwrap_or_else(|e| panic!("rename: {e}"));
+    eprintln!("{}", serde_json::to_string_pretty(&t).unwrap());
+    assert_eq!(t.dirs.len(), old.dirs.len());
+    for d in &old.dirs {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    for d in &t.dirs {
+        assert!(d.is_dir(), "{}", d.display());
+        assert!(d.ends_with(format!("{}/task", g.parent)), "{}", d.display());
+    }
+    assert!(t.v2.is_none() && t.kill.is_none());
+    let want = format!("/{}/task", g.parent);
+    for (c, d) in &t.v1 {
+        assert!(t.dirs.contains(d), "{c}: {}", d.display());
+        assert_eq!(proc_cgroup_of(pid, c), want, "{c}");
+    }
+    assert_eq!(t.procs.len(), t.dirs.len());
+    for p in &t.procs {
+        assert!(t.dirs.contains(&p.parent().unwrap().to_path_buf()));
+        assert_eq!(get(p), pid.to_string(), "{}", p.display());
+    }
+    assert_eq!(t.pids(), vec![pid as i32]);
+    assert_eq!(t, TaskCgroup::named(&l, &g.parent, "task").unwrap());
+    g.tcg = Some(t.clone());
+
+    // the task's limits, once it is known
+    t.apply_limits(&Limits {
+        cpu_mhz: 500,
+        cores: 1,
+        memory_bytes: 64 * MIB,
+        pids_max: 16,
+    })
+    .unwrap_or_else(|e| panic!("apply_limits: {e}"));
+    let m = &t.v1["memory"];
+    assert_eq!(
+        get(&m.join("memory.limit_in_bytes")),
+        (64 * MIB).to_string()
+    );
+    let memsw = m.join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        assert_eq!(get(&memsw), (64 * MIB).to_string());
+    } else {
+        eprintln!("note: no memory.memsw.limit_in_bytes (no swap accounting)");
+    }
+    assert_eq!(get(&m.join("memory.swappiness")), "0");
+    assert_eq!(get(&t.v1["cpu"].join("cpu.shares")), "500");
+    assert_eq!(get(&t.v1["pids"].join("pids.max")), "16");
+    let cs = &t.v1["cpuset"];
+    let parent_cpus = get(&cs.parent().unwrap().join("cpuset.effective_cpus"));
+    let first = parent_cpus.split([',', '-']).next().unwrap().to_string();
+    assert_eq!(get(&cs.join("cpuset.cpus")), first);
+    assert!(!get(&cs.join("cpuset.mems")).is_empty());
+
+    // a higher limit later: memsw has to be raised before the limit
+    t.apply_limits(&Limits {
+        memory_bytes: 128 * MIB,
+        ..Limits::default()
+    })
+    .unwrap_or_else(|e| panic!("apply_limits again: {e}"));
+    assert_eq!(
+        get(&m.join("memory.limit_in_bytes")),
+        (128 * MIB).to_string()
+    );
+    if memsw.exists() {
+        assert_eq!(get(&memsw), (128 * MIB).to_string());
+    }
+
+    t.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn rename_onto_an_existing_cgroup_is_refused() {
+    let Some(l) = layout() else { return };
+    let Some(l) = spare_layout(&l) else { return };
+    let mut g = Guard::new(&l);
+    let spare = spare_name();
+    let mut a = g.create_named(&spare, &Limits::default());
+    let b = g.create_named(
+        "task",
+        &Limits {
+            memory_bytes: 32 * MIB,
+            ..Limits::default()
+        },
+    );
+    let child = spawn_in(&a, "exec sleep 100");
+    let pid = child.id() as i32;
+    g.children.push(child);
+    wait_pids(&a, 1);
+    let before = a.clone();
+
+    let e = a.rename("task").unwrap_err();
+    eprintln!("{e}");
+    assert_eq!(e.code, Code::Isolation);
+    assert!(
+        e.message
+            .contains("already exists (refusing to adopt a cgroup that is not ours)"),
+        "{e}"
+    );
+    assert_eq!(a, before);
+    assert!(a.dirs.iter().all(|d| d.is_dir()));
+    assert!(b.dirs.iter().all(|d| d.is_dir()));
+    assert_eq!(a.pids(), vec![pid]);
+    assert!(b.pids().is_empty());
+    assert_eq!(
+        get(&b.v1["memory"].join("memory.limit_in_bytes")),
+        (32 * MIB).to_string()
+    );
+
+    // taken in one later hierarchy only: the hierarchies renamed before are renamed back
+    let pids_mount = a.v1["pids"].parent().unwrap().to_path_buf();
+    let foreign = pids_mount.join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    let e = a.rename("foreign");
+    let _ = fs::remove_dir(&foreign);
+    let e = e.unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        e.message.contains("already exists") && e.message.contains(&*foreign.to_string_lossy()),
+        "{e}"
+    );
+    assert_eq!(a, before);
+    assert!(a.dirs.iter().all(|d| d.is_dir()));
+    assert!(a.dirs.iter().all(|d| !d.with_file_name("foreign").exists()));
+    for c in a.v1.keys() {
+        assert_eq!(
+            proc_cgroup_of(pid as u32, c),
+            format!("/{}/{spare}", g.parent)
+        );
+    }
+
+    a.remove().unwrap();
+    b.remove().unwrap();
+}
+
+#[test]
+fn named_removes_a_set_and_is_fine_with_none() {
+    let Some(l) = layout() else { return };
+    let exec = l.for_exec();
+    let mut g = Guard::new(&l);
+    let spare = spare_name();
+    let t = TaskCgroup::create(&exec, &g.parent, &spare, &Limits::default()).unwrap();
+    g.tcg = Some(t.clone());
+    let n = TaskCgroup::named(&exec, &g.parent, &spare).unwrap();
+    assert_eq!(n, t);
+    // a leftover process (the remove of a busy cgroup kills it first)
+    let mut child = spawn_in(&t, "exec sleep 100");
+    wait_pids(&t, 1);
+    n.remove().unwrap();
+    assert!(t.dirs.iter().all(|d| !d.exists()));
+    let st = wait_timeout(&mut child, Duration::from_secs(5)).expect("child survived");
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+    // nothing there (any more, or ever, in any hierarchy of the full layout): fine
+    n.remove().unwrap();
+    TaskCgroup::named(&l, &g.parent, &spare)
+        .unwrap()
+        .remove()
+        .unwrap();
+    TaskCgroup::named(&l, &g.parent, "never-made")
+        .unwrap()
+        .remove()
+        .unwrap();
+    for m in mounts(&exec) {
+        assert!(m.join(&g.parent).is_dir(), "the parent stays");
+    }
+}
+
+#[test]
+fn for_exec_on_hybrid_uses_the_v1_hierarchies_only() {
+    let Some(l) = layout() else { return };
+    let Layout::Hybrid {
+        controllers,
+        unified,
+    } = &l
+    else {
+        assert_eq!(l.for_exec(), l);
+        eprintln!("SKIP: not a hybrid machine; for_exec is the layout itself");
+        return;
+    };
+    let exec = l.for_exec();
+    assert_eq!(
+        exec,
+        Layout::V1 {
+            controllers: controllers.clone()
+        }
+    );
+    let mut g = Guard::new(&exec);
+    let t = g.create(&Limits::default());
+    assert_eq!(t.layout, "v1");
+    assert!(t.v2.is_none() && !t.v2_controllers && t.kill.is_none());
+    assert!(!unified.join(&g.parent).join("task").exists());
+    assert!(t.dirs.iter().all(|d| !d.starts_with(unified)));
+    assert!(t.procs.iter().all(|p| !p.ends_with("cgroup.kill")) && t.procs.len() == t.dirs.len());
+    t.remove().unwrap();
 }

@@ -1,6 +1,8 @@
-//! Prestarted ("spare") supervisors (`prestart_supervisor`, on by default): after a
-//! raw_exec start, one idle supervisor waits for the next raw_exec start, which takes it. One test function, so that no other start in this process takes a spare
-//! between two of its checks.
+//! Prestarted ("spare") supervisors (`prestart_supervisor`, on by default): after a start,
+//! one idle supervisor of that kind waits for the next start of the kind, which takes it;
+//! an exec spare also prepares its command process (cgroups, mount namespace). One test
+//! function, so that no other start in this process takes a spare between two of its
+//! checks.
 
 mod common;
 use common::*;
@@ -11,10 +13,23 @@ fn configure(req: serde_json::Value) {
     op(execdriver::driver::configure, req).unwrap();
 }
 
-/// The idle spares, once no spare is still being started in the background.
+/// The idle raw_exec spares, once no spare is still being started in the background.
 fn spares() -> Vec<i32> {
+    spares_of(|flags| flags == 0)
+}
+
+/// The idle exec spares.
+fn exec_spares() -> Vec<i32> {
+    spares_of(|flags| flags != 0)
+}
+
+fn spares_of(kind: impl Fn(i32) -> bool) -> Vec<i32> {
     execdriver::spawn::settle();
-    execdriver::spawn::spare_pid().into_iter().collect()
+    execdriver::spawn::spare_pids()
+        .into_iter()
+        .filter(|(f, _)| kind(*f))
+        .map(|(_, p)| p)
+        .collect()
 }
 
 fn gone(pid: i32) -> bool {
@@ -100,7 +115,7 @@ fn prestarted_supervisors() {
     assert!(gone(taken), "the spare the failed start took was reaped");
     assert!(spares().is_empty());
 
-    exec_starts_use_no_spare();
+    exec_spares_prepare_the_command_process();
 
     // Turned off: driver_configure ends the spares (reaped), and starts leave none.
     let d = TempDir::new("pre-e");
@@ -122,9 +137,43 @@ fn prestarted_supervisors() {
     configure(json!({}));
 }
 
-/// exec supervisors are never prestarted (their start is bound by the task's cgroups,
-/// not by the supervisor's launch): an exec start neither takes nor leaves a spare.
-fn exec_starts_use_no_spare() {
+/// The children of a spare supervisor, once it has forked its command process (it does
+/// that while idle, after making its cgroups; polled with a deadline).
+fn children(pid: i32) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        if !v.is_empty() || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The v1 memory cgroup dirs under `parent` (any hierarchy would do: they are made in all).
+fn memory_cgroups(parent: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/sys/fs/cgroup/memory/{parent}"))
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// An exec spare: its supervisor waits idle with one child, the command process to be,
+/// already in cgroups named `spare-*` under the plugin's `cgroup_parent`; the next exec
+/// start takes it, its command runs in those cgroups renamed to the task's id; a spare
+/// killed while idle, or whose command process died, is not used and leaves no cgroup;
+/// `driver_configure` ends the spare and removes its cgroups.
+fn exec_spares_prepare_the_command_process() {
     let f = execdriver::driver::fingerprint(None).unwrap();
     if f["attributes"]["driver.exec"] != "1" {
         eprintln!(
@@ -133,12 +182,109 @@ fn exec_starts_use_no_spare() {
         );
         return;
     }
+    if !std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        eprintln!("SKIP exec part: no v1 memory hierarchy (the placeholders are v1 only)");
+        return;
+    }
+    let parent = format!("edtest-prestart-{}", std::process::id());
+    configure(json!({"cgroup_parent": parent}));
+    let exec_task = |name: &str, d: &Path, script: &str| {
+        json!({"name": name, "driver": "exec", "alloc_dir": d,
+               "config": {"command": "/bin/sh", "args": ["-c", script]}})
+    };
+    let cat_cgroup = "grep memory /proc/self/cgroup";
+
+    // The first exec start is cold and leaves an exec spare with its command process.
     let d = TempDir::new("pre-x");
-    let (_, code, out) = run_task(
-        json!({"name": "x", "driver": "exec", "alloc_dir": d.path(),
-               "config": {"command": "/bin/echo", "args": ["isolated"]}}),
-        d.path(),
-    );
+    let (_, code, out) = run_task(exec_task("x", d.path(), "echo isolated"), d.path());
     assert_eq!((code, out.as_str()), (0, "isolated\n"));
-    assert!(spares().is_empty(), "an exec start left a spare");
+    let s = exec_spares();
+    assert_eq!(s.len(), 1, "one exec spare: {s:?}");
+    let spare = s[0];
+    let kids = children(spare);
+    assert_eq!(kids.len(), 1, "the spare's command process: {kids:?}");
+    let placeholder = memory_cgroups(&parent);
+    assert_eq!(placeholder.len(), 1, "{placeholder:?}");
+    assert!(placeholder[0].starts_with("spare-"), "{placeholder:?}");
+    // It joins them right after it is forked.
+    let want = format!(":memory:/{parent}/{}\n", placeholder[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut cg = String::new();
+    while !cg.contains(&want) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        cg = std::fs::read_to_string(format!("/proc/{}/cgroup", kids[0])).unwrap();
+    }
+    assert!(
+        cg.contains(&want),
+        "the command process waits in the spare's cgroups: {cg}"
+    );
+
+    // The next exec start takes it: its command runs in the cgroups, renamed to the id.
+    let d = TempDir::new("pre-y");
+    let id = format!("prey-{}", std::process::id());
+    let mut req = exec_task("y", d.path(), cat_cgroup);
+    req["id"] = json!(id);
+    let (pid, code, out) = run_task(req, d.path());
+    assert_eq!(pid, spare, "the start used the spare");
+    assert_eq!(code, 0);
+    assert!(
+        out.trim_end().ends_with(&format!(":memory:/{parent}/{id}")),
+        "{out}"
+    );
+    assert!(gone(spare));
+    assert!(
+        !memory_cgroups(&parent).contains(&placeholder[0]),
+        "the placeholder was renamed"
+    );
+
+    // A spare killed while idle: not used, reaped, its cgroups removed by the host.
+    let s = exec_spares();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let killed = s[0];
+    let killed_cg = memory_cgroups(&parent);
+    // SAFETY: kill(2) of our own idle child.
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+    let d = TempDir::new("pre-z");
+    let (pid, code, out) = run_task(exec_task("z", d.path(), "echo z"), d.path());
+    assert_eq!((code, out.as_str()), (0, "z\n"));
+    assert_ne!(pid, killed);
+    assert!(gone(killed));
+    for c in &killed_cg {
+        assert!(!memory_cgroups(&parent).contains(c), "{c} left behind");
+    }
+
+    // A spare whose command process died: the start falls back to a fresh one.
+    let s = exec_spares();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let kids = children(s[0]);
+    assert_eq!(kids.len(), 1);
+    // SAFETY: kill(2) of a process of our own spare.
+    unsafe { libc::kill(kids[0], libc::SIGKILL) };
+    let d = TempDir::new("pre-w");
+    let id = format!("prew-{}", std::process::id());
+    let mut req = exec_task("w", d.path(), cat_cgroup);
+    req["id"] = json!(id);
+    let (pid, code, out) = run_task(req, d.path());
+    assert_eq!((pid, code), (s[0], 0), "the spare's supervisor started it");
+    assert!(
+        out.trim_end().ends_with(&format!(":memory:/{parent}/{id}")),
+        "{out}"
+    );
+
+    // driver_configure ends the exec spare and its cgroups go.
+    let s = exec_spares();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(memory_cgroups(&parent).len(), 1);
+    configure(json!({}));
+    assert!(gone(s[0]));
+    assert!(exec_spares().is_empty());
+    assert!(
+        memory_cgroups(&parent).is_empty(),
+        "{:?}",
+        memory_cgroups(&parent)
+    );
+    // The shared parent dirs are never removed by the driver: the test does.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(&parent));
+    }
 }

@@ -17,7 +17,8 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
         [_, flag, dir, req] if flag == "--exec" => {
             execdriver::supervisor::exec::main(dir.as_ref(), req.as_ref())
         }
-        [_] => execdriver::supervisor::main(),
+        [_] => execdriver::supervisor::main(None),
+        [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm)),
         _ => {
             eprintln!("usage: execdriver-shim (started by libexecdriver)");
             2

@@ -8,8 +8,11 @@ pub const V1_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "cpuacct", "memory", "pi
 /// Controllers without which a task cgroup cannot carry the task's limits.
 pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
-/// How cgroups are mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How cgroups are mounted. Serializable so it can travel in a JSON message (e.g. to a
+/// spare supervisor); the JSON names the kind the way [`Layout::name`] does:
+/// `{"kind":"hybrid","controllers":{"cpu":"/sys/fs/cgroup/cpu",…},"unified":"/sys/fs/cgroup/unified"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Layout {
     /// Only v1: controller name → mount point (co-mounted controllers share a mount point).
     V1 {
@@ -115,6 +118,22 @@ impl Layout {
             .iter()
             .map(|c| (c.to_string(), root.join(c)))
             .collect()
+    }
+
+    /// The layout an exec task's cgroup is created with: on hybrid the v1 hierarchies
+    /// alone, otherwise `self`. On hybrid the v1 hierarchies hold every controller exec
+    /// needs (limits, stats, and the freezer that `kill_all` uses), so a cgroup2 directory
+    /// without controllers adds nothing but cost: one more `cgroup.procs` write per start,
+    /// and a cgroup2 migration takes a global rwsem whose write side waits for an RCU grace
+    /// period, which on an idle host is milliseconds. (raw_exec, which has no v1 limits,
+    /// keeps its unified tracking directory through [`TaskCgroup::create_tracking`].)
+    pub fn for_exec(&self) -> Layout {
+        match self {
+            Layout::Hybrid { controllers, .. } => Layout::V1 {
+                controllers: controllers.clone(),
+            },
+            other => other.clone(),
+        }
     }
 
     /// `"v1"`, `"v2"` or `"hybrid"` (the fingerprint's `driver.exec.cgroup`).

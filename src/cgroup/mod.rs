@@ -28,6 +28,16 @@
 //! `cgroup.subtree_control` of the mount root and of each parent directory (required for
 //! the leaf to have them; only additions, never removals).
 //!
+//! # Made ahead, renamed later
+//!
+//! A cgroup can be created before its task is known, under a placeholder name and with
+//! `Limits::default()`, then [`TaskCgroup::rename`]d to the task's name and given the
+//! task's limits with [`TaskCgroup::apply_limits`]; processes already inside stay inside.
+//! Only v1 directories can be renamed (cgroup2 refuses `rename(2)` with EPERM), which is
+//! why exec tasks on hybrid use [`Layout::for_exec`] (the v1 hierarchies alone).
+//! [`TaskCgroup::named`] describes the directories of a name without creating anything,
+//! so a host can remove what a dead owner left behind.
+//!
 //! # Limits
 //!
 //! - cpu: v1 `cpu.shares = clamp(cpu_mhz, 2, 262144)` (Nomad's clamp, so `cpu_mhz` 0 gives 2);
@@ -159,6 +169,11 @@ fn validate(parent: &str, name: &str) -> Result<()> {
             )
         })?;
     }
+    validate_name(name)
+}
+
+/// `name` is one path component.
+fn validate_name(name: &str) -> Result<()> {
     if name.contains('/') {
         return Err(Error::new(
             Code::InvalidConfig,
@@ -275,19 +290,165 @@ impl TaskCgroup {
             let _ = tcg.remove();
             return Err(e);
         }
+        tcg.set_procs();
+        Ok(tcg)
+    }
+
+    /// The `cgroup.procs` files of the task's directories, v2 first, then the v1 ones in
+    /// [`V1_CONTROLLERS`] order (once per directory).
+    fn set_procs(&mut self) {
         let mut procs = Vec::new();
-        if let Some(d) = &tcg.v2 {
+        if let Some(d) = &self.v2 {
             procs.push(d.join("cgroup.procs"));
         }
         for c in V1_CONTROLLERS {
-            if let Some(d) = tcg.v1.get(c) {
+            if let Some(d) = self.v1.get(c) {
                 let p = d.join("cgroup.procs");
                 if !procs.contains(&p) {
                     procs.push(p);
                 }
             }
         }
-        tcg.procs = procs;
+        self.procs = procs;
+    }
+
+    /// Writes `limits` to the task's directories, as [`TaskCgroup::create`] does after
+    /// making them: for a cgroup created ahead of its task (with `Limits::default()`)
+    /// that gets the task's limits once the task is known. A zero field writes nothing,
+    /// so it leaves the current setting (on a cgroup created with defaults: no limit, the
+    /// parent's cpus) rather than lifting a limit set before. Does nothing on a
+    /// tracking-only cgroup (cgroup2 without controllers, no v1 directories).
+    pub fn apply_limits(&self, limits: &Limits) -> Result<()> {
+        if !self.v1.is_empty() {
+            v1::apply_limits(self, limits)?;
+        }
+        if self.v2_controllers
+            && let Some(d) = &self.v2
+        {
+            v2::apply_limits(d, limits)?;
+        }
+        Ok(())
+    }
+
+    /// Renames every directory of the task to a sibling called `name` (the same parent):
+    /// a cgroup created ahead of its task under a placeholder name takes the task's name.
+    /// The processes inside stay inside (a rename is not a migration), and so do the
+    /// limits. v1 only: the kernel refuses to rename a cgroup2 directory (EPERM), so a
+    /// cgroup with one is refused up front. A target that exists is refused with the
+    /// kernel's EEXIST (never adopt a foreign cgroup; a check before the rename would
+    /// race), and ENOTEMPTY (what a plain directory gives, e.g. the unit tests' fake) is
+    /// taken the same way. On a failure part-way the directories already renamed are
+    /// renamed back; either way `self` then describes the directories as they are.
+    pub fn rename(&mut self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        if let Some(d) = &self.v2 {
+            return Err(isolation(
+                "rename",
+                d,
+                "a cgroup2 directory cannot be renamed (the kernel refuses it)",
+            ));
+        }
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut failure = None;
+        for dir in &self.dirs {
+            let to = dir.with_file_name(name);
+            if &to == dir {
+                continue;
+            }
+            let step = format!("rename {} to", dir.display());
+            match fs::rename(dir, &to) {
+                Ok(()) => moved.push((dir.clone(), to)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                    failure = Some(isolation(
+                        &step,
+                        &to,
+                        "it already exists (refusing to adopt a cgroup that is not ours)",
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(isolation(&step, &to, e));
+                    break;
+                }
+            }
+        }
+        let Some(mut err) = failure else {
+            self.relocate(&moved);
+            return Ok(());
+        };
+        // Undo, newest first; what cannot be undone stays where it is, and is described so.
+        let mut stuck = Vec::new();
+        for (from, to) in moved.into_iter().rev() {
+            if let Err(e) = fs::rename(&to, &from) {
+                err.message.push_str(&format!(
+                    "; renaming {} back failed ({e}), it stays there",
+                    to.display()
+                ));
+                stuck.push((from, to));
+            }
+        }
+        self.relocate(&stuck);
+        Err(err)
+    }
+
+    /// Rewrites every recorded path at or below a moved directory `from` to `to`.
+    fn relocate(&mut self, moved: &[(PathBuf, PathBuf)]) {
+        let map = |p: &mut PathBuf| {
+            for (from, to) in moved {
+                if let Ok(rest) = p.strip_prefix(from) {
+                    *p = if rest.as_os_str().is_empty() {
+                        to.clone()
+                    } else {
+                        to.join(rest)
+                    };
+                    return;
+                }
+            }
+        };
+        self.dirs.iter_mut().for_each(map);
+        self.v1.values_mut().for_each(map);
+        self.procs.iter_mut().for_each(map);
+        self.kill.iter_mut().for_each(map);
+    }
+
+    /// Describes the directories [`TaskCgroup::create`] would make for `parent`/`name`
+    /// with `layout`, without touching them: its [`TaskCgroup::remove`] then removes
+    /// those that exist (killing what is inside), e.g. for a host cleaning up after a
+    /// cgroup made ahead of its task whose owner died. Whatever is at those paths is
+    /// taken as ours, so use it only for names this host hands out.
+    pub fn named(layout: &Layout, parent: &str, name: &str) -> Result<TaskCgroup> {
+        validate(parent, name)?;
+        let parent = parent.trim_end_matches('/');
+        let mut tcg = TaskCgroup::empty(layout);
+        let leaf = |tcg: &mut TaskCgroup, mount: &Path| {
+            let d = mount.join(parent).join(name);
+            tcg.dirs.push(d.clone());
+            Ok(d)
+        };
+        let unified = match layout {
+            Layout::V1 { controllers } => {
+                v1::place(&mut tcg, controllers, leaf)?;
+                None
+            }
+            Layout::V2 { root } => Some((root, true)),
+            Layout::Hybrid {
+                controllers,
+                unified,
+            } => {
+                v1::place(&mut tcg, controllers, leaf)?;
+                Some((unified, false))
+            }
+        };
+        if let Some((root, controllers)) = unified {
+            let d = leaf(&mut tcg, root)?;
+            let kill = d.join("cgroup.kill");
+            if kill.exists() {
+                tcg.kill = Some(kill);
+            }
+            tcg.v2 = Some(d);
+            tcg.v2_controllers = controllers;
+        }
+        tcg.set_procs();
         Ok(tcg)
     }
 

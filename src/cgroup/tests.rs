@@ -624,3 +624,199 @@ fn usable_probes_and_cleans_up() {
     let e = Layout::V1 { controllers }.usable().unwrap_err();
     assert!(e.contains("pids"), "{e}");
 }
+
+/// Every plain file of `dir` with its contents, by name.
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), get(&e.path())))
+        .collect()
+}
+
+#[test]
+fn v2_apply_limits_after_create_matches_create_with_limits() {
+    let d = TempDir::new();
+    fake_v2(&d.0, true);
+    let l = Layout::v2_at(&d.0);
+    let with = TaskCgroup::create(&l, "p", "with", &limits()).unwrap();
+    let later = TaskCgroup::create(&l, "p", "later", &Limits::default()).unwrap();
+    assert_eq!(get(&d.0.join("p/later/memory.max")), "max");
+    assert_eq!(get(&d.0.join("p/later/cpuset.cpus")), "");
+    later.apply_limits(&limits()).unwrap();
+    let f = files(&d.0.join("p/later"));
+    assert_eq!(f, files(&d.0.join("p/with")));
+    assert_eq!(f["memory.max"], (64 * MIB).to_string());
+    assert_eq!(f["memory.swap.max"], "0");
+    assert_eq!(f["cpu.weight"], "19");
+    assert_eq!(f["pids.max"], "16");
+    assert_eq!(f["cpuset.cpus"], "0,1");
+
+    // an error names the step and the path
+    let e = later
+        .apply_limits(&Limits {
+            cores: 9,
+            ..limits()
+        })
+        .unwrap_err();
+    assert_eq!(e.code, Code::Isolation);
+    assert!(
+        e.message.contains("pin cores in") && e.message.contains("/p/later"),
+        "{e}"
+    );
+    with.remove().unwrap();
+    later.remove().unwrap();
+}
+
+#[test]
+fn v1_apply_limits_after_create_matches_create_with_limits() {
+    let d = TempDir::new();
+    fake_v1(&d.0);
+    let l = Layout::v1_at(&d.0);
+    let with = TaskCgroup::create(&l, "p", "with", &limits()).unwrap();
+    let later = TaskCgroup::create(&l, "p", "later", &Limits::default()).unwrap();
+    later.apply_limits(&limits()).unwrap();
+    for c in V1_CONTROLLERS {
+        assert_eq!(files(&later.v1[c]), files(&with.v1[c]), "{c}");
+    }
+    assert_eq!(get(&later.v1["cpuset"].join("cpuset.cpus")), "0,1");
+    assert_eq!(get(&later.v1["cpu"].join("cpu.shares")), "500");
+    with.remove().unwrap();
+    later.remove().unwrap();
+}
+
+#[test]
+fn apply_limits_on_a_tracking_cgroup_writes_nothing() {
+    let d = TempDir::new();
+    fake_v2(&d.0, true);
+    let t = TaskCgroup::create_tracking(&Layout::v2_at(&d.0), "p", "t")
+        .unwrap()
+        .unwrap();
+    let before = files(&d.0.join("p/t"));
+    t.apply_limits(&limits()).unwrap();
+    assert_eq!(files(&d.0.join("p/t")), before);
+    t.remove().unwrap();
+}
+
+#[test]
+fn rename_refuses_a_cgroup2_directory() {
+    for hybrid in [false, true] {
+        let d = TempDir::new();
+        let l = if hybrid {
+            fake_v1(&d.0);
+            put(&d.0.join("unified"), &[("cgroup.procs", "")]);
+            put(&d.0.join("unified/.template"), &[("cgroup.procs", "")]);
+            Layout::hybrid_at(&d.0)
+        } else {
+            fake_v2(&d.0, true);
+            Layout::v2_at(&d.0)
+        };
+        let mut t = TaskCgroup::create(&l, "p", "spare-1", &Limits::default()).unwrap();
+        let before = t.clone();
+        let e = t.rename("task").unwrap_err();
+        assert_eq!(e.code, Code::Isolation);
+        assert!(
+            e.message.contains("a cgroup2 directory cannot be renamed"),
+            "{e}"
+        );
+        assert_eq!(t, before);
+        assert!(t.dirs.iter().all(|d| d.is_dir()));
+        assert!(t.dirs.iter().all(|d| !d.with_file_name("task").exists()));
+        // a bad name is a config error, whatever the layout
+        assert_eq!(t.rename("a/b").unwrap_err().code, Code::InvalidConfig);
+        t.remove().unwrap();
+    }
+}
+
+#[test]
+fn v1_rename_moves_every_path_and_rolls_back_on_a_taken_name() {
+    let d = TempDir::new();
+    fake_v1(&d.0);
+    let mut controllers = Layout::v1_map(&d.0);
+    controllers.insert("cpuacct".into(), d.0.join("cpu"));
+    let l = Layout::V1 { controllers };
+    let mut t = TaskCgroup::create(&l, "p", "spare-1", &Limits::default()).unwrap();
+    t.join(42).unwrap();
+    let old = t.clone();
+
+    // taken in a later hierarchy only: the earlier renames are undone
+    put(&d.0.join("pids/p/foreign"), &[("cgroup.procs", "7")]);
+    let e = t.rename("foreign").unwrap_err();
+    assert_eq!(e.code, Code::Isolation);
+    assert!(
+        e.message
+            .contains("already exists (refusing to adopt a cgroup that is not ours)")
+            && e.message.contains("pids/p/foreign"),
+        "{e}"
+    );
+    assert_eq!(t, old);
+    assert!(t.dirs.iter().all(|d| d.is_dir()));
+    assert_eq!(get(&d.0.join("pids/p/foreign/cgroup.procs")), "7");
+    assert!(!d.0.join("cpuset/p/foreign").exists());
+
+    t.rename("task").unwrap();
+    let dir = |c: &str| d.0.join(c).join("p/task");
+    assert_eq!(t, TaskCgroup::named(&l, "p", "task").unwrap());
+    assert_eq!(t.dirs.len(), 5);
+    assert_eq!(t.v1["cpuacct"], dir("cpu"));
+    for c in ["cpuset", "cpu", "memory", "pids", "freezer"] {
+        assert!(dir(c).is_dir() && !d.0.join(c).join("p/spare-1").exists());
+        assert_eq!(t.v1[c], dir(c));
+        assert_eq!(get(&dir(c).join("cgroup.procs")), "42", "{c}");
+    }
+    assert_eq!(t.procs[0], dir("cpuset").join("cgroup.procs"));
+    assert_eq!(t.pids(), vec![42]);
+    t.rename("task").unwrap(); // already so named: nothing to do
+    for p in &t.procs {
+        fs::write(p, "").unwrap();
+    }
+    t.remove().unwrap();
+}
+
+#[test]
+fn named_describes_what_create_makes_and_removes_it() {
+    let d = TempDir::new();
+    fake_v1(&d.0);
+    fake_v2(&d.0.join("unified"), false);
+    for l in [
+        Layout::v1_at(&d.0),
+        Layout::hybrid_at(&d.0),
+        Layout::v2_at(&d.0.join("unified")),
+    ] {
+        let t = TaskCgroup::create(&l, "p/q", "spare-2", &Limits::default()).unwrap();
+        let n = TaskCgroup::named(&l, "p/q", "spare-2").unwrap();
+        assert_eq!(n, t, "{}", l.name());
+        n.remove().unwrap();
+        assert!(t.dirs.iter().all(|d| !d.exists()));
+        n.remove().unwrap(); // nothing left: still fine
+    }
+    assert_eq!(
+        TaskCgroup::named(&Layout::v1_at(&d.0), "/abs", "x")
+            .unwrap_err()
+            .code,
+        Code::InvalidConfig
+    );
+}
+
+#[test]
+fn layout_for_exec_and_json() {
+    let root = Path::new("/sys/fs/cgroup");
+    let h = Layout::hybrid_at(root);
+    assert_eq!(h.for_exec(), Layout::v1_at(root));
+    assert_eq!(Layout::v1_at(root).for_exec(), Layout::v1_at(root));
+    assert_eq!(Layout::v2_at(root).for_exec(), Layout::v2_at(root));
+
+    let j = serde_json::to_value(&h).unwrap();
+    assert_eq!(j["kind"], "hybrid");
+    assert_eq!(j["unified"], "/sys/fs/cgroup/unified");
+    assert_eq!(j["controllers"]["memory"], "/sys/fs/cgroup/memory");
+    assert_eq!(
+        serde_json::to_value(Layout::v2_at(root)).unwrap(),
+        serde_json::json!({"kind": "v2", "root": "/sys/fs/cgroup"})
+    );
+    for l in [h.clone(), h.for_exec(), Layout::v2_at(root)] {
+        let back: Layout = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+    }
+}

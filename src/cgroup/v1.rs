@@ -13,6 +13,9 @@ use cgroups_rs::pid::PidController;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Makes the task's directory in every mounted hierarchy of [`V1_CONTROLLERS`], gives its
+/// cpuset the parent's cpus and mems (a v1 cpuset takes no task without them), then
+/// applies `limits`.
 pub(super) fn create(
     tcg: &mut TaskCgroup,
     controllers: &BTreeMap<String, PathBuf>,
@@ -34,7 +37,23 @@ pub(super) fn create(
             "cgroup: create: cores requested but the v1 cpuset controller is not mounted",
         ));
     }
-    // Co-mounted controllers (e.g. cpu,cpuacct) share one directory.
+    place(tcg, controllers, |tcg, mount| {
+        make_task_dir(tcg, mount, parent, name)
+    })?;
+    if let Some(dir) = tcg.v1.get("cpuset").cloned() {
+        init_cpuset(&controllers["cpuset"], parent, &dir)?;
+    }
+    apply_limits(tcg, limits)
+}
+
+/// Fills `tcg.v1` with the task's directory for each mounted controller of
+/// [`V1_CONTROLLERS`], asking `dir_in` for one directory per mount: co-mounted controllers
+/// (e.g. cpu,cpuacct) share one directory.
+pub(super) fn place(
+    tcg: &mut TaskCgroup,
+    controllers: &BTreeMap<String, PathBuf>,
+    mut dir_in: impl FnMut(&mut TaskCgroup, &Path) -> Result<PathBuf>,
+) -> Result<()> {
     let mut made: Vec<(PathBuf, PathBuf)> = Vec::new();
     for c in V1_CONTROLLERS {
         let Some(mount) = controllers.get(c) else {
@@ -43,29 +62,62 @@ pub(super) fn create(
         let dir = match made.iter().find(|(m, _)| m == mount) {
             Some((_, d)) => d.clone(),
             None => {
-                let d = make_task_dir(tcg, mount, parent, name)?;
+                let d = dir_in(tcg, mount)?;
                 made.push((mount.clone(), d.clone()));
                 d
             }
         };
         tcg.v1.insert(c.to_string(), dir);
     }
+    Ok(())
+}
 
-    if let Some(dir) = tcg.v1.get("cpuset").cloned() {
-        init_cpuset(&controllers["cpuset"], parent, &dir, limits.cores)?;
+/// The task's directory for controller `c`, which [`create`] always makes.
+fn dir_of(tcg: &TaskCgroup, c: &str) -> Result<PathBuf> {
+    tcg.v1.get(c).cloned().ok_or_else(|| {
+        Error::new(
+            Code::Isolation,
+            format!("cgroup: apply limits: the task has no v1 {c} cgroup"),
+        )
+    })
+}
+
+/// Writes `limits` to the task's v1 directories: cores pinning, memory (swap off),
+/// cpu shares, pids. A zero field writes nothing, leaving what the directory has (a new
+/// one: no limit, the parent's cpus).
+pub(super) fn apply_limits(tcg: &TaskCgroup, limits: &Limits) -> Result<()> {
+    if limits.cores > 0 {
+        let dir = tcg.v1.get("cpuset").ok_or_else(|| {
+            Error::new(
+                Code::Isolation,
+                "cgroup: apply limits: cores requested but the task has no v1 cpuset cgroup",
+            )
+        })?;
+        pin_cores(dir, limits.cores)?;
     }
 
-    let dir = tcg.v1["memory"].clone();
+    let dir = dir_of(tcg, "memory")?;
     let mem = MemController::new(dir.clone(), false);
     if limits.memory_bytes > 0 {
         let limit = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+        // memsw exists only with swap accounting; limit == memsw means no swap at all.
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        let set_memsw = || {
+            mem.set_memswap_limit(limit)
+                .map_err(|e| isolation("set", &memsw, cg_err(e)))
+        };
+        // The kernel wants limit <= memsw at every step: memsw goes first when it is
+        // below the new limit (only on a cgroup limited before; a new one has no limit).
+        let memsw_first = read(&memsw)
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .is_some_and(|cur| cur < limit);
+        if memsw_first {
+            set_memsw()?;
+        }
         mem.set_limit(limit)
             .map_err(|e| isolation("set", &dir.join("memory.limit_in_bytes"), cg_err(e)))?;
-        // memsw exists only with swap accounting; limit == memsw means no swap at all.
-        if dir.join("memory.memsw.limit_in_bytes").exists() {
-            mem.set_memswap_limit(limit).map_err(|e| {
-                isolation("set", &dir.join("memory.memsw.limit_in_bytes"), cg_err(e))
-            })?;
+        if !memsw_first && memsw.exists() {
+            set_memsw()?;
         }
     }
     if dir.join("memory.swappiness").exists() {
@@ -73,13 +125,13 @@ pub(super) fn create(
             .map_err(|e| isolation("set", &dir.join("memory.swappiness"), cg_err(e)))?;
     }
 
-    let dir = tcg.v1["cpu"].clone();
+    let dir = dir_of(tcg, "cpu")?;
     CpuController::new(dir.clone(), false)
         .set_shares(cpu_shares(limits.cpu_mhz))
         .map_err(|e| isolation("set", &dir.join("cpu.shares"), cg_err(e)))?;
 
     if limits.pids_max > 0 {
-        let dir = tcg.v1["pids"].clone();
+        let dir = dir_of(tcg, "pids")?;
         let max = i64::try_from(limits.pids_max).unwrap_or(i64::MAX);
         PidController::new(dir.clone(), false)
             .set_pid_max(MaxValue::Value(max))
@@ -90,8 +142,8 @@ pub(super) fn create(
 
 /// A v1 cpuset with empty `cpuset.cpus`/`cpuset.mems` cannot take tasks, and the kernel
 /// leaves both empty in a new directory: copy them down from the mount root through every
-/// parent directory that has them empty, then pin `cores` if asked.
-fn init_cpuset(mount: &Path, parent: &str, dir: &Path, cores: u64) -> Result<()> {
+/// parent directory that has them empty.
+fn init_cpuset(mount: &Path, parent: &str, dir: &Path) -> Result<()> {
     let mut chain = Vec::new();
     let mut p = mount.to_path_buf();
     for c in parent.split('/') {
@@ -118,18 +170,20 @@ fn init_cpuset(mount: &Path, parent: &str, dir: &Path, cores: u64) -> Result<()>
             r.map_err(|e| isolation("set", &d.join(f), cg_err(e)))?;
         }
     }
-    if cores > 0 {
-        let up = dir.parent().unwrap_or(mount);
-        let avail = read(&up.join("cpuset.effective_cpus"))
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| read(&up.join("cpuset.cpus")))
-            .unwrap_or_default();
-        let pick = pick_cpus(&avail, cores).map_err(|m| isolation("pin cores in", dir, m))?;
-        CpuSetController::new(dir.to_path_buf(), false)
-            .set_cpus(&pick)
-            .map_err(|e| isolation("set", &dir.join("cpuset.cpus"), cg_err(e)))?;
-    }
     Ok(())
+}
+
+/// Pins `dir` to the first `cores` cpus of its parent's effective set.
+fn pin_cores(dir: &Path, cores: u64) -> Result<()> {
+    let up = dir.parent().unwrap_or(dir);
+    let avail = read(&up.join("cpuset.effective_cpus"))
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| read(&up.join("cpuset.cpus")))
+        .unwrap_or_default();
+    let pick = pick_cpus(&avail, cores).map_err(|m| isolation("pin cores in", dir, m))?;
+    CpuSetController::new(dir.to_path_buf(), false)
+        .set_cpus(&pick)
+        .map_err(|e| isolation("set", &dir.join("cpuset.cpus"), cg_err(e)))
 }
 
 /// Parses a cpu list such as `0-3,8,10-11`.

@@ -14,6 +14,9 @@ use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use std::path::Path;
 
+/// Makes the task's directory in the unified hierarchy. With `controllers` (pure v2) first
+/// enables them down to the parent, and then applies `limits`; without, the directory
+/// only tracks processes.
 pub(super) fn create(
     tcg: &mut TaskCgroup,
     root: &Path,
@@ -36,7 +39,14 @@ pub(super) fn create(
     if !controllers {
         return Ok(());
     }
+    apply_limits(&dir, limits)
+}
 
+/// Writes `limits` to the task's cgroup2 directory `dir`: memory (swap off), cpu weight,
+/// pids, cores pinning. A zero field writes nothing, leaving what the directory has (a
+/// new one: no limit, the parent's cpus). The controllers must be enabled in the parent.
+pub(super) fn apply_limits(dir: &Path, limits: &Limits) -> Result<()> {
+    let dir = dir.to_path_buf();
     let mem = MemController::new(dir.clone(), true);
     if limits.memory_bytes > 0 {
         let limit = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
@@ -61,10 +71,12 @@ pub(super) fn create(
     }
 
     if limits.cores > 0 {
-        let up = dir.parent().unwrap_or(root);
-        let avail = read(&up.join("cpuset.cpus.effective"))
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| read(&root.join("cpuset.cpus.effective")))
+        // The parent's effective set; should it read empty, the nearest ancestor's (up to
+        // the mount root, past which no directory has the file).
+        let avail = dir
+            .ancestors()
+            .skip(1)
+            .find_map(|a| read(&a.join("cpuset.cpus.effective")).filter(|s| !s.trim().is_empty()))
             .unwrap_or_default();
         let pick = super::v1::pick_cpus(&avail, limits.cores)
             .map_err(|m| isolation("pin cores in", &dir, m))?;

@@ -3,6 +3,7 @@
 //! This runs in our own freshly exec'd, single-threaded supervisor, never in a child of
 //! the host, so it may allocate.
 
+pub mod mountapi;
 pub mod privs;
 pub mod rootfs;
 
@@ -15,6 +16,19 @@ fn io_err(code: Code, step: &str, e: impl std::fmt::Display) -> Error {
     Error::new(code, format!("{step}: {e}"))
 }
 
+/// How the command's process came to be.
+enum Setup<'a> {
+    /// Just forked: joins its cgroups (but `joined`, a `cgroup.procs` it was cloned into)
+    /// and builds the root.
+    Fresh { joined: Option<&'a std::path::Path> },
+    /// A spare's standby (`crate::supervisor`): in its cgroups, session and mount
+    /// namespace already, with its mounts `staged`; execs once `go` gives a byte.
+    Standby {
+        staged: rootfs::Staged,
+        go: std::fs::File,
+    },
+}
+
 /// Sets up the child and execs the command. Returns only on failure.
 /// `joined`: a `cgroup.procs` file the process is already in (cloned into its cgroup).
 pub fn exec_command(
@@ -23,7 +37,23 @@ pub fn exec_command(
     stderr: RawFd,
     joined: Option<&std::path::Path>,
 ) -> Error {
-    match prepare_and_exec(spec, stdout, stderr, joined) {
+    match prepare_and_exec(spec, stdout, stderr, Setup::Fresh { joined }) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// [`exec_command`] for a spare's standby process: attaches the `staged` mounts, drops
+/// privileges, then waits for a byte on `go` (the supervisor has set the task's cgroups
+/// up) before it execs. Returns only on failure.
+pub fn exec_staged(
+    spec: &LaunchSpec,
+    stdout: RawFd,
+    stderr: RawFd,
+    staged: rootfs::Staged,
+    go: std::fs::File,
+) -> Error {
+    match prepare_and_exec(spec, stdout, stderr, Setup::Standby { staged, go }) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -33,22 +63,24 @@ fn prepare_and_exec(
     spec: &LaunchSpec,
     stdout: RawFd,
     stderr: RawFd,
-    joined: Option<&std::path::Path>,
+    setup: Setup<'_>,
 ) -> Result<std::convert::Infallible> {
-    for f in spec
-        .cgroup_procs
-        .iter()
-        .filter(|f| Some(f.as_path()) != joined)
-    {
-        std::fs::write(f, "0").map_err(|e| {
-            io_err(
-                Code::Isolation,
-                &format!("joining cgroup {}", f.display()),
-                e,
-            )
-        })?;
+    if let Setup::Fresh { joined } = setup {
+        for f in spec
+            .cgroup_procs
+            .iter()
+            .filter(|f| Some(f.as_path()) != joined)
+        {
+            std::fs::write(f, "0").map_err(|e| {
+                io_err(
+                    Code::Isolation,
+                    &format!("joining cgroup {}", f.display()),
+                    e,
+                )
+            })?;
+        }
+        nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
     }
-    nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
 
     let argv: Vec<CString> = spec
         .argv
@@ -84,8 +116,19 @@ fn prepare_and_exec(
         )
     })?;
 
+    let go = match (setup, &spec.isolation) {
+        (Setup::Fresh { .. }, Some(iso)) => {
+            rootfs::enter(iso)?;
+            None
+        }
+        (Setup::Standby { staged, go }, Some(iso)) => {
+            rootfs::enter_staged(iso, staged)?;
+            Some(go)
+        }
+        (Setup::Standby { go, .. }, None) => Some(go),
+        (Setup::Fresh { .. }, None) => None,
+    };
     if let Some(iso) = &spec.isolation {
-        rootfs::enter(iso)?;
         privs::drop_to(iso)?;
     }
     privs::redirect_stdio(stdout, stderr)
@@ -98,6 +141,16 @@ fn prepare_and_exec(
             format!("cannot change to work_dir {}: {e}", spec.cwd),
         )
     })?;
+    if let Some(mut go) = go {
+        let mut b = [0u8; 1];
+        if !matches!(std::io::Read::read(&mut go, &mut b), Ok(1)) {
+            return Err(io_err(
+                Code::Spawn,
+                "waiting for the supervisor",
+                "it gave up on the start",
+            ));
+        }
+    }
     let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
     let code = match err {
         nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => Code::CommandNotFound,

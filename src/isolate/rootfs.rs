@@ -3,9 +3,11 @@
 //! `/secrets` a private tmpfs, `/dev` minimal and `/proc` fresh. Nothing propagates back
 //! to the host: the namespace is made a slave of the host's before any mount.
 
+use super::mountapi;
 use crate::error::{Code, Error, Result};
-use crate::launch::Isolation;
+use crate::launch::{Bind, Isolation};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -68,7 +70,8 @@ fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| err("bind-mounting", src, e))?;
-    if set_attrs_recursive(dst, readonly, extra.contains(MsFlags::MS_NOEXEC)).is_ok() {
+    let set = bind_attrs(readonly, extra.contains(MsFlags::MS_NOEXEC));
+    if mountapi::set_attrs_at(dst, set).is_ok() {
         return Ok(());
     }
     let mut flags =
@@ -81,51 +84,16 @@ fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
     Ok(())
 }
 
-/// nosuid, nodev (and read-only, noexec when asked) on the mount at `dst` and every mount
-/// below it, with `mount_setattr` (Linux 5.12+).
-fn set_attrs_recursive(dst: &Path, readonly: bool, noexec: bool) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const MOUNT_ATTR_NOSUID: u64 = 0x2;
-    const MOUNT_ATTR_NODEV: u64 = 0x4;
-    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-    const AT_RECURSIVE: u32 = 0x8000;
-    let path = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+/// The ATTR_* bits of a bind: nosuid, nodev, and read-only / noexec when asked.
+fn bind_attrs(readonly: bool, noexec: bool) -> u64 {
+    let mut set = mountapi::ATTR_NOSUID | mountapi::ATTR_NODEV;
     if readonly {
-        set |= MOUNT_ATTR_RDONLY;
+        set |= mountapi::ATTR_RDONLY;
     }
     if noexec {
-        set |= MOUNT_ATTR_NOEXEC;
+        set |= mountapi::ATTR_NOEXEC;
     }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: valid C string and attr struct alive across the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set
 }
 
 fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> {
@@ -133,11 +101,23 @@ fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> 
         .map_err(|e| err(&format!("mounting {fstype} at"), dst, e))
 }
 
-/// Builds the root and enters it. Called in the command child after fork.
-pub fn enter(iso: &Isolation) -> Result<()> {
-    let root = &iso.root;
+/// Mounts made ahead of a task, detached, by a spare supervisor's command process while
+/// it waits in its own mount namespace (see [`stage`]): at the start each is attached
+/// into the root with one `move_mount` instead of being built then.
+pub struct Staged {
+    /// The `chroot_env` binds, read-only, nosuid, nodev.
+    binds: Vec<(Bind, OwnedFd)>,
+    /// /dev (a tmpfs with its nodes and links), its devpts and its shm tmpfs.
+    dev: [OwnedFd; 3],
+    /// A procfs of our pid namespace.
+    proc_fs: OwnedFd,
+}
+
+/// Makes the calling process's mount namespace private (a slave of the host's): nothing
+/// it mounts later propagates back to the host.
+pub fn private_namespace() -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| err("unshare mount namespace for", root, e))?;
+        .map_err(|e| err("unshare mount namespace", Path::new("/"), e))?;
     mount(
         None::<&str>,
         "/",
@@ -145,7 +125,64 @@ pub fn enter(iso: &Isolation) -> Result<()> {
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| err("making mounts private at", Path::new("/"), e))?;
+    .map_err(|e| err("making mounts private at", Path::new("/"), e))
+}
+
+/// Prepares, detached, what every exec task's root has: the `binds` (the plugin's
+/// `chroot_env`), /dev and /proc. Call in a [`private_namespace`], in the pid namespace
+/// the command will run in (procfs shows the pid namespace of its creator).
+pub fn stage(binds: &[Bind]) -> Result<Staged> {
+    let mut staged = vec![];
+    for b in binds {
+        let fd = mountapi::clone_tree(&b.src).map_err(|e| err("cloning the mount", &b.src, e))?;
+        mountapi::set_attrs_fd(fd.as_fd(), bind_attrs(b.readonly, false))
+            .map_err(|e| err("setting flags of the clone of", &b.src, e))?;
+        staged.push((b.clone(), fd));
+    }
+    let fs = |t: &str, opts: &[&str], attrs: u64| {
+        mountapi::new_fs(t, opts, attrs)
+            .map_err(|e| err(&format!("creating a {t} for"), Path::new("/dev"), e))
+    };
+    let (nosuid, nodev, noexec) = (
+        mountapi::ATTR_NOSUID,
+        mountapi::ATTR_NODEV,
+        mountapi::ATTR_NOEXEC,
+    );
+    let dev = fs("tmpfs", &DEV_OPTS, nosuid | noexec)?;
+    populate_dev(dev.as_fd(), Path::new("/dev"))?;
+    let pts = fs("devpts", &PTS_OPTS, nosuid | noexec)?;
+    let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
+    let proc_fs = mountapi::new_fs("proc", &[], nosuid | nodev | noexec)
+        .map_err(|e| err("creating a procfs for", Path::new("/proc"), e))?;
+    Ok(Staged {
+        binds: staged,
+        dev: [dev, pts, shm],
+        proc_fs,
+    })
+}
+
+const DEV_OPTS: [&str; 2] = ["mode=755", "size=65536k"];
+const PTS_OPTS: [&str; 3] = ["newinstance", "ptmxmode=0666", "mode=0620"];
+const SHM_OPTS: [&str; 2] = ["mode=1777", "size=65536k"];
+
+/// Builds the root and enters it. Called in the command child after fork.
+pub fn enter(iso: &Isolation) -> Result<()> {
+    private_namespace()?;
+    build(iso, None)
+}
+
+/// [`enter`] for a process that made its [`private_namespace`] and [`stage`]d mounts
+/// ahead: those are attached instead of built (any bind not staged is made as usual).
+pub fn enter_staged(iso: &Isolation, staged: Staged) -> Result<()> {
+    build(iso, Some(staged))
+}
+
+fn attach(fd: &OwnedFd, at: &Path) -> Result<()> {
+    mountapi::move_to(fd.as_fd(), at).map_err(|e| err("attaching a prepared mount at", at, e))
+}
+
+fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
+    let root = &iso.root;
     mount(
         Some(root),
         root,
@@ -183,7 +220,16 @@ pub fn enter(iso: &Isolation) -> Result<()> {
             .map(|m| !m.is_dir())
             .unwrap_or(false);
         let at = make_mountpoint(root, &b.dst, is_file)?;
-        bind(&b.src, &at, b.readonly, MsFlags::empty())?;
+        let ready = staged.as_mut().and_then(|s| {
+            s.binds
+                .iter()
+                .position(|(sb, _)| sb == b)
+                .map(|i| s.binds.swap_remove(i).1)
+        });
+        match ready {
+            Some(fd) => attach(&fd, &at)?,
+            None => bind(&b.src, &at, b.readonly, MsFlags::empty())?,
+        }
     }
 
     // /alloc shared and writable, its logs read-only.
@@ -210,15 +256,25 @@ pub fn enter(iso: &Isolation) -> Result<()> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
         .map_err(|e| err("chmod", &tmp, e))?;
 
-    build_dev(root)?;
-
+    let dev = make_mountpoint(root, Path::new("dev"), false)?;
     let proc_dir = make_mountpoint(root, Path::new("proc"), false)?;
-    mount_fs(
-        "proc",
-        &proc_dir,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        "",
-    )?;
+    match &staged {
+        Some(s) => {
+            attach(&s.dev[0], &dev)?;
+            attach(&s.dev[1], &dev.join("pts"))?;
+            attach(&s.dev[2], &dev.join("shm"))?;
+            attach(&s.proc_fs, &proc_dir)?;
+        }
+        None => {
+            build_dev(&dev)?;
+            mount_fs(
+                "proc",
+                &proc_dir,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                "",
+            )?;
+        }
+    }
 
     if iso.no_pivot_root {
         nix::unistd::chroot(root).map_err(|e| err("chroot to", root, e))?;
@@ -232,55 +288,57 @@ pub fn enter(iso: &Isolation) -> Result<()> {
     Ok(())
 }
 
-/// A minimal /dev: a tmpfs with nodes of the harmless character devices, a
+/// A minimal /dev at `dev`: a tmpfs with nodes of the harmless character devices, a
 /// private devpts, a shm tmpfs and the usual links.
-fn build_dev(root: &Path) -> Result<()> {
-    let dev = make_mountpoint(root, Path::new("dev"), false)?;
+fn build_dev(dev: &Path) -> Result<()> {
     mount_fs(
         "tmpfs",
-        &dev,
+        dev,
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "mode=755,size=65536k",
+        &DEV_OPTS.join(","),
     )?;
-    // The harmless character devices, as nodes with the host's numbers and modes (we are
-    // root in the host's user namespace; one mknod instead of a bind and a remount each).
+    let dir = std::fs::File::open(dev).map_err(|e| err("opening", dev, e))?;
+    populate_dev(dir.as_fd(), dev)?;
+    mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        &PTS_OPTS.join(","),
+    )?;
+    mount_fs(
+        "tmpfs",
+        &dev.join("shm"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        &SHM_OPTS.join(","),
+    )
+}
+
+/// Fills the fresh tmpfs `dir` (shown as `shown` in errors) of a /dev: the harmless
+/// character devices as nodes with the host's numbers and modes (we are root in the
+/// host's user namespace; one mknod instead of a bind and a remount each), the `pts` and
+/// `shm` mount points and the usual links.
+fn populate_dev(dir: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mkdirat, mknodat};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let host = Path::new("/dev").join(name);
         let Ok(m) = std::fs::metadata(&host) else {
             continue;
         };
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         if !m.file_type().is_char_device() {
             continue;
         }
-        let at = dev.join(name);
-        nix::sys::stat::mknod(
-            &at,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(m.mode() & 0o777),
-            m.rdev(),
-        )
-        .map_err(|e| err("creating device", &at, e))?;
+        let mode = Mode::from_bits_truncate(m.mode() & 0o777);
+        mknodat(dir, name, SFlag::S_IFCHR, mode, m.rdev())
+            .map_err(|e| err("creating device", &shown.join(name), e))?;
         // mknod applied our umask.
-        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(m.mode() & 0o777))
-            .map_err(|e| err("chmod", &at, e))?;
+        fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)
+            .map_err(|e| err("chmod", &shown.join(name), e))?;
     }
-    let pts = dev.join("pts");
-    std::fs::create_dir(&pts).map_err(|e| err("creating", &pts, e))?;
-    mount_fs(
-        "devpts",
-        &pts,
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    )?;
-    let shm = dev.join("shm");
-    std::fs::create_dir(&shm).map_err(|e| err("creating", &shm, e))?;
-    mount_fs(
-        "tmpfs",
-        &shm,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        "mode=1777,size=65536k",
-    )?;
+    for d in ["pts", "shm"] {
+        mkdirat(dir, d, Mode::from_bits_truncate(0o755))
+            .map_err(|e| err("creating", &shown.join(d), e))?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -288,8 +346,8 @@ fn build_dev(root: &Path) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, dev.join(link))
-            .map_err(|e| err("creating link", &dev.join(link), e))?;
+        nix::unistd::symlinkat(target, dir, link)
+            .map_err(|e| err("creating link", &shown.join(link), e))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod logs;
+mod standby;
 mod vfork;
 
 use crate::cgroup::TaskCgroup;
@@ -24,8 +25,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Entry point of the supervisor binary. Its stdout is the channel socket to the host
-/// ([`crate::chan`]): the launch spec arrives on it, the reports go back on it.
-pub fn main() -> i32 {
+/// ([`crate::chan`]): the launch spec arrives on it, the reports go back on it. `warm`
+/// (a spare exec supervisor, `--warm <json>`): what to prepare while the spec is awaited
+/// ([`crate::launch::Warm`], [`standby`]).
+pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     // Everything blocked first: signals are read from a signalfd later, and a SIGPIPE must
     // never end us before that.
     let _ = SigSet::all().thread_block();
@@ -46,14 +49,37 @@ pub fn main() -> i32 {
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     let own = prepare_self();
+    let mut standby = warm
+        .and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok())
+        .and_then(|w| {
+            let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
+            let fds = standby::ChildFds {
+                stdout: pipes[0].1.as_raw_fd(),
+                stderr: pipes[1].1.as_raw_fd(),
+                sync: pipes[2].1.as_raw_fd(),
+                close: vec![
+                    chan.as_raw_fd(),
+                    sfd.as_raw_fd(),
+                    pipes[0].0.as_raw_fd(),
+                    pipes[1].0.as_raw_fd(),
+                    pipes[2].0.as_raw_fd(),
+                ],
+            };
+            standby::Standby::prepare(&w, &fds)
+        });
     let spec = match crate::chan::read_to_end(&chan, 64 << 20) {
-        // The host gave up on this start before sending a spec: nothing to do.
-        Ok(b) if b.is_empty() => return 0,
-        Ok(b) => b,
-        Err(_) => return 1,
+        Ok(b) if !b.is_empty() => b,
+        // The host gave up on this start (or the spare) before sending a spec: nothing
+        // to do but take back what was prepared.
+        r => {
+            if let Some(s) = standby.as_mut() {
+                s.discard();
+            }
+            return if r.is_ok() { 0 } else { 1 };
+        }
     };
     let mut reported = false;
-    match run(&spec, &chan, own, &mut reported) {
+    match run(&spec, &chan, own, standby, &mut reported) {
         Ok(()) => 0,
         Err(e) => {
             if !reported {
@@ -129,14 +155,30 @@ fn prepare_self() -> OwnSetup {
     }
 }
 
-fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) -> Result<(), Error> {
+fn run(
+    spec_bytes: &[u8],
+    chan: &OwnedFd,
+    own: OwnSetup,
+    standby: Option<standby::Standby>,
+    reported: &mut bool,
+) -> Result<(), Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
-    let spec: LaunchSpec =
-        serde_json::from_slice(spec_bytes).map_err(|e| internal("parsing the launch spec", &e))?;
+    let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
+        .map_err(|e| internal("parsing the launch spec", &e));
+    // A prepared standby is only for an isolated task (it has its own mount namespace).
+    let standby = match (&parsed, standby) {
+        (Ok(spec), Some(sb)) if spec.isolation.is_some() => sb.ready(),
+        (_, Some(mut sb)) => {
+            sb.discard();
+            None
+        }
+        (_, None) => None,
+    };
+    let mut spec = parsed?;
     // The task's cgroups, parsed once for the kills, the OOM check and the removal.
-    let cgroup: Option<TaskCgroup> = spec
+    let given: Option<TaskCgroup> = spec
         .cgroup
         .clone()
         .map(serde_json::from_value)
@@ -149,28 +191,69 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) ->
         own.pipes.map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
-    let cgroup_dir = spec
-        .clone_into
-        .as_deref()
-        .and_then(|d| std::fs::File::open(d).ok());
-    let (out_fd, err_fd, sync_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd(), sync_w.as_raw_fd());
-    let pid = vfork::spawn(
-        cgroup_dir.as_ref().map(|f| f.as_raw_fd()),
-        &mut |in_cgroup| {
-            // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
-            let skip = in_cgroup
-                .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
-                .flatten();
-            let e = crate::isolate::exec_command(&spec, out_fd, err_fd, skip.as_deref());
-            let msg = e.to_json().to_string();
-            // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
-            unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
-            127
-        },
-    )
-    .map_err(|e| internal("starting the command", &e))?;
-    let child = Pid::from_raw(pid);
-    drop(cgroup_dir);
+    // The command's mount namespace, kept until the exit report is sent (see
+    // `Standby::mount_ns`).
+    let mut mount_ns = None;
+    let (child, cgroup) = match standby {
+        Some(sb) => {
+            let pid = sb.pid;
+            mount_ns = sb.mount_ns();
+            (pid, sb.hand_over(&spec, spec_bytes)?)
+        }
+        None => {
+            // The cgroups the host asked us to make (it made `given` itself otherwise).
+            let made = match (&given, &spec.cgroup_request) {
+                (None, Some(req)) => Some(crate::cgroup::TaskCgroup::create(
+                    &req.layout.for_exec(),
+                    &req.parent,
+                    &spec.task_id,
+                    &req.limits,
+                )?),
+                _ => None,
+            };
+            if let Some(cg) = &made {
+                spec.cgroup_procs = cg.procs_files();
+                spec.clone_into = cg.v2_dir();
+            }
+            let cgroup_dir = spec
+                .clone_into
+                .as_deref()
+                .and_then(|d| std::fs::File::open(d).ok());
+            let (out_fd, err_fd, sync_fd) =
+                (out_w.as_raw_fd(), err_w.as_raw_fd(), sync_w.as_raw_fd());
+            let spawned = vfork::spawn(
+                cgroup_dir.as_ref().map(|f| f.as_raw_fd()),
+                &mut |in_cgroup| {
+                    // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
+                    let skip = in_cgroup
+                        .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
+                        .flatten();
+                    let e = crate::isolate::exec_command(&spec, out_fd, err_fd, skip.as_deref());
+                    let msg = e.to_json().to_string();
+                    // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
+                    unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
+                    127
+                },
+            );
+            let pid = match spawned {
+                Ok(pid) => Pid::from_raw(pid),
+                Err(e) => {
+                    if let Some(cg) = &made {
+                        let _ = cg.remove();
+                    }
+                    return Err(internal("starting the command", &e));
+                }
+            };
+            (pid, made.or(given))
+        }
+    };
+    // Made by us (not the host): removed by us if the start fails.
+    let ours = spec.cgroup.is_none();
+    if let Some(cg) = &cgroup {
+        spec.cgroup = serde_json::to_value(cg).ok();
+        spec.cgroup_procs = cg.procs_files();
+        spec.clone_into = cg.v2_dir();
+    }
     drop(out_w);
     drop(err_w);
     drop(sync_w);
@@ -180,9 +263,17 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) ->
     if !report.is_empty() {
         kill_everything(cgroup.as_ref(), child, is_init);
         let _ = waitpid(child, None);
+        if ours && let Some(cg) = &cgroup {
+            let _ = cg.remove();
+        }
         return Err(Error::from_json(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
+    }
+    if mount_ns.is_none() && spec.isolation.is_some() {
+        mount_ns = std::fs::File::open(format!("/proc/{child}/ns/mnt"))
+            .ok()
+            .map(OwnedFd::from);
     }
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
@@ -191,10 +282,12 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) ->
     let line = format!(
         "{}\n",
         serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
-            "start_time": own.start_time, "started_at": started_at})
+            "start_time": own.start_time, "started_at": started_at,
+            "cgroup": if ours { spec.cgroup.clone() } else { None }})
     );
     let _ = crate::chan::send_all(chan, line.as_bytes());
     *reported = true;
+    let spec_bytes = &serde_json::to_vec(&spec).unwrap_or_default();
 
     // Off the start's critical path: the log files (the command's output waits in the
     // pipes meanwhile) and launch.json (for `driver_exec` of a host that recovers the
@@ -268,6 +361,7 @@ fn run(spec_bytes: &[u8], chan: &OwnedFd, own: OwnSetup, reported: &mut bool) ->
     };
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup.as_ref(), chan, &exit);
+    drop(mount_ns);
     Ok(())
 }
 
