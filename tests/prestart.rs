@@ -137,6 +137,15 @@ fn prestarted_supervisors() {
     configure(json!({}));
 }
 
+/// Waits (bounded) for `cond`, which a spare makes true on its own time.
+fn until(cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The children of a spare supervisor, once it has forked its command process (it does
 /// that while idle, after making its cgroups; polled with a deadline).
 fn children(pid: i32) -> Vec<i32> {
@@ -260,6 +269,12 @@ fn exec_spares_prepare_the_command_process() {
     assert_eq!(kids.len(), 1);
     // SAFETY: kill(2) of a process of our own spare.
     unsafe { libc::kill(kids[0], libc::SIGKILL) };
+    // Dead (a zombie until its supervisor looks) before the start: one killed during the
+    // start is the task's process killed, reported as the task's death by SIGKILL.
+    until(|| {
+        std::fs::read_to_string(format!("/proc/{}/stat", kids[0]))
+            .is_ok_and(|st| st.rsplit(") ").next().unwrap().starts_with('Z'))
+    });
     let d = TempDir::new("pre-w");
     let id = format!("prew-{}", std::process::id());
     let mut req = exec_task("w", d.path(), cat_cgroup);
@@ -274,7 +289,7 @@ fn exec_spares_prepare_the_command_process() {
     // driver_configure ends the exec spare and its cgroups go.
     let s = exec_spares();
     assert_eq!(s.len(), 1, "{s:?}");
-    assert_eq!(memory_cgroups(&parent).len(), 1);
+    until(|| memory_cgroups(&parent).len() == 1);
     configure(json!({}));
     assert!(gone(s[0]));
     assert!(exec_spares().is_empty());

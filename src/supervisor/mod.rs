@@ -165,11 +165,15 @@ fn run(
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
+    // The standby parses the spec while we parse ours.
+    let standby = standby
+        .and_then(standby::Standby::ready)
+        .and_then(|sb| sb.send_spec(spec_bytes));
     let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
         .map_err(|e| internal("parsing the launch spec", &e));
     // A prepared standby is only for an isolated task (it has its own mount namespace).
     let standby = match (&parsed, standby) {
-        (Ok(spec), Some(sb)) if spec.isolation.is_some() => sb.ready(),
+        (Ok(spec), Some(sb)) if spec.isolation.is_some() => Some(sb),
         (_, Some(mut sb)) => {
             sb.discard();
             None
@@ -191,14 +195,10 @@ fn run(
         own.pipes.map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
-    // The command's mount namespace, kept until the exit report is sent (see
-    // `Standby::mount_ns`).
-    let mut mount_ns = None;
     let (child, cgroup) = match standby {
         Some(sb) => {
             let pid = sb.pid;
-            mount_ns = sb.mount_ns();
-            (pid, sb.hand_over(&spec, spec_bytes)?)
+            (pid, sb.hand_over(&spec)?)
         }
         None => {
             // The cgroups the host asked us to make (it made `given` itself otherwise).
@@ -270,11 +270,6 @@ fn run(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
     }
-    if mount_ns.is_none() && spec.isolation.is_some() {
-        mount_ns = std::fs::File::open(format!("/proc/{child}/ns/mnt"))
-            .ok()
-            .map(OwnedFd::from);
-    }
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
@@ -287,6 +282,16 @@ fn run(
     );
     let _ = crate::chan::send_all(chan, line.as_bytes());
     *reported = true;
+    // The command's mount namespace, kept open until the exit report is sent, so that
+    // the command's exit does not wait for the namespace's mounts to be torn down. (A
+    // command that has already exited has taken it down.)
+    let mount_ns = spec
+        .isolation
+        .as_ref()
+        .and(host_pid)
+        .and_then(only_child)
+        .and_then(|c| std::fs::File::open(format!("/proc/{c}/ns/mnt")).ok())
+        .map(OwnedFd::from);
     let spec_bytes = &serde_json::to_vec(&spec).unwrap_or_default();
 
     // Off the start's critical path: the log files (the command's output waits in the
@@ -425,15 +430,29 @@ fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: 
 /// Kills every process of the task except the supervisor.
 fn kill_everything(cgroup: Option<&TaskCgroup>, child: Pid, is_init: bool) {
     let _ = kill(child, Signal::SIGKILL);
+    if is_init {
+        // From a pid namespace's init, kill(-1) reaches every other process in it, and
+        // every process of the task is in it (`driver_exec` enters it too): no need to
+        // walk the cgroup (the processes die before we see ECHILD; fork cannot race
+        // kill(-1), which signals under the lock fork takes to add a process).
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        return;
+    }
     if let Some(cg) = cgroup {
         let _ = cg.kill_all();
     }
-    if is_init {
-        // From a pid namespace's init, kill(-1) reaches every other process in it.
-        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    } else {
-        let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-        kill_descendants();
+    let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+    kill_descendants();
+}
+
+/// The host pid of our only child (`host_pid`: ours): our /proc is the host's, which
+/// numbers processes as the host's pid namespace does, not as ours does.
+fn only_child(host_pid: i32) -> Option<i32> {
+    let text =
+        std::fs::read_to_string(format!("/proc/{host_pid}/task/{host_pid}/children")).ok()?;
+    match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [one] => one.parse().ok(),
+        _ => None,
     }
 }
 

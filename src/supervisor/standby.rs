@@ -25,7 +25,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 pub struct Standby {
     pub pid: Pid,
@@ -108,38 +108,38 @@ impl Standby {
     /// cgroups are removed).
     pub fn ready(mut self) -> Option<Standby> {
         let mut b = [0u8; 1];
-        if matches!(self.ready.read(&mut b), Ok(1)) {
+        let alive = || {
+            matches!(
+                waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        };
+        if matches!(self.ready.read(&mut b), Ok(1)) && alive() {
             return Some(self);
         }
         self.discard();
         None
     }
 
-    /// The standby's mount namespace, which the supervisor keeps open until it has sent
-    /// the exit report: the command's exit then does not wait for the namespace's mounts
-    /// to be torn down.
-    pub fn mount_ns(&self) -> Option<OwnedFd> {
-        std::fs::File::open(format!("/proc/{}/ns/mnt", self.pid))
-            .ok()
-            .map(Into::into)
+    /// Hands the standby the launch spec (which it parses while we parse ours). `None`
+    /// when it is gone (it is reaped and its cgroups are removed).
+    pub fn send_spec(mut self, spec_bytes: &[u8]) -> Option<Standby> {
+        let sent = self
+            .spec
+            .take()
+            .is_some_and(|mut f| write_nosig(&mut f, spec_bytes));
+        if sent {
+            return Some(self);
+        }
+        self.discard();
+        None
     }
 
-    /// Hands the task over: the spec to the standby, the cgroups renamed to the task's id
-    /// (or made for it, on pure v2, and the standby moved in) with the task's limits,
-    /// then the go byte. On failure the standby is killed and reaped and the cgroups are
-    /// removed. Returns the task's cgroups.
-    pub fn hand_over(mut self, spec: &LaunchSpec, spec_bytes: &[u8]) -> Result<Option<TaskCgroup>> {
-        let internal = |what: &str, e: &dyn std::fmt::Display| {
-            Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
-        };
-        let written = match self.spec.take() {
-            Some(mut f) => f.write_all(spec_bytes),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
-        };
-        if let Err(e) = written {
-            self.discard();
-            return Err(internal("handing the spec to the command process", &e));
-        }
+    /// Hands the task over: the cgroups renamed to the task's id (or made for it, on
+    /// pure v2, and the standby moved in) with the task's limits, then the go byte. On
+    /// failure the standby is killed and reaped and the cgroups are removed. Returns the
+    /// task's cgroups.
+    pub fn hand_over(mut self, spec: &LaunchSpec) -> Result<Option<TaskCgroup>> {
         let placeholder = self.cgroup.take();
         let r = (|| -> Result<Option<TaskCgroup>> {
             let Some(req) = &spec.cgroup_request else {
@@ -178,7 +178,7 @@ impl Standby {
         match r {
             Ok(cg) => {
                 // A standby that died meanwhile has said why on the sync pipe.
-                let _ = self.go.write_all(b"g");
+                write_nosig(&mut self.go, b"g");
                 Ok(cg)
             }
             Err(e) => {
@@ -195,6 +195,32 @@ impl Standby {
         let _ = waitpid(self.pid, None);
         if let Some(c) = self.cgroup.take() {
             let _ = c.remove();
+        }
+    }
+}
+
+/// Writes to a pipe of the standby. When the standby is gone the write fails with
+/// EPIPE and raises SIGPIPE, which (blocked here) would wait in our signalfd and be
+/// forwarded to the task as if someone had sent it: it is taken off the queue.
+fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
+    match f.write_all(bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::EPIPE) {
+                // SAFETY: an initialised signal set and a zero timeout; only dequeues a
+                // pending SIGPIPE of this (single-threaded) process.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGPIPE);
+                    let zero = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+                }
+            }
+            false
         }
     }
 }
