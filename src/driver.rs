@@ -250,20 +250,27 @@ fn start_inner(
         None
     };
     let by_supervisor = cgroup_request.is_some();
-    let (made, (helper_made, cgroup)) = crate::sys::parallel(
-        || prepare::make_alloc_dirs(&dirs, created),
-        || {
-            let mut mine = prepare::Created::default();
-            let r = prepare::make_task_dirs(&dirs, owner, &mut mine).and_then(|()| {
-                if by_supervisor {
-                    Ok(None)
-                } else {
-                    task_cgroup(tr, id, cfg, exec)
-                }
-            });
-            (mine, r)
-        },
-    );
+    let (made, (helper_made, cgroup)) = if by_supervisor {
+        // Only directories left to make: a few calls, less than a helper thread's start.
+        let made = prepare::make_alloc_dirs(&dirs, created);
+        let mut mine = prepare::Created::default();
+        let r = made
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|()| prepare::make_task_dirs(&dirs, owner, &mut mine))
+            .map(|()| None);
+        (made, (mine, r))
+    } else {
+        crate::sys::parallel(
+            || prepare::make_alloc_dirs(&dirs, created),
+            || {
+                let mut mine = prepare::Created::default();
+                let r = prepare::make_task_dirs(&dirs, owner, &mut mine)
+                    .and_then(|()| task_cgroup(tr, id, cfg, exec));
+                (mine, r)
+            },
+        )
+    };
     created.absorb(helper_made);
     let cgroup = cgroup?;
     let mut cg_guard = CgroupGuard(cgroup.clone());

@@ -55,53 +55,55 @@ impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
     pub fn prepare(warm: &Warm, fds: &ChildFds) -> Option<Standby> {
-        let layout = warm.layout.for_exec();
-        let cgroup = match layout {
-            crate::cgroup::Layout::V2 { .. } => None,
-            _ => Some(
-                TaskCgroup::create(
-                    &layout,
-                    &warm.parent,
-                    &warm.name,
-                    &crate::cgroup::Limits::default(),
-                )
-                .ok()?,
-            ),
-        };
         let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?, pipe()?)) })();
         let Ok(((ready_r, ready_w), (spec_r, spec_w), (go_r, go_w))) = made else {
-            if let Some(c) = &cgroup {
-                let _ = c.remove();
-            }
             return None;
         };
+        // Forked first: it prepares its mounts while we make its cgroups.
         // SAFETY: the supervisor is single-threaded; the child runs `standby_main` and
         // leaves with `_exit`.
-        match unsafe { nix::unistd::fork() } {
+        let pid = match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 for fd in &fds.close {
                     // SAFETY: closing fds of the supervisor in our own copy of its table.
                     unsafe { libc::close(*fd) };
                 }
                 drop((ready_r, spec_w, go_w));
-                let code = standby_main(warm, cgroup.as_ref(), ready_w, spec_r, go_r, fds);
+                let code = standby_main(warm, ready_w, spec_r, go_r, fds);
                 // SAFETY: leave without running the supervisor's destructors.
                 unsafe { libc::_exit(code) }
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => Some(Standby {
-                pid: child,
-                ready: ready_r,
-                spec: Some(spec_w),
-                go: go_w,
-                cgroup,
-            }),
-            Err(_) => {
-                if let Some(c) = &cgroup {
-                    let _ = c.remove();
+            Ok(nix::unistd::ForkResult::Parent { child }) => child,
+            Err(_) => return None,
+        };
+        // The task's cgroups under the placeholder name, the standby moved in (the first
+        // cgroup.procs write after an idle spell waits for an RCU grace period: here, not
+        // in a start). If that fails they are made for the task at its start instead.
+        let layout = warm.layout.for_exec();
+        let cgroup = match layout {
+            crate::cgroup::Layout::V2 { .. } => None,
+            _ => TaskCgroup::create(
+                &layout,
+                &warm.parent,
+                &warm.name,
+                &crate::cgroup::Limits::default(),
+            )
+            .ok()
+            .and_then(|cg| match cg.join(pid.as_raw()) {
+                Ok(()) => Some(cg),
+                Err(_) => {
+                    let _ = cg.remove();
+                    None
                 }
-                None
-            }
-        }
+            }),
+        };
+        Some(Standby {
+            pid,
+            ready: ready_r,
+            spec: Some(spec_w),
+            go: go_w,
+            cgroup,
+        })
     }
 
     /// Waits until the standby is prepared. `None` when it failed (it is reaped and its
@@ -228,21 +230,12 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
 /// The standby process: prepares, waits for its spec and the go byte, execs the command.
 fn standby_main(
     warm: &Warm,
-    cgroup: Option<&TaskCgroup>,
     ready: std::fs::File,
     mut spec: std::fs::File,
     go: std::fs::File,
     fds: &ChildFds,
 ) -> i32 {
     let prepared = (|| -> Result<rootfs::Staged> {
-        if let Some(cg) = cgroup {
-            cg.join(0).map_err(|e| {
-                Error::new(
-                    Code::Isolation,
-                    format!("cgroup: joining the spare's cgroups: {e}"),
-                )
-            })?;
-        }
         nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
         rootfs::private_namespace()?;
         rootfs::stage(&warm.binds)
@@ -251,6 +244,8 @@ fn standby_main(
         // EOF on `ready`: the supervisor starts the task the usual way.
         return 1;
     };
+    // fork did not copy the page tables of our binary's file mappings.
+    super::populate_our_binary(std::os::fd::AsFd::as_fd(&spec));
     let mut ready = ready;
     if ready.write_all(b"r").is_err() {
         return 1;
