@@ -260,6 +260,17 @@ fn run(
     drop(out_w);
     drop(err_w);
     drop(sync_w);
+    // The start report, made while the command process may still be setting up (one
+    // write: the host reads the line in one go).
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let line = format!(
+        "{}\n",
+        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
+            "start_time": own.start_time, "started_at": started_at,
+            "cgroup": if ours { spec.cgroup.clone() } else { None }})
+    );
     // The child has exec'd (or failed): the sync pipe says which.
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
@@ -273,16 +284,6 @@ fn run(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
     }
-    let host_pid = std::fs::read_link("/proc/self")
-        .ok()
-        .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    // One write: the host reads the line in one go.
-    let line = format!(
-        "{}\n",
-        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
-            "start_time": own.start_time, "started_at": started_at,
-            "cgroup": if ours { spec.cgroup.clone() } else { None }})
-    );
     let _ = crate::chan::send_all(chan, line.as_bytes());
     *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
@@ -351,7 +352,10 @@ fn run(
         },
     ];
     let status = supervise(cgroup.as_ref(), child, is_init, &sfd, &mut pumps);
-    let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+    // A command that exited 0 was not killed by the OOM killer (and the read of the
+    // memory cgroup's counters is one of the slower calls of an exit).
+    let clean = matches!(status, Some(WaitStatus::Exited(_, 0)));
+    let oom = !clean && cgroup.as_ref().is_some_and(|c| c.oom_killed());
     let (exit_code, signal) = match status {
         Some(WaitStatus::Exited(_, c)) => (c, 0),
         Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, s as i32),
