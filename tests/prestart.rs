@@ -212,8 +212,9 @@ fn exec_spares_prepare_the_command_process() {
     let spare = s[0];
     let kids = children(spare);
     assert_eq!(kids.len(), 1, "the spare's command process: {kids:?}");
+    // The supervisor makes them once it has forked the command process.
+    until(|| memory_cgroups(&parent).len() == 1);
     let placeholder = memory_cgroups(&parent);
-    assert_eq!(placeholder.len(), 1, "{placeholder:?}");
     assert!(placeholder[0].starts_with("spare-"), "{placeholder:?}");
     // It joins them right after it is forked.
     let want = format!(":memory:/{parent}/{}\n", placeholder[0]);
@@ -269,12 +270,15 @@ fn exec_spares_prepare_the_command_process() {
     assert_eq!(kids.len(), 1);
     // SAFETY: kill(2) of a process of our own spare.
     unsafe { libc::kill(kids[0], libc::SIGKILL) };
-    // Dead (a zombie until its supervisor looks) before the start: one killed during the
-    // start is the task's process killed, reported as the task's death by SIGKILL.
-    until(|| {
-        std::fs::read_to_string(format!("/proc/{}/stat", kids[0]))
-            .is_ok_and(|st| st.rsplit(") ").next().unwrap().starts_with('Z'))
-    });
+    // Dead (a zombie, or already reaped by its supervisor) before the start: one killed
+    // during the start is the task's process killed, reported as the task's death by
+    // SIGKILL.
+    until(
+        || match std::fs::read_to_string(format!("/proc/{}/stat", kids[0])) {
+            Ok(st) => st.rsplit(") ").next().unwrap().starts_with('Z'),
+            Err(_) => true,
+        },
+    );
     let d = TempDir::new("pre-w");
     let id = format!("prew-{}", std::process::id());
     let mut req = exec_task("w", d.path(), cat_cgroup);

@@ -49,7 +49,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     let own = prepare_self();
-    let mut standby = warm
+    let standby = warm
         .and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok())
         .and_then(|w| {
             let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
@@ -57,8 +57,8 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
                 stdout: pipes[0].1.as_raw_fd(),
                 stderr: pipes[1].1.as_raw_fd(),
                 sync: pipes[2].1.as_raw_fd(),
+                chan: chan.as_raw_fd(),
                 close: vec![
-                    chan.as_raw_fd(),
                     sfd.as_raw_fd(),
                     pipes[0].0.as_raw_fd(),
                     pipes[1].0.as_raw_fd(),
@@ -67,18 +67,28 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
             };
             standby::Standby::prepare(&w, &fds)
         });
-    if standby.is_some() {
-        populate_our_binary(chan.as_fd());
-    }
-    let spec = match crate::chan::read_to_end(&chan, 64 << 20) {
-        Ok(b) if !b.is_empty() => b,
-        // The host gave up on this start (or the spare) before sending a spec: nothing
-        // to do but take back what was prepared.
-        r => {
-            if let Some(s) = standby.as_mut() {
-                s.discard();
+    // With a standby, the spec comes through it (it reads the channel); without one, or
+    // when it has none, from the channel.
+    let (mut standby, forwarded) = match standby {
+        Some(sb) => {
+            populate_our_binary(sb.waits_on());
+            sb.receive_spec()
+        }
+        None => (None, vec![]),
+    };
+    let spec = if !forwarded.is_empty() {
+        forwarded
+    } else {
+        match crate::chan::read_to_end(&chan, 64 << 20) {
+            Ok(b) if !b.is_empty() => b,
+            // The host gave up on this start (or the spare) before sending a spec:
+            // nothing to do but take back what was prepared.
+            r => {
+                if let Some(s) = standby.as_mut() {
+                    s.discard();
+                }
+                return if r.is_ok() { 0 } else { 1 };
             }
-            return if r.is_ok() { 0 } else { 1 };
         }
     };
     let mut reported = false;
@@ -168,10 +178,6 @@ fn run(
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
-    // The standby parses the spec while we parse ours.
-    let standby = standby
-        .and_then(standby::Standby::ready)
-        .and_then(|sb| sb.send_spec(spec_bytes));
     let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
         .map_err(|e| internal("parsing the launch spec", &e));
     // A prepared standby is only for an isolated task (it has its own mount namespace).

@@ -6,16 +6,19 @@
 //! - it makes its own mount namespace and prepares the `chroot_env` binds, /dev and
 //!   /proc as detached mounts ([`rootfs::stage`]).
 //!
-//! When the task arrives the supervisor hands it the launch spec; while the standby
-//! attaches its mounts into the task root and drops its privileges, the supervisor
-//! renames the cgroups to the task's id and writes the task's limits; the "go" byte then
-//! lets the standby exec the command. A standby that failed to prepare is reaped and the
-//! supervisor starts the task the usual way ([`super::vfork`]).
+//! When the task arrives, the standby reads the launch spec from the host's channel
+//! itself (one process woken, not two) and forwards it to the supervisor; while the
+//! standby attaches its mounts into the task root and drops its privileges, the
+//! supervisor renames the cgroups to the task's id and writes the task's limits; the
+//! "go" byte then lets the standby exec the command. A standby that failed to prepare
+//! exits without reading the channel, and the supervisor reads the spec and starts the
+//! task the usual way ([`super::vfork`]).
 //!
-//! Pipes, all close-on-exec: `ready` (standby → supervisor: one byte once prepared; EOF
-//! means it failed), `spec` (supervisor → standby: the launch spec, to EOF), `go`
-//! (supervisor → standby: one byte; EOF means give up). Errors after `ready` come back on
-//! the supervisor's sync pipe, as for any command child.
+//! Pipes, both close-on-exec: `fwd` (standby → supervisor: the launch spec, to EOF; EOF
+//! without a byte means the standby has none: it failed, or the host closed the channel
+//! without a spec), `go` (supervisor → standby: one byte; EOF means give up). Errors of
+//! the standby after it forwarded the spec come back on the supervisor's sync pipe, as
+//! for any command child.
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
@@ -29,9 +32,7 @@ use std::os::fd::RawFd;
 
 pub struct Standby {
     pub pid: Pid,
-    ready: std::fs::File,
-    /// Taken (closed) once the spec is written: the standby reads it to EOF.
-    spec: Option<std::fs::File>,
+    fwd: std::fs::File,
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
     cgroup: Option<TaskCgroup>,
@@ -47,6 +48,8 @@ pub struct ChildFds {
     pub stdout: RawFd,
     pub stderr: RawFd,
     pub sync: RawFd,
+    /// The channel to the host, which the standby reads the spec from.
+    pub chan: RawFd,
     /// The supervisor's own fds, closed in the standby.
     pub close: Vec<RawFd>,
 }
@@ -55,8 +58,8 @@ impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
     pub fn prepare(warm: &Warm, fds: &ChildFds) -> Option<Standby> {
-        let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?, pipe()?)) })();
-        let Ok(((ready_r, ready_w), (spec_r, spec_w), (go_r, go_w))) = made else {
+        let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?)) })();
+        let Ok(((fwd_r, fwd_w), (go_r, go_w))) = made else {
             return None;
         };
         // Forked first: it prepares its mounts while we make its cgroups.
@@ -68,8 +71,8 @@ impl Standby {
                     // SAFETY: closing fds of the supervisor in our own copy of its table.
                     unsafe { libc::close(*fd) };
                 }
-                drop((ready_r, spec_w, go_w));
-                let code = standby_main(warm, ready_w, spec_r, go_r, fds);
+                drop((fwd_r, go_w));
+                let code = standby_main(warm, fwd_w, go_r, fds);
                 // SAFETY: leave without running the supervisor's destructors.
                 unsafe { libc::_exit(code) }
             }
@@ -99,42 +102,28 @@ impl Standby {
         };
         Some(Standby {
             pid,
-            ready: ready_r,
-            spec: Some(spec_w),
+            fwd: fwd_r,
             go: go_w,
             cgroup,
         })
     }
 
-    /// Waits until the standby is prepared. `None` when it failed (it is reaped and its
-    /// cgroups are removed).
-    pub fn ready(mut self) -> Option<Standby> {
-        let mut b = [0u8; 1];
-        let alive = || {
-            matches!(
-                waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
-                Ok(nix::sys::wait::WaitStatus::StillAlive)
-            )
-        };
-        if matches!(self.ready.read(&mut b), Ok(1)) && alive() {
-            return Some(self);
-        }
-        self.discard();
-        None
+    /// What the supervisor waits on: readable once the standby has forwarded the spec
+    /// (or is gone).
+    pub fn waits_on(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fwd)
     }
 
-    /// Hands the standby the launch spec (which it parses while we parse ours). `None`
-    /// when it is gone (it is reaped and its cgroups are removed).
-    pub fn send_spec(mut self, spec_bytes: &[u8]) -> Option<Standby> {
-        let sent = self
-            .spec
-            .take()
-            .is_some_and(|mut f| write_nosig(&mut f, spec_bytes));
-        if sent {
-            return Some(self);
+    /// The launch spec as the standby read it from the host's channel. Empty when it has
+    /// none (it failed to prepare, or the host closed the channel without a spec): it is
+    /// then reaped and its cgroups are removed, and the supervisor reads the channel.
+    pub fn receive_spec(mut self) -> (Option<Standby>, Vec<u8>) {
+        let mut bytes = vec![];
+        if self.fwd.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
+            self.discard();
+            return (None, vec![]);
         }
-        self.discard();
-        None
+        (Some(self), bytes)
     }
 
     /// Hands the task over: the cgroups renamed to the task's id (or made for it, on
@@ -227,34 +216,33 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
     }
 }
 
-/// The standby process: prepares, waits for its spec and the go byte, execs the command.
-fn standby_main(
-    warm: &Warm,
-    ready: std::fs::File,
-    mut spec: std::fs::File,
-    go: std::fs::File,
-    fds: &ChildFds,
-) -> i32 {
+/// The standby process: prepares, reads its spec from the host's channel and forwards it,
+/// waits for the go byte, execs the command.
+fn standby_main(warm: &Warm, mut fwd: std::fs::File, go: std::fs::File, fds: &ChildFds) -> i32 {
+    // SAFETY: our copy (from fork) of the supervisor's channel fd, owned by nothing else
+    // in this process.
+    let chan = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds.chan) };
     let prepared = (|| -> Result<rootfs::Staged> {
         nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
         rootfs::private_namespace()?;
         rootfs::stage(&warm.binds)
     })();
     let Ok(staged) = prepared else {
-        // EOF on `ready`: the supervisor starts the task the usual way.
+        // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
         return 1;
     };
     // fork did not copy the page tables of our binary's file mappings.
-    super::populate_our_binary(std::os::fd::AsFd::as_fd(&spec));
-    let mut ready = ready;
-    if ready.write_all(b"r").is_err() {
+    super::populate_our_binary(std::os::fd::AsFd::as_fd(&chan));
+    let bytes = match crate::chan::read_to_end(&chan, 64 << 20) {
+        Ok(b) if !b.is_empty() => b,
+        // The host ended the spare (or the spec was too large: the supervisor says so).
+        _ => return 0,
+    };
+    drop(chan);
+    if fwd.write_all(&bytes).is_err() {
         return 1;
     }
-    drop(ready);
-    let mut bytes = vec![];
-    if spec.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
-        return 1;
-    }
+    drop(fwd);
     let e = match serde_json::from_slice::<LaunchSpec>(&bytes) {
         Ok(s) => crate::isolate::exec_staged(&s, fds.stdout, fds.stderr, staged, go),
         Err(e) => Error::new(
