@@ -306,6 +306,12 @@ pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
 }
 
 fn worker() {
+    // SCHED_BATCH: waking this thread never preempts the thread that asked (a start,
+    // which would otherwise wait while the spare is launched on its CPU). The spares
+    // inherit the policy; the supervisor puts itself back to SCHED_OTHER.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: changes only the calling thread's (our worker's) policy.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     let mut q = queue();
     loop {
         if q.kinds.is_empty() {
