@@ -180,6 +180,7 @@ fn prepare_self() -> OwnSetup {
         // SAFETY: prctl on ourselves with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
+    crate::isolate::privs::prime();
     OwnSetup {
         start_time: crate::sys::self_start_time(),
         sfd: SignalFd::with_flags(
