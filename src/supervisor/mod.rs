@@ -309,42 +309,6 @@ fn run(
         let _ = crate::chan::send_all(chan, line.as_bytes());
         *reported = true;
     }
-    // What the task needs of us once it runs, off the start's critical path: its mount
-    // namespace, kept open until the exit report is sent, so that the command's exit
-    // does not wait for the namespace's mounts to be torn down; the log files (the
-    // command's output waits in the pipes meanwhile); launch.json (for `driver_exec` of
-    // a host that recovers the task; the starting host has the spec in memory). A
-    // failure here ends the task, reported as its exit with the reason.
-    let outputs = || {
-        let mount_ns = spec
-            .isolation
-            .as_ref()
-            .and(host_pid)
-            .and_then(only_child)
-            .and_then(|c| std::fs::File::open(format!("/proc/{c}/ns/mnt")).ok())
-            .map(OwnedFd::from);
-        let opened = (|| -> Result<_, Error> {
-            let log = |stream| {
-                RotatingLog::open(
-                    &spec.log_dir,
-                    &spec.log_name,
-                    stream,
-                    spec.log_max_files,
-                    spec.log_max_bytes,
-                )
-                .map_err(|e| internal(&format!("opening {stream} log"), &e))
-            };
-            let (out_log, err_log) = (log("stdout")?, log("stderr")?);
-            let spec_bytes = serde_json::to_vec(&spec).unwrap_or_default();
-            launch::write_atomic(&spec.state_dir, launch::LAUNCH_FILE, &spec_bytes)
-                .map_err(|e| internal("writing launch.json", &e))?;
-            Ok((out_log, err_log))
-        })();
-        (mount_ns, opened)
-    };
-    // A command process that sets up after we told the host (the standby): done while
-    // it does; otherwise once it has exec'd.
-    let early = pre_report.then(outputs);
     // The child has exec'd (or failed): the sync pipe says which.
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
@@ -362,10 +326,43 @@ fn run(
         let _ = crate::chan::send_all(chan, line.as_bytes());
         *reported = true;
     }
-    let (mount_ns, opened) = match early {
-        Some(done) => done,
-        None => outputs(),
-    };
+    // The command's mount namespace, kept open until the exit report is sent, so that
+    // the command's exit does not wait for the namespace's mounts to be torn down. (A
+    // command that has already exited has taken it down.)
+    let mount_ns = spec
+        .isolation
+        .as_ref()
+        .and(host_pid)
+        .and_then(only_child)
+        .and_then(|c| std::fs::File::open(format!("/proc/{c}/ns/mnt")).ok())
+        .map(OwnedFd::from);
+    let spec_bytes = &serde_json::to_vec(&spec).unwrap_or_default();
+
+    // Off the start's critical path: the log files (the command's output waits in the
+    // pipes meanwhile) and launch.json (for `driver_exec` of a host that recovers the
+    // task; the starting host has the spec in memory). A failure here ends the task,
+    // reported as its exit with the reason.
+    let opened = (|| -> Result<_, Error> {
+        let out_log = RotatingLog::open(
+            &spec.log_dir,
+            &spec.log_name,
+            "stdout",
+            spec.log_max_files,
+            spec.log_max_bytes,
+        )
+        .map_err(|e| internal("opening stdout log", &e))?;
+        let err_log = RotatingLog::open(
+            &spec.log_dir,
+            &spec.log_name,
+            "stderr",
+            spec.log_max_files,
+            spec.log_max_bytes,
+        )
+        .map_err(|e| internal("opening stderr log", &e))?;
+        launch::write_atomic(&spec.state_dir, launch::LAUNCH_FILE, spec_bytes)
+            .map_err(|e| internal("writing launch.json", &e))?;
+        Ok((out_log, err_log))
+    })();
     let (out_log, err_log) = match opened {
         Ok(l) => l,
         Err(e) => {
