@@ -98,14 +98,6 @@ pub struct Warm {
     pub parent: String,
     pub name: String,
     pub binds: Vec<Bind>,
-    /// The supervisor's stdin is the write end of a pipe whose read end the host holds,
-    /// handed to the command process (close-on-exec): its exec closes it, so the host
-    /// learns that the command started from the command process itself, one wake-up
-    /// sooner than through the supervisor. The supervisor's start report then says
-    /// `"exec_pending": true`, and the command process writes its error there if it
-    /// fails.
-    #[serde(default)]
-    pub exec_pipe: bool,
 }
 
 /// The supervisor's report when the task has ended (`exit.json`).

@@ -36,8 +36,6 @@ pub struct Pending {
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
     spare: bool,
-    /// See [`crate::launch::Warm::exec_pipe`].
-    exec_pipe: Option<OwnedFd>,
 }
 
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
@@ -73,16 +71,8 @@ pub fn launch_supervisor(
         )
     };
     let (mine, theirs) = crate::chan::socketpair().map_err(spawn_err)?;
-    let (exec_r, exec_w) = match &warm {
-        Some(w) if w.exec_pipe => {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| spawn_err(e.into()))?;
-            (Some(r), Some(w))
-        }
-        _ => (None, None),
-    };
     let (pid, pidfd) =
-        crate::sys::spawn_with(&path, &args, &env, ns_flags, theirs, exec_w).map_err(spawn_err)?;
+        crate::sys::spawn_with(&path, &args, &env, ns_flags, theirs).map_err(spawn_err)?;
     Ok(Pending {
         pid,
         pidfd: Some(pidfd),
@@ -91,7 +81,6 @@ pub fn launch_supervisor(
         warm,
         ns_flags,
         spare: false,
-        exec_pipe: exec_r,
     })
 }
 
@@ -121,18 +110,7 @@ impl Pending {
             (Ok(()), Ok(Line::Line(l))) => l,
             _ => String::new(),
         };
-        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["ok"] == serde_json::Value::Bool(true) && v["exec_pending"] == true {
-            // The command process is still setting up: its exec closes the pipe, its
-            // failure is written there.
-            let mut out = String::new();
-            if let Some(p) = self.exec_pipe.take() {
-                let _ = std::fs::File::from(p).read_to_string(&mut out);
-            }
-            if !out.is_empty() {
-                v = serde_json::from_str(&out).unwrap_or_default();
-            }
-        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["ok"] == serde_json::Value::Bool(true) {
             return Ok(Started {
                 pid: self.pid,
@@ -237,7 +215,6 @@ fn warm_for(cfg: &PluginConfig) -> Option<crate::launch::Warm> {
         parent: cfg.cgroup_parent.clone(),
         name: format!("spare-{}", crate::sys::random_hex(12)),
         binds: crate::prepare::chroot_binds(cfg).0,
-        exec_pipe: true,
     })
 }
 

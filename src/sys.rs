@@ -340,7 +340,7 @@ pub fn spawn(
     // SAFETY: pipe2 returned two fresh fds we own.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let r = fd_above_2(r)?;
-    let (pid, pidfd) = spawn_with(path, args, env, ns_flags, w, None)?;
+    let (pid, pidfd) = spawn_with(path, args, env, ns_flags, w)?;
     Ok(Spawned {
         pid,
         pidfd,
@@ -351,8 +351,8 @@ pub fn spawn(
 /// Starts `path` with `args` and exactly `env` as a child of this process with
 /// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD | ns_flags)`: the posix_spawn technique, so
 /// the host's memory is not copied, plus namespaces and a pidfd from the same call. stdin
-/// is `stdin` or /dev/null, stderr /dev/null, stdout is `stdout` (both consumed: the
-/// host's copies are closed once the child exec'd). The child only dup2s and execs; all signals stay blocked across the
+/// and stderr are /dev/null, stdout is `stdout` (consumed: the host's copy is closed once
+/// the child exec'd). The child only dup2s and execs; all signals stay blocked across the
 /// clone so no host handler can run in it. Host fds without CLOEXEC do reach the new
 /// process; the supervisor closes every fd above 2 first thing. Returns pid and pidfd.
 pub fn spawn_with(
@@ -361,7 +361,6 @@ pub fn spawn_with(
     env: &[CString],
     ns_flags: libc::c_int,
     stdout: OwnedFd,
-    stdin: Option<OwnedFd>,
 ) -> io::Result<(i32, OwnedFd)> {
     let devnull = fd_above_2(OwnedFd::from(
         std::fs::OpenOptions::new()
@@ -370,7 +369,6 @@ pub fn spawn_with(
             .open("/dev/null")?,
     ))?;
     let w = fd_above_2(stdout)?;
-    let input = stdin.map(fd_above_2).transpose()?;
 
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(ptr::null());
@@ -380,7 +378,7 @@ pub fn spawn_with(
         path: path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
-        stdin: input.as_ref().unwrap_or(&devnull).as_raw_fd(),
+        stdin: devnull.as_raw_fd(),
         stdout: w.as_raw_fd(),
         stderr: devnull.as_raw_fd(),
         errno: 0,
@@ -422,7 +420,6 @@ pub fn spawn_with(
     // SAFETY: CLONE_PIDFD stored a fresh fd that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(w);
-    drop(input);
     if child.errno != 0 {
         // The child could not exec; reap it so it leaves no zombie.
         let _ = poll_readable(pidfd.as_raw_fd(), -1);

@@ -49,37 +49,24 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     let own = prepare_self();
-    let warm =
-        warm.and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok());
-    // The host's exec pipe comes as our stdin: moved off fd 0 (which becomes /dev/null),
-    // for the command process only.
-    let exec_pipe = warm.as_ref().filter(|w| w.exec_pipe).and_then(|_| {
-        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
-        if let Ok(null) = std::fs::File::open("/dev/null") {
-            // SAFETY: dup2 onto our own stdin.
-            unsafe { libc::dup2(null.as_raw_fd(), 0) };
-        }
-        Some(fd)
-    });
-    let standby = warm.and_then(|w| {
-        let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
-        let fds = standby::ChildFds {
-            stdout: pipes[0].1.as_raw_fd(),
-            stderr: pipes[1].1.as_raw_fd(),
-            sync: pipes[2].1.as_raw_fd(),
-            chan: chan.as_raw_fd(),
-            exec_pipe: exec_pipe.as_ref().map(|f| f.as_raw_fd()),
-            close: vec![
-                sfd.as_raw_fd(),
-                pipes[0].0.as_raw_fd(),
-                pipes[1].0.as_raw_fd(),
-                pipes[2].0.as_raw_fd(),
-            ],
-        };
-        standby::Standby::prepare(&w, &fds)
-    });
-    // Only the command process holds it: its exec must be what closes it.
-    drop(exec_pipe);
+    let standby = warm
+        .and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok())
+        .and_then(|w| {
+            let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
+            let fds = standby::ChildFds {
+                stdout: pipes[0].1.as_raw_fd(),
+                stderr: pipes[1].1.as_raw_fd(),
+                sync: pipes[2].1.as_raw_fd(),
+                chan: chan.as_raw_fd(),
+                close: vec![
+                    sfd.as_raw_fd(),
+                    pipes[0].0.as_raw_fd(),
+                    pipes[1].0.as_raw_fd(),
+                    pipes[2].0.as_raw_fd(),
+                ],
+            };
+            standby::Standby::prepare(&w, &fds)
+        });
     // With a standby, the spec comes through it (it reads the channel); without one, or
     // when it has none, from the channel.
     let (mut standby, forwarded) = match standby {
@@ -227,11 +214,9 @@ fn run(
         own.pipes.map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
-    let mut pre_report = false;
     let (child, cgroup) = match standby {
         Some(sb) => {
             let pid = sb.pid;
-            pre_report = sb.exec_pipe;
             (pid, sb.hand_over(&spec)?)
         }
         None => {
@@ -300,15 +285,8 @@ fn run(
         "{}\n",
         serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
             "start_time": own.start_time, "started_at": started_at,
-            "cgroup": if ours { spec.cgroup.clone() } else { None },
-            "exec_pending": pre_report})
+            "cgroup": if ours { spec.cgroup.clone() } else { None }})
     );
-    if pre_report {
-        // Now: the host learns the rest from the command process's exec (or its error)
-        // on the exec pipe, without waiting for us to be woken by it.
-        let _ = crate::chan::send_all(chan, line.as_bytes());
-        *reported = true;
-    }
     // The child has exec'd (or failed): the sync pipe says which.
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
@@ -322,10 +300,8 @@ fn run(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
     }
-    if !pre_report {
-        let _ = crate::chan::send_all(chan, line.as_bytes());
-        *reported = true;
-    }
+    let _ = crate::chan::send_all(chan, line.as_bytes());
+    *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A
     // command that has already exited has taken it down.)

@@ -32,8 +32,6 @@ use std::os::fd::RawFd;
 
 pub struct Standby {
     pub pid: Pid,
-    /// It holds the host's exec pipe ([`crate::launch::Warm::exec_pipe`]).
-    pub exec_pipe: bool,
     fwd: std::fs::File,
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
@@ -52,8 +50,6 @@ pub struct ChildFds {
     pub sync: RawFd,
     /// The channel to the host, which the standby reads the spec from.
     pub chan: RawFd,
-    /// The host's exec pipe, if it gave one.
-    pub exec_pipe: Option<RawFd>,
     /// The supervisor's own fds, closed in the standby.
     pub close: Vec<RawFd>,
 }
@@ -106,7 +102,6 @@ impl Standby {
         };
         Some(Standby {
             pid,
-            exec_pipe: fds.exec_pipe.is_some(),
             fwd: fwd_r,
             go: go_w,
             cgroup,
@@ -256,9 +251,7 @@ fn standby_main(warm: &Warm, mut fwd: std::fs::File, go: std::fs::File, fds: &Ch
         ),
     };
     let msg = e.to_json().to_string();
-    for fd in std::iter::once(fds.sync).chain(fds.exec_pipe) {
-        // SAFETY: write(2) of our own buffer to the sync pipe and the host's exec pipe.
-        unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
-    }
+    // SAFETY: write(2) of our own buffer to the sync pipe.
+    unsafe { libc::write(fds.sync, msg.as_ptr().cast(), msg.len()) };
     127
 }
