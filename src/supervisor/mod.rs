@@ -70,10 +70,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     // With a standby, the spec comes through it (it reads the channel); without one, or
     // when it has none, from the channel.
     let (mut standby, forwarded) = match standby {
-        Some(sb) => {
-            populate_our_binary(sb.waits_on());
-            sb.receive_spec()
-        }
+        Some(sb) => sb.receive_spec(),
         None => (None, vec![]),
     };
     let spec = if !forwarded.is_empty() {
@@ -408,33 +405,6 @@ fn drop_startup_pages() {
         unsafe {
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
-        }
-    }
-}
-
-/// Maps every page of our binary's read-only mappings now (`MADV_POPULATE_READ`, Linux
-/// 5.14+; older kernels ignore it), for a spare, while it waits: each first use of a
-/// page of code costs a page fault (a fraction of a microsecond to a few), and a task's
-/// start runs code the waiting spare has never run, hundreds of pages of it. Done in
-/// chunks, between which it stops if `until` has something to read (the start first). The pages
-/// are the page cache's, shared with every other supervisor; they go back after the
-/// task's first second ([`drop_startup_pages`]).
-pub(crate) fn populate_our_binary(until: std::os::fd::BorrowedFd<'_>) {
-    const MADV_POPULATE_READ: libc::c_int = 22;
-    const CHUNK: usize = 64 << 10;
-    for (a, b) in clean_mappings_of_our_binary() {
-        for at in (a..b).step_by(CHUNK) {
-            if crate::sys::poll_readable(until.as_raw_fd(), 0).unwrap_or(true) {
-                return;
-            }
-            // SAFETY: only faults in pages of a read-only file mapping of ours.
-            unsafe {
-                libc::madvise(
-                    at as *mut libc::c_void,
-                    CHUNK.min(b - at),
-                    MADV_POPULATE_READ,
-                )
-            };
         }
     }
 }

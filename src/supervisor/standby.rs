@@ -108,12 +108,6 @@ impl Standby {
         })
     }
 
-    /// What the supervisor waits on: readable once the standby has forwarded the spec
-    /// (or is gone).
-    pub fn waits_on(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.fwd)
-    }
-
     /// The launch spec as the standby read it from the host's channel. Empty when it has
     /// none (it failed to prepare, or the host closed the channel without a spec): it is
     /// then reaped and its cgroups are removed, and the supervisor reads the channel.
@@ -231,8 +225,6 @@ fn standby_main(warm: &Warm, mut fwd: std::fs::File, go: std::fs::File, fds: &Ch
         // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
         return 1;
     };
-    // fork did not copy the page tables of our binary's file mappings.
-    super::populate_our_binary(std::os::fd::AsFd::as_fd(&chan));
     let bytes = match crate::chan::read_to_end(&chan, 64 << 20) {
         Ok(b) if !b.is_empty() => b,
         // The host ended the spare (or the spec was too large: the supervisor says so).
