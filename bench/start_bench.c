@@ -374,7 +374,8 @@ static void pss_one(const char *driver) {
     call(d_destroy, "driver_destroy", dreq, NULL);
 }
 
-/* The idle spare supervisors (prestart_supervisor): our children running the shim. */
+/* The idle spare supervisors (prestart_supervisor): our children running the shim, and
+ * an exec spare's waiting command process. */
 static void pss_spares(void) {
     char path[300], target[512], line[512];
     DIR *proc = opendir("/proc");
@@ -403,6 +404,19 @@ static void pss_spares(void) {
         read_rollup(pid, &pss, &rss, &uss, &anon);
         printf("idle spare supervisor pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld KiB\n", pid,
                pss, rss, uss);
+        /* An exec spare's command process, waiting with it (its only child). */
+        snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid, pid);
+        f = fopen(path, "r");
+        long kid = -1;
+        if (f) {
+            if (fscanf(f, "%ld", &kid) != 1) kid = -1;
+            fclose(f);
+        }
+        if (kid > 0) {
+            read_rollup(kid, &pss, &rss, &uss, &anon);
+            printf("  its waiting command process pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld "
+                   "KiB\n", kid, pss, rss, uss);
+        }
     }
     closedir(proc);
 }

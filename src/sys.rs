@@ -156,7 +156,7 @@ fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Runs `f` on a detached thread started with every signal blocked. False
+/// Runs `f` on a detached short-lived thread started with every signal blocked. False
 /// when the thread could not be started.
 pub fn background(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
     with_signals_blocked(|| {

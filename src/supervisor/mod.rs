@@ -144,15 +144,6 @@ struct OwnSetup {
 }
 
 fn prepare_self() -> OwnSetup {
-    // A spare is launched by the host's SCHED_BATCH worker thread (see
-    // `crate::spawn::prestart_in_background`): its tasks get the normal policy.
-    // SAFETY: plain syscalls on ourselves.
-    unsafe {
-        if libc::sched_getscheduler(0) == libc::SCHED_BATCH {
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
-        }
-    }
     // An ignored SIGCHLD would also make the kernel reap the command for us.
     crate::sys::reset_ignored_signals();
     // The command must not inherit the host's OOM score adjustment; it inherits ours.
