@@ -372,3 +372,45 @@ fn work_dir_and_no_host_fds() {
         "task sees fds {fds:?} (host fd was {fd})"
     );
 }
+
+/// The supervisor holds the command's mount namespace open while the task runs, so that
+/// the command's exit does not wait for the namespace to be torn down: one of its fds is
+/// that namespace.
+#[test]
+fn supervisor_holds_the_commands_mount_namespace() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("mntns");
+    let r = start(exec_task("m", d.path(), "exec sleep 30")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let sup = r["pid"].as_i64().unwrap();
+    // The command is the supervisor's only child once it has exec'd sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let cmd = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
+        let kid: Option<i64> = kids.split_whitespace().next().and_then(|k| k.parse().ok());
+        if let Some(k) = kid
+            && std::fs::read_link(format!("/proc/{k}/exe"))
+                .is_ok_and(|e| e.to_string_lossy().contains("sleep"))
+        {
+            break k;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sleep child");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let ns = std::fs::read_link(format!("/proc/{cmd}/ns/mnt")).unwrap();
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(ns, ours, "the command has its own mount namespace");
+    let held = std::fs::read_dir(format!("/proc/{sup}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == ns));
+    assert!(held, "the supervisor holds {ns:?}");
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 1000}),
+    )
+    .unwrap();
+    destroy(&id);
+}

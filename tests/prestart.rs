@@ -290,6 +290,34 @@ fn exec_spares_prepare_the_command_process() {
         "{out}"
     );
 
+    // A task started by a spare's prepared command process sees the same root, mounts
+    // and devices as one started the usual way.
+    let view = "awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") print $5, $6, $(i+1), $(i+2), $(i+3)}' /proc/self/mountinfo | sort; \
+        ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $9, $10, $11}'; \
+        stat -c '%n %a %u %g' / /secrets /tmp /local /alloc /alloc/logs; \
+        grep -E '^(Cap|NoNewPrivs|Uid|Gid|Groups)' /proc/self/status; ls /";
+    let root_view = |tag: &str| {
+        let d = TempDir::new(tag);
+        let (_, code, out) = run_task(exec_task("v", d.path(), view), d.path());
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    configure(json!({"cgroup_parent": parent, "prestart_supervisor": false}));
+    let cold = root_view("pre-cold");
+    configure(json!({"cgroup_parent": parent}));
+    root_view("pre-first");
+    let s = exec_spares();
+    assert_eq!(s.len(), 1);
+    until(|| memory_cgroups(&parent).len() == 1);
+    let d = TempDir::new("pre-warm");
+    let (pid, code, warm) = run_task(exec_task("v", d.path(), view), d.path());
+    assert_eq!((pid, code), (s[0], 0), "{warm}");
+    assert_eq!(cold, warm, "the prepared root differs from the usual one");
+    assert!(
+        cold.contains("/dev/pts") && cold.contains("/proc"),
+        "{cold}"
+    );
+
     // driver_configure ends the exec spare and its cgroups go.
     let s = exec_spares();
     assert_eq!(s.len(), 1, "{s:?}");

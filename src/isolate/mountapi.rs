@@ -122,7 +122,9 @@ pub fn new_fs(fstype: &str, options: &[&str], attrs: u64) -> io::Result<OwnedFd>
     let t = cstr(fstype)?;
     // SAFETY: valid C string; asks for a new close-on-exec fd.
     let ctx = fd_result(unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) })?;
-    for o in options {
+    // The source shown in mountinfo, as mount(2) with `fstype` as its source shows it.
+    let source = format!("source={fstype}");
+    for o in std::iter::once(source.as_str()).chain(options.iter().copied()) {
         let (cmd, k, v) = match o.split_once('=') {
             Some((k, v)) => (FSCONFIG_SET_STRING, cstr(k)?, Some(cstr(v)?)),
             None => (FSCONFIG_SET_FLAG, cstr(o)?, None),
