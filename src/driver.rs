@@ -234,8 +234,7 @@ fn start_inner(
     } else {
         0
     };
-    // The alloc dir first; then its subdirectories here while a helper thread makes the
-    // task's dir and its cgroup: each a few filesystem calls, independent of the others.
+    // The alloc dir first.
     let dirs = prepare::alloc_root(t, id, cfg, created)?;
     let tr: &TaskRequest = t;
     let owner = exec.then_some((user.uid, user.gid));
@@ -250,28 +249,17 @@ fn start_inner(
         None
     };
     let by_supervisor = cgroup_request.is_some();
-    let (made, (helper_made, cgroup)) = if by_supervisor {
-        // Only directories left to make: a few calls, less than a helper thread's start.
-        let made = prepare::make_alloc_dirs(&dirs, created);
-        let mut mine = prepare::Created::default();
-        let r = made
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|()| prepare::make_task_dirs(&dirs, owner, &mut mine))
-            .map(|()| None);
-        (made, (mine, r))
-    } else {
-        crate::sys::parallel(
-            || prepare::make_alloc_dirs(&dirs, created),
-            || {
-                let mut mine = prepare::Created::default();
-                let r = prepare::make_task_dirs(&dirs, owner, &mut mine)
-                    .and_then(|()| task_cgroup(tr, id, cfg, exec));
-                (mine, r)
-            },
-        )
+    // The directories here; the cgroup, when we make it, on a helper thread meanwhile
+    // (a few filesystem calls each, independent of each other).
+    let dirs_here = |created: &mut prepare::Created| {
+        prepare::make_alloc_dirs(&dirs, created)
+            .and_then(|()| prepare::make_task_dirs(&dirs, owner, created))
     };
-    created.absorb(helper_made);
+    let (made, cgroup) = if by_supervisor {
+        (dirs_here(created), Ok(None))
+    } else {
+        crate::sys::parallel(|| dirs_here(created), || task_cgroup(tr, id, cfg, exec))
+    };
     let cgroup = cgroup?;
     let mut cg_guard = CgroupGuard(cgroup.clone());
     made?;

@@ -14,11 +14,6 @@ pub struct Created {
 }
 
 impl Created {
-    /// Takes over what `other` created (for undo).
-    pub fn absorb(&mut self, mut other: Created) {
-        self.dirs.append(&mut other.dirs);
-    }
-
     /// Removes, newest first, everything created (with all content put in since).
     pub fn undo(&mut self) {
         while let Some(d) = self.dirs.pop() {
