@@ -402,11 +402,20 @@ fn supervisor_holds_the_commands_mount_namespace() {
     let ns = std::fs::read_link(format!("/proc/{cmd}/ns/mnt")).unwrap();
     let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
     assert_ne!(ns, ours, "the command has its own mount namespace");
-    let held = std::fs::read_dir(format!("/proc/{sup}/fd"))
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == ns));
-    assert!(held, "the supervisor holds {ns:?}");
+    // It opens it just after its start report: polled, bounded.
+    let held = || {
+        std::fs::read_dir(format!("/proc/{sup}/fd"))
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == ns))
+    };
+    while !held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the supervisor does not hold {ns:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     op(
         execdriver::driver::stop,
         json!({"task_id": id, "timeout_ms": 1000}),
