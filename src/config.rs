@@ -76,8 +76,9 @@ pub struct PluginConfig {
     pub denied_host_gids: String,
     pub env_passthrough: Vec<String>,
     pub artifact: ArtifactConfig,
-    /// After a raw_exec start, keep one supervisor started ahead, idle, so that the next
-    /// raw_exec start skips its launch (not in the SPEC; see the README).
+    /// After a start, keep one supervisor of that kind started ahead, idle (for exec with
+    /// its command process prepared), so that the next start of that kind skips most of
+    /// its set-up (not in the SPEC; see the README).
     pub prestart_supervisor: bool,
 }
 

@@ -1,8 +1,8 @@
 //! A spare exec supervisor's command process ("standby"), made while the spare waits for
 //! a task (`execdriver-shim --warm <json>`, see [`crate::launch::Warm`]). It does ahead
 //! what costs most in an exec start and does not depend on the task:
-//! - it joins the task's v1 cgroups, made under a placeholder name (the first write to a
-//!   `cgroup.procs` after an idle spell waits for an RCU grace period);
+//! - it is moved into the task's v1 cgroups, made under a placeholder name (the first
+//!   write to a `cgroup.procs` after an idle spell waits for an RCU grace period);
 //! - it makes its own mount namespace and prepares the `chroot_env` binds, /dev and
 //!   /proc as detached mounts ([`rootfs::stage`]).
 //!
