@@ -423,3 +423,50 @@ fn supervisor_holds_the_commands_mount_namespace() {
     .unwrap();
     destroy(&id);
 }
+
+/// `pid_mode`/`ipc_mode` `host`: the task shares the host's pid and ipc namespaces (and
+/// sees the host's processes), keeps its own mount and uts namespaces, and its background
+/// children still die with it (no pid namespace init: the cgroup and the subreaper take
+/// them). Twice per mode: the second start takes the spare of that kind.
+#[test]
+fn host_pid_and_ipc_modes() {
+    if !exec_ok() {
+        return;
+    }
+    let ns = |n: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{n}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (host_pid, host_ipc, host_mnt) = (ns("pid"), ns("ipc"), ns("mnt"));
+    for (mode, round) in [("pid", 0), ("pid", 1), ("ipc", 0), ("ipc", 1)] {
+        let d = TempDir::new(&format!("hostns-{mode}-{round}"));
+        let marker = format!("sleep {}", 820_000 + std::process::id() % 1000 + round);
+        let mut req = exec_task(
+            "h",
+            d.path(),
+            &format!(
+                "readlink /proc/self/ns/pid /proc/self/ns/ipc /proc/self/ns/mnt; \
+                 ls /proc | grep -c '^[0-9]'; {marker} & exit 0"
+            ),
+        );
+        req["config"][format!("{mode}_mode")] = json!("host");
+        let (w, out) = run(req);
+        assert_eq!(w["exit_code"], 0, "{w} {out}");
+        let l: Vec<&str> = out.lines().collect();
+        assert_eq!(l[0] == host_pid, mode == "pid", "{mode}: {out}");
+        assert_eq!(l[1] == host_ipc, mode == "ipc", "{mode}: {out}");
+        assert_ne!(l[2], host_mnt, "{mode}: {out}");
+        let procs: usize = l[3].parse().unwrap();
+        assert_eq!(
+            procs > 10,
+            mode == "pid",
+            "{mode}: {procs} processes visible"
+        );
+        assert!(
+            pids_matching(&marker).is_empty(),
+            "{mode}: {marker} survived"
+        );
+    }
+}
