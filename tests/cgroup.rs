@@ -132,6 +132,29 @@ fn get(p: &Path) -> String {
         .to_string()
 }
 
+/// The v1 files of a task cgroup with 64 MiB, 500 MHz, 16 pids and 1 core.
+fn assert_v1_limits(t: &TaskCgroup) {
+    let m = &t.v1["memory"];
+    assert_eq!(
+        get(&m.join("memory.limit_in_bytes")),
+        (64 * MIB).to_string()
+    );
+    let memsw = m.join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        assert_eq!(get(&memsw), (64 * MIB).to_string());
+    } else {
+        eprintln!("note: no memory.memsw.limit_in_bytes (no swap accounting)");
+    }
+    assert_eq!(get(&m.join("memory.swappiness")), "0");
+    assert_eq!(get(&t.v1["cpu"].join("cpu.shares")), "500");
+    assert_eq!(get(&t.v1["pids"].join("pids.max")), "16");
+    let cs = &t.v1["cpuset"];
+    let parent_cpus = get(&cs.parent().unwrap().join("cpuset.effective_cpus"));
+    let first = parent_cpus.split([',', '-']).next().unwrap().to_string();
+    assert_eq!(get(&cs.join("cpuset.cpus")), first);
+    assert!(!get(&cs.join("cpuset.mems")).is_empty());
+}
+
 /// Spawns `sh -c script` already inside the task cgroup (joined between fork and exec).
 fn spawn_in(t: &TaskCgroup, script: &str) -> Child {
     let t2 = t.clone();
@@ -201,24 +224,7 @@ fn create_applies_limits_and_remove_cleans_up() {
             m,
             &PathBuf::from(format!("/sys/fs/cgroup/memory/{}/task", g.parent))
         );
-        assert_eq!(
-            get(&m.join("memory.limit_in_bytes")),
-            (64 * MIB).to_string()
-        );
-        let memsw = m.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            assert_eq!(get(&memsw), (64 * MIB).to_string());
-        } else {
-            eprintln!("note: no memory.memsw.limit_in_bytes (no swap accounting)");
-        }
-        assert_eq!(get(&m.join("memory.swappiness")), "0");
-        assert_eq!(get(&t.v1["cpu"].join("cpu.shares")), "500");
-        assert_eq!(get(&t.v1["pids"].join("pids.max")), "16");
-        let cs = &t.v1["cpuset"];
-        let parent_cpus = get(&cs.parent().unwrap().join("cpuset.effective_cpus"));
-        let first = parent_cpus.split([',', '-']).next().unwrap().to_string();
-        assert_eq!(get(&cs.join("cpuset.cpus")), first);
-        assert!(!get(&cs.join("cpuset.mems")).is_empty());
+        assert_v1_limits(&t);
     } else {
         let d = t.v2.clone().unwrap();
         assert_eq!(get(&d.join("memory.max")), (64 * MIB).to_string());
@@ -629,25 +635,9 @@ fn rename_keeps_processes_and_apply_limits_after() {
         pids_max: 16,
     })
     .unwrap_or_else(|e| panic!("apply_limits: {e}"));
+    assert_v1_limits(&t);
     let m = &t.v1["memory"];
-    assert_eq!(
-        get(&m.join("memory.limit_in_bytes")),
-        (64 * MIB).to_string()
-    );
     let memsw = m.join("memory.memsw.limit_in_bytes");
-    if memsw.exists() {
-        assert_eq!(get(&memsw), (64 * MIB).to_string());
-    } else {
-        eprintln!("note: no memory.memsw.limit_in_bytes (no swap accounting)");
-    }
-    assert_eq!(get(&m.join("memory.swappiness")), "0");
-    assert_eq!(get(&t.v1["cpu"].join("cpu.shares")), "500");
-    assert_eq!(get(&t.v1["pids"].join("pids.max")), "16");
-    let cs = &t.v1["cpuset"];
-    let parent_cpus = get(&cs.parent().unwrap().join("cpuset.effective_cpus"));
-    let first = parent_cpus.split([',', '-']).next().unwrap().to_string();
-    assert_eq!(get(&cs.join("cpuset.cpus")), first);
-    assert!(!get(&cs.join("cpuset.mems")).is_empty());
 
     // a higher limit later: memsw has to be raised before the limit
     t.apply_limits(&Limits {
