@@ -68,8 +68,8 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
             standby::Standby::prepare(&w, &fds)
         });
     // With a standby, the spec comes through it (it reads the channel); without one, or
-    // when it has none, from the channel.
-    let (mut standby, forwarded) = match standby {
+    // when it has none (it is then already reaped, its cgroups removed), from the channel.
+    let (standby, forwarded) = match standby {
         Some(sb) => sb.receive_spec(),
         None => (None, vec![]),
     };
@@ -78,14 +78,8 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     } else {
         match crate::chan::read_to_end(&chan, 64 << 20) {
             Ok(b) if !b.is_empty() => b,
-            // The host gave up on this start (or the spare) before sending a spec:
-            // nothing to do but take back what was prepared.
-            r => {
-                if let Some(s) = standby.as_mut() {
-                    s.discard();
-                }
-                return if r.is_ok() { 0 } else { 1 };
-            }
+            // The host gave up on this start (or the spare) before sending a spec.
+            r => return if r.is_ok() { 0 } else { 1 },
         }
     };
     let mut reported = false;
