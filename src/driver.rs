@@ -388,7 +388,10 @@ fn start_inner(
         env: env_map.clone().into_iter().collect(),
         cwd: work_dir,
         isolation,
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+        cgroup_procs: cgroup
+            .as_ref()
+            .map(|c| c.self_join_files())
+            .unwrap_or_default(),
         clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
         cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
         cgroup_request,
@@ -404,7 +407,7 @@ fn start_inner(
         // Made by the supervisor: it reports where.
         spec.cgroup = Some(cg.clone());
         if let Ok(c) = serde_json::from_value::<crate::cgroup::TaskCgroup>(cg.clone()) {
-            spec.cgroup_procs = c.procs_files();
+            spec.cgroup_procs = c.self_join_files();
             spec.clone_into = c.v2_dir();
         }
     }

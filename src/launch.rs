@@ -59,7 +59,8 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     pub cwd: String,
     pub isolation: Option<Isolation>,
-    /// cgroup.procs files the command joins before it execs.
+    /// The files the command process writes `"0"` to before it execs, to join its cgroups
+    /// (`TaskCgroup::self_join_files`: v1 `tasks`, the cgroup2 `cgroup.procs`).
     pub cgroup_procs: Vec<PathBuf>,
     /// cgroup2 dir the command is cloned into (`CLONE_INTO_CGROUP`); its `cgroup.procs`
     /// is then not written (that write waits for an RCU grace period on an idle host).

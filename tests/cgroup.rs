@@ -162,9 +162,10 @@ fn spawn_in(t: &TaskCgroup, script: &str) -> Child {
     cmd.args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // SAFETY: join is allocation-free (open/write on stack buffers).
+    // SAFETY: join_self is allocation-free (open/write on stack buffers); the child of
+    // fork is single-threaded, as join_self requires.
     unsafe {
-        cmd.pre_exec(move || t2.join(0));
+        cmd.pre_exec(move || t2.join_self());
     }
     cmd.spawn().expect("spawn sh")
 }
@@ -310,6 +311,37 @@ fn join_pids_and_kill_all() {
     t.kill_all().unwrap(); // nothing left: still fine
     t.remove().unwrap();
     assert!(t.dirs.iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn join_self_enters_every_hierarchy_by_v1_tasks() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits::default());
+    // v1 directories are joined by `tasks` (no threadgroup lock), cgroup2 by cgroup.procs.
+    let files = t.self_join_files();
+    assert_eq!(files.len(), t.procs.len());
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let v2 = t.v2.as_deref() == f.parent();
+        assert_eq!(name, if v2 { "cgroup.procs" } else { "tasks" }, "{f:?}");
+    }
+    let mut child = spawn_in(&t, "exec sleep 100");
+    let pid = child.id() as i32;
+    assert_eq!(t.pids(), vec![pid]);
+    // Every hierarchy the task has a directory in lists it, and /proc says so too.
+    for p in &t.procs {
+        assert_eq!(get(p), pid.to_string(), "{p:?}");
+    }
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let inside = cg
+        .lines()
+        .filter(|l| l.ends_with(&format!("/{}/task", g.parent)))
+        .count();
+    assert_eq!(inside, t.procs.len(), "{cg}");
+    t.kill_all().unwrap();
+    wait_timeout(&mut child, Duration::from_secs(5)).expect("sleep survived kill_all");
+    t.remove().unwrap();
 }
 
 #[test]

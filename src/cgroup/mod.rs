@@ -482,15 +482,47 @@ impl TaskCgroup {
         self.v2.clone()
     }
 
-    /// The files a process writes its pid (or `"0"` for itself) to in order to join, before
-    /// it execs the command.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.procs.clone()
+    /// The files a single-threaded process writes `"0"` to in order to join, before it
+    /// execs the command: the cgroup2 `cgroup.procs`, and each v1 directory's `tasks`.
+    ///
+    /// A v1 `tasks` write of `"0"` moves only the calling thread, so the kernel skips the
+    /// global `cgroup_threadgroup_rwsem` write lock that every `cgroup.procs` write (and
+    /// every write naming a pid) takes. That lock waits for an RCU grace period when it was
+    /// not taken in the last one or so: 5-25 ms on an idle host, all the while holding the
+    /// global `cgroup_mutex`, so every other cgroup operation on the host (mkdir, rmdir,
+    /// `CLONE_INTO_CGROUP`) waits too. The `tasks` write takes ~20 µs. For a
+    /// single-threaded process, moving its one thread is moving the process.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        self.procs
+            .iter()
+            .map(|f| {
+                if Some(f) == self.v2.as_ref().map(|d| d.join("cgroup.procs")).as_ref() {
+                    f.clone()
+                } else {
+                    f.with_file_name("tasks")
+                }
+            })
+            .collect()
     }
 
-    /// Moves process `pid` (0: the calling process) into every hierarchy of the task.
-    /// Allocation-free (plain `open`/`write` on a stack buffer), so it may be called in a
+    /// Moves the calling process, which must be single-threaded (a freshly forked child),
+    /// into every hierarchy of the task, by [`TaskCgroup::self_join_files`].
+    /// Allocation-free (plain `open`/`write` on stack buffers), so it may be called in a
     /// child between `fork` and `exec`.
+    pub fn join_self(&self) -> io::Result<()> {
+        let v2 = self.v2.as_deref();
+        for f in &self.procs {
+            match f.parent() {
+                Some(dir) if Some(dir) != v2 => write_noalloc_at(dir, b"tasks", b"0")?,
+                _ => write_noalloc(f, b"0")?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (all its threads) into every hierarchy of the task, by its
+    /// `cgroup.procs` files (which waits for the lock [`TaskCgroup::self_join_files`]
+    /// avoids). Allocation-free (plain `open`/`write` on a stack buffer).
     pub fn join(&self, pid: i32) -> io::Result<()> {
         let mut num = [0u8; 12];
         let n = format_i32(pid, &mut num);
@@ -701,12 +733,26 @@ fn format_i32(v: i32, buf: &mut [u8; 12]) -> usize {
 
 /// `open(path, O_WRONLY)` + one `write`, with the path copied to a stack buffer: no heap.
 fn write_noalloc(path: &Path, data: &[u8]) -> io::Result<()> {
-    let bytes = path.as_os_str().as_bytes();
+    write_noalloc_parts(&[path.as_os_str().as_bytes()], data)
+}
+
+/// [`write_noalloc`] of `dir/name`.
+fn write_noalloc_at(dir: &Path, name: &[u8], data: &[u8]) -> io::Result<()> {
+    write_noalloc_parts(&[dir.as_os_str().as_bytes(), b"/", name], data)
+}
+
+/// Writes `data` to the file whose path is the concatenation of `parts`, without
+/// allocating: the path is assembled in a stack buffer.
+fn write_noalloc_parts(parts: &[&[u8]], data: &[u8]) -> io::Result<()> {
     let mut buf = [0u8; 4096];
-    if bytes.len() >= buf.len() || bytes.contains(&0) {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    let mut len = 0;
+    for p in parts {
+        if len + p.len() >= buf.len() || p.contains(&0) {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf[len..len + p.len()].copy_from_slice(p);
+        len += p.len();
     }
-    buf[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: buf is NUL-terminated (zero-filled past the copied bytes).
     let fd = unsafe { libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {

@@ -237,7 +237,7 @@ fn v2_create_writes_limits_and_remove_leaves_parent() {
     assert_eq!(t.dirs, vec![leaf.clone()]);
     assert_eq!(t.v2.as_deref(), Some(leaf.as_path()));
     assert!(t.v2_controllers && t.v1.is_empty() && t.layout == "v2");
-    assert_eq!(t.procs_files(), vec![leaf.join("cgroup.procs")]);
+    assert_eq!(t.self_join_files(), vec![leaf.join("cgroup.procs")]);
     assert_eq!(t.kill, Some(leaf.join("cgroup.kill")));
     for dir in [
         d.0.clone(),
@@ -419,6 +419,7 @@ fn v1_create_writes_limits() {
     assert_eq!(get(&dir("cpuset").join("cpuset.cpus")), "0,1");
     assert_eq!(get(&dir("cpuset").join("cpuset.mems")), "0");
 
+    assert!(t.self_join_files().iter().all(|f| f.ends_with("tasks")));
     t.join(77).unwrap();
     for p in &t.procs {
         assert_eq!(get(p), "77");
@@ -584,6 +585,9 @@ fn hybrid_uses_v1_limits_and_v2_tracking() {
     assert_eq!(t.kill, Some(u.join("cgroup.kill")));
     assert_eq!(t.procs[0], u.join("cgroup.procs"));
     assert_eq!(t.procs.len(), 7);
+    let joins = t.self_join_files();
+    assert_eq!(joins[0], u.join("cgroup.procs"));
+    assert!(joins[1..].iter().all(|f| f.ends_with("tasks")));
     assert_eq!(t.dirs.len(), 7);
     assert_eq!(
         get(&d.0.join("memory/execdriver/h/memory.limit_in_bytes")),

@@ -213,7 +213,7 @@ fn run(
                 _ => None,
             };
             if let Some(cg) = &made {
-                spec.cgroup_procs = cg.procs_files();
+                spec.cgroup_procs = cg.self_join_files();
                 spec.clone_into = cg.v2_dir();
             }
             let cgroup_dir = spec
@@ -252,7 +252,7 @@ fn run(
     let ours = spec.cgroup.is_none();
     if let Some(cg) = &cgroup {
         spec.cgroup = serde_json::to_value(cg).ok();
-        spec.cgroup_procs = cg.procs_files();
+        spec.cgroup_procs = cg.self_join_files();
         spec.clone_into = cg.v2_dir();
     }
     drop(out_w);
