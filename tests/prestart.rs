@@ -212,11 +212,21 @@ fn exec_spares_prepare_the_command_process() {
     let spare = s[0];
     let kids = children(spare);
     assert_eq!(kids.len(), 1, "the spare's command process: {kids:?}");
-    // The supervisor makes them once it has forked the command process.
+    // The supervisor makes them before it forks the command process.
     until(|| memory_cgroups(&parent).len() == 1);
     let placeholder = memory_cgroups(&parent);
     assert!(placeholder[0].starts_with("spare-"), "{placeholder:?}");
-    // It joins them right after it is forked.
+    // At the kernel's default cpu weight (not the shares 2 of cpu_mhz 0) until a task's
+    // limits are written.
+    let shares = Path::new("/sys/fs/cgroup/cpu")
+        .join(&parent)
+        .join(&placeholder[0])
+        .join("cpu.shares");
+    if shares.exists() {
+        let v = std::fs::read_to_string(&shares).unwrap();
+        assert_eq!(v.trim(), "1024", "{shares:?}");
+    }
+    // It joins them itself, first thing.
     let want = format!(":memory:/{parent}/{}\n", placeholder[0]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut cg = String::new();

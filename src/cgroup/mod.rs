@@ -86,6 +86,10 @@ pub struct Limits {
     pub pids_max: u64,
 }
 
+/// The kernel's default v1 `cpu.shares` (v2 `cpu.weight` 100): the weight of a cgroup
+/// that gets no task limits, such as a spare's placeholder.
+pub const DEFAULT_CPU_SHARES: u64 = 1024;
+
 /// Nomad's clamp of cpu shares.
 pub fn cpu_shares(cpu_mhz: u64) -> u64 {
     cpu_mhz.clamp(2, 262_144)

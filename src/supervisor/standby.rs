@@ -70,11 +70,17 @@ impl Standby {
         let layout = warm.layout.for_exec();
         let cgroup = match layout {
             crate::cgroup::Layout::V2 { .. } => None,
+            // At the kernel's default cpu weight until the task's limits are written (with
+            // `cpu_mhz` 0 it would get shares 2, and its start would wait behind any busy
+            // sibling task).
             _ => TaskCgroup::create(
                 &layout,
                 &warm.parent,
                 &warm.name,
-                &crate::cgroup::Limits::default(),
+                &crate::cgroup::Limits {
+                    cpu_mhz: crate::cgroup::DEFAULT_CPU_SHARES,
+                    ..Default::default()
+                },
             )
             .ok(),
         };
