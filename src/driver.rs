@@ -243,7 +243,7 @@ fn start_inner(
         Some(crate::launch::CgroupRequest {
             layout: crate::cgroup::detect_cached()?,
             parent: cfg.cgroup_parent.clone(),
-            limits: task_limits(t),
+            limits: task_limits(t, pid_ns),
         })
     } else {
         None
@@ -258,7 +258,10 @@ fn start_inner(
     let (made, cgroup) = if by_supervisor {
         (dirs_here(created), Ok(None))
     } else {
-        crate::sys::parallel(|| dirs_here(created), || task_cgroup(tr, id, cfg, exec))
+        crate::sys::parallel(
+            || dirs_here(created),
+            || task_cgroup(tr, id, cfg, exec, pid_ns),
+        )
     };
     let cgroup = cgroup?;
     let mut cg_guard = CgroupGuard(cgroup.clone());
@@ -445,9 +448,10 @@ fn task_cgroup(
     id: &str,
     cfg: &config::PluginConfig,
     exec: bool,
+    pid_ns: bool,
 ) -> Result<Option<crate::cgroup::TaskCgroup>> {
     Ok(match (exec, crate::sys::euid() == 0) {
-        (true, _) => Some(make_cgroup(t, id, cfg)?),
+        (true, _) => Some(make_cgroup(t, id, cfg, pid_ns)?),
         (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
             crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
                 .ok()
@@ -473,14 +477,15 @@ fn make_cgroup(
     t: &TaskRequest,
     id: &str,
     cfg: &config::PluginConfig,
+    pid_ns: bool,
 ) -> Result<crate::cgroup::TaskCgroup> {
     let layout = crate::cgroup::detect_cached()?.for_exec();
-    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &task_limits(t))
+    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &task_limits(t, pid_ns))
 }
 
 /// The task's resources as cgroup limits: the hard memory limit is `memory_max_mb`, else
-/// `memory_mb`.
-fn task_limits(t: &TaskRequest) -> crate::cgroup::Limits {
+/// `memory_mb`. A task without a pid namespace of its own gets a v1 freezer cgroup.
+fn task_limits(t: &TaskRequest, pid_ns: bool) -> crate::cgroup::Limits {
     let r = &t.resources;
     let mem = if r.memory_max_mb > 0 {
         r.memory_max_mb
@@ -492,6 +497,7 @@ fn task_limits(t: &TaskRequest) -> crate::cgroup::Limits {
         cores: r.cores,
         memory_bytes: mem.saturating_mul(1 << 20),
         pids_max: r.pids_max,
+        freezer: !pid_ns,
     }
 }
 

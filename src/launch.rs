@@ -99,6 +99,10 @@ pub struct Warm {
     pub parent: String,
     pub name: String,
     pub binds: Vec<Bind>,
+    /// The placeholder gets a freezer cgroup of its own ([`crate::cgroup::Limits::freezer`]:
+    /// a spare for tasks without a pid namespace of their own).
+    #[serde(default)]
+    pub freezer: bool,
 }
 
 /// The supervisor's report when the task has ended (`exit.json`).

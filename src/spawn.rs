@@ -209,12 +209,13 @@ pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pendi
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
 /// placeholder name (`spare-<random>`, renamed to the task's id at the start).
-fn warm_for(cfg: &PluginConfig) -> Option<crate::launch::Warm> {
+fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::launch::Warm> {
     Some(crate::launch::Warm {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
         name: format!("spare-{}", crate::sys::random_hex(12)),
         binds: crate::prepare::chroot_binds(cfg).0,
+        freezer: ns_flags & libc::CLONE_NEWPID == 0,
     })
 }
 
@@ -230,7 +231,7 @@ fn prestart(ns_flags: libc::c_int) {
         return;
     };
     let warm = if ns_flags != 0 {
-        match warm_for(&cfg) {
+        match warm_for(&cfg, ns_flags) {
             Some(w) => Some(w),
             None => return,
         }

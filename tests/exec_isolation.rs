@@ -470,3 +470,79 @@ fn host_pid_and_ipc_modes() {
         );
     }
 }
+
+/// v1 cpuset and freezer: a dir of the task's own only when it needs one (`cores`; no pid
+/// namespace of its own), else the task joins the parent's (not the host's). Each kind
+/// twice, so the second start is offered that kind's spare (which a `cores` task cannot
+/// use: its placeholder has no cpuset dir).
+#[test]
+fn cpuset_and_freezer_dirs_only_when_needed() {
+    if !exec_ok() {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/cpuset/cgroup.procs").exists()
+        || !std::path::Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists()
+    {
+        eprintln!("SKIP: no v1 cpuset or freezer hierarchy here");
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (kind, round) in [
+        ("plain", 0),
+        ("plain", 1),
+        ("cores", 0),
+        ("cores", 1),
+        ("hostpid", 0),
+        ("hostpid", 1),
+    ] {
+        let d = TempDir::new(&format!("cgdirs-{kind}-{round}"));
+        let id = format!("cgdirs-{kind}-{round}-{}", std::process::id());
+        let mut req = exec_task(
+            "c",
+            d.path(),
+            "grep -E ':(memory|cpuset|freezer):' /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status",
+        );
+        req["id"] = json!(id);
+        match kind {
+            "cores" => req["resources"] = json!({"cores": 1}),
+            "hostpid" => req["config"]["pid_mode"] = json!("host"),
+            _ => {}
+        }
+        let (w, out) = run(req);
+        assert_eq!(w["exit_code"], 0, "{kind}: {w} {out}");
+        let path = |c: &str| {
+            out.lines()
+                .find(|l| l.contains(&format!(":{c}:")))
+                .and_then(|l| l.rsplit(':').next())
+                .unwrap_or_else(|| panic!("{kind}: no {c} line: {out}"))
+                .to_string()
+        };
+        let memory = path("memory");
+        let parent = memory
+            .strip_suffix(&format!("/{id}"))
+            .unwrap_or_else(|| panic!("{kind}: memory cgroup {memory} is not the task's"));
+        let own = |c: &str| format!("{parent}/{id}") == path(c);
+        let shared = |c: &str| parent == path(c);
+        assert_eq!(own("cpuset"), kind == "cores", "{kind}: {out}");
+        assert_eq!(shared("cpuset"), kind != "cores", "{kind}: {out}");
+        assert_eq!(own("freezer"), kind == "hostpid", "{kind}: {out}");
+        assert_eq!(shared("freezer"), kind != "hostpid", "{kind}: {out}");
+        let allowed = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_else(|| panic!("{kind}: {out}"))
+            .trim()
+            .to_string();
+        if kind == "cores" {
+            assert!(
+                allowed.parse::<u32>().is_ok(),
+                "{kind}: one cpu, got {allowed}"
+            );
+        } else if cpus > 1 {
+            assert!(
+                allowed.parse::<u32>().is_err(),
+                "{kind}: all cpus, got {allowed}"
+            );
+        }
+    }
+}

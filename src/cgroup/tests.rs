@@ -43,6 +43,7 @@ fn limits() -> Limits {
         cores: 2,
         memory_bytes: 64 * MIB,
         pids_max: 16,
+        freezer: true,
     }
 }
 
@@ -453,12 +454,21 @@ fn v1_comounted_and_failure_rollback() {
         },
     )
     .unwrap();
-    assert_eq!(t.dirs.len(), 5);
+    // cores 0: no cpuset dir of its own; the task joins the parent, which got the
+    // root's cpus and mems
+    assert_eq!(t.dirs.len(), 4);
+    assert!(!d.0.join("cpuset/p/t").exists() && !t.v1.contains_key("cpuset"));
     assert_eq!(t.v1["cpu"], t.v1["cpuacct"]);
-    assert_eq!(t.procs.len(), 5);
-    // cores 0: the leaf inherits the parent's set
-    assert_eq!(get(&d.0.join("cpuset/p/t/cpuset.cpus")), "0-3");
+    assert_eq!(t.procs.len(), 4);
+    assert_eq!(t.shared, vec![d.0.join("cpuset/p")]);
+    assert_eq!(get(&d.0.join("cpuset/p/cpuset.cpus")), "0-3");
+    assert_eq!(get(&d.0.join("cpuset/p/cpuset.mems")), "0");
+    assert_eq!(
+        t.self_join_files().last(),
+        Some(&d.0.join("cpuset/p/tasks"))
+    );
     t.remove().unwrap();
+    assert!(d.0.join("cpuset/p").is_dir(), "the shared parent stays");
 
     // a failure after every directory was made (more cores than the parent has)
     // removes all of them
@@ -679,7 +689,13 @@ fn v1_apply_limits_after_create_matches_create_with_limits() {
     fake_v1(&d.0);
     let l = Layout::v1_at(&d.0);
     let with = TaskCgroup::create(&l, "p", "with", &limits()).unwrap();
-    let later = TaskCgroup::create(&l, "p", "later", &Limits::default()).unwrap();
+    // Made with no limits but the same directories (a cpuset and a freezer of its own).
+    let dirs_only = Limits {
+        cores: 1,
+        freezer: true,
+        ..Limits::default()
+    };
+    let later = TaskCgroup::create(&l, "p", "later", &dirs_only).unwrap();
     later.apply_limits(&limits()).unwrap();
     for c in V1_CONTROLLERS {
         assert_eq!(files(&later.v1[c]), files(&with.v1[c]), "{c}");
@@ -740,7 +756,12 @@ fn v1_rename_moves_every_path_and_rolls_back_on_a_taken_name() {
     let mut controllers = Layout::v1_map(&d.0);
     controllers.insert("cpuacct".into(), d.0.join("cpu"));
     let l = Layout::V1 { controllers };
-    let mut t = TaskCgroup::create(&l, "p", "spare-1", &Limits::default()).unwrap();
+    let every_dir = Limits {
+        cores: 1,
+        freezer: true,
+        ..Limits::default()
+    };
+    let mut t = TaskCgroup::create(&l, "p", "spare-1", &every_dir).unwrap();
     t.join(42).unwrap();
     let old = t.clone();
 
@@ -788,12 +809,24 @@ fn named_describes_what_create_makes_and_removes_it() {
         Layout::hybrid_at(&d.0),
         Layout::v2_at(&d.0.join("unified")),
     ] {
-        let t = TaskCgroup::create(&l, "p/q", "spare-2", &Limits::default()).unwrap();
+        // With a directory in every hierarchy it is exactly what create made.
+        let every_dir = Limits {
+            cores: 1,
+            freezer: true,
+            ..Limits::default()
+        };
+        let t = TaskCgroup::create(&l, "p/q", "spare-2", &every_dir).unwrap();
         let n = TaskCgroup::named(&l, "p/q", "spare-2").unwrap();
         assert_eq!(n, t, "{}", l.name());
         n.remove().unwrap();
         assert!(t.dirs.iter().all(|d| !d.exists()));
         n.remove().unwrap(); // nothing left: still fine
+        // Without (no cores, no freezer): a superset, which removes it all the same.
+        let t = TaskCgroup::create(&l, "p/q", "spare-3", &Limits::default()).unwrap();
+        let n = TaskCgroup::named(&l, "p/q", "spare-3").unwrap();
+        assert!(t.dirs.iter().all(|d| n.dirs.contains(d)), "{}", l.name());
+        n.remove().unwrap();
+        assert!(t.dirs.iter().all(|d| !d.exists()));
     }
     assert_eq!(
         TaskCgroup::named(&Layout::v1_at(&d.0), "/abs", "x")

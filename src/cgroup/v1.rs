@@ -13,9 +13,11 @@ use cgroups_rs::pid::PidController;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Makes the task's directory in every mounted hierarchy of [`V1_CONTROLLERS`], gives its
-/// cpuset the parent's cpus and mems (a v1 cpuset takes no task without them), then
-/// applies `limits`.
+/// Makes the task's directory in every mounted hierarchy of [`V1_CONTROLLERS`] but two
+/// that only need one when the task asks for it: cpuset (`cores > 0`) and freezer
+/// ([`Limits::freezer`]). In those the task joins `<parent>` instead
+/// ([`TaskCgroup::shared`]). A cpuset directory, the task's or the parent, gets its
+/// parent's cpus and mems (a v1 cpuset takes no task without them). Then applies `limits`.
 pub(super) fn create(
     tcg: &mut TaskCgroup,
     controllers: &BTreeMap<String, PathBuf>,
@@ -37,11 +39,32 @@ pub(super) fn create(
             "cgroup: create: cores requested but the v1 cpuset controller is not mounted",
         ));
     }
-    place(tcg, controllers, |tcg, mount| {
+    let own = |c: &str| match c {
+        "cpuset" => limits.cores > 0,
+        "freezer" => limits.freezer,
+        _ => true,
+    };
+    let mut mine = controllers.clone();
+    mine.retain(|c, _| own(c));
+    place(tcg, &mine, |tcg, mount| {
         make_task_dir(tcg, mount, parent, name)
     })?;
+    for c in ["cpuset", "freezer"] {
+        if let Some(mount) = controllers.get(c)
+            && !own(c)
+            && !tcg.v1.values().any(|d| d.starts_with(mount))
+        {
+            let dir = super::ensure_parent(mount, parent)?;
+            if c == "cpuset" {
+                init_cpuset(mount, parent, None)?;
+            }
+            if !tcg.shared.contains(&dir) {
+                tcg.shared.push(dir);
+            }
+        }
+    }
     if let Some(dir) = tcg.v1.get("cpuset").cloned() {
-        init_cpuset(&controllers["cpuset"], parent, &dir)?;
+        init_cpuset(&controllers["cpuset"], parent, Some(&dir))?;
     }
     apply_limits(tcg, limits)
 }
@@ -143,14 +166,14 @@ pub(super) fn apply_limits(tcg: &TaskCgroup, limits: &Limits) -> Result<()> {
 /// A v1 cpuset with empty `cpuset.cpus`/`cpuset.mems` cannot take tasks, and the kernel
 /// leaves both empty in a new directory: copy them down from the mount root through every
 /// parent directory that has them empty.
-fn init_cpuset(mount: &Path, parent: &str, dir: &Path) -> Result<()> {
+fn init_cpuset(mount: &Path, parent: &str, dir: Option<&Path>) -> Result<()> {
     let mut chain = Vec::new();
     let mut p = mount.to_path_buf();
     for c in parent.split('/') {
         p.push(c);
         chain.push(p.clone());
     }
-    chain.push(dir.to_path_buf());
+    chain.extend(dir.map(Path::to_path_buf));
     for d in &chain {
         let up = d.parent().unwrap_or(mount);
         for f in ["cpuset.cpus", "cpuset.mems"] {

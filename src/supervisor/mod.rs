@@ -172,9 +172,12 @@ fn run(
     };
     let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
         .map_err(|e| internal("parsing the launch spec", &e));
-    // A prepared standby is only for an isolated task (it has its own mount namespace).
+    // A prepared standby is only for an isolated task (it has its own mount namespace)
+    // whose cgroups its placeholder can become.
     let standby = match (&parsed, standby) {
-        (Ok(spec), Some(sb)) if spec.isolation.is_some() => Some(sb),
+        (Ok(spec), Some(sb)) if spec.isolation.is_some() && sb.fits(&spec.cgroup_request) => {
+            Some(sb)
+        }
         (_, Some(mut sb)) => {
             sb.discard();
             None

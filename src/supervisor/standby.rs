@@ -36,6 +36,8 @@ pub struct Standby {
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
     cgroup: Option<TaskCgroup>,
+    /// Whether the placeholder has a freezer cgroup of its own ([`Warm::freezer`]).
+    freezer: bool,
 }
 
 fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
@@ -79,6 +81,7 @@ impl Standby {
                 &warm.name,
                 &crate::cgroup::Limits {
                     cpu_mhz: crate::cgroup::DEFAULT_CPU_SHARES,
+                    freezer: warm.freezer,
                     ..Default::default()
                 },
             )
@@ -106,11 +109,23 @@ impl Standby {
             }
         };
         Some(Standby {
+            freezer: warm.freezer,
             pid,
             fwd: fwd_r,
             go: go_w,
             cgroup,
         })
+    }
+
+    /// Whether the placeholder cgroups can become the cgroups `req` asks for: not when
+    /// the task pins cores (the placeholder has no cpuset directory of its own) or wants
+    /// a freezer cgroup the placeholder lacks (or has one it does not want). The task then
+    /// starts the usual way.
+    pub fn fits(&self, req: &Option<crate::launch::CgroupRequest>) -> bool {
+        match (req, &self.cgroup) {
+            (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == self.freezer,
+            _ => true,
+        }
     }
 
     /// The launch spec as the standby read it from the host's channel. Empty when it has
