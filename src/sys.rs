@@ -22,6 +22,18 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The mount namespace of the process `pidfd` refers to, as an fd
+/// (`ioctl(PIDFD_GET_MNT_NAMESPACE)`, Linux 6.11+): no /proc lookup, and the pid is read
+/// in the caller's own pid namespace.
+pub fn pidfd_mnt_namespace(pidfd: &OwnedFd) -> io::Result<OwnedFd> {
+    const PIDFD_GET_MNT_NAMESPACE: libc::c_ulong = 0xFF03; // _IO(PIDFS_IOCTL_MAGIC, 3)
+    // SAFETY: an ioctl on an fd we own, without an argument; a success returns a new fd.
+    let fd =
+        cvt(unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_MNT_NAMESPACE as _, 0) }.into())?;
+    // SAFETY: fd was just returned to us and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// `pidfd_send_signal(2)` without siginfo.
 pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: plain syscall; a NULL info pointer is allowed.
@@ -464,6 +476,22 @@ pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pidfd_mnt_namespace_is_the_processes() {
+        use std::os::unix::fs::MetadataExt;
+        let me = pidfd_open(std::process::id() as i32).unwrap();
+        let ns = match pidfd_mnt_namespace(&me) {
+            Ok(ns) => ns,
+            Err(e) => {
+                eprintln!("SKIP: no PIDFD_GET_MNT_NAMESPACE on this kernel ({e})");
+                return;
+            }
+        };
+        let got = std::fs::File::from(ns).metadata().unwrap();
+        let want = std::fs::metadata("/proc/self/ns/mnt").unwrap();
+        assert_eq!((got.dev(), got.ino()), (want.dev(), want.ino()));
+    }
 
     fn sig_blk() -> String {
         std::fs::read_to_string("/proc/thread-self/status")

@@ -66,7 +66,19 @@ pub(super) fn create(
     if let Some(dir) = tcg.v1.get("cpuset").cloned() {
         init_cpuset(&controllers["cpuset"], parent, Some(&dir))?;
     }
-    apply_limits(tcg, limits)
+    // No swapping, ever (a file that exists only with swap accounting).
+    let swappiness = dir_of(tcg, "memory")?.join("memory.swappiness");
+    write_if_present(&swappiness, "0")?;
+    write_limits(tcg, limits, true)
+}
+
+/// Writes `value` to a control file that the kernel may not have (its controller option
+/// off): absent, it is not an error.
+fn write_if_present(file: &Path, value: &str) -> Result<()> {
+    match super::write_existing(file, value) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(isolation("set", file, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Fills `tcg.v1` with the task's directory for each mounted controller of
@@ -109,6 +121,12 @@ fn dir_of(tcg: &TaskCgroup, c: &str) -> Result<PathBuf> {
 /// cpu shares, pids. A zero field writes nothing, leaving what the directory has (a new
 /// one: no limit, the parent's cpus).
 pub(super) fn apply_limits(tcg: &TaskCgroup, limits: &Limits) -> Result<()> {
+    write_limits(tcg, limits, false)
+}
+
+/// [`apply_limits`]; `fresh`: the directories were just made, so a value equal to the
+/// kernel's default (cpu shares 1024) needs no write.
+fn write_limits(tcg: &TaskCgroup, limits: &Limits, fresh: bool) -> Result<()> {
     if limits.cores > 0 {
         let dir = tcg.v1.get("cpuset").ok_or_else(|| {
             Error::new(
@@ -139,19 +157,18 @@ pub(super) fn apply_limits(tcg: &TaskCgroup, limits: &Limits) -> Result<()> {
         }
         mem.set_limit(limit)
             .map_err(|e| isolation("set", &dir.join("memory.limit_in_bytes"), cg_err(e)))?;
-        if !memsw_first && memsw.exists() {
-            set_memsw()?;
+        if !memsw_first {
+            write_if_present(&memsw, &limit.to_string())?;
         }
     }
-    if dir.join("memory.swappiness").exists() {
-        mem.set_swappiness(0)
-            .map_err(|e| isolation("set", &dir.join("memory.swappiness"), cg_err(e)))?;
-    }
 
-    let dir = dir_of(tcg, "cpu")?;
-    CpuController::new(dir.clone(), false)
-        .set_shares(cpu_shares(limits.cpu_mhz))
-        .map_err(|e| isolation("set", &dir.join("cpu.shares"), cg_err(e)))?;
+    let shares = cpu_shares(limits.cpu_mhz);
+    if !(fresh && shares == super::DEFAULT_CPU_SHARES) {
+        let dir = dir_of(tcg, "cpu")?;
+        CpuController::new(dir.clone(), false)
+            .set_shares(shares)
+            .map_err(|e| isolation("set", &dir.join("cpu.shares"), cg_err(e)))?;
+    }
 
     if limits.pids_max > 0 {
         let dir = dir_of(tcg, "pids")?;

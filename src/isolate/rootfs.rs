@@ -318,27 +318,32 @@ fn build_dev(dev: &Path) -> Result<()> {
 /// host's user namespace; one mknod instead of a bind and a remount each), the `pts` and
 /// `shm` mount points and the usual links.
 fn populate_dev(dir: BorrowedFd<'_>, shown: &Path) -> Result<()> {
-    use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mkdirat, mknodat};
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let host = Path::new("/dev").join(name);
-        let Ok(m) = std::fs::metadata(&host) else {
-            continue;
-        };
-        if !m.file_type().is_char_device() {
-            continue;
+    use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
+    // The kernel's fixed numbers for these (Documentation/admin-guide/devices.txt), all
+    // 0666 as runc makes them. The umask is cleared meanwhile so that the modes are
+    // exact without a chmod per node (this process's own umask: the supervisor's child).
+    let old = nix::sys::stat::umask(Mode::empty());
+    let made = (|| {
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            let mode = Mode::from_bits_truncate(0o666);
+            mknodat(dir, name, SFlag::S_IFCHR, mode, makedev(major, minor))
+                .map_err(|e| err("creating device", &shown.join(name), e))?;
         }
-        let mode = Mode::from_bits_truncate(m.mode() & 0o777);
-        mknodat(dir, name, SFlag::S_IFCHR, mode, m.rdev())
-            .map_err(|e| err("creating device", &shown.join(name), e))?;
-        // mknod applied our umask.
-        fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)
-            .map_err(|e| err("chmod", &shown.join(name), e))?;
-    }
-    for d in ["pts", "shm"] {
-        mkdirat(dir, d, Mode::from_bits_truncate(0o755))
-            .map_err(|e| err("creating", &shown.join(d), e))?;
-    }
+        for d in ["pts", "shm"] {
+            mkdirat(dir, d, Mode::from_bits_truncate(0o755))
+                .map_err(|e| err("creating", &shown.join(d), e))?;
+        }
+        Ok(())
+    })();
+    nix::sys::stat::umask(old);
+    made?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

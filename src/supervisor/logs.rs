@@ -25,11 +25,38 @@ impl RotatingLog {
         max_files: u32,
         max_bytes: u64,
     ) -> io::Result<RotatingLog> {
+        let [log] = Self::open_streams(dir, name, [stream], max_files, max_bytes)?;
+        Ok(log)
+    }
+
+    /// [`RotatingLog::open`] of several streams of one task, listing `dir` once.
+    pub fn open_streams<const N: usize>(
+        dir: &Path,
+        name: &str,
+        streams: [&str; N],
+        max_files: u32,
+        max_bytes: u64,
+    ) -> io::Result<[RotatingLog; N]> {
+        let names = list(dir)?;
+        let mut out = Vec::with_capacity(N);
+        for stream in streams {
+            let log = Self::open_in(dir, &names, name, stream, max_files, max_bytes)
+                .map_err(|e| io::Error::new(e.kind(), format!("opening {stream} log: {e}")))?;
+            out.push(log);
+        }
+        Ok(out.try_into().unwrap_or_else(|_| unreachable!("N logs")))
+    }
+
+    fn open_in(
+        dir: &Path,
+        names: &[std::ffi::OsString],
+        name: &str,
+        stream: &str,
+        max_files: u32,
+        max_bytes: u64,
+    ) -> io::Result<RotatingLog> {
         let prefix = format!("{name}.{stream}.");
-        let index = existing_indexes(dir, &prefix)?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+        let index = indexes(names, &prefix).max().unwrap_or(0);
         let (file, size) = open_index(dir, &prefix, index)?;
         Ok(RotatingLog {
             dir: dir.to_path_buf(),
@@ -85,18 +112,23 @@ fn open_index(dir: &Path, prefix: &str, index: u64) -> io::Result<(File, u64)> {
 }
 
 fn existing_indexes(dir: &Path, prefix: &str) -> io::Result<Vec<u64>> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name();
-        if let Some(i) = name
-            .to_str()
+    Ok(indexes(&list(dir)?, prefix).collect())
+}
+
+/// The names in `dir`.
+fn list(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect()
+}
+
+/// The indexes of the files `<prefix><N>` among `names`.
+fn indexes<'a>(names: &'a [std::ffi::OsString], prefix: &'a str) -> impl Iterator<Item = u64> + 'a {
+    names.iter().filter_map(move |n| {
+        n.to_str()
             .and_then(|n| n.strip_prefix(prefix))
             .and_then(|s| s.parse().ok())
-        {
-            out.push(i);
-        }
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]
@@ -120,6 +152,25 @@ mod tests {
         let mut log = RotatingLog::open(&dir, "t", "stdout", 3, 10).unwrap();
         log.write(b"de").unwrap();
         assert_eq!(std::fs::read(dir.join("t.stdout.5")).unwrap(), b"abcde");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_streams_finds_each_streams_newest_file() {
+        let dir = std::env::temp_dir().join(format!("execdriver-logs2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.stderr.2"), b"old").unwrap();
+        std::fs::write(dir.join("u.stdout.7"), b"other task").unwrap();
+        let [mut out, mut err] =
+            RotatingLog::open_streams(&dir, "t", ["stdout", "stderr"], 3, 100).unwrap();
+        out.write(b"o").unwrap();
+        err.write(b"e").unwrap();
+        assert_eq!(std::fs::read(dir.join("t.stdout.0")).unwrap(), b"o");
+        assert_eq!(std::fs::read(dir.join("t.stderr.2")).unwrap(), b"olde");
+        assert_eq!(
+            std::fs::read(dir.join("u.stdout.7")).unwrap(),
+            b"other task"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

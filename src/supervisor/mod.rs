@@ -290,13 +290,19 @@ fn run(
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A
     // command that has already exited has taken it down.)
-    let mount_ns = spec
-        .isolation
-        .as_ref()
-        .and(host_pid)
-        .and_then(only_child)
-        .and_then(|c| std::fs::File::open(format!("/proc/{c}/ns/mnt")).ok())
-        .map(OwnedFd::from);
+    let mount_ns = spec.isolation.as_ref().and_then(|_| {
+        crate::sys::pidfd_open(child.as_raw())
+            .and_then(|p| crate::sys::pidfd_mnt_namespace(&p))
+            .ok()
+            .or_else(|| {
+                // Before Linux 6.11: through /proc, which is the host's (our pid
+                // namespace's numbers are not its).
+                host_pid
+                    .and_then(only_child)
+                    .and_then(|c| std::fs::File::open(format!("/proc/{c}/ns/mnt")).ok())
+                    .map(OwnedFd::from)
+            })
+    });
     let spec_bytes = &serde_json::to_vec(&spec).unwrap_or_default();
 
     // Off the start's critical path: the log files (the command's output waits in the
@@ -304,22 +310,14 @@ fn run(
     // task; the starting host has the spec in memory). A failure here ends the task,
     // reported as its exit with the reason.
     let opened = (|| -> Result<_, Error> {
-        let out_log = RotatingLog::open(
+        let [out_log, err_log] = RotatingLog::open_streams(
             &spec.log_dir,
             &spec.log_name,
-            "stdout",
+            ["stdout", "stderr"],
             spec.log_max_files,
             spec.log_max_bytes,
         )
-        .map_err(|e| internal("opening stdout log", &e))?;
-        let err_log = RotatingLog::open(
-            &spec.log_dir,
-            &spec.log_name,
-            "stderr",
-            spec.log_max_files,
-            spec.log_max_bytes,
-        )
-        .map_err(|e| internal("opening stderr log", &e))?;
+        .map_err(|e| internal("logs", &e))?;
         launch::write_atomic(&spec.state_dir, launch::LAUNCH_FILE, spec_bytes)
             .map_err(|e| internal("writing launch.json", &e))?;
         Ok((out_log, err_log))
