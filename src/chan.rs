@@ -63,18 +63,30 @@ pub fn shutdown_write(fd: &OwnedFd) {
 
 /// Reads until EOF (the host's spec), at most `limit` bytes.
 pub fn read_to_end(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
-    let mut buf = [0u8; 16384];
+    // Received straight into the vector's spare capacity, never zeroed: only the pages
+    // the bytes land in are touched (a fresh supervisor pays a page fault for each).
+    let mut out: Vec<u8> = Vec::with_capacity(16384);
     loop {
-        match recv(fd, &mut buf, false)? {
-            Some(0) => return Ok(out),
-            Some(n) => {
-                out.extend_from_slice(&buf[..n]);
-                if out.len() > limit {
-                    return Err(io::Error::other("launch spec too large"));
-                }
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(out.capacity());
+        }
+        let room = out.spare_capacity_mut();
+        // SAFETY: recv(2) into `room`, writable memory of `room.len()` bytes that we own.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            None => continue,
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        // SAFETY: the kernel initialized the n bytes after the current length.
+        unsafe { out.set_len(out.len() + n as usize) };
+        if out.len() > limit {
+            return Err(io::Error::other("launch spec too large"));
         }
     }
 }
@@ -176,5 +188,25 @@ mod tests {
         drop(b);
         // The peer is gone: an error, not a SIGPIPE that would kill the test process.
         assert!(send_all(&a, b"x").is_err());
+    }
+
+    #[test]
+    fn large_spec_read_whole_and_limit_enforced() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (limit, whole) in [(1 << 20, true), (100_000, false)] {
+            let (a, b) = socketpair().unwrap();
+            let sent = data.clone();
+            let t = std::thread::spawn(move || {
+                let _ = send_all(&a, &sent);
+                shutdown_write(&a);
+            });
+            let got = read_to_end(&b, limit);
+            drop(b);
+            t.join().unwrap();
+            match got {
+                Ok(v) => assert!(whole && v == data, "{} bytes", v.len()),
+                Err(e) => assert!(!whole && e.to_string().contains("too large"), "{e}"),
+            }
+        }
     }
 }
