@@ -6,13 +6,20 @@
 //! `/proc/self/maps` for the main thread's stack guard, installing SIGSEGV/SIGBUS
 //! handlers and an alternate signal stack, ignoring SIGPIPE). None of it is needed here —
 //! the supervisor blocks every signal and reads them from a signalfd — and on these
-//! machines it was ~0.3 ms of every task start. `std::env::args_os` still works: glibc
-//! hands argv to std through `.init_array`.
+//! machines it was ~0.3 ms of every task start. The arguments are read from `argv`
+//! here (std's `args_os` is empty under `no_main` with some C libraries, musl's).
 #![no_main]
 
 #[unsafe(no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<std::ffi::OsString> = (0..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid NUL-terminated strings in argv.
+            let s = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(s.to_bytes()).to_owned()
+        })
+        .collect();
     match args.as_slice() {
         [_, flag, dir, req] if flag == "--exec" => {
             execdriver::supervisor::exec::main(dir.as_ref(), req.as_ref())
