@@ -10,6 +10,8 @@
 //! here (std's `args_os` is empty under `no_main` with some C libraries, musl's).
 #![no_main]
 
+// The C runtime is the only caller, with its own argc/argv.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 #[unsafe(no_mangle)]
 pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     use std::os::unix::ffi::OsStrExt;
