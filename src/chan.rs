@@ -14,12 +14,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A connected `AF_UNIX` stream socket pair, both ends close-on-exec.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair_of(libc::SOCK_STREAM)
+}
+
+/// A unix socket pair of `kind` (`SOCK_STREAM`, `SOCK_SEQPACKET`), close-on-exec.
+pub fn socketpair_of(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints.
     let r = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
@@ -155,6 +160,90 @@ impl HostEnd {
     }
 }
 
+/// Sends `data` with one fd attached (`SCM_RIGHTS`), as one message.
+pub fn send_with_fd(sock: &OwnedFd, data: &[u8], fd: &OwnedFd) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at a buffer of msg_controllen bytes, room for one header
+    // carrying one int.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd.as_raw_fd());
+    }
+    // SAFETY: a valid msghdr; MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != data.len() {
+        return Err(io::Error::other("short send"));
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf`, and the fd attached to it if any (made
+/// close-on-exec). `Ok((0, None))` at EOF.
+pub fn recv_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    loop {
+        // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: a valid msghdr over our buffers.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut fd = None;
+        // SAFETY: the kernel filled msg_control; the macros walk it within
+        // msg_controllen, and an SCM_RIGHTS payload holds ints that are new fds of ours.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("control data truncated"));
+        }
+        return Ok((n as usize, fd));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +277,25 @@ mod tests {
         drop(b);
         // The peer is gone: an error, not a SIGPIPE that would kill the test process.
         assert!(send_all(&a, b"x").is_err());
+    }
+
+    #[test]
+    fn fd_passes_with_a_message() {
+        let (a, b) = socketpair_of(libc::SOCK_SEQPACKET).unwrap();
+        let (x, y) = socketpair().unwrap();
+        send_with_fd(&a, b"hello", &y).unwrap();
+        drop(y);
+        let mut buf = [0u8; 64];
+        let (n, fd) = recv_with_fd(&b, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let fd = fd.expect("an fd");
+        // The passed end works: what goes into x comes out of it.
+        send_all(&x, b"through").unwrap();
+        let mut got = [0u8; 16];
+        let k = recv(&fd, &mut got, false).unwrap().unwrap();
+        assert_eq!(&got[..k], b"through");
+        drop(a);
+        assert_eq!(recv_with_fd(&b, &mut buf).unwrap().0, 0, "EOF");
     }
 
     #[test]

@@ -51,6 +51,9 @@ fn many_cycles_leave_nothing_behind() {
     run(
         json!({"name": "w", "driver": driver, "alloc_dir": d.path().join("w"), "config": {"command": "/bin/true"}}),
     );
+    // The spare started after it (and the supervisors' fork server, started with the
+    // first spare) exist before counting.
+    execdriver::spawn::settle();
     let fds = count_dir("/proc/self/fd");
     let threads = count_dir("/proc/self/task");
     let name = format!("cyc{}", std::process::id());
@@ -77,6 +80,7 @@ fn many_cycles_leave_nothing_behind() {
         assert_eq!(w["signal"], 9, "cycle {i}: {w}");
         op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
     }
+    execdriver::spawn::settle();
     assert_eq!(count_dir("/proc/self/fd"), fds, "fds leaked");
     assert_eq!(count_dir("/proc/self/task"), threads, "threads leaked");
     assert_eq!(ours(), 0, "cgroups leaked");

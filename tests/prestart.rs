@@ -32,6 +32,18 @@ fn spares_of(kind: impl Fn(i32) -> bool) -> Vec<i32> {
         .collect()
 }
 
+fn ppid_of(pid: i32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(") ")
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn gone(pid: i32) -> bool {
     // A zombie keeps its /proc entry: gone means exited and reaped.
     !Path::new(&format!("/proc/{pid}")).exists()
@@ -86,6 +98,25 @@ fn prestarted_supervisors() {
         .parse()
         .unwrap();
     assert_eq!(ppid, std::process::id(), "the spare is our child");
+    // It shows as the supervisor, not as the fork server it was cloned from.
+    let cmdline = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert_eq!(args.len(), 1, "{:?}", String::from_utf8_lossy(&cmdline));
+    // It was made by the supervisors' fork server, itself our child running the shim.
+    let mother = execdriver::spawn::mother_pid().expect("a fork server");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{mother}/exe")).unwrap(),
+        shim
+    );
+    assert_eq!(ppid_of(mother), std::process::id());
+    assert!(
+        std::fs::read_to_string(format!("/proc/{mother}/environ"))
+            .unwrap()
+            .contains("EXECDRIVER_SHIM_MODE=mother")
+    );
 
     // The next start of the same kind takes it, and a new spare replaces it.
     let d = TempDir::new("pre-b");
@@ -94,6 +125,22 @@ fn prestarted_supervisors() {
     let s = spares();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_ne!(s[0], spare);
+
+    // A fork server killed while idle: the next spare comes from a new one, and works.
+    // SAFETY: kill(2) of our own idle child.
+    unsafe { libc::kill(mother, libc::SIGKILL) };
+    let d = TempDir::new("pre-m");
+    let (pid, code, out) = run_task(raw_task("m", d.path(), "echo m"), d.path());
+    assert_eq!((pid, code, out.as_str()), (s[0], 0, "m\n"));
+    let s = spares();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let mother2 = execdriver::spawn::mother_pid().expect("a new fork server");
+    assert_ne!(mother2, mother);
+    assert!(gone(mother), "the killed fork server was reaped");
+    let d = TempDir::new("pre-n");
+    let (pid, code, out) = run_task(raw_task("n", d.path(), "echo n"), d.path());
+    assert_eq!((pid, code, out.as_str()), (s[0], 0, "n\n"));
+    let s = spares();
 
     // A spare killed while idle is not used: the start launches a supervisor of its own.
     let killed = s[0];
@@ -122,11 +169,14 @@ fn prestarted_supervisors() {
     run_task(raw_task("e", d.path(), "true"), d.path());
     let before = spares();
     assert!(!before.is_empty());
+    let mother = execdriver::spawn::mother_pid().expect("a fork server");
     configure(json!({"prestart_supervisor": false}));
     assert!(spares().is_empty());
     for p in &before {
         assert!(gone(*p), "spare {p} still there after driver_configure");
     }
+    assert!(gone(mother), "the fork server ends with driver_configure");
+    assert_eq!(execdriver::spawn::mother_pid(), None);
     let (pid, code, _) = run_task(raw_task("f", d.path(), "true"), d.path());
     assert_eq!(code, 0);
     assert!(!before.contains(&pid));

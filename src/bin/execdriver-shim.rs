@@ -26,6 +26,9 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
         [_, flag, dir, req] if flag == "--exec" => {
             execdriver::supervisor::exec::main(dir.as_ref(), req.as_ref())
         }
+        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "mother") => {
+            execdriver::supervisor::mother::main()
+        }
         [_] => execdriver::supervisor::main(None),
         [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm)),
         _ => {

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod logs;
+pub mod mother;
 mod standby;
 mod vfork;
 

@@ -1,0 +1,133 @@
+//! The supervisors' fork server (`execdriver-shim` with `EXECDRIVER_SHIM_MODE=mother` in its
+//! environment, so that the supervisors cloned from it show the plain command line of
+//! one the host executed): one idle process per host,
+//! started by the library once, that makes each prestarted supervisor (a "spare") by
+//! cloning itself instead of the host executing the shim again. A fresh exec of the
+//! static shim costs ~0.45 ms of CPU on these machines, about a third of it glibc's
+//! `cpuid`-based feature and cache detection (each `cpuid` traps to the hypervisor); the
+//! clone of this already set up process costs a fraction of that.
+//!
+//! Protocol, on the `SOCK_SEQPACKET` socket that is its stdout: the host sends one message
+//! per supervisor: the namespace flags (`i32`, little endian) then the `--warm` JSON (may
+//! be empty), with the new supervisor's channel attached (`SCM_RIGHTS`). The reply is one
+//! `i32`: the new supervisor's pid, or `-errno`. EOF: the host is gone; exit.
+//!
+//! The clone is `clone3(CLONE_PARENT | namespaces)`: the supervisor is the *host's*
+//! child (the host reaps it and holds its pidfd exactly as for one it executed), and pid 1
+//! of its pid namespace when asked for one. The clone has fork semantics (no new stack),
+//! so the child goes on with a copy of this single-threaded process, as after `fork`: it
+//! then runs [`super::main`] with the channel on its stdout.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// The namespace flags a request may ask for.
+const ALLOWED: libc::c_int = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+pub fn main() -> i32 {
+    let _ = nix::sys::signal::SigSet::all().thread_block();
+    // SAFETY: closes only fds above 2 of this fresh process.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: fd 1 is open for the whole of this call (the host gave it to us as stdout).
+    let fd1 = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
+    let Ok(ctl) = fd1.try_clone_to_owned() else {
+        return 1;
+    };
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let (n, chan) = match crate::chan::recv_with_fd(&ctl, &mut buf) {
+            Ok(r) => r,
+            Err(_) => return 1,
+        };
+        if n == 0 {
+            return 0;
+        }
+        let reply = match (chan, n >= 4) {
+            (Some(chan), true) => {
+                let flags = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                if flags & !ALLOWED != 0 {
+                    -libc::EINVAL
+                } else {
+                    spawn(flags, &buf[4..n], chan, &ctl)
+                }
+            }
+            _ => -libc::EINVAL,
+        };
+        if crate::chan::send_all(&ctl, &reply.to_le_bytes()).is_err() {
+            return 1;
+        }
+    }
+}
+
+/// Clones the new supervisor; in the parent returns its pid (or `-errno`), in the child
+/// never returns.
+fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
+    let args = CloneArgs {
+        flags: (libc::CLONE_PARENT | flags) as u64,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        // With CLONE_PARENT the child's exit signal is ours (SIGCHLD, to the host).
+        exit_signal: 0,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    // SAFETY: clone3 with fork semantics (no stack: the child runs on a copy of ours) in
+    // this single-threaded process; the child only runs `child` below and leaves with
+    // `_exit`, as after fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        let code = child(warm, chan, ctl);
+        // SAFETY: leave without running this process's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    if pid < 0 {
+        return -std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+    }
+    pid as i32
+}
+
+/// The new supervisor: its channel onto stdout, then the supervisor's own `main`.
+fn child(warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
+    // SAFETY: dup2 of the channel onto fd 1 (close-on-exec cleared by dup2); our copy of
+    // the control socket is closed by `main`'s close_range (and never dropped here: the
+    // child leaves with `_exit`).
+    if unsafe { libc::dup2(chan.as_raw_fd(), 1) } < 0 {
+        return 1;
+    }
+    let _ = ctl;
+    drop(chan);
+    let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
+    super::main(warm)
+}
