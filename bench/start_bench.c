@@ -428,8 +428,11 @@ static void pss_spares(void) {
         if (!strstr(target, "execdriver-shim")) continue;
         long pss, rss, uss, anon;
         read_rollup(pid, &pss, &rss, &uss, &anon);
-        printf("idle spare supervisor pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld KiB\n", pid,
-               pss, rss, uss);
+        /* The fork server that makes the spares is named execdriver-fork. */
+        int mother = strstr(line, "(execdriver-fork)") != NULL;
+        printf("%-21s pid %-7ld Pss %5ld KiB  Rss %5ld KiB  USS %5ld KiB\n",
+               mother ? "spares' fork server" : "idle spare supervisor", pid, pss, rss, uss);
+        if (mother) continue;
         /* An exec spare's command process, waiting with it (its only child). */
         snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid, pid);
         f = fopen(path, "r");

@@ -117,6 +117,9 @@ fn prestarted_supervisors() {
             .unwrap()
             .contains("EXECDRIVER_SHIM_MODE=mother")
     );
+    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+    assert_eq!(comm(mother), "execdriver-fork\n");
+    assert_eq!(comm(spare), "execdriver-shim\n");
 
     // The next start of the same kind takes it, and a new spare replaces it.
     let d = TempDir::new("pre-b");

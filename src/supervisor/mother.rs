@@ -1,6 +1,7 @@
 //! The supervisors' fork server (`execdriver-shim` with `EXECDRIVER_SHIM_MODE=mother` in its
 //! environment, so that the supervisors cloned from it show the plain command line of
-//! one the host executed): one idle process per host,
+//! one the host executed; its process name is `execdriver-fork`, theirs
+//! `execdriver-shim`): one idle process per host,
 //! started by the library once, that makes each prestarted supervisor (a "spare") by
 //! cloning itself instead of the host executing the shim again. A fresh exec of the
 //! static shim costs ~0.45 ms of CPU on these machines, about a third of it glibc's
@@ -39,8 +40,15 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// Sets this process's name (`comm`, what `ps -o comm` and `/proc/<pid>/stat` show).
+fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: prctl on ourselves with a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 pub fn main() -> i32 {
     let _ = nix::sys::signal::SigSet::all().thread_block();
+    set_name(c"execdriver-fork");
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: fd 1 is open for the whole of this call (the host gave it to us as stdout).
@@ -128,6 +136,7 @@ fn child(warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
     }
     let _ = ctl;
     drop(chan);
+    set_name(c"execdriver-shim");
     let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
     super::main(warm)
 }
