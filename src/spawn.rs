@@ -305,7 +305,11 @@ fn launch_via_mother(
     let pid = match answered {
         Ok((4, None)) => i32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]),
         _ => {
-            // Gone or confused: ended, and the next spare starts a new one.
+            // Gone, confused or stuck: killed and reaped now (not after the 5 s a clean
+            // exit is given), and the next spare starts a new one.
+            if let Some(m) = g.as_ref() {
+                let _ = crate::sys::pidfd_send_signal(&m.pidfd, libc::SIGKILL);
+            }
             *g = None;
             return None;
         }

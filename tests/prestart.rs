@@ -87,16 +87,7 @@ fn prestarted_supervisors() {
         shim,
         "the spare runs the supervisor binary"
     );
-    let ppid = std::fs::read_to_string(format!("/proc/{spare}/stat")).unwrap();
-    let ppid: u32 = ppid
-        .rsplit(") ")
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ppid = ppid_of(spare);
     assert_eq!(ppid, std::process::id(), "the spare is our child");
     // It shows as the supervisor, not as the fork server it was cloned from.
     let cmdline = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
@@ -143,6 +134,23 @@ fn prestarted_supervisors() {
     let d = TempDir::new("pre-n");
     let (pid, code, out) = run_task(raw_task("n", d.path(), "echo n"), d.path());
     assert_eq!((pid, code, out.as_str()), (s[0], 0, "n\n"));
+    let s = spares();
+
+    // A fork server that does not answer (stopped) is given 2 s: the spare is then
+    // executed directly and works, and the stuck fork server is killed and reaped.
+    // SAFETY: kill(2) of our own idle child.
+    unsafe { libc::kill(mother2, libc::SIGSTOP) };
+    let d = TempDir::new("pre-o");
+    let (pid, code, out) = run_task(raw_task("o", d.path(), "echo o"), d.path());
+    assert_eq!((pid, code, out.as_str()), (s[0], 0, "o\n"));
+    let s = spares();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(ppid_of(s[0]), std::process::id());
+    assert!(gone(mother2), "the stuck fork server was killed and reaped");
+    assert_eq!(execdriver::spawn::mother_pid(), None);
+    let d = TempDir::new("pre-p");
+    let (pid, code, out) = run_task(raw_task("p", d.path(), "echo p"), d.path());
+    assert_eq!((pid, code, out.as_str()), (s[0], 0, "p\n"));
     let s = spares();
 
     // A spare killed while idle is not used: the start launches a supervisor of its own.

@@ -25,21 +25,6 @@ use std::os::unix::ffi::OsStrExt;
 /// The namespace flags a request may ask for.
 const ALLOWED: libc::c_int = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Sets this process's name (`comm`, what `ps -o comm` and `/proc/<pid>/stat` show).
 fn set_name(name: &std::ffi::CStr) {
     // SAFETY: prctl on ourselves with a NUL-terminated string of at most 16 bytes.
@@ -75,7 +60,7 @@ pub fn main() -> i32 {
                 if flags & !ALLOWED != 0 {
                     -libc::EINVAL
                 } else {
-                    spawn(flags, &buf[4..n], chan, &ctl)
+                    spawn(flags, &buf[4..n], chan)
                 }
             }
             _ => -libc::EINVAL,
@@ -88,20 +73,12 @@ pub fn main() -> i32 {
 
 /// Clones the new supervisor; in the parent returns its pid (or `-errno`), in the child
 /// never returns.
-fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
-    let args = CloneArgs {
+fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd) -> i32 {
+    // No stack (fork semantics); with CLONE_PARENT the exit signal must be 0: the child's
+    // is ours (SIGCHLD, to the host).
+    let args = super::vfork::CloneArgs {
         flags: (libc::CLONE_PARENT | flags) as u64,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        // With CLONE_PARENT the child's exit signal is ours (SIGCHLD, to the host).
-        exit_signal: 0,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: 0,
+        ..Default::default()
     };
     // SAFETY: clone3 with fork semantics (no stack: the child runs on a copy of ours) in
     // this single-threaded process; the child only runs `child` below and leaves with
@@ -109,12 +86,12 @@ fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
+            &args as *const super::vfork::CloneArgs,
+            std::mem::size_of::<super::vfork::CloneArgs>(),
         )
     };
     if pid == 0 {
-        let code = child(warm, chan, ctl);
+        let code = child(warm, chan);
         // SAFETY: leave without running this process's destructors.
         unsafe { libc::_exit(code) }
     }
@@ -127,14 +104,13 @@ fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
 }
 
 /// The new supervisor: its channel onto stdout, then the supervisor's own `main`.
-fn child(warm: &[u8], chan: OwnedFd, ctl: &OwnedFd) -> i32 {
+fn child(warm: &[u8], chan: OwnedFd) -> i32 {
     // SAFETY: dup2 of the channel onto fd 1 (close-on-exec cleared by dup2); our copy of
     // the control socket is closed by `main`'s close_range (and never dropped here: the
     // child leaves with `_exit`).
     if unsafe { libc::dup2(chan.as_raw_fd(), 1) } < 0 {
         return 1;
     }
-    let _ = ctl;
     drop(chan);
     set_name(c"execdriver-shim");
     let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
