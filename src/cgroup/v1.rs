@@ -143,10 +143,7 @@ fn write_limits(tcg: &TaskCgroup, limits: &Limits, fresh: bool) -> Result<()> {
         let limit = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
         // memsw exists only with swap accounting; limit == memsw means no swap at all.
         let memsw = dir.join("memory.memsw.limit_in_bytes");
-        let set_memsw = || {
-            mem.set_memswap_limit(limit)
-                .map_err(|e| isolation("set", &memsw, cg_err(e)))
-        };
+        let set_memsw = || write_if_present(&memsw, &limit.to_string());
         // The kernel wants limit <= memsw at every step: memsw goes first when it is
         // below the new limit (only on a cgroup limited before; a new one has no limit).
         let memsw_first = read(&memsw)
@@ -158,7 +155,7 @@ fn write_limits(tcg: &TaskCgroup, limits: &Limits, fresh: bool) -> Result<()> {
         mem.set_limit(limit)
             .map_err(|e| isolation("set", &dir.join("memory.limit_in_bytes"), cg_err(e)))?;
         if !memsw_first {
-            write_if_present(&memsw, &limit.to_string())?;
+            set_memsw()?;
         }
     }
 
