@@ -1,9 +1,11 @@
 //! The channel between the host library and a task's supervisor: one unix stream socket,
-//! the supervisor's fd 1. The host sends the launch spec and shuts its write side; the
-//! supervisor answers with newline-terminated JSON lines: the start report
-//! (`{"ok":true,…}` or `{"error":…}`), later the exit report (`{"exit":{…}}`), written
-//! before it tears down the cgroup and writes `exit.json`, so the host learns the exit
-//! status without waiting for the supervisor process to end.
+//! the supervisor's fd 1. The host sends the launch spec, compact JSON ended by a newline
+//! (serde_json escapes every newline inside it); the supervisor answers with
+//! newline-terminated JSON lines: the start report (`{"ok":true,…}` or `{"error":…}`),
+//! later the exit report (`{"exit":{…}}`), written before it tears down the cgroup and
+//! writes `exit.json`, so the host learns the exit status without waiting for the
+//! supervisor process to end. A raw_exec supervisor that may run another task then says
+//! `{"idle":true}` and waits for its next spec on the same socket; EOF ends it.
 //!
 //! Writes use `MSG_NOSIGNAL`: a peer that went away is an `EPIPE` error, never a SIGPIPE
 //! (the host's disposition is not ours to rely on; the supervisor would read it from its
@@ -61,13 +63,15 @@ pub fn send_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// Shuts the write side: the peer reads EOF after what was sent.
+#[cfg(test)]
 pub fn shutdown_write(fd: &OwnedFd) {
     // SAFETY: shutdown on a socket we own.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
 }
 
-/// Reads until EOF (the host's spec), at most `limit` bytes.
-pub fn read_to_end(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
+/// Reads the host's spec: until a newline ends what has arrived (the spec has none
+/// inside), or EOF; at most `limit` bytes. Empty when the host closed the channel first.
+pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     // Received straight into the vector's spare capacity, never zeroed: only the pages
     // the bytes land in are touched (a fresh supervisor pays a page fault for each).
     let mut out: Vec<u8> = Vec::with_capacity(16384);
@@ -92,6 +96,10 @@ pub fn read_to_end(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
         unsafe { out.set_len(out.len() + n as usize) };
         if out.len() > limit {
             return Err(io::Error::other("launch spec too large"));
+        }
+        if out.last() == Some(&b'\n') {
+            out.pop();
+            return Ok(out);
         }
     }
 }
@@ -134,6 +142,34 @@ impl HostEnd {
             fd: std::sync::Arc::new(fd),
             buf: vec![],
             eof: false,
+        }
+    }
+
+    /// The socket alone, if nothing else holds it and no byte is left unread.
+    pub fn into_fd(self) -> Option<OwnedFd> {
+        if !self.buf.is_empty() || self.eof {
+            return None;
+        }
+        std::sync::Arc::try_unwrap(self.fd).ok()
+    }
+
+    /// Waits up to `ms` for the next line; `None` on timeout, EOF or error.
+    pub fn line_within(&mut self, ms: i64) -> Option<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+        loop {
+            match self.next_line(false) {
+                Ok(Line::Line(l)) => return Some(l),
+                Ok(Line::Pending) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero()
+                        || !crate::sys::poll_readable(self.fd.as_raw_fd(), left.as_millis() as i64)
+                            .unwrap_or(false)
+                    {
+                        return None;
+                    }
+                }
+                Ok(Line::Eof) | Err(_) => return None,
+            }
         }
     }
 
@@ -269,11 +305,23 @@ mod tests {
     }
 
     #[test]
+    fn specs_end_at_a_newline_then_eof_ends_the_channel() {
+        let (a, b) = socketpair().unwrap();
+        send_all(&a, b"{\"first\":1}\n").unwrap();
+        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"first\":1}");
+        // The same socket carries the next one (a supervisor that runs another task).
+        send_all(&a, b"{\"second\":2}\n").unwrap();
+        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"second\":2}");
+        drop(a);
+        assert!(read_spec(&b, 100).unwrap().is_empty(), "EOF: no spec");
+    }
+
+    #[test]
     fn spec_read_until_shutdown_and_no_sigpipe() {
         let (a, b) = socketpair().unwrap();
         send_all(&a, b"spec").unwrap();
         shutdown_write(&a);
-        assert_eq!(read_to_end(&b, 100).unwrap(), b"spec");
+        assert_eq!(read_spec(&b, 100).unwrap(), b"spec");
         drop(b);
         // The peer is gone: an error, not a SIGPIPE that would kill the test process.
         assert!(send_all(&a, b"x").is_err());
@@ -300,15 +348,17 @@ mod tests {
 
     #[test]
     fn large_spec_read_whole_and_limit_enforced() {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        // No newline inside, as in compact JSON; one at the end, and the writer stays.
+        let data: Vec<u8> = (0..300_000u32).map(|i| b' ' + (i % 94) as u8).collect();
         for (limit, whole) in [(1 << 20, true), (100_000, false)] {
             let (a, b) = socketpair().unwrap();
-            let sent = data.clone();
+            let mut sent = data.clone();
+            sent.push(b'\n');
             let t = std::thread::spawn(move || {
                 let _ = send_all(&a, &sent);
-                shutdown_write(&a);
+                a
             });
-            let got = read_to_end(&b, limit);
+            let got = read_spec(&b, limit);
             drop(b);
             t.join().unwrap();
             match got {

@@ -403,6 +403,11 @@ fn start_inner(
         log_max_files: t.logs.max_files,
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
+        recycle: if !exec && cfg.prestart_supervisor {
+            crate::launch::idle_unclaimed_ms()
+        } else {
+            0
+        },
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
     let started = pending.start(&bytes)?;
@@ -427,7 +432,11 @@ fn start_inner(
     // Started: disarm the guard (dropping its copy, not forgetting it, which leaked it).
     cg_guard.0 = None;
     let cgroup_json = spec.cgroup.clone();
-    task.lock().spec = Some(spec);
+    {
+        let mut g = task.lock();
+        g.reusable = (spec.recycle > 0).then(|| started.shim.clone());
+        g.spec = Some(spec);
+    }
     task.set_running(
         started.pid,
         started.pidfd,
@@ -615,8 +624,9 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
             t.finalize();
         }
     }
-    // The supervisor may still be tidying up after its exit report.
-    t.reap_supervisor();
+    // The supervisor may still be tidying up after its exit report; then it is reaped,
+    // or goes back to the spares.
+    t.release_supervisor();
     if let Some(cg) = t.lock().cgroup.clone() {
         crate::cgroup_glue::remove(&cg);
     }

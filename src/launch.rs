@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 /// Signal value that marks a signal from the driver as the "kill the whole task now"
 /// command rather than a signal to forward (sent with `SI_QUEUE`).
 pub const KILL_ALL_MAGIC: i32 = 0x6b69_6c6c;
+/// How long a supervisor that has said `{"idle":true}` after its task waits to be taken
+/// back as a spare (the host sends [`KEEP`] when it destroys the task) before it exits:
+/// 10 s, or `$EXECDRIVER_IDLE_UNCLAIMED_MS` of the host (for tests).
+pub fn idle_unclaimed_ms() -> u64 {
+    std::env::var("EXECDRIVER_IDLE_UNCLAIMED_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// What the host sends a supervisor it takes back as a spare (a line of its own).
+pub const KEEP: &[u8] = b"keep";
+
 /// Base of the value that asks the supervisor to forward signal `value - base` to the
 /// command (used for every signal, so SIGKILL and SIGSTOP never hit the supervisor itself).
 pub const FORWARD_MAGIC: i32 = 0x7369_0000;
@@ -77,6 +90,12 @@ pub struct LaunchSpec {
     pub log_max_files: u32,
     pub log_max_bytes: u64,
     pub state_dir: PathBuf,
+    /// Non-zero: the supervisor may run another task after this one (raw_exec with
+    /// `prestart_supervisor`). Once it has tidied up after the exit it says
+    /// `{"idle":true}` and waits this many milliseconds to be taken back as a spare
+    /// ([`KEEP`]), then for the next spec on its channel (see [`crate::chan`]).
+    #[serde(default)]
+    pub recycle: u64,
 }
 
 /// The cgroups a supervisor makes for its task: `<parent>/<task_id>` in every hierarchy

@@ -67,7 +67,11 @@ pub fn recover(text: &str) -> Result<Value> {
     // passes. The check is repeated after the pidfd is open, closing the race.
     let ours =
         |pid: i32| h.start_time.is_some() && crate::sys::proc_start_time(pid) == h.start_time;
-    let pidfd = if h.pid > 0 && ours(h.pid) {
+    // A raw_exec supervisor may have gone on to run another task
+    // ([`crate::launch::LaunchSpec::recycle`]), always after writing this one's exit.json;
+    // a destroyed task has no state dir. Either way this task is over.
+    let over = !task.state_dir.is_dir() || task.state_dir.join(crate::launch::EXIT_FILE).exists();
+    let pidfd = if h.pid > 0 && !over && ours(h.pid) {
         crate::sys::pidfd_open(h.pid).ok().filter(|_| ours(h.pid))
     } else {
         None

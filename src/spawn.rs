@@ -20,6 +20,8 @@ pub struct Started {
     pub chan: HostEnd,
     /// The task's cgroups when the supervisor made them (see [`Pending::makes_cgroups`]).
     pub cgroup: Option<serde_json::Value>,
+    /// The supervisor's executable.
+    pub shim: std::path::PathBuf,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -104,8 +106,11 @@ impl Pending {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
         let mut host = HostEnd::new(chan);
-        let sent = crate::chan::send_all(&host.fd, spec);
-        crate::chan::shutdown_write(&host.fd);
+        // One send: the spec (compact JSON) and the newline that ends it.
+        let mut framed = Vec::with_capacity(spec.len() + 1);
+        framed.extend_from_slice(spec);
+        framed.push(b'\n');
+        let sent = crate::chan::send_all(&host.fd, &framed);
         let line = match (sent, host.next_line(true)) {
             (Ok(()), Ok(Line::Line(l))) => l,
             _ => String::new(),
@@ -119,6 +124,7 @@ impl Pending {
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
                 chan: host,
                 cgroup: v.get("cgroup").filter(|c| !c.is_null()).cloned(),
+                shim: self.shim.clone(),
             });
         }
         // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
@@ -192,9 +198,10 @@ pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pendi
         // dropped (ends on EOF, reaped) and a new supervisor is launched.
         let taken = {
             let mut g = spares();
+            // The newest: a supervisor taken back after a task has its pages warm.
             g.iter()
-                .position(|s| s.ns_flags == ns_flags)
-                .map(|i| g.swap_remove(i))
+                .rposition(|s| s.ns_flags == ns_flags)
+                .map(|i| g.remove(i))
         };
         if let Some(mut s) = taken
             && s.shim == shim
@@ -372,15 +379,52 @@ fn prestart(ns_flags: libc::c_int) {
             Err(_) => return,
         },
     };
-    // One made by another thread meanwhile wins; ours ends (and is reaped) once the lock
-    // is released.
+    // Others may have been added meanwhile (by another thread, or taken back after a
+    // task).
+    add_spare(&shim, ns_flags, pending);
+}
+
+/// Takes back a raw_exec supervisor that has run a task and is idle again
+/// ([`crate::launch::LaunchSpec::recycle`]): it becomes a spare, unless there are two
+/// already, or the configuration changed since it started (it then exits on EOF and is
+/// reaped). Back to back, a start then finds a spare made by an earlier task and starts
+/// none: no process is made or ended for the supervisor.
+pub fn recycle(shim: &Path, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
+    let pending = Pending {
+        pid,
+        pidfd: Some(pidfd),
+        chan: Some(chan),
+        shim: shim.to_path_buf(),
+        warm: None,
+        ns_flags: 0,
+        spare: false,
+    };
+    let cfg = crate::plugin::current();
+    if !cfg.prestart_supervisor || crate::plugin::shim_path(&cfg).ok().as_deref() != Some(shim) {
+        return;
+    }
+    // Told to stay (else it exits after a while, as when a task is never destroyed).
+    let mut keep = crate::launch::KEEP.to_vec();
+    keep.push(b'\n');
+    if let Some(c) = &pending.chan
+        && crate::chan::send_all(c, &keep).is_ok()
+    {
+        add_spare(shim, 0, pending);
+    }
+}
+
+/// Adds a spare unless there are enough of its kind: two raw_exec ones (one started
+/// ahead plus one taken back after a task, enough for back-to-back starts to need no new
+/// one), one exec one of each namespace set. An extra one ends (EOF) and is reaped.
+fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Pending) {
+    let max = if ns_flags == 0 { 2 } else { 1 };
     let _extra = {
         let mut g = spares();
-        if g.iter().any(|s| s.ns_flags == ns_flags) {
+        if g.iter().filter(|s| s.ns_flags == ns_flags).count() >= max {
             Some(pending)
         } else {
             g.push(Spare {
-                shim,
+                shim: shim.to_path_buf(),
                 ns_flags,
                 pending,
             });
@@ -402,7 +446,8 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
 /// woken per start, was measured slower for raw_exec back to back: 2.1-2.3x against
 /// 1.98x, the spare being launched later; no difference for exec.)
 pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
-    if !cfg.prestart_supervisor {
+    // Most often there is one already (taken back after a task): no thread then.
+    if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {
         return;
     }
     *in_flight() += 1;

@@ -45,6 +45,10 @@ pub struct Inner {
     pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
     /// Set when `driver_start` failed: the entry is about to disappear.
     pub failed: bool,
+    /// The executable of a supervisor that may run another task after this one
+    /// ([`crate::launch::LaunchSpec::recycle`]): its channel is kept after the exit
+    /// report, for its `{"idle":true}`.
+    pub reusable: Option<PathBuf>,
 }
 
 pub struct Task {
@@ -267,7 +271,9 @@ impl Task {
                     let v = self.wait_object(&s);
                     g.exit = Some(v.clone());
                     g.state = Some(State::Exited);
-                    g.chan = None;
+                    if g.reusable.is_none() {
+                        g.chan = None;
+                    }
                     self.cv.notify_all();
                     return Some(v);
                 }
@@ -284,6 +290,42 @@ impl Task {
     fn wait_object(&self, s: &ExitStatus) -> Value {
         json!({"task_id": self.id, "exit_code": s.exit_code, "signal": s.signal, "oom_killed": s.oom_killed,
                "err": s.err, "started_at": s.started_at, "finished_at": s.finished_at})
+    }
+
+    /// After the exit (`driver_destroy`): a supervisor that may run another task goes
+    /// back to the spares once it says it has tidied up (`{"idle":true}`, within 5 s);
+    /// any other is waited for and reaped ([`Task::reap_supervisor`]).
+    pub fn release_supervisor(&self) {
+        let (shim, chan) = {
+            let mut g = self.lock();
+            let chan = if g.exit.is_some() {
+                g.chan.take()
+            } else {
+                None
+            };
+            (g.reusable.take(), chan)
+        };
+        if let (Some(shim), Some(mut chan)) = (shim, chan)
+            && chan.line_within(5000).as_deref() == Some(r#"{"idle":true}"#)
+            && let Some(chan) = chan.into_fd()
+        {
+            let mut g = self.lock();
+            // Only when nothing else holds its pidfd (a concurrent stop or signal of this
+            // task): no signal meant for this task can reach the next one. (Signals sent
+            // before now are still queued; the supervisor drops them with the next spec.)
+            if let (Some(pid), Some(fd)) = (g.pid, g.pidfd.take()) {
+                match Arc::try_unwrap(fd) {
+                    Ok(fd) => {
+                        drop(g);
+                        crate::spawn::recycle(&shim, pid, fd, chan);
+                        return;
+                    }
+                    Err(fd) => g.pidfd = Some(fd),
+                }
+            }
+        }
+        // (A channel dropped here is the supervisor's cue to exit.)
+        self.reap_supervisor();
     }
 
     /// Waits for the supervisor process itself to be gone (after its exit report it still

@@ -59,6 +59,9 @@ fn run_task(req: serde_json::Value, d: &Path) -> (i32, i64, String) {
     let r = start(req).unwrap_or_else(|e| panic!("start failed: {e}"));
     let id = r["task_id"].as_str().unwrap().to_string();
     let w = wait(&id, 30_000).unwrap();
+    // The spare the start asked for is made before the destroy takes this supervisor
+    // back (else it may find that one there and make none): the same order every run.
+    execdriver::spawn::settle();
     destroy(&id);
     (
         supervisor_pid(&r),
@@ -74,14 +77,18 @@ fn prestarted_supervisors() {
     assert!(spares().is_empty(), "no spare before the first start");
     let shim = std::fs::canonicalize(env!("CARGO_BIN_EXE_execdriver-shim")).unwrap();
 
-    // The first start launches its own supervisor and leaves a spare of its kind.
+    // The first start launches its own supervisor and leaves a spare of its kind; after
+    // the task, its supervisor is taken back as a second spare.
     let d = TempDir::new("pre-a");
     let (first, code, out) = run_task(raw_task("a", d.path(), "echo one"), d.path());
     assert_eq!((code, out.as_str()), (0, "one\n"));
     let s = spares();
-    assert_eq!(s.len(), 1, "one spare after a start: {s:?}");
-    let spare = s[0];
-    assert_ne!(spare, first);
+    assert_eq!(s.len(), 2, "the spare and the first supervisor: {s:?}");
+    assert!(
+        s.contains(&first),
+        "the first task's supervisor, taken back: {s:?}"
+    );
+    let spare = *s.iter().find(|p| **p != first).unwrap();
     assert_eq!(
         std::fs::read_link(format!("/proc/{spare}/exe")).unwrap(),
         shim,
@@ -112,49 +119,84 @@ fn prestarted_supervisors() {
     assert_eq!(comm(mother), "execdriver-fork\n");
     assert_eq!(comm(spare), "execdriver-shim\n");
 
-    // The next start of the same kind takes it, and a new spare replaces it.
+    // The next start takes the newest spare (either, depending on which was ready
+    // first), which runs this task (its own logs, exit code and state) and is taken back
+    // after it: back to back, no supervisor is started or ended.
+    let (older, newest) = (s[0], s[1]);
     let d = TempDir::new("pre-b");
-    let (pid, code, out) = run_task(raw_task("b", d.path(), "echo two"), d.path());
-    assert_eq!((pid, code, out.as_str()), (spare, 0, "two\n"));
+    let r = start(raw_task("b", d.path(), "echo two; exit 3")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let w = wait(&id, 30_000).unwrap();
+    let state_dir = Path::new(r["handle"]["state_dir"].as_str().unwrap()).to_path_buf();
+    // Written just after the exit report that ends the wait.
+    until(|| state_dir.join("exit.json").exists());
+    let exit_json = std::fs::read_to_string(state_dir.join("exit.json")).unwrap();
+    let handle_b = r["handle"].clone();
+    destroy(&id);
+    assert_eq!(supervisor_pid(&r), newest);
+    assert_eq!(w["exit_code"], 3);
+    assert!(exit_json.contains("\"exit_code\":3"), "{exit_json}");
+    assert_eq!(stdout_of(d.path(), "b"), "two\n");
+    assert_eq!(spares(), vec![older, newest]);
+    // Its handle, recovered after the destroy, is an ended task, not the live supervisor.
+    recycled_supervisor_not_recovered_as_the_task(&handle_b, newest);
+    // A signal queued for it after its task ended is not passed on to its next task.
+    stale_signal_not_forwarded(newest);
+
+    // Two tasks that keep running hold both spares: the second start finds none left
+    // and has one made by the fork server.
+    let d = TempDir::new("pre-h");
+    let h1 = hold(d.path(), "h1");
+    let h2 = hold(d.path(), "h2");
+    assert_eq!((h1.1, h2.1), (newest, older), "newest first");
     let s = spares();
     assert_eq!(s.len(), 1, "{s:?}");
-    assert_ne!(s[0], spare);
+    assert!(s[0] != first && s[0] != spare);
 
     // A fork server killed while idle: the next spare comes from a new one, and works.
     // SAFETY: kill(2) of our own idle child.
     unsafe { libc::kill(mother, libc::SIGKILL) };
-    let d = TempDir::new("pre-m");
-    let (pid, code, out) = run_task(raw_task("m", d.path(), "echo m"), d.path());
-    assert_eq!((pid, code, out.as_str()), (s[0], 0, "m\n"));
+    let h3 = hold(d.path(), "h3");
+    assert_eq!(h3.1, s[0]);
     let s = spares();
     assert_eq!(s.len(), 1, "{s:?}");
     let mother2 = execdriver::spawn::mother_pid().expect("a new fork server");
     assert_ne!(mother2, mother);
     assert!(gone(mother), "the killed fork server was reaped");
-    let d = TempDir::new("pre-n");
-    let (pid, code, out) = run_task(raw_task("n", d.path(), "echo n"), d.path());
-    assert_eq!((pid, code, out.as_str()), (s[0], 0, "n\n"));
-    let s = spares();
+    let h4 = hold(d.path(), "h4");
+    assert_eq!(h4.1, s[0]);
+    assert_eq!(spares().len(), 1, "made by the new fork server");
 
     // A fork server that does not answer (stopped) is given 2 s: the spare is then
     // executed directly and works, and the stuck fork server is killed and reaped.
     // SAFETY: kill(2) of our own idle child.
     unsafe { libc::kill(mother2, libc::SIGSTOP) };
-    let d = TempDir::new("pre-o");
-    let (pid, code, out) = run_task(raw_task("o", d.path(), "echo o"), d.path());
-    assert_eq!((pid, code, out.as_str()), (s[0], 0, "o\n"));
+    let h5 = hold(d.path(), "h5");
     let s = spares();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(ppid_of(s[0]), std::process::id());
     assert!(gone(mother2), "the stuck fork server was killed and reaped");
     assert_eq!(execdriver::spawn::mother_pid(), None);
-    let d = TempDir::new("pre-p");
-    let (pid, code, out) = run_task(raw_task("p", d.path(), "echo p"), d.path());
-    assert_eq!((pid, code, out.as_str()), (s[0], 0, "p\n"));
+    let h6 = hold(d.path(), "h6");
+    assert_eq!(h6.1, s[0]);
+    // Stopped, two of them are taken back; the others end.
+    let held = [h1, h2, h3, h4, h5, h6];
+    for (id, _) in &held {
+        let w = stop(id, "SIGTERM");
+        assert_eq!(w["signal"], 15, "{w}");
+        destroy(id);
+    }
     let s = spares();
+    assert_eq!(s.len(), 2, "{s:?}");
+    for (_, pid) in &held {
+        assert!(
+            s.contains(pid) || gone(*pid),
+            "{pid} neither a spare nor gone"
+        );
+    }
 
-    // A spare killed while idle is not used: the start launches a supervisor of its own.
-    let killed = s[0];
+    // A spare killed while idle is not used: the start takes another.
+    let killed = *s.last().unwrap();
     // SAFETY: kill(2) of our own idle child.
     unsafe { libc::kill(killed, libc::SIGKILL) };
     let d = TempDir::new("pre-c");
@@ -164,14 +206,15 @@ fn prestarted_supervisors() {
     assert!(gone(killed), "the killed spare was reaped");
 
     // A start that fails after taking the spare leaves no process (and no new spare).
-    let taken = spares()[0];
+    let before = spares();
+    let taken = *before.last().unwrap();
     let d = TempDir::new("pre-d");
     let mut bad = raw_task("d", d.path(), "");
     bad["config"] = json!({"command": "/nonexistent/cmd"});
     let e = start(bad).unwrap_err();
     assert_eq!(e.code, execdriver::Code::CommandNotFound, "{e}");
     assert!(gone(taken), "the spare the failed start took was reaped");
-    assert!(spares().is_empty());
+    assert_eq!(spares(), before[..before.len() - 1]);
 
     exec_spares_prepare_the_command_process();
 
@@ -196,6 +239,57 @@ fn prestarted_supervisors() {
         "no spare with prestart_supervisor false"
     );
     configure(json!({}));
+}
+
+/// Starts `sleep 60` as raw_exec: (task id, supervisor pid).
+fn hold(d: &Path, name: &str) -> (String, i32) {
+    let r = start(raw_task(name, d, "exec sleep 60")).unwrap();
+    (
+        r["task_id"].as_str().unwrap().to_string(),
+        supervisor_pid(&r),
+    )
+}
+
+fn stop(id: &str, sig: &str) -> serde_json::Value {
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": sig, "timeout_ms": 10_000}),
+    )
+    .unwrap()
+}
+
+/// `handle` is of a destroyed task whose supervisor (`sup`) was taken back as a spare:
+/// recovering it gives an ended task (its state dir is gone), and stopping that does not
+/// touch the supervisor.
+fn recycled_supervisor_not_recovered_as_the_task(handle: &serde_json::Value, sup: i32) {
+    assert_eq!(handle["pid"], sup);
+    let r = op(execdriver::driver::recover, json!({"handle": handle})).unwrap();
+    assert_eq!(r["state"], "exited", "{r}");
+    let id = handle["task_id"].as_str().unwrap();
+    let w = stop(id, "SIGKILL");
+    assert_eq!(w["exit_code"], -1, "no exit status left: {w}");
+    destroy(id);
+    assert!(!gone(sup));
+    assert!(spares().contains(&sup));
+}
+
+/// A forwarded SIGTERM queued at supervisor `sup` (as by a stop of its task that came
+/// late) while it is idle: its next task, which it runs, does not get it (it is stopped
+/// by the SIGINT sent after its start instead; the queued signal would come first).
+fn stale_signal_not_forwarded(sup: i32) {
+    let fd = execdriver::sys::pidfd_open(sup).unwrap();
+    execdriver::sys::pidfd_send_value(
+        &fd,
+        execdriver::launch::control_signal(),
+        execdriver::launch::FORWARD_MAGIC + libc::SIGTERM,
+    )
+    .unwrap();
+    let d = TempDir::new("pre-sig");
+    let (id, pid) = hold(d.path(), "sig");
+    assert_eq!(pid, sup, "the newest spare took the start");
+    let w = stop(&id, "SIGINT");
+    assert_eq!(w["signal"], libc::SIGINT, "{w}");
+    destroy(&id);
 }
 
 /// Waits (bounded) for `cond`, which a spare makes true on its own time.

@@ -77,25 +77,57 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         Some(sb) => sb.receive_spec(),
         None => (None, vec![]),
     };
-    let spec = if !forwarded.is_empty() {
+    let mut spec = if !forwarded.is_empty() {
         forwarded
     } else {
-        match crate::chan::read_to_end(&chan, 64 << 20) {
+        match crate::chan::read_spec(&chan, 64 << 20) {
             Ok(b) if !b.is_empty() => b,
             // The host gave up on this start (or the spare) before sending a spec.
             r => return if r.is_ok() { 0 } else { 1 },
         }
     };
-    let mut reported = false;
-    match run(&spec, &chan, own, standby, &mut reported) {
-        Ok(()) => 0,
-        Err(e) => {
-            if !reported {
-                let _ = crate::chan::send_all(&chan, format!("{}\n", e.to_json()).as_bytes());
+    let (mut own, mut standby) = (own, standby);
+    loop {
+        let start_time = own.start_time;
+        let mut reported = false;
+        let unclaimed_ms = match run(&spec, &chan, own, standby.take(), &mut reported) {
+            Ok(0) => return 0,
+            Ok(ms) => ms,
+            Err(e) => {
+                if !reported {
+                    let _ = crate::chan::send_all(&chan, format!("{}\n", e.to_json()).as_bytes());
+                }
+                return 1;
             }
-            1
+        };
+        // Another task, if the host wants one: fresh fds made while idle, then its spec.
+        own = OwnSetup::fds(start_time);
+        match next_task(&chan, unclaimed_ms) {
+            Some(b) => spec = b,
+            None => return 0,
+        }
+        // Signals sent to the previous task's supervisor before the host took us back
+        // are still queued: none of them is for this task.
+        if let Ok(sfd) = &own.sfd {
+            while let Ok(Some(_)) = sfd.read_signal() {}
         }
     }
+}
+
+/// After a task, when the host may give us another ([`LaunchSpec::recycle`]): says
+/// `{"idle":true}`, then waits for the host to take us back as a spare (`keep`, sent when
+/// it destroys the task) and for the next spec. Not taken back within `unclaimed_ms` (a
+/// host that does not destroy its tasks), or EOF: `None`, and we exit.
+fn next_task(chan: &OwnedFd, unclaimed_ms: u64) -> Option<Vec<u8>> {
+    crate::chan::send_all(chan, b"{\"idle\":true}\n").ok()?;
+    if !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).ok()? {
+        return None;
+    }
+    let mut spec = crate::chan::read_spec(chan, 64 << 20).ok()?;
+    if spec == launch::KEEP {
+        spec = crate::chan::read_spec(chan, 64 << 20).ok()?;
+    }
+    (!spec.is_empty()).then_some(spec)
 }
 
 struct Pump {
@@ -162,23 +194,32 @@ fn prepare_self() -> OwnSetup {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     crate::isolate::privs::prime();
-    OwnSetup {
-        start_time: crate::sys::self_start_time(),
-        sfd: SignalFd::with_flags(
-            &SigSet::all(),
-            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
-        ),
-        pipes: (|| Ok([pipe()?, pipe()?, pipe()?]))(),
+    OwnSetup::fds(crate::sys::self_start_time())
+}
+
+impl OwnSetup {
+    /// The signalfd and pipes of one task.
+    fn fds(start_time: Option<u64>) -> OwnSetup {
+        OwnSetup {
+            start_time,
+            sfd: SignalFd::with_flags(
+                &SigSet::all(),
+                SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+            ),
+            pipes: (|| Ok([pipe()?, pipe()?, pipe()?]))(),
+        }
     }
 }
 
+/// Runs one task. Returns [`LaunchSpec::recycle`] when this supervisor may now run
+/// another, else 0.
 fn run(
     spec_bytes: &[u8],
     chan: &OwnedFd,
     own: OwnSetup,
     standby: Option<standby::Standby>,
     reported: &mut bool,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
@@ -348,7 +389,7 @@ fn run(
                 finished_at: launch::rfc3339_now(),
             };
             finish(&spec, cgroup.as_ref(), chan, &exit);
-            return Ok(());
+            return Ok(0);
         }
     };
 
@@ -385,7 +426,11 @@ fn run(
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup.as_ref(), chan, &exit);
     drop(mount_ns);
-    Ok(())
+    // Nothing of the task is left (its processes, cgroup, pipes and log files are gone):
+    // a raw_exec supervisor may run another (an isolated one lives in its task's
+    // namespaces, which are not to be shared).
+    let reusable = spec.isolation.is_none() && !is_init;
+    Ok(if reusable { spec.recycle } else { 0 })
 }
 
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec

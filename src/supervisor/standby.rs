@@ -255,7 +255,7 @@ fn standby_main(
         // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
         return 1;
     };
-    let bytes = match crate::chan::read_to_end(&chan, 64 << 20) {
+    let bytes = match crate::chan::read_spec(&chan, 64 << 20) {
         Ok(b) if !b.is_empty() => b,
         // The host ended the spare (or the spec was too large: the supervisor says so).
         _ => return 0,
