@@ -104,6 +104,34 @@ pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Receives exactly `buf.len()` bytes (`MSG_WAITALL`); EOF before that is an error.
+pub fn recv_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: recv(2) into `rest`, writable memory of `rest.len()` bytes that we own.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                libc::MSG_WAITALL,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => got += n as usize,
+        }
+    }
+    Ok(())
+}
+
 /// One `recv`; `None` when non-blocking and nothing is there (or interrupted).
 fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Option<usize>> {
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };

@@ -202,7 +202,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
 fn start_inner(
     t: &mut TaskRequest,
     id: &str,
-    cfg: &config::PluginConfig,
+    cfg: &Arc<config::PluginConfig>,
     task: &Arc<Task>,
     created: &mut prepare::Created,
 ) -> Result<Value> {
@@ -223,6 +223,7 @@ fn start_inner(
     // the task. It gets its spec at the end, or EOF when the start fails, and then exits
     // having done nothing.
     let pending = crate::spawn::supervisor_for(cfg, flags)?;
+    let reusable = pending.reusable(cfg);
     let user = if exec {
         prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
     } else {
@@ -403,7 +404,7 @@ fn start_inner(
         log_max_files: t.logs.max_files,
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
-        recycle: if !exec && cfg.prestart_supervisor {
+        recycle: if reusable.is_some() {
             crate::launch::idle_unclaimed_ms()
         } else {
             0
@@ -434,7 +435,7 @@ fn start_inner(
     let cgroup_json = spec.cgroup.clone();
     {
         let mut g = task.lock();
-        g.reusable = (spec.recycle > 0).then(|| started.shim.clone());
+        g.reusable = reusable;
         g.spec = Some(spec);
     }
     task.set_running(

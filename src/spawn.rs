@@ -20,8 +20,16 @@ pub struct Started {
     pub chan: HostEnd,
     /// The task's cgroups when the supervisor made them (see [`Pending::makes_cgroups`]).
     pub cgroup: Option<serde_json::Value>,
-    /// The supervisor's executable.
-    pub shim: std::path::PathBuf,
+}
+
+/// What it takes to make a supervisor a spare again after its task
+/// ([`crate::launch::LaunchSpec::recycle`], [`recycle`]).
+pub struct Reusable {
+    /// The configuration it was started for: after a `driver_configure` it is not reused.
+    cfg: std::sync::Arc<PluginConfig>,
+    shim: std::path::PathBuf,
+    ns_flags: libc::c_int,
+    warm: Option<crate::launch::Warm>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -93,6 +101,18 @@ impl Pending {
         self.warm.is_some()
     }
 
+    /// Whether this supervisor can be a spare again after its task (see [`recycle`]):
+    /// with `prestart_supervisor`, for raw_exec, or for exec when it is a spare that
+    /// prepares its tasks' command processes (one started for a single start does not).
+    pub fn reusable(&self, cfg: &std::sync::Arc<PluginConfig>) -> Option<Reusable> {
+        (cfg.prestart_supervisor && (self.ns_flags == 0 || self.warm.is_some())).then(|| Reusable {
+            cfg: cfg.clone(),
+            shim: self.shim.clone(),
+            ns_flags: self.ns_flags,
+            warm: self.warm.clone(),
+        })
+    }
+
     /// Whether the supervisor is still there, waiting for its spec.
     fn alive(&self) -> bool {
         self.pidfd
@@ -124,7 +144,6 @@ impl Pending {
                 started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
                 chan: host,
                 cgroup: v.get("cgroup").filter(|c| !c.is_null()).cloned(),
-                shim: self.shim.clone(),
             });
         }
         // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
@@ -198,10 +217,16 @@ pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pendi
         // dropped (ends on EOF, reaped) and a new supervisor is launched.
         let taken = {
             let mut g = spares();
-            // The newest: a supervisor taken back after a task has its pages warm.
-            g.iter()
-                .rposition(|s| s.ns_flags == ns_flags)
-                .map(|i| g.remove(i))
+            // raw_exec: the newest, a supervisor taken back after a task, with its pages
+            // warm. exec: the oldest, whose command process has had the longest to get
+            // ready (one taken back just now may still be preparing it).
+            let kind = |s: &Spare| s.ns_flags == ns_flags;
+            let i = if ns_flags == 0 {
+                g.iter().rposition(kind)
+            } else {
+                g.iter().position(kind)
+            };
+            i.map(|i| g.remove(i))
         };
         if let Some(mut s) = taken
             && s.shim == shim
@@ -384,23 +409,23 @@ fn prestart(ns_flags: libc::c_int) {
     add_spare(&shim, ns_flags, pending);
 }
 
-/// Takes back a raw_exec supervisor that has run a task and is idle again
-/// ([`crate::launch::LaunchSpec::recycle`]): it becomes a spare, unless there are two
-/// already, or the configuration changed since it started (it then exits on EOF and is
-/// reaped). Back to back, a start then finds a spare made by an earlier task and starts
-/// none: no process is made or ended for the supervisor.
-pub fn recycle(shim: &Path, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
+/// Takes back a supervisor that has run a task and is idle again
+/// ([`crate::launch::LaunchSpec::recycle`]): it becomes a spare of its kind (an exec one
+/// prepares its next command process meanwhile), unless there are two already, or the
+/// configuration changed since its task started (it then exits on EOF and is reaped).
+/// Back to back, a start then finds a spare made by an earlier task and starts none: no
+/// process is made or ended for the supervisor.
+pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     let pending = Pending {
         pid,
         pidfd: Some(pidfd),
         chan: Some(chan),
-        shim: shim.to_path_buf(),
-        warm: None,
-        ns_flags: 0,
+        shim: r.shim.clone(),
+        warm: r.warm,
+        ns_flags: r.ns_flags,
         spare: false,
     };
-    let cfg = crate::plugin::current();
-    if !cfg.prestart_supervisor || crate::plugin::shim_path(&cfg).ok().as_deref() != Some(shim) {
+    if !std::sync::Arc::ptr_eq(&r.cfg, &crate::plugin::current()) {
         return;
     }
     // Told to stay (else it exits after a while, as when a task is never destroyed).
@@ -409,15 +434,15 @@ pub fn recycle(shim: &Path, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     if let Some(c) = &pending.chan
         && crate::chan::send_all(c, &keep).is_ok()
     {
-        add_spare(shim, 0, pending);
+        add_spare(&r.shim, r.ns_flags, pending);
     }
 }
 
-/// Adds a spare unless there are enough of its kind: two raw_exec ones (one started
-/// ahead plus one taken back after a task, enough for back-to-back starts to need no new
-/// one), one exec one of each namespace set. An extra one ends (EOF) and is reaped.
+/// Adds a spare unless there are two of its kind already: one started ahead plus one
+/// taken back after a task are enough for back-to-back starts to need no new one. An
+/// extra one ends (EOF) and is reaped.
 fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Pending) {
-    let max = if ns_flags == 0 { 2 } else { 1 };
+    let max = 2;
     let _extra = {
         let mut g = spares();
         if g.iter().filter(|s| s.ns_flags == ns_flags).count() >= max {

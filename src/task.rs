@@ -45,10 +45,10 @@ pub struct Inner {
     pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
     /// Set when `driver_start` failed: the entry is about to disappear.
     pub failed: bool,
-    /// The executable of a supervisor that may run another task after this one
+    /// A supervisor that may run another task after this one
     /// ([`crate::launch::LaunchSpec::recycle`]): its channel is kept after the exit
     /// report, for its `{"idle":true}`.
-    pub reusable: Option<PathBuf>,
+    pub reusable: Option<crate::spawn::Reusable>,
 }
 
 pub struct Task {
@@ -296,7 +296,7 @@ impl Task {
     /// back to the spares once it says it has tidied up (`{"idle":true}`, within 5 s);
     /// any other is waited for and reaped ([`Task::reap_supervisor`]).
     pub fn release_supervisor(&self) {
-        let (shim, chan) = {
+        let (reusable, chan) = {
             let mut g = self.lock();
             let chan = if g.exit.is_some() {
                 g.chan.take()
@@ -305,7 +305,7 @@ impl Task {
             };
             (g.reusable.take(), chan)
         };
-        if let (Some(shim), Some(mut chan)) = (shim, chan)
+        if let (Some(reusable), Some(mut chan)) = (reusable, chan)
             && chan.line_within(5000).as_deref() == Some(r#"{"idle":true}"#)
             && let Some(chan) = chan.into_fd()
         {
@@ -317,7 +317,7 @@ impl Task {
                 match Arc::try_unwrap(fd) {
                     Ok(fd) => {
                         drop(g);
-                        crate::spawn::recycle(&shim, pid, fd, chan);
+                        crate::spawn::recycle(reusable, pid, fd, chan);
                         return;
                     }
                     Err(fd) => g.pidfd = Some(fd),

@@ -332,6 +332,15 @@ fn memory_cgroups(parent: &str) -> Vec<String> {
     v
 }
 
+/// The memory cgroup of `pid` (v1), as /proc/<pid>/cgroup names it.
+fn memory_cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap_or_default()
+}
+
 /// An exec spare: its supervisor waits idle with one child, the command process to be,
 /// already in cgroups named `spare-*` under the plugin's `cgroup_parent`; the next exec
 /// start takes it, its command runs in those cgroups renamed to the task's id; a spare
@@ -406,17 +415,51 @@ fn exec_spares_prepare_the_command_process() {
         out.trim_end().ends_with(&format!(":memory:/{parent}/{id}")),
         "{out}"
     );
-    assert!(gone(spare));
     assert!(
-        !memory_cgroups(&parent).contains(&placeholder[0]),
-        "the placeholder was renamed"
+        !memory_cgroups(&parent).contains(&id),
+        "the task's cgroups are gone"
     );
+    // Its supervisor was taken back: a spare again (the oldest of two is taken first), it
+    // prepares its next command process the same way.
+    let s = exec_spares();
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!(s[1], spare);
+    let kids = children(spare);
+    assert_eq!(kids.len(), 1, "its next command process: {kids:?}");
+    until(|| memory_cgroup_of(kids[0]).starts_with(&format!("/{parent}/spare-")));
+
+    // Two tasks in a row on one such supervisor (every other start, as the two spares
+    // take turns): the second gets fresh ipc and uts namespaces, without the first one's
+    // IPC objects, and the host's name.
+    let ns =
+        "readlink /proc/self/ns/ipc /proc/self/ns/uts; hostname; ipcs -m | grep -c '^0x' || true";
+    let d = TempDir::new("pre-ipc");
+    let (p1, code, first) = run_task(
+        exec_task("i", d.path(), &format!("ipcmk -M 4096 >/dev/null; {ns}")),
+        d.path(),
+    );
+    assert_eq!(code, 0, "{first}");
+    let (p2, _, _) = run_task(exec_task("j", d.path(), "true"), d.path());
+    let (p3, code, third) = run_task(exec_task("k", d.path(), ns), d.path());
+    assert_eq!(code, 0, "{third}");
+    assert_eq!(p1, p3, "one supervisor ran both");
+    assert_ne!(p1, p2);
+    let (a, b): (Vec<&str>, Vec<&str>) = (first.lines().collect(), third.lines().collect());
+    assert_eq!((a.len(), b.len()), (4, 4), "{first}{third}");
+    assert_ne!(a[0], b[0], "a new ipc namespace");
+    assert_ne!(a[1], b[1], "a new uts namespace");
+    let host = nix::unistd::gethostname().unwrap();
+    assert_eq!(b[2], host.to_str().unwrap());
+    assert_eq!((a[3], b[3]), ("1", "0"), "the first task's segment is gone");
 
     // A spare killed while idle: not used, reaped, its cgroups removed by the host.
     let s = exec_spares();
-    assert_eq!(s.len(), 1, "{s:?}");
     let killed = s[0];
-    let killed_cg = memory_cgroups(&parent);
+    let killed_cg = [memory_cgroup_of(children(killed)[0])];
+    let killed_cg: Vec<String> = killed_cg
+        .iter()
+        .map(|c| c.rsplit('/').next().unwrap().to_string())
+        .collect();
     // SAFETY: kill(2) of our own idle child.
     unsafe { libc::kill(killed, libc::SIGKILL) };
     let d = TempDir::new("pre-z");
@@ -430,7 +473,6 @@ fn exec_spares_prepare_the_command_process() {
 
     // A spare whose command process died: the start falls back to a fresh one.
     let s = exec_spares();
-    assert_eq!(s.len(), 1, "{s:?}");
     let kids = children(s[0]);
     assert_eq!(kids.len(), 1);
     // SAFETY: kill(2) of a process of our own spare.
@@ -482,13 +524,24 @@ fn exec_spares_prepare_the_command_process() {
         cold.contains("/dev/pts") && cold.contains("/proc"),
         "{cold}"
     );
+    // And from a supervisor taken back after a task (the two spares take turns).
+    run_task(exec_task("v", d.path(), "true"), d.path());
+    let d = TempDir::new("pre-again");
+    let (again_pid, code, again) = run_task(exec_task("v", d.path(), view), d.path());
+    assert_eq!((again_pid, code), (pid, 0), "{again}");
+    assert_eq!(
+        cold, again,
+        "the root of a supervisor's second task differs"
+    );
 
-    // driver_configure ends the exec spare and its cgroups go.
+    // driver_configure ends the exec spares and their cgroups go.
     let s = exec_spares();
-    assert_eq!(s.len(), 1, "{s:?}");
-    until(|| memory_cgroups(&parent).len() == 1);
+    assert_eq!(s.len(), 2, "{s:?}");
+    until(|| memory_cgroups(&parent).len() == 2);
     configure(json!({}));
-    assert!(gone(s[0]));
+    for p in &s {
+        assert!(gone(*p));
+    }
     assert!(exec_spares().is_empty());
     assert!(
         memory_cgroups(&parent).is_empty(),

@@ -52,45 +52,41 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
-    let own = prepare_self();
-    let standby = warm
-        .and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok())
-        .and_then(|w| {
-            let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
-            let fds = standby::ChildFds {
-                stdout: pipes[0].1.as_raw_fd(),
-                stderr: pipes[1].1.as_raw_fd(),
-                sync: pipes[2].1.as_raw_fd(),
-                chan: chan.as_raw_fd(),
-                close: vec![
-                    sfd.as_raw_fd(),
-                    pipes[0].0.as_raw_fd(),
-                    pipes[1].0.as_raw_fd(),
-                    pipes[2].0.as_raw_fd(),
-                ],
-            };
-            standby::Standby::prepare(&w, &fds)
-        });
-    // With a standby, the spec comes through it (it reads the channel); without one, or
-    // when it has none (it is then already reaped, its cgroups removed), from the channel.
-    let (standby, forwarded) = match standby {
-        Some(sb) => sb.receive_spec(),
-        None => (None, vec![]),
-    };
-    let mut spec = if !forwarded.is_empty() {
-        forwarded
-    } else {
-        match crate::chan::read_spec(&chan, 64 << 20) {
-            Ok(b) if !b.is_empty() => b,
-            // The host gave up on this start (or the spare) before sending a spec.
-            r => return if r.is_ok() { 0 } else { 1 },
-        }
-    };
-    let (mut own, mut standby) = (own, standby);
+    let warm =
+        warm.and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok());
+    let mut own = prepare_self();
+    let mut first = true;
     loop {
+        let standby = warm
+            .as_ref()
+            .and_then(|w| standby::Standby::prepare(w, &standby_fds(&own, &chan)?));
+        // With a standby, the spec comes through it (it reads the channel); without one,
+        // or when it has none (it is then already reaped, its cgroups removed), from the
+        // channel.
+        let (standby, forwarded) = match standby {
+            Some(sb) => sb.receive_spec(),
+            None => (None, vec![]),
+        };
+        let spec = if !forwarded.is_empty() {
+            forwarded
+        } else {
+            match crate::chan::read_spec(&chan, 64 << 20) {
+                Ok(b) if !b.is_empty() => b,
+                // The host gave up on this start (or the spare) before sending a spec.
+                r => return if r.is_ok() { 0 } else { 1 },
+            }
+        };
+        if !first {
+            // Signals sent to the previous task's supervisor before the host took us
+            // back are still queued: none of them is for this task.
+            if let Ok(sfd) = &own.sfd {
+                while let Ok(Some(_)) = sfd.read_signal() {}
+            }
+        }
+        first = false;
         let start_time = own.start_time;
         let mut reported = false;
-        let unclaimed_ms = match run(&spec, &chan, own, standby.take(), &mut reported) {
+        let unclaimed_ms = match run(&spec, &chan, own, standby, &mut reported) {
             Ok(0) => return 0,
             Ok(ms) => ms,
             Err(e) => {
@@ -100,34 +96,47 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
                 return 1;
             }
         };
-        // Another task, if the host wants one: fresh fds made while idle, then its spec.
+        // Another task, if the host takes us back: fresh fds, made while idle.
         own = OwnSetup::fds(start_time);
-        match next_task(&chan, unclaimed_ms) {
-            Some(b) => spec = b,
-            None => return 0,
-        }
-        // Signals sent to the previous task's supervisor before the host took us back
-        // are still queued: none of them is for this task.
-        if let Ok(sfd) = &own.sfd {
-            while let Ok(Some(_)) = sfd.read_signal() {}
+        if !claimed(&chan, unclaimed_ms) {
+            return 0;
         }
     }
 }
 
+/// The fds a standby inherits: the command's stdio and sync pipe, the channel, and ours
+/// to close.
+fn standby_fds(own: &OwnSetup, chan: &OwnedFd) -> Option<standby::ChildFds> {
+    let (sfd, pipes) = (own.sfd.as_ref().ok()?, own.pipes.as_ref().ok()?);
+    Some(standby::ChildFds {
+        stdout: pipes[0].1.as_raw_fd(),
+        stderr: pipes[1].1.as_raw_fd(),
+        sync: pipes[2].1.as_raw_fd(),
+        chan: chan.as_raw_fd(),
+        close: vec![
+            sfd.as_raw_fd(),
+            pipes[0].0.as_raw_fd(),
+            pipes[1].0.as_raw_fd(),
+            pipes[2].0.as_raw_fd(),
+        ],
+    })
+}
+
 /// After a task, when the host may give us another ([`LaunchSpec::recycle`]): says
-/// `{"idle":true}`, then waits for the host to take us back as a spare (`keep`, sent when
-/// it destroys the task) and for the next spec. Not taken back within `unclaimed_ms` (a
-/// host that does not destroy its tasks), or EOF: `None`, and we exit.
-fn next_task(chan: &OwnedFd, unclaimed_ms: u64) -> Option<Vec<u8>> {
-    crate::chan::send_all(chan, b"{\"idle\":true}\n").ok()?;
-    if !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).ok()? {
-        return None;
+/// `{"idle":true}`, then waits for the host to take us back as a spare ([`launch::KEEP`],
+/// sent when it destroys the task). False when it does not within `unclaimed_ms` (a host
+/// that does not destroy its tasks), or closes the channel: we then exit.
+fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
+    if crate::chan::send_all(chan, b"{\"idle\":true}\n").is_err()
+        || !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).unwrap_or(false)
+    {
+        return false;
     }
-    let mut spec = crate::chan::read_spec(chan, 64 << 20).ok()?;
-    if spec == launch::KEEP {
-        spec = crate::chan::read_spec(chan, 64 << 20).ok()?;
-    }
-    (!spec.is_empty()).then_some(spec)
+    // Exactly the line: the next spec may follow it at once.
+    let mut keep = [0u8; 5];
+    crate::chan::recv_exact(chan, &mut keep).is_ok()
+        && keep[..4] == *launch::KEEP
+        && keep[4] == b'\n'
 }
 
 struct Pump {
@@ -194,6 +203,9 @@ fn prepare_self() -> OwnSetup {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     crate::isolate::privs::prime();
+    if let Ok(u) = nix::sys::utsname::uname() {
+        let _ = HOST_NAMES.set((u.nodename().to_owned(), u.domainname().to_owned()));
+    }
     OwnSetup::fds(crate::sys::self_start_time())
 }
 
@@ -427,11 +439,45 @@ fn run(
     finish(&spec, cgroup.as_ref(), chan, &exit);
     drop(mount_ns);
     // Nothing of the task is left (its processes, cgroup, pipes and log files are gone):
-    // a raw_exec supervisor may run another (an isolated one lives in its task's
-    // namespaces, which are not to be shared).
-    let reusable = spec.isolation.is_none() && !is_init;
+    // we may run another.
+    let reusable = spec.recycle > 0
+        && match &spec.isolation {
+            None => !is_init,
+            Some(iso) => renew_namespaces(iso).is_ok(),
+        };
     Ok(if reusable { spec.recycle } else { 0 })
 }
+
+/// Before an exec supervisor runs another task: new uts and (unless the task shared the
+/// host's) ipc namespaces, for us and so for the next task's processes. The task's IPC
+/// objects and host name go with the old ones; nothing of one task reaches the next.
+/// (As its init we stay in the pid namespace, which after the task holds only us: its
+/// processes are gone, and the next task mounts a /proc of its own.)
+fn renew_namespaces(iso: &crate::launch::Isolation) -> nix::Result<()> {
+    let mut flags = nix::sched::CloneFlags::CLONE_NEWUTS;
+    if iso.ipc_ns {
+        flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
+    }
+    nix::sched::unshare(flags)?;
+    // A new uts namespace starts with the old one's names, which a task with
+    // CAP_SYS_ADMIN may have changed: the host's again, as we had them at our start.
+    let (host, domain) = HOST_NAMES.get().ok_or(nix::errno::Errno::EINVAL)?;
+    let now = nix::sys::utsname::uname()?;
+    if now.nodename() != host.as_os_str() {
+        nix::unistd::sethostname(host)?;
+    }
+    if now.domainname() != domain.as_os_str() {
+        let d = domain.as_encoded_bytes();
+        // SAFETY: setdomainname(2) with a pointer to `d.len()` bytes we own.
+        nix::errno::Errno::result(unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) })?;
+    }
+    Ok(())
+}
+
+/// The host and domain names of our uts namespace at our start (the host's: a new one
+/// starts with its parent's names).
+static HOST_NAMES: std::sync::OnceLock<(std::ffi::OsString, std::ffi::OsString)> =
+    std::sync::OnceLock::new();
 
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
 /// parser, the command's set-up, relocation tables) are most of them, the kernel maps file
