@@ -126,6 +126,11 @@ impl Pending {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
         let mut host = HostEnd::new(chan);
+        if self.warm.is_some() {
+            // An exec spare prepares at idle priority: out of it before the spec arrives
+            // (it moves its command process out of it in turn).
+            crate::sys::set_idle_priority_of(self.pid, false);
+        }
         // One send: the spec (compact JSON) and the newline that ends it.
         let mut framed = Vec::with_capacity(spec.len() + 1);
         framed.extend_from_slice(spec);

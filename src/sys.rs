@@ -215,6 +215,27 @@ where
     })
 }
 
+/// Puts the calling process in (`idle`) or out of the `SCHED_IDLE` class: a spare
+/// prepares its next task's command process in it, so that the work only gets CPU time
+/// nothing else wants (back to back, it would otherwise compete with the start under
+/// way); a task's processes leave it as soon as its spec arrives.
+pub fn set_idle_priority(idle: bool) {
+    set_idle_priority_of(0, idle);
+}
+
+/// [`set_idle_priority`] of process `pid` (0: ourselves).
+pub fn set_idle_priority_of(pid: i32, idle: bool) {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    // SAFETY: sched_setscheduler(2) with a valid parameter; fails harmlessly for a pid
+    // that is gone.
+    unsafe { libc::sched_setscheduler(pid, policy, &param) };
+}
+
 /// Signals the host ignored stay ignored across exec (handlers do not; the shim has
 /// none): sets every ignored one (`SigIgn` of `/proc/self/status`) back to default, so
 /// that what the shim starts begins with default dispositions everywhere. Both shim entry

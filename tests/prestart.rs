@@ -332,6 +332,16 @@ fn memory_cgroups(parent: &str) -> Vec<String> {
     v
 }
 
+/// The scheduling policy of `pid` (`/proc/<pid>/stat` field 41).
+fn policy_of(pid: i32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(") ")
+        .next()
+        .and_then(|r| r.split(' ').nth(38))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
 /// The memory cgroup of `pid` (v1), as /proc/<pid>/cgroup names it.
 fn memory_cgroup_of(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -365,7 +375,8 @@ fn exec_spares_prepare_the_command_process() {
         json!({"name": name, "driver": "exec", "alloc_dir": d,
                "config": {"command": "/bin/sh", "args": ["-c", script]}})
     };
-    let cat_cgroup = "grep memory /proc/self/cgroup";
+    // The task's command runs at the normal priority (SCHED_OTHER, 0), and says so last.
+    let cat_cgroup = "grep memory /proc/self/cgroup; cut -d' ' -f41 /proc/self/stat";
 
     // The first exec start is cold and leaves an exec spare with its command process.
     let d = TempDir::new("pre-x");
@@ -402,6 +413,9 @@ fn exec_spares_prepare_the_command_process() {
         cg.contains(&want),
         "the command process waits in the spare's cgroups: {cg}"
     );
+    // The spare and its command process prepare at idle priority (SCHED_IDLE, 5).
+    assert_eq!(policy_of(spare), 5);
+    until(|| policy_of(kids[0]) == 5);
 
     // The next exec start takes it: its command runs in the cgroups, renamed to the id.
     let d = TempDir::new("pre-y");
@@ -412,7 +426,8 @@ fn exec_spares_prepare_the_command_process() {
     assert_eq!(pid, spare, "the start used the spare");
     assert_eq!(code, 0);
     assert!(
-        out.trim_end().ends_with(&format!(":memory:/{parent}/{id}")),
+        out.trim_end()
+            .ends_with(&format!(":memory:/{parent}/{id}\n0")),
         "{out}"
     );
     assert!(
@@ -493,7 +508,8 @@ fn exec_spares_prepare_the_command_process() {
     let (pid, code, out) = run_task(req, d.path());
     assert_eq!((pid, code), (s[0], 0), "the spare's supervisor started it");
     assert!(
-        out.trim_end().ends_with(&format!(":memory:/{parent}/{id}")),
+        out.trim_end()
+            .ends_with(&format!(":memory:/{parent}/{id}\n0")),
         "{out}"
     );
 

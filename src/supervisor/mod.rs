@@ -57,6 +57,9 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     let mut own = prepare_self();
     let mut first = true;
     loop {
+        if warm.is_some() {
+            crate::sys::set_idle_priority(true);
+        }
         let standby = warm
             .as_ref()
             .and_then(|w| standby::Standby::prepare(w, &standby_fds(&own, &chan)?));
@@ -64,7 +67,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         // or when it has none (it is then already reaped, its cgroups removed), from the
         // channel.
         let (standby, forwarded) = match standby {
-            Some(sb) => sb.receive_spec(),
+            Some(sb) => sb.receive_spec(&chan),
             None => (None, vec![]),
         };
         let spec = if !forwarded.is_empty() {
@@ -76,6 +79,9 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
                 r => return if r.is_ok() { 0 } else { 1 },
             }
         };
+        if warm.is_some() {
+            crate::sys::set_idle_priority(false);
+        }
         if !first {
             // Signals sent to the previous task's supervisor before the host took us
             // back are still queued: none of them is for this task.

@@ -131,7 +131,19 @@ impl Standby {
     /// The launch spec as the standby read it from the host's channel. Empty when it has
     /// none (it failed to prepare, or the host closed the channel without a spec): it is
     /// then reaped and its cgroups are removed, and the supervisor reads the channel.
-    pub fn receive_spec(mut self) -> (Option<Standby>, Vec<u8>) {
+    ///
+    /// It prepares at idle priority (see [`crate::sys::set_idle_priority`]). The host
+    /// moves us out of it when it sends the spec; we then move the standby out of it, so
+    /// that a start never waits for CPU time nothing else wants (on a busy node).
+    pub fn receive_spec(mut self, chan: &std::os::fd::OwnedFd) -> (Option<Standby>, Vec<u8>) {
+        use std::os::fd::AsRawFd;
+        let fds = [self.fwd.as_raw_fd(), chan.as_raw_fd()];
+        if let Ok(ready) = crate::sys::poll_any(&fds, -1)
+            && !ready[0]
+            && ready[1]
+        {
+            crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
+        }
         let mut bytes = vec![];
         if self.fwd.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
             self.discard();
@@ -256,7 +268,10 @@ fn standby_main(
         return 1;
     };
     let bytes = match crate::chan::read_spec(&chan, 64 << 20) {
-        Ok(b) if !b.is_empty() => b,
+        Ok(b) if !b.is_empty() => {
+            crate::sys::set_idle_priority(false);
+            b
+        }
         // The host ended the spare (or the spec was too large: the supervisor says so).
         _ => return 0,
     };
