@@ -66,4 +66,19 @@ fn unclaimed_supervisor_exits_and_a_claimed_one_stays() {
     assert_eq!(wait(&id, 30_000).unwrap()["exit_code"], 0);
     assert_eq!(stdout_of(d.path(), "again"), "again\n");
     destroy(&id);
+
+    // A task whose configuration changed while it ran (driver_configure): its supervisor
+    // is not taken back, it ends with its task.
+    let r = start(raw_task("cfg", d.path(), "exec sleep 60")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let sup = r["pid"].as_i64().unwrap() as i32;
+    op(execdriver::driver::configure, serde_json::json!({})).unwrap();
+    op(
+        execdriver::driver::stop,
+        serde_json::json!({"task_id": id, "timeout_ms": 5000}),
+    )
+    .unwrap();
+    destroy(&id);
+    assert_eq!(state_of(sup), None, "the supervisor ended with its task");
+    assert!(!spares().contains(&sup));
 }
