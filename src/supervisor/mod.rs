@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod logs;
 pub mod mother;
+mod reuse;
 mod standby;
 mod vfork;
 
@@ -104,7 +105,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         };
         // Another task, if the host takes us back: fresh fds, made while idle.
         own = OwnSetup::fds(start_time);
-        if !claimed(&chan, unclaimed_ms) {
+        if !reuse::claimed(&chan, unclaimed_ms) {
             return 0;
         }
     }
@@ -126,23 +127,6 @@ fn standby_fds(own: &OwnSetup, chan: &OwnedFd) -> Option<standby::ChildFds> {
             pipes[2].0.as_raw_fd(),
         ],
     })
-}
-
-/// After a task, when the host may give us another ([`LaunchSpec::recycle`]): says
-/// `{"idle":true}`, then waits for the host to take us back as a spare ([`launch::KEEP`],
-/// sent when it destroys the task). False when it does not within `unclaimed_ms` (a host
-/// that does not destroy its tasks), or closes the channel: we then exit.
-fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
-    if crate::chan::send_all(chan, b"{\"idle\":true}\n").is_err()
-        || !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).unwrap_or(false)
-    {
-        return false;
-    }
-    // Exactly the line: the next spec may follow it at once.
-    let mut keep = [0u8; 5];
-    crate::chan::recv_exact(chan, &mut keep).is_ok()
-        && keep[..4] == *launch::KEEP
-        && keep[4] == b'\n'
 }
 
 struct Pump {
@@ -209,9 +193,7 @@ fn prepare_self() -> OwnSetup {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     crate::isolate::privs::prime();
-    if let Ok(u) = nix::sys::utsname::uname() {
-        let _ = HOST_NAMES.set((u.nodename().to_owned(), u.domainname().to_owned()));
-    }
+    reuse::note_host_names();
     OwnSetup::fds(crate::sys::self_start_time())
 }
 
@@ -449,41 +431,10 @@ fn run(
     let reusable = spec.recycle > 0
         && match &spec.isolation {
             None => !is_init,
-            Some(iso) => renew_namespaces(iso).is_ok(),
+            Some(iso) => reuse::renew_namespaces(iso).is_ok(),
         };
     Ok(if reusable { spec.recycle } else { 0 })
 }
-
-/// Before an exec supervisor runs another task: new uts and (unless the task shared the
-/// host's) ipc namespaces, for us and so for the next task's processes. The task's IPC
-/// objects and host name go with the old ones; nothing of one task reaches the next.
-/// (As its init we stay in the pid namespace, which after the task holds only us: its
-/// processes are gone, and the next task mounts a /proc of its own.)
-fn renew_namespaces(iso: &crate::launch::Isolation) -> nix::Result<()> {
-    let mut flags = nix::sched::CloneFlags::CLONE_NEWUTS;
-    if iso.ipc_ns {
-        flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
-    }
-    nix::sched::unshare(flags)?;
-    // A new uts namespace starts with the old one's names, which a task with
-    // CAP_SYS_ADMIN may have changed: the host's again, as we had them at our start.
-    let (host, domain) = HOST_NAMES.get().ok_or(nix::errno::Errno::EINVAL)?;
-    let now = nix::sys::utsname::uname()?;
-    if now.nodename() != host.as_os_str() {
-        nix::unistd::sethostname(host)?;
-    }
-    if now.domainname() != domain.as_os_str() {
-        let d = domain.as_encoded_bytes();
-        // SAFETY: setdomainname(2) with a pointer to `d.len()` bytes we own.
-        nix::errno::Errno::result(unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) })?;
-    }
-    Ok(())
-}
-
-/// The host and domain names of our uts namespace at our start (the host's: a new one
-/// starts with its parent's names).
-static HOST_NAMES: std::sync::OnceLock<(std::ffi::OsString, std::ffi::OsString)> =
-    std::sync::OnceLock::new();
 
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
 /// parser, the command's set-up, relocation tables) are most of them, the kernel maps file
