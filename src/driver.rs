@@ -385,6 +385,8 @@ fn start_inner(
         groups: user.groups.clone(),
         caps,
         secrets_size: 1 << 20,
+        root_id: crate::sys::file_id(&dirs.task_dir),
+        alloc_id: crate::sys::file_id(&dirs.alloc_dir.join("alloc")),
     });
     let mut spec = LaunchSpec {
         task_id: id.to_string(),

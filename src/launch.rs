@@ -60,6 +60,12 @@ pub struct Isolation {
     pub caps: u64,
     /// Size of the /secrets tmpfs in bytes.
     pub secrets_size: u64,
+    /// (st_dev, st_ino) of `root` and `alloc` as the host made them: a standby that
+    /// looks them up in its copy of the host's mount tree checks it finds those.
+    #[serde(default)]
+    pub root_id: Option<(u64, u64)>,
+    #[serde(default)]
+    pub alloc_id: Option<(u64, u64)>,
 }
 
 /// Everything the supervisor needs; the host resolved it all (user, command path,

@@ -22,6 +22,34 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// (st_dev, st_ino) of `path`.
+pub fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether the mount table changed since `mounts` (this process's
+/// `/proc/self/mountinfo`) was opened: the kernel flags a change with `POLLPRI`.
+pub fn mounts_changed(mounts: &std::fs::File) -> bool {
+    let mut p = libc::pollfd {
+        fd: mounts.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r != 0
+}
+
+/// `pidfd_getfd(2)`: our own copy (close-on-exec) of the fd `fd` of the process `pidfd`
+/// refers to (Linux 5.6+; needs ptrace rights over it, as a parent of the same user has).
+pub fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; the returned fd is new and owned by us.
+    let got = cvt(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
 /// The mount namespace of the process `pidfd` refers to, as an fd
 /// (`ioctl(PIDFD_GET_MNT_NAMESPACE)`, Linux 6.11+): no /proc lookup, and the pid is read
 /// in the caller's own pid namespace.

@@ -12,6 +12,17 @@ fn exec(req: serde_json::Value) -> Result<serde_json::Value, execdriver::Error> 
 fn exec_sees_task_world_and_timeout_kills_only_it() {
     let d = TempDir::new("into");
     let driver = if is_root() { "exec" } else { "raw_exec" };
+    // One task first, so that the one below starts from the spare it leaves (whose command
+    // process sits in a root of its own inside the mount namespace).
+    let first = start(
+        json!({"name": "first", "driver": driver, "alloc_dir": d.path(),
+        "config": {"command": "/bin/true"}}),
+    )
+    .unwrap();
+    let first = first["task_id"].as_str().unwrap().to_string();
+    wait(&first, 30_000).unwrap();
+    destroy(&first);
+    execdriver::spawn::settle();
     let r = start(json!({"name": "x", "driver": driver, "alloc_dir": d.path(),
         "config": {"command": "/bin/sh", "args": ["-c", "echo secret-42 > $NOMAD_TASK_DIR/f; echo ready; exec sleep 600"]}})).unwrap();
     let id = r["task_id"].as_str().unwrap();

@@ -550,6 +550,43 @@ fn exec_spares_prepare_the_command_process() {
         "the root of a supervisor's second task differs"
     );
 
+    // A spare's command process takes the task's dirs from its own copy of the host's
+    // mounts: once the host's mounts changed, the spare's supervisor starts the task the
+    // usual way (a new command process), and the task still sees its files.
+    let s = exec_spares();
+    let standby = children(s[0]);
+    assert_eq!(standby.len(), 1);
+    let mnt = TempDir::new("pre-mnt");
+    nix::mount::mount(
+        Some("tmpfs"),
+        mnt.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    nix::mount::umount(mnt.path()).unwrap();
+    let d = TempDir::new("pre-moved");
+    let r = start(exec_task(
+        "m",
+        d.path(),
+        "echo here > /local/f; exec sleep 60",
+    ))
+    .unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    assert_eq!(supervisor_pid(&r), s[0]);
+    let cmd = children(s[0]);
+    assert_eq!(cmd.len(), 1);
+    assert_ne!(cmd, standby, "the prepared command process was not used");
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 5000}),
+    )
+    .unwrap();
+    let f = d.path().join("m/local/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "here\n");
+    destroy(&id);
+
     // driver_configure ends the exec spares and their cgroups go.
     let s = exec_spares();
     assert_eq!(s.len(), 2, "{s:?}");

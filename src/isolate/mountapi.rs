@@ -99,6 +99,50 @@ pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
     })
 }
 
+/// [`clone_tree`] of the host path `path` looked up in `host`, a detached copy of the
+/// host's mount tree (see [`super::rootfs::Staged::enter_skeleton`]): `host` is the root
+/// of the lookup, for `..` and absolute symlinks too (`openat2`, `RESOLVE_IN_ROOT`).
+pub fn clone_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    let at = open_in(host, path)?;
+    let empty = cstr("")?;
+    // SAFETY: `at` is our O_PATH fd; empty path with AT_EMPTY_PATH; a new close-on-exec fd.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            at.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE | AT_EMPTY_PATH,
+        )
+    })
+}
+
+/// An `O_PATH` fd of the host path `path` looked up in `host` (see [`clone_in`]).
+pub fn open_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT,
+    };
+    let p = cstr(path)?;
+    // SAFETY: openat2(2) with our fd, a valid C string and a valid open_how of its size.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            host.as_raw_fd(),
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })
+}
+
 /// Attaches the detached mount `fd` at `dst`.
 pub fn move_to(fd: BorrowedFd<'_>, dst: &Path) -> io::Result<()> {
     let empty = cstr("")?;

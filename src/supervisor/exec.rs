@@ -49,6 +49,10 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
         .collect::<Result<_>>()?;
     if let (Some(pid), Some(_)) = (req.target_pid, &spec.isolation) {
         // Open every namespace first: after entering the mount namespace /proc is the task's.
+        // The command's root too: it is not always its mount namespace's root (a spare's
+        // command process `chroot`s into the task root inside an otherwise empty one).
+        let root = std::fs::File::open(format!("/proc/{pid}/root"))
+            .map_err(|e| err("opening the root of the task", e))?;
         let mut nss = vec![];
         for (name, flag) in [
             ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -64,6 +68,8 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
             nix::sched::setns(f, *flag)
                 .map_err(|e| err(&format!("entering {name} namespace"), e))?;
         }
+        nix::unistd::fchdir(&root).map_err(|e| err("entering the root of the task", e))?;
+        nix::unistd::chroot(".").map_err(|e| err("chroot to the root of the task", e))?;
     }
     let (out_r, out_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;

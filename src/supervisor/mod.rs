@@ -126,6 +126,7 @@ fn standby_fds(own: &OwnSetup, chan: &OwnedFd) -> Option<standby::ChildFds> {
             pipes[1].0.as_raw_fd(),
             pipes[2].0.as_raw_fd(),
         ],
+        host_tree: None,
     })
 }
 
@@ -252,8 +253,13 @@ fn run(
         own.pipes.map_err(|e| internal("pipe", &e))?;
 
     let started_at = launch::rfc3339_now();
+    // A standby's copy of the host tree, kept until the end of the task (see
+    // `Standby::take_host_tree`): dropping it dissolves it, which waits for an RCU grace
+    // period, so it goes when nothing is waiting for us.
+    let mut host_tree = None;
     let (child, cgroup) = match standby {
-        Some(sb) => {
+        Some(mut sb) => {
+            host_tree = sb.take_host_tree();
             let pid = sb.pid;
             (pid, sb.hand_over(&spec)?)
         }
@@ -426,6 +432,7 @@ fn run(
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup.as_ref(), chan, &exit);
     drop(mount_ns);
+    drop(host_tree);
     // Nothing of the task is left (its processes, cgroup, pipes and log files are gone):
     // we may run another.
     let reusable = spec.recycle > 0

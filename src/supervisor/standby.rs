@@ -38,6 +38,13 @@ pub struct Standby {
     cgroup: Option<TaskCgroup>,
     /// Whether the placeholder has a freezer cgroup of its own ([`Warm::freezer`]).
     freezer: bool,
+    /// The fd number at which the standby keeps a detached copy of the host's mount tree,
+    /// which it looks the task's paths up in from its skeleton root
+    /// (`rootfs::Staged::enter_skeleton`). We hold it open (on /dev/null) so that the
+    /// number is free for that in the standby; see [`Standby::take_host_tree`].
+    host_slot: Option<std::fs::File>,
+    /// Our `/proc/self/mountinfo`, opened before the standby copied the host's mounts.
+    mounts: Option<std::fs::File>,
 }
 
 fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
@@ -54,12 +61,22 @@ pub struct ChildFds {
     pub chan: RawFd,
     /// The supervisor's own fds, closed in the standby.
     pub close: Vec<RawFd>,
+    /// Set by [`Standby::prepare`]: where the standby puts its copy of the host tree.
+    pub host_tree: Option<RawFd>,
 }
 
 impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
     pub fn prepare(warm: &Warm, fds: &ChildFds) -> Option<Standby> {
+        // Without it the standby builds the root in the host's tree, as before.
+        let host_slot = std::fs::File::open("/dev/null").ok();
+        let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
+        let fds = &ChildFds {
+            host_tree: host_slot.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            close: fds.close.clone(),
+            ..*fds
+        };
         let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?)) })();
         let Ok(((fwd_r, fwd_w), (go_r, go_w))) = made else {
             return None;
@@ -114,6 +131,8 @@ impl Standby {
             fwd: fwd_r,
             go: go_w,
             cgroup,
+            host_slot,
+            mounts,
         })
     }
 
@@ -122,6 +141,10 @@ impl Standby {
     /// a freezer cgroup the placeholder lacks (or has one it does not want). The task then
     /// starts the usual way.
     pub fn fits(&self, req: &Option<crate::launch::CgroupRequest>) -> bool {
+        // Its copy of the host's mounts is a snapshot: not used once they changed.
+        if self.mounts.as_ref().is_some_and(crate::sys::mounts_changed) {
+            return false;
+        }
         match (req, &self.cgroup) {
             (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == self.freezer,
             _ => true,
@@ -150,6 +173,16 @@ impl Standby {
             return (None, vec![]);
         }
         (Some(self), bytes)
+    }
+
+    /// Our own copy of the standby's host tree, taken before the go byte: the caller keeps
+    /// it until the task has ended. Dropping the last copy dissolves the tree, which waits
+    /// for an RCU grace period; with ours alive, the standby's copy closing at its exec is
+    /// not the last, so the command does not wait for it.
+    pub fn take_host_tree(&mut self) -> Option<std::os::fd::OwnedFd> {
+        let slot = std::os::fd::AsRawFd::as_raw_fd(self.host_slot.as_ref()?);
+        let pidfd = crate::sys::pidfd_open(self.pid.as_raw()).ok()?;
+        crate::sys::pidfd_getfd(&pidfd, slot).ok()
     }
 
     /// Hands the task over: the cgroups renamed to the task's id (or made for it, on
@@ -261,7 +294,24 @@ fn standby_main(
         }
         nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
         rootfs::private_namespace()?;
-        rootfs::stage(&warm.binds)
+        let mut staged = rootfs::stage(&warm.binds)?;
+        // A copy of the host's tree made in our own namespace (the kernel clones from a
+        // detached tree only in the namespace it came from), at the number the supervisor
+        // reserved, so that it can take a copy of the fd.
+        if let Some(slot) = fds.host_tree
+            && let Ok(tree) = crate::isolate::mountapi::clone_tree(std::path::Path::new("/"))
+            // SAFETY: dup3(2) onto `slot`, our copy of the supervisor's /dev/null that
+            // nothing in this process uses; the OwnedFd below then owns it.
+            && unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&tree), slot, libc::O_CLOEXEC) }
+                == slot
+        {
+            drop(tree);
+            // SAFETY: `slot` now holds our copy of the tree, owned by nothing else here.
+            let host =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slot) };
+            staged.enter_skeleton(host)?;
+        }
+        Ok(staged)
     })();
     let Ok(staged) = prepared else {
         // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
