@@ -116,6 +116,25 @@ pub fn clone_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
     })
 }
 
+/// Whether [`clone_in`] works here (`openat2` is Linux 5.6+, and not every kernel lets a
+/// detached tree be cloned from): tried on the top mount of `host` alone.
+pub fn can_clone_in(host: BorrowedFd<'_>) -> bool {
+    let Ok(at) = open_in(host, Path::new("/")) else {
+        return false;
+    };
+    let Ok(empty) = cstr("") else { return false };
+    // SAFETY: `at` is our O_PATH fd; empty path with AT_EMPTY_PATH; a new close-on-exec fd.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            at.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_EMPTY_PATH,
+        )
+    })
+    .is_ok()
+}
+
 /// An `O_PATH` fd of the host path `path` looked up in `host` (see [`clone_in`]).
 pub fn open_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
     const RESOLVE_IN_ROOT: u64 = 0x10;

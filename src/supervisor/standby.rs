@@ -300,6 +300,7 @@ fn standby_main(
         // reserved, so that it can take a copy of the fd.
         if let Some(slot) = fds.host_tree
             && let Ok(tree) = crate::isolate::mountapi::clone_tree(std::path::Path::new("/"))
+            && crate::isolate::mountapi::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
             // SAFETY: dup3(2) onto `slot`, our copy of the supervisor's /dev/null that
             // nothing in this process uses; the OwnedFd below then owns it.
             && unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&tree), slot, libc::O_CLOEXEC) }
