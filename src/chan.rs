@@ -4,8 +4,9 @@
 //! newline-terminated JSON lines: the start report (`{"ok":true,…}` or `{"error":…}`),
 //! later the exit report (`{"exit":{…}}`), written before it tears down the cgroup and
 //! writes `exit.json`, so the host learns the exit status without waiting for the
-//! supervisor process to end. A raw_exec supervisor that may run another task then says
-//! `{"idle":true}` and waits for its next spec on the same socket; EOF ends it.
+//! supervisor process to end. A supervisor that may run another task then says
+//! `{"idle":true}`, waits for `keep`, and then for its next spec on the same socket; EOF
+//! ends it.
 //!
 //! Writes use `MSG_NOSIGNAL`: a peer that went away is an `EPIPE` error, never a SIGPIPE
 //! (the host's disposition is not ours to rely on; the supervisor would read it from its

@@ -96,8 +96,9 @@ pub struct LaunchSpec {
     pub log_max_files: u32,
     pub log_max_bytes: u64,
     pub state_dir: PathBuf,
-    /// Non-zero: the supervisor may run another task after this one (raw_exec with
-    /// `prestart_supervisor`). Once it has tidied up after the exit it says
+    /// Non-zero: the supervisor may run another task after this one (with
+    /// `prestart_supervisor`: raw_exec, or an exec spare that prepares its tasks' command
+    /// processes). Once it has tidied up after the exit it says
     /// `{"idle":true}` and waits this many milliseconds to be taken back as a spare
     /// ([`KEEP`]), then for the next spec on its channel (see [`crate::chan`]).
     #[serde(default)]

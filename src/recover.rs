@@ -67,7 +67,7 @@ pub fn recover(text: &str) -> Result<Value> {
     // passes. The check is repeated after the pidfd is open, closing the race.
     let ours =
         |pid: i32| h.start_time.is_some() && crate::sys::proc_start_time(pid) == h.start_time;
-    // A raw_exec supervisor may have gone on to run another task
+    // The supervisor may have gone on to run another task
     // ([`crate::launch::LaunchSpec::recycle`]), always after writing this one's exit.json;
     // a destroyed task has no state dir. Either way this task is over.
     let over = !task.state_dir.is_dir() || task.state_dir.join(crate::launch::EXIT_FILE).exists();

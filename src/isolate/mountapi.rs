@@ -103,36 +103,30 @@ pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
 /// host's mount tree (see [`super::rootfs::Staged::enter_skeleton`]): `host` is the root
 /// of the lookup, for `..` and absolute symlinks too (`openat2`, `RESOLVE_IN_ROOT`).
 pub fn clone_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
-    let at = open_in(host, path)?;
-    let empty = cstr("")?;
-    // SAFETY: `at` is our O_PATH fd; empty path with AT_EMPTY_PATH; a new close-on-exec fd.
-    fd_result(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            at.as_raw_fd(),
-            empty.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE | AT_EMPTY_PATH,
-        )
-    })
+    clone_fd(&open_in(host, path)?, AT_RECURSIVE)
 }
 
 /// Whether [`clone_in`] works here (`openat2` is Linux 5.6+, and not every kernel lets a
 /// detached tree be cloned from): tried on the top mount of `host` alone.
 pub fn can_clone_in(host: BorrowedFd<'_>) -> bool {
-    let Ok(at) = open_in(host, Path::new("/")) else {
-        return false;
-    };
-    let Ok(empty) = cstr("") else { return false };
-    // SAFETY: `at` is our O_PATH fd; empty path with AT_EMPTY_PATH; a new close-on-exec fd.
+    open_in(host, Path::new("/"))
+        .and_then(|at| clone_fd(&at, 0))
+        .is_ok()
+}
+
+/// A detached copy of the mount `at` refers to (`extra`: `AT_RECURSIVE` for the mounts
+/// below it too).
+fn clone_fd(at: &OwnedFd, extra: u32) -> io::Result<OwnedFd> {
+    let empty = cstr("")?;
+    // SAFETY: `at` is our fd; empty path with AT_EMPTY_PATH; a new close-on-exec fd.
     fd_result(unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             at.as_raw_fd(),
             empty.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_EMPTY_PATH,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_EMPTY_PATH | extra,
         )
     })
-    .is_ok()
 }
 
 /// An `O_PATH` fd of the host path `path` looked up in `host` (see [`clone_in`]).

@@ -129,9 +129,9 @@ impl Staged {
     /// start back to back on two busy vCPUs (25 µs on an idle machine). Our namespace's
     /// root becomes a small empty tmpfs holding only [`SKELETON_ROOT`]; the old root is
     /// detached now. At the start the task dir is mounted there from `host` (a detached
-    /// copy of the host's mount tree that the supervisor made and keeps until the command
-    /// has exec'd, so that its dissolution waits for no one on the start's path), and the
-    /// command is `chroot`ed into it. A `chroot` escape (CAP_SYS_CHROOT) then only reaches
+    /// copy of the host's mount tree, made in our namespace before this call; the
+    /// supervisor takes its own reference to it, so that its dissolution waits for no one
+    /// on the start's path), and the command is `chroot`ed into it. A `chroot` escape (CAP_SYS_CHROOT) then only reaches
     /// the empty tmpfs: nothing of the host is left in the namespace.
     pub fn enter_skeleton(&mut self, host: OwnedFd) -> Result<()> {
         let slash = Path::new("/");
@@ -155,10 +155,15 @@ impl Staged {
     }
 }
 
+/// `stat` of `path` looked up in `host`.
+fn stat_in(host: BorrowedFd<'_>, path: &Path) -> std::io::Result<nix::sys::stat::FileStat> {
+    mountapi::open_in(host, path)
+        .and_then(|fd| nix::sys::stat::fstat(&fd).map_err(std::io::Error::from))
+}
+
 /// Checks that `path` looked up in `host` is the directory the host made (`id`).
 fn same_dir(host: BorrowedFd<'_>, path: &Path, id: Option<(u64, u64)>) -> Result<()> {
-    let found = mountapi::open_in(host, path)
-        .and_then(|fd| nix::sys::stat::fstat(&fd).map_err(std::io::Error::from))
+    let found = stat_in(host, path)
         .map(|st| (st.st_dev, st.st_ino))
         .map_err(|e| err("looking up", path, e))?;
     if id.is_some_and(|id| id != found) {
@@ -184,8 +189,7 @@ impl Host<'_> {
     fn is_file(self, p: &Path) -> bool {
         match self {
             Host::Here => std::fs::metadata(p).map(|m| !m.is_dir()).unwrap_or(false),
-            Host::Via(h) => mountapi::open_in(h, p)
-                .and_then(|fd| nix::sys::stat::fstat(&fd).map_err(std::io::Error::from))
+            Host::Via(h) => stat_in(h, p)
                 .map(|st| st.st_mode & libc::S_IFMT != libc::S_IFDIR)
                 .unwrap_or(false),
         }

@@ -63,7 +63,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         }
         let standby = warm
             .as_ref()
-            .and_then(|w| standby::Standby::prepare(w, &standby_fds(&own, &chan)?));
+            .and_then(|w| standby::Standby::prepare(w, standby_fds(&own, &chan)?));
         // With a standby, the spec comes through it (it reads the channel); without one,
         // or when it has none (it is then already reaped, its cgroups removed), from the
         // channel.

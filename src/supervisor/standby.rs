@@ -61,22 +61,19 @@ pub struct ChildFds {
     pub chan: RawFd,
     /// The supervisor's own fds, closed in the standby.
     pub close: Vec<RawFd>,
-    /// Set by [`Standby::prepare`]: where the standby puts its copy of the host tree.
+    /// Where the standby puts its copy of the host tree ([`Standby::prepare`] sets it).
     pub host_tree: Option<RawFd>,
 }
 
 impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
-    pub fn prepare(warm: &Warm, fds: &ChildFds) -> Option<Standby> {
+    pub fn prepare(warm: &Warm, mut fds: ChildFds) -> Option<Standby> {
         // Without it the standby builds the root in the host's tree, as before.
         let host_slot = std::fs::File::open("/dev/null").ok();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
-        let fds = &ChildFds {
-            host_tree: host_slot.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-            close: fds.close.clone(),
-            ..*fds
-        };
+        fds.host_tree = host_slot.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let fds = &fds;
         let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?)) })();
         let Ok(((fwd_r, fwd_w), (go_r, go_w))) = made else {
             return None;
@@ -136,10 +133,11 @@ impl Standby {
         })
     }
 
-    /// Whether the placeholder cgroups can become the cgroups `req` asks for: not when
-    /// the task pins cores (the placeholder has no cpuset directory of its own) or wants
-    /// a freezer cgroup the placeholder lacks (or has one it does not want). The task then
-    /// starts the usual way.
+    /// Whether the standby can take the task: not once the host's mounts changed since it
+    /// was prepared, nor when its placeholder cgroups cannot become the cgroups `req` asks
+    /// for (the task pins cores: the placeholder has no cpuset directory of its own; or it
+    /// wants a freezer cgroup the placeholder lacks, or has one it does not want). The
+    /// task then starts the usual way.
     pub fn fits(&self, req: &Option<crate::launch::CgroupRequest>) -> bool {
         // Its copy of the host's mounts is a snapshot: not used once they changed.
         if self.mounts.as_ref().is_some_and(crate::sys::mounts_changed) {
