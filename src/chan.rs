@@ -1,6 +1,9 @@
 //! The channel between the host library and a task's supervisor: one unix stream socket,
 //! the supervisor's fd 1. The host sends the launch spec, compact JSON ended by a newline
-//! (serde_json escapes every newline inside it); the supervisor answers with
+//! (serde_json escapes every newline inside it), then the go line
+//! ([`crate::launch::Go`]: the task's directories are made), often well after the spec
+//! (a standby may read the spec and its supervisor the go line, so a read never takes
+//! more than one line); the supervisor answers with
 //! newline-terminated JSON lines: the start report (`{"ok":true,…}` or `{"error":…}`),
 //! later the exit report (`{"exit":{…}}`), written before it tears down the cgroup and
 //! writes `exit.json`, so the host learns the exit status without waiting for the
@@ -70,8 +73,11 @@ pub fn shutdown_write(fd: &OwnedFd) {
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
 }
 
-/// Reads the host's spec: until a newline ends what has arrived (the spec has none
-/// inside), or EOF; at most `limit` bytes. Empty when the host closed the channel first.
+/// Reads one line from the host: the spec, or the go line after it. Until the first
+/// newline (the spec has none inside; it is not returned), or EOF; at most `limit` bytes.
+/// Nothing after the newline is consumed: the next line may have arrived with it, and may
+/// be for another reader (a standby reads the spec, its supervisor the go line). Empty
+/// when the host closed the channel first.
 pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     // Received straight into the vector's spare capacity, never zeroed: only the pages
     // the bytes land in are touched (a fresh supervisor pays a page fault for each).
@@ -81,8 +87,16 @@ pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
             out.reserve(out.capacity());
         }
         let room = out.spare_capacity_mut();
+        // Peek first, then take what belongs to this line.
         // SAFETY: recv(2) into `room`, writable memory of `room.len()` bytes that we own.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                room.as_mut_ptr().cast(),
+                room.len(),
+                libc::MSG_PEEK,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -93,12 +107,22 @@ pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
         if n == 0 {
             return Ok(out);
         }
-        // SAFETY: the kernel initialized the n bytes after the current length.
-        unsafe { out.set_len(out.len() + n as usize) };
+        // SAFETY: the kernel initialized the n bytes of `room` it peeked into.
+        let peeked = unsafe { std::slice::from_raw_parts(room.as_ptr().cast::<u8>(), n as usize) };
+        let end = peeked.iter().position(|&b| b == b'\n');
+        let take = end.map_or(n as usize, |i| i + 1);
+        // The same bytes again, now consumed (nothing else reads this socket meanwhile).
+        // SAFETY: as above, `take` <= `room.len()`.
+        let got = unsafe { libc::recv(fd.as_raw_fd(), room.as_mut_ptr().cast(), take, 0) };
+        if got != take as isize {
+            return Err(io::Error::other("the channel changed under a peeked read"));
+        }
+        // SAFETY: the kernel initialized the `take` bytes after the current length.
+        unsafe { out.set_len(out.len() + take) };
         if out.len() > limit {
             return Err(io::Error::other("launch spec too large"));
         }
-        if out.last() == Some(&b'\n') {
+        if end.is_some() {
             out.pop();
             return Ok(out);
         }
@@ -343,6 +367,20 @@ mod tests {
         assert_eq!(read_spec(&b, 100).unwrap(), b"{\"second\":2}");
         drop(a);
         assert!(read_spec(&b, 100).unwrap().is_empty(), "EOF: no spec");
+    }
+
+    #[test]
+    fn a_line_read_leaves_the_next_one_on_the_channel() {
+        // The spec and the go line sent at once: each read takes one line, and what
+        // follows stays for the next reader (here, a process that shares the socket).
+        let (a, b) = socketpair().unwrap();
+        send_all(&a, b"{\"spec\":1}\n{\"go\":2}\nkeep\n").unwrap();
+        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"spec\":1}");
+        let b2 = b.try_clone().unwrap();
+        assert_eq!(read_spec(&b2, 100).unwrap(), b"{\"go\":2}");
+        let mut keep = [0u8; 5];
+        recv_exact(&b, &mut keep).unwrap();
+        assert_eq!(&keep, b"keep\n");
     }
 
     #[test]

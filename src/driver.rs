@@ -235,38 +235,30 @@ fn start_inner(
     } else {
         0
     };
-    // The alloc dir first.
-    let dirs = prepare::alloc_root(t, id, cfg, created)?;
-    let tr: &TaskRequest = t;
+    let dirs = prepare::paths(t, id, cfg);
     let owner = exec.then_some((user.uid, user.gid));
-    // A spare exec supervisor makes the cgroups itself (it made them ahead).
-    let cgroup_request = if pending.makes_cgroups() {
+    // The supervisor makes the task's cgroups (as root), while we make its directories:
+    // for exec all of them, with the task's limits (a spare renames those it made
+    // ahead); for raw_exec one to track its processes, when the host has cgroup2.
+    let cgroup_request = if crate::sys::euid() != 0 {
+        None
+    } else if exec {
         Some(crate::launch::CgroupRequest {
             layout: crate::cgroup::detect_cached()?,
             parent: cfg.cgroup_parent.clone(),
             limits: task_limits(t, pid_ns),
+            tracking: false,
         })
     } else {
-        None
+        crate::cgroup::detect_cached()
+            .ok()
+            .map(|layout| crate::launch::CgroupRequest {
+                layout,
+                parent: cfg.cgroup_parent.clone(),
+                limits: Default::default(),
+                tracking: true,
+            })
     };
-    let by_supervisor = cgroup_request.is_some();
-    // The directories here; the cgroup, when we make it, on a helper thread meanwhile
-    // (a few filesystem calls each, independent of each other).
-    let dirs_here = |created: &mut prepare::Created| {
-        prepare::make_alloc_dirs(&dirs, created)
-            .and_then(|()| prepare::make_task_dirs(&dirs, owner, created))
-    };
-    let (made, cgroup) = if by_supervisor {
-        (dirs_here(created), Ok(None))
-    } else {
-        crate::sys::parallel(
-            || dirs_here(created),
-            || task_cgroup(tr, id, cfg, exec, pid_ns),
-        )
-    };
-    let cgroup = cgroup?;
-    let mut cg_guard = CgroupGuard(cgroup.clone());
-    made?;
 
     // Environment, then interpolation of everything the task names.
     let (task_dir_v, alloc_dir_v, secrets_v) = if exec {
@@ -349,7 +341,11 @@ fn start_inner(
             field: format!("artifacts[{i}]"),
         });
     }
-    if !specs.is_empty() {
+    // The spec goes to the supervisor before the directories are made, unless artifacts
+    // must be fetched into them first (the command may be one).
+    let spec_first = specs.is_empty();
+    if !spec_first {
+        prepare::make_dirs(&dirs, owner, created)?;
         let progress: Vec<_> = specs
             .iter()
             .map(crate::fetch::ArtifactProgress::new)
@@ -385,8 +381,9 @@ fn start_inner(
         groups: user.groups.clone(),
         caps,
         secrets_size: 1 << 20,
-        root_id: crate::sys::file_id(&dirs.task_dir),
-        alloc_id: crate::sys::file_id(&dirs.alloc_dir.join("alloc")),
+        // Known once the directories are: in the go line.
+        root_id: None,
+        alloc_id: None,
     });
     let mut spec = LaunchSpec {
         task_id: id.to_string(),
@@ -394,12 +391,9 @@ fn start_inner(
         env: env_map.clone().into_iter().collect(),
         cwd: work_dir,
         isolation,
-        cgroup_procs: cgroup
-            .as_ref()
-            .map(|c| c.self_join_files())
-            .unwrap_or_default(),
-        clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
-        cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+        cgroup_procs: vec![],
+        clone_into: None,
+        cgroup: None,
         cgroup_request,
         log_dir: dirs.alloc_dir.join("alloc/logs"),
         log_name: t.name.clone(),
@@ -413,7 +407,19 @@ fn start_inner(
         },
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    let started = pending.start(&bytes)?;
+    let mut pending = pending;
+    pending.send_spec(&bytes);
+    if spec_first {
+        prepare::make_dirs(&dirs, owner, created)?;
+    }
+    let go = crate::launch::Go {
+        root_id: exec.then(|| crate::sys::file_id(&dirs.task_dir)).flatten(),
+        alloc_id: exec
+            .then(|| crate::sys::file_id(&dirs.alloc_dir.join("alloc")))
+            .flatten(),
+    };
+    go.apply(&mut spec);
+    let started = pending.go(&go)?;
     if let Some(cg) = &started.cgroup {
         // Made by the supervisor: it reports where.
         spec.cgroup = Some(cg.clone());
@@ -432,8 +438,6 @@ fn start_inner(
         "cgroup": spec.cgroup, "kill_signal": task.kill_signal, "kill_timeout_ms": task.kill_timeout_ms,
         "started_at": started_at,
     });
-    // Started: disarm the guard (dropping its copy, not forgetting it, which leaked it).
-    cg_guard.0 = None;
     let cgroup_json = spec.cgroup.clone();
     {
         let mut g = task.lock();
@@ -451,48 +455,6 @@ fn start_inner(
     Ok(
         json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
     )
-}
-
-/// The task's cgroup (root only): limits for exec; for raw_exec one only to track and
-/// kill the task's processes, when the host has a cgroup2 hierarchy.
-fn task_cgroup(
-    t: &TaskRequest,
-    id: &str,
-    cfg: &config::PluginConfig,
-    exec: bool,
-    pid_ns: bool,
-) -> Result<Option<crate::cgroup::TaskCgroup>> {
-    Ok(match (exec, crate::sys::euid() == 0) {
-        (true, _) => Some(make_cgroup(t, id, cfg, pid_ns)?),
-        (false, true) => crate::cgroup::detect_cached().ok().and_then(|l| {
-            crate::cgroup::TaskCgroup::create_tracking(&l, &cfg.cgroup_parent, id)
-                .ok()
-                .flatten()
-        }),
-        (false, false) => None,
-    })
-}
-
-/// Removes the cgroup of a start that failed.
-struct CgroupGuard(Option<crate::cgroup::TaskCgroup>);
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            let _ = c.remove();
-        }
-    }
-}
-
-/// An exec task's cgroups, made here (the supervisor makes them when it is a spare, see
-/// [`crate::launch::CgroupRequest`]).
-fn make_cgroup(
-    t: &TaskRequest,
-    id: &str,
-    cfg: &config::PluginConfig,
-    pid_ns: bool,
-) -> Result<crate::cgroup::TaskCgroup> {
-    let layout = crate::cgroup::detect_cached()?.for_exec();
-    crate::cgroup::TaskCgroup::create(&layout, &cfg.cgroup_parent, id, &task_limits(t, pid_ns))
 }
 
 /// The task's resources as cgroup limits: the hard memory limit is `memory_max_mb`, else

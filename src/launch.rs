@@ -112,6 +112,34 @@ pub struct CgroupRequest {
     pub layout: crate::cgroup::Layout,
     pub parent: String,
     pub limits: crate::cgroup::Limits,
+    /// Only to track and kill the task's processes (raw_exec): one cgroup2 directory
+    /// without controllers or limits, when the host has a cgroup2 hierarchy
+    /// ([`crate::cgroup::TaskCgroup::create_tracking`]); none is no error.
+    #[serde(default)]
+    pub tracking: bool,
+}
+
+/// The host's second line, after the spec: the task's directories are made and its
+/// artifacts are in place, so the command may start. The host sends the spec before it
+/// makes the directories when nothing in the spec depends on them (no artifacts), so that
+/// the supervisor parses it and makes the cgroups meanwhile; EOF instead of this line
+/// means the start failed (the supervisor then removes what it made and exits).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Go {
+    /// [`Isolation::root_id`] and [`Isolation::alloc_id`]: known once the directories are.
+    #[serde(default)]
+    pub root_id: Option<(u64, u64)>,
+    #[serde(default)]
+    pub alloc_id: Option<(u64, u64)>,
+}
+
+impl Go {
+    pub fn apply(&self, spec: &mut LaunchSpec) {
+        if let Some(iso) = &mut spec.isolation {
+            iso.root_id = self.root_id;
+            iso.alloc_id = self.alloc_id;
+        }
+    }
 }
 
 /// What a spare exec supervisor prepares while it waits for a task

@@ -64,15 +64,10 @@ pub struct Dirs {
     pub state_dir: PathBuf,
 }
 
-/// The task's paths, and its alloc dir created (the parent of everything else). Nomad's
-/// layout is this, then [`make_alloc_dirs`] and [`make_task_dirs`] (which `driver_start`
-/// runs side by side).
-pub fn alloc_root(
-    task: &TaskRequest,
-    id: &str,
-    cfg: &PluginConfig,
-    created: &mut Created,
-) -> Result<Dirs> {
+/// The task's paths: `alloc_dir` (given, else `<data_dir>/alloc/<alloc_id or id>`), the
+/// task dir in it, the state dir under `data_dir`. Nothing is made here: see
+/// [`make_dirs`].
+pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
     let data = crate::plugin::data_dir(cfg);
     let alloc_dir = match &task.alloc_dir {
         Some(d) => PathBuf::from(d),
@@ -82,12 +77,18 @@ pub fn alloc_root(
             &task.alloc_id
         }),
     };
-    mkdir(&alloc_dir, 0o755, created)?;
-    Ok(Dirs {
+    Dirs {
         task_dir: alloc_dir.join(&task.name),
         state_dir: data.join("tasks").join(id),
         alloc_dir,
-    })
+    }
+}
+
+/// Nomad's layout: the alloc dir, then [`make_alloc_dirs`] and [`make_task_dirs`].
+pub fn make_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Created) -> Result<()> {
+    mkdir(&dirs.alloc_dir, 0o755, created)?;
+    make_alloc_dirs(dirs, created)?;
+    make_task_dirs(dirs, owner, created)
 }
 
 /// `<alloc_dir>/alloc/{data,logs,tmp}` and the state dir under `data_dir`.

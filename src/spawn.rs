@@ -33,7 +33,7 @@ pub struct Reusable {
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
-/// task (directories, cgroup, artifacts). Dropped without [`Pending::start`], it closes
+/// task (directories, cgroup, artifacts). Dropped without [`Pending::go`], it closes
 /// the channel, the supervisor sees EOF and exits having done nothing, and is reaped.
 pub struct Pending {
     pid: i32,
@@ -46,6 +46,8 @@ pub struct Pending {
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
     spare: bool,
+    /// What [`Pending::send_spec`] sent (framed), for such a new one.
+    spec: Option<Vec<u8>>,
 }
 
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
@@ -91,6 +93,7 @@ pub fn launch_supervisor(
         warm,
         ns_flags,
         spare: false,
+        spec: None,
     })
 }
 
@@ -120,12 +123,11 @@ impl Pending {
             .is_some_and(|fd| matches!(crate::sys::poll_readable(fd.as_raw_fd(), 0), Ok(false)))
     }
 
-    /// Hands the supervisor its launch spec and returns once the command has exec'd (or
-    /// failed to).
-    pub fn start(mut self, spec: &[u8]) -> Result<Started> {
-        let chan = self.chan.take().expect("channel");
-        let pidfd = self.pidfd.take().expect("pidfd");
-        let mut host = HostEnd::new(chan);
+    /// Hands the supervisor its launch spec (the first of the two lines of
+    /// [`crate::launch::Go`]): it parses it and makes the cgroups while the host goes on
+    /// making the task's directories. A supervisor that went away meanwhile is seen at
+    /// [`Pending::go`].
+    pub fn send_spec(&mut self, spec: &[u8]) {
         if self.warm.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
             // (it moves its command process out of it in turn).
@@ -135,9 +137,26 @@ impl Pending {
         let mut framed = Vec::with_capacity(spec.len() + 1);
         framed.extend_from_slice(spec);
         framed.push(b'\n');
-        let sent = crate::chan::send_all(&host.fd, &framed);
-        let line = match (sent, host.next_line(true)) {
-            (Ok(()), Ok(Line::Line(l))) => l,
+        if let Some(c) = &self.chan {
+            let _ = crate::chan::send_all(c, &framed);
+        }
+        self.spec = Some(framed);
+    }
+
+    /// Tells the supervisor that the task's directories are ready ([`crate::launch::Go`])
+    /// and returns once the command has exec'd (or failed to). Needs [`Pending::send_spec`]
+    /// first.
+    pub fn go(mut self, go: &crate::launch::Go) -> Result<Started> {
+        let chan = self.chan.take().expect("channel");
+        let pidfd = self.pidfd.take().expect("pidfd");
+        let spec = self.spec.take().unwrap_or_default();
+        let mut host = HostEnd::new(chan);
+        let mut line = serde_json::to_vec(go).unwrap_or_default();
+        line.push(b'\n');
+        // A supervisor that failed has said why before it exited: read it all the same.
+        let _ = crate::chan::send_all(&host.fd, &line);
+        let line = match host.next_line(true) {
+            Ok(Line::Line(l)) => l,
             _ => String::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -161,7 +180,9 @@ impl Pending {
         if self.spare && line.is_empty() {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::plugin::current();
-            return launch_supervisor(&cfg, self.ns_flags, None)?.start(spec);
+            let mut fresh = launch_supervisor(&cfg, self.ns_flags, None)?;
+            fresh.send_spec(spec.strip_suffix(b"\n").unwrap_or(&spec));
+            return fresh.go(go);
         }
         Err(Error::new(
             Code::Spawn,
@@ -375,6 +396,7 @@ fn launch_via_mother(
         warm,
         ns_flags,
         spare: false,
+        spec: None,
     })
 }
 
@@ -429,6 +451,7 @@ pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
         warm: r.warm,
         ns_flags: r.ns_flags,
         spare: false,
+        spec: None,
     };
     if !std::sync::Arc::ptr_eq(&r.cfg, &crate::plugin::current()) {
         return;

@@ -208,41 +208,6 @@ pub fn background(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
     })
 }
 
-/// Runs `b` on a short-lived helper thread while `a` runs on the calling thread, and
-/// returns both results. The helper starts with every signal blocked
-/// ([`with_signals_blocked`]); it is joined before this returns. Should the thread not
-/// start, `b` runs here after `a`.
-pub fn parallel<RA, RB>(a: impl FnOnce() -> RA, b: impl FnOnce() -> RB + Send) -> (RA, RB)
-where
-    RB: Send,
-{
-    let b = std::sync::Mutex::new(Some(b));
-    std::thread::scope(|s| {
-        let helper = with_signals_blocked(|| {
-            std::thread::Builder::new()
-                .name("execdriver-prep".into())
-                .stack_size(256 << 10)
-                .spawn_scoped(s, || {
-                    let f = b.lock().ok().and_then(|mut g| g.take());
-                    f.map(|f| f())
-                })
-        });
-        let ra = a();
-        let rb = match helper {
-            Ok(h) => match h.join() {
-                Ok(r) => r,
-                Err(p) => std::panic::resume_unwind(p),
-            },
-            Err(_) => None,
-        };
-        let rb = rb.unwrap_or_else(|| {
-            let f = b.lock().ok().and_then(|mut g| g.take()).expect("b not run");
-            f()
-        });
-        (ra, rb)
-    })
-}
-
 /// Puts the calling process in (`idle`) or out of the `SCHED_IDLE` class: a spare
 /// prepares its next task's command process in it, so that the work only gets CPU time
 /// nothing else wants (back to back, it would otherwise compete with the start under
@@ -551,22 +516,20 @@ mod tests {
     }
 
     #[test]
-    fn parallel_returns_both_and_its_helper_blocks_every_signal() {
+    fn background_threads_block_every_signal() {
         let before = sig_blk();
-        let (a, (b, helper_mask, helper_tid)) = parallel(
-            || 1 + 1,
-            || {
-                // SAFETY: plain syscall.
-                let tid = unsafe { libc::gettid() };
-                ("b", sig_blk(), tid)
-            },
-        );
-        assert_eq!((a, b), (2, "b"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(background("sigtest", move || {
+            // SAFETY: plain syscall.
+            let tid = unsafe { libc::gettid() };
+            let _ = tx.send((sig_blk(), tid));
+        }));
+        let (helper_mask, helper_tid) = rx.recv().unwrap();
         // SAFETY: plain syscall.
         assert_ne!(
             helper_tid,
             unsafe { libc::gettid() },
-            "b ran on this thread"
+            "it ran on this thread"
         );
         // Every signal but SIGKILL and SIGSTOP (never blockable) and glibc's own 32 and
         // 33 (its sigfillset leaves them out).

@@ -216,6 +216,26 @@ fn prestarted_supervisors() {
     assert!(gone(taken), "the spare the failed start took was reaped");
     assert_eq!(spares(), before[..before.len() - 1]);
 
+    // One that fails after its spec went to the spare (the directories are made after
+    // the spec is sent, and `alloc/logs` is a file here): the supervisor is reaped, the
+    // cgroup it made for the task (as root) removed, the directories made removed.
+    let ok = TempDir::new("pre-ok");
+    run_task(raw_task("ok", ok.path(), "true"), ok.path());
+    let d = TempDir::new("pre-d2");
+    let before = spares();
+    let taken = *before.last().unwrap();
+    let id = format!("pred2-{}", std::process::id());
+    let e = start(broken_dirs(raw_task("d2", d.path(), "true"), d.path(), &id)).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::Spawn, "{e}");
+    assert!(e.message.contains("alloc/logs"), "{e}");
+    assert!(gone(taken), "the spare the failed start took was reaped");
+    assert_eq!(spares(), before[..before.len() - 1]);
+    assert_no_cgroup_named(&id);
+    assert!(
+        !d.path().join("d2").exists(),
+        "the task dir was left behind"
+    );
+
     exec_spares_prepare_the_command_process();
 
     // Turned off: driver_configure ends the spares (reaped), and starts leave none.
@@ -239,6 +259,29 @@ fn prestarted_supervisors() {
         "no spare with prestart_supervisor false"
     );
     configure(json!({}));
+}
+
+/// `req` with task id `id`, in an alloc dir whose `alloc/logs` is a file: the start fails
+/// when it makes the directories, which it does after sending the spec.
+fn broken_dirs(mut req: serde_json::Value, d: &Path, id: &str) -> serde_json::Value {
+    std::fs::create_dir_all(d.join("alloc")).unwrap();
+    std::fs::write(d.join("alloc/logs"), "").unwrap();
+    req["id"] = json!(id);
+    req
+}
+
+/// No cgroup directory named `name` under any parent in any hierarchy.
+fn assert_no_cgroup_named(name: &str) {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        roots.push(h.path());
+    }
+    for root in roots {
+        for parent in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let p = parent.path().join(name);
+            assert!(!p.exists(), "{} left behind", p.display());
+        }
+    }
 }
 
 /// Starts `sleep 60` as raw_exec: (task id, supervisor pid).
@@ -587,6 +630,34 @@ fn exec_spares_prepare_the_command_process() {
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "here\n");
     destroy(&id);
 
+    // A start that fails after its spec went to a spare: the spare's supervisor and its
+    // command process (which took the task and was waiting for the host's go line) are
+    // reaped, the cgroups renamed for the task removed, the directories made removed; the
+    // next start works.
+    let s = exec_spares();
+    let taken = s[0];
+    let standby = children(taken);
+    assert_eq!(standby.len(), 1);
+    until(|| memory_cgroups(&parent).len() == s.len());
+    let d = TempDir::new("pre-broken");
+    let id = format!("prebroken-{}", std::process::id());
+    let e = start(broken_dirs(exec_task("b", d.path(), "true"), d.path(), &id)).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::Spawn, "{e}");
+    assert!(e.message.contains("alloc/logs"), "{e}");
+    assert!(gone(taken), "the spare's supervisor was reaped");
+    assert!(gone(standby[0]), "its command process too");
+    assert_no_cgroup_named(&id);
+    assert_eq!(
+        memory_cgroups(&parent).len(),
+        s.len() - 1,
+        "only the other spare's"
+    );
+    assert!(!d.path().join("b").exists(), "the task dir was left behind");
+    let d = TempDir::new("pre-after");
+    let (_, code, out) = run_task(exec_task("after", d.path(), "echo fine"), d.path());
+    assert_eq!((code, out.as_str()), (0, "fine\n"));
+    run_task(exec_task("after", d.path(), "true"), d.path());
+
     // driver_configure ends the exec spares and their cgroups go.
     let s = exec_spares();
     assert_eq!(s.len(), 2, "{s:?}");
@@ -601,6 +672,17 @@ fn exec_spares_prepare_the_command_process() {
         "{:?}",
         memory_cgroups(&parent)
     );
+    // Without spares the supervisor makes the cgroups while the host makes the
+    // directories: a start that fails at those leaves none either.
+    configure(json!({"cgroup_parent": parent, "prestart_supervisor": false}));
+    let d = TempDir::new("pre-broken-cold");
+    let id = format!("prebrokencold-{}", std::process::id());
+    let e = start(broken_dirs(exec_task("b", d.path(), "true"), d.path(), &id)).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::Spawn, "{e}");
+    assert_no_cgroup_named(&id);
+    assert!(memory_cgroups(&parent).is_empty());
+    configure(json!({}));
+
     // The shared parent dirs are never removed by the driver: the test does.
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let _ = std::fs::remove_dir(h.path().join(&parent));

@@ -111,6 +111,16 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     }
 }
 
+/// The host's go line (see [`launch::Go`]); `None` when it closed the channel instead
+/// (the start failed on its side).
+fn read_go(chan: &OwnedFd) -> Option<launch::Go> {
+    let line = crate::chan::read_spec(chan, 4096).ok()?;
+    if line.is_empty() {
+        return None;
+    }
+    serde_json::from_slice(&line).ok()
+}
+
 /// The fds a standby inherits: the command's stdio and sync pipe, the channel, and ours
 /// to close.
 fn standby_fds(own: &OwnSetup, chan: &OwnedFd) -> Option<standby::ChildFds> {
@@ -226,12 +236,9 @@ fn run(
     };
     let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
         .map_err(|e| internal("parsing the launch spec", &e));
-    // A prepared standby is only for an isolated task (it has its own mount namespace)
-    // whose cgroups its placeholder can become.
+    // A standby here has taken the task (it said so with the spec).
     let standby = match (&parsed, standby) {
-        (Ok(spec), Some(sb)) if spec.isolation.is_some() && sb.fits(&spec.cgroup_request) => {
-            Some(sb)
-        }
+        (Ok(_), Some(sb)) => Some(sb),
         (_, Some(mut sb)) => {
             sb.discard();
             None
@@ -252,21 +259,30 @@ fn run(
     let [(out_r, out_w), (err_r, err_w), (sync_r, sync_w)] =
         own.pipes.map_err(|e| internal("pipe", &e))?;
 
-    let started_at = launch::rfc3339_now();
     // A standby's copy of the host tree, kept until the end of the task (see
     // `Standby::take_host_tree`): dropping it dissolves it, which waits for an RCU grace
     // period, so it goes when nothing is waiting for us.
     let mut host_tree = None;
+    let started_at;
     let (child, cgroup) = match standby {
         Some(mut sb) => {
+            // It reads the host's go line itself, and builds the root meanwhile.
+            started_at = launch::rfc3339_now();
             host_tree = sb.take_host_tree();
             let pid = sb.pid;
             (pid, sb.hand_over(&spec)?)
         }
         None => {
-            // The cgroups the host asked us to make (it made `given` itself otherwise).
+            // The cgroups the host asked us to make (it made `given` itself otherwise),
+            // while it makes the task's directories.
             let made = match (&given, &spec.cgroup_request) {
-                (None, Some(req)) => Some(crate::cgroup::TaskCgroup::create(
+                // Tracking only: without one the task is still a tree of ours.
+                (None, Some(req)) if req.tracking => {
+                    TaskCgroup::create_tracking(&req.layout, &req.parent, &spec.task_id)
+                        .ok()
+                        .flatten()
+                }
+                (None, Some(req)) => Some(TaskCgroup::create(
                     &req.layout.for_exec(),
                     &req.parent,
                     &spec.task_id,
@@ -274,6 +290,14 @@ fn run(
                 )?),
                 _ => None,
             };
+            let Some(go) = read_go(chan) else {
+                if let Some(cg) = &made {
+                    let _ = cg.remove();
+                }
+                return Ok(0);
+            };
+            go.apply(&mut spec);
+            started_at = launch::rfc3339_now();
             if let Some(cg) = &made {
                 spec.cgroup_procs = cg.self_join_files();
                 spec.clone_into = cg.v2_dir();
@@ -344,6 +368,12 @@ fn run(
             &serde_json::from_str(&report).unwrap_or_default(),
         ));
     }
+    // What follows the report (the log files, launch.json) waits for nothing, but the
+    // host, woken by the report, and the command, just exec'd, do: it runs in SCHED_IDLE,
+    // so that either takes this CPU at once (a CPU running only SCHED_IDLE work counts as
+    // idle when the scheduler places a woken task), instead of waiting for it or waking
+    // an idle one. Back to normal before the loop that forwards signals and pumps logs.
+    crate::sys::set_idle_priority(true);
     let _ = crate::chan::send_all(chan, line.as_bytes());
     *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
@@ -399,6 +429,7 @@ fn run(
         }
     };
 
+    crate::sys::set_idle_priority(false);
     let mut pumps = [
         Pump {
             fd: Some(out_r),
@@ -497,12 +528,16 @@ fn clean_mappings_of_our_binary() -> Vec<(usize, usize)> {
 /// written (the host waits for our exit before it removes anything).
 fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: &ExitStatus) {
     let line = format!("{}\n", serde_json::json!({ "exit": exit }));
+    // The tidying up in SCHED_IDLE, as after the start report: the host, woken by this
+    // report, takes the CPU at once.
+    crate::sys::set_idle_priority(true);
     let _ = crate::chan::send_all(chan, line.as_bytes());
     if let Some(cg) = cgroup {
         let _ = cg.remove();
     }
     let bytes = serde_json::to_vec(exit).unwrap_or_default();
     let _ = launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes);
+    crate::sys::set_idle_priority(false);
 }
 
 /// Kills every process of the task except the supervisor.

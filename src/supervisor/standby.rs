@@ -7,18 +7,22 @@
 //!   /proc as detached mounts ([`rootfs::stage`]).
 //!
 //! When the task arrives, the standby reads the launch spec from the host's channel
-//! itself (one process woken, not two) and forwards it to the supervisor; while the
-//! standby attaches its mounts into the task root and drops its privileges, the
-//! supervisor renames the cgroups to the task's id and writes the task's limits; the
-//! "go" byte then lets the standby exec the command. A standby that failed to prepare
-//! exits without reading the channel, and the supervisor reads the spec and starts the
-//! task the usual way ([`super::vfork`]).
+//! itself (one process woken, not two), decides whether it takes the task ([`fits`]) and
+//! forwards the spec to the supervisor with that verdict. Taking it, it reads the host's
+//! go line (the task's directories are made) from the channel too; while it attaches its
+//! mounts into the task root and drops its privileges, the supervisor renames the cgroups
+//! to the task's id and writes the task's limits; the "go" byte then lets the standby
+//! exec the command. A standby that failed to prepare exits without reading the channel,
+//! and one that does not take the task exits after forwarding the spec: the supervisor
+//! then reads the go line and starts the task the usual way ([`super::vfork`]). Only
+//! one of them ever reads the go line, so it is never lost to a standby being killed.
 //!
-//! Pipes, both close-on-exec: `fwd` (standby → supervisor: the launch spec, to EOF; EOF
-//! without a byte means the standby has none: it failed, or the host closed the channel
-//! without a spec), `go` (supervisor → standby: one byte; EOF means give up). Errors of
-//! the standby after it forwarded the spec come back on the supervisor's sync pipe, as
-//! for any command child.
+//! Pipes, both close-on-exec: `fwd` (standby → supervisor: its verdict byte and the
+//! launch spec, to EOF; EOF without a byte means the standby has none: it failed, or the
+//! host closed the channel without a spec), `go` (supervisor → standby: one byte; EOF
+//! means give up). Errors of the standby after it forwarded the spec (the host closed the
+//! channel instead of sending the go line, too) come back on the supervisor's sync pipe,
+//! as for any command child.
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
@@ -36,15 +40,40 @@ pub struct Standby {
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
     cgroup: Option<TaskCgroup>,
-    /// Whether the placeholder has a freezer cgroup of its own ([`Warm::freezer`]).
-    freezer: bool,
     /// The fd number at which the standby keeps a detached copy of the host's mount tree,
     /// which it looks the task's paths up in from its skeleton root
     /// (`rootfs::Staged::enter_skeleton`). We hold it open (on /dev/null) so that the
     /// number is free for that in the standby; see [`Standby::take_host_tree`].
     host_slot: Option<std::fs::File>,
-    /// Our `/proc/self/mountinfo`, opened before the standby copied the host's mounts.
-    mounts: Option<std::fs::File>,
+}
+
+/// The standby's verdict, the first byte it forwards: it takes the task (anything else:
+/// it does not, and exits).
+const TAKES: u8 = b'Y';
+
+/// Whether the standby can take the task `spec`: an isolated one; not once the host's
+/// mounts changed since it was prepared (`mounts`: the supervisor's
+/// `/proc/self/mountinfo`, opened before the standby copied them); nor when its
+/// placeholder cgroups cannot become the cgroups the task asks for (it pins cores: the
+/// placeholder has no cpuset directory of its own; or it wants a freezer cgroup the
+/// placeholder lacks, or has one it does not want). The task then starts the usual way.
+fn fits(
+    spec: &LaunchSpec,
+    placeholder: Option<&TaskCgroup>,
+    freezer: bool,
+    mounts: Option<&std::fs::File>,
+) -> bool {
+    if spec.isolation.is_none() {
+        return false;
+    }
+    // Its copy of the host's mounts is a snapshot: not used once they changed.
+    if mounts.is_some_and(crate::sys::mounts_changed) {
+        return false;
+    }
+    match (&spec.cgroup_request, placeholder) {
+        (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == freezer,
+        _ => true,
+    }
 }
 
 fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
@@ -110,7 +139,7 @@ impl Standby {
                     unsafe { libc::close(*fd) };
                 }
                 drop((fwd_r, go_w));
-                let code = standby_main(warm, cgroup.as_ref(), fwd_w, go_r, fds);
+                let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), fwd_w, go_r, fds);
                 // SAFETY: leave without running the supervisor's destructors.
                 unsafe { libc::_exit(code) }
             }
@@ -123,30 +152,12 @@ impl Standby {
             }
         };
         Some(Standby {
-            freezer: warm.freezer,
             pid,
             fwd: fwd_r,
             go: go_w,
             cgroup,
             host_slot,
-            mounts,
         })
-    }
-
-    /// Whether the standby can take the task: not once the host's mounts changed since it
-    /// was prepared, nor when its placeholder cgroups cannot become the cgroups `req` asks
-    /// for (the task pins cores: the placeholder has no cpuset directory of its own; or it
-    /// wants a freezer cgroup the placeholder lacks, or has one it does not want). The
-    /// task then starts the usual way.
-    pub fn fits(&self, req: &Option<crate::launch::CgroupRequest>) -> bool {
-        // Its copy of the host's mounts is a snapshot: not used once they changed.
-        if self.mounts.as_ref().is_some_and(crate::sys::mounts_changed) {
-            return false;
-        }
-        match (req, &self.cgroup) {
-            (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == self.freezer,
-            _ => true,
-        }
     }
 
     /// The launch spec as the standby read it from the host's channel. Empty when it has
@@ -169,6 +180,12 @@ impl Standby {
         if self.fwd.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
             self.discard();
             return (None, vec![]);
+        }
+        // Its verdict first: whether it takes the task (see `fits`).
+        let takes = bytes.remove(0) == TAKES;
+        if !takes {
+            self.discard();
+            return (None, bytes);
         }
         (Some(self), bytes)
     }
@@ -273,11 +290,13 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
     }
 }
 
-/// The standby process: prepares, reads its spec from the host's channel and forwards it,
-/// waits for the go byte, execs the command.
+/// The standby process: prepares; reads its spec from the host's channel and forwards
+/// it, with its verdict ([`fits`]); reads the host's go line (the task's directories are
+/// made), builds the root, waits for the supervisor's go byte, execs the command.
 fn standby_main(
     warm: &Warm,
     cgroup: Option<&TaskCgroup>,
+    mounts: Option<&std::fs::File>,
     mut fwd: std::fs::File,
     go: std::fs::File,
     fds: &ChildFds,
@@ -324,17 +343,31 @@ fn standby_main(
         // The host ended the spare (or the spec was too large: the supervisor says so).
         _ => return 0,
     };
-    drop(chan);
-    if fwd.write_all(&bytes).is_err() {
+    let spec = serde_json::from_slice::<LaunchSpec>(&bytes)
+        .ok()
+        .filter(|s| fits(s, cgroup, warm.freezer, mounts));
+    let verdict = if spec.is_some() { TAKES } else { b'N' };
+    // One write: the supervisor wakes once.
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(verdict);
+    out.extend_from_slice(&bytes);
+    if fwd.write_all(&out).is_err() {
         return 1;
     }
     drop(fwd);
-    let e = match serde_json::from_slice::<LaunchSpec>(&bytes) {
-        Ok(s) => crate::isolate::exec_staged(&s, fds.stdout, fds.stderr, staged, go),
-        Err(e) => Error::new(
-            Code::Spawn,
-            format!("standby: parsing the launch spec: {e}"),
-        ),
+    let Some(mut spec) = spec else {
+        // The supervisor starts the task the usual way (and reads the go line).
+        return 0;
+    };
+    // The host's go line: its directories are made (EOF: it gave up on the start).
+    let go_line = crate::chan::read_spec(&chan, 4096).unwrap_or_default();
+    drop(chan);
+    let e = match serde_json::from_slice::<crate::launch::Go>(&go_line) {
+        Ok(g) => {
+            g.apply(&mut spec);
+            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go)
+        }
+        Err(_) => Error::new(Code::Spawn, "the host gave up on the start"),
     };
     let msg = e.to_json().to_string();
     // SAFETY: write(2) of our own buffer to the sync pipe.
