@@ -158,6 +158,12 @@ pub fn resolve(allow: &[String], drop: &[String], add: &[String]) -> Result<u64>
     Ok((default_mask() & allow & !drop) | add)
 }
 
+/// The capabilities any task may get under `allow` (the plugin's `allow_caps`), as far as
+/// this kernel has them: every task's set is within it.
+pub fn ceiling(allow: &[String]) -> u64 {
+    mask_of(allow, "allow_caps").unwrap_or(u64::MAX) & supported_mask()
+}
+
 /// The names of the capabilities in `mask`, lowest number first, as `CAP_CHOWN`; bits
 /// beyond the known table are named `CAP_<n>`.
 pub fn names(mask: u64) -> Vec<String> {

@@ -344,8 +344,14 @@ fn start_inner(
     // The spec goes to the supervisor before the directories are made, unless artifacts
     // must be fetched into them first (the command may be one).
     let spec_first = specs.is_empty();
+    let (binds, links) = if exec {
+        prepare::chroot_binds(cfg)
+    } else {
+        (vec![], vec![])
+    };
     if !spec_first {
-        prepare::make_dirs(&dirs, owner, created)?;
+        let root = exec.then_some((&binds[..], &links[..]));
+        prepare::make_dirs(&dirs, owner, root, created)?;
         let progress: Vec<_> = specs
             .iter()
             .map(crate::fetch::ArtifactProgress::new)
@@ -354,11 +360,6 @@ fn start_inner(
         crate::fetch::fetch_all(&specs, &dirs.task_dir, &cfg.artifact, &progress)?;
     }
 
-    let (binds, links) = if exec {
-        prepare::chroot_binds(cfg)
-    } else {
-        (vec![], vec![])
-    };
     let (exec_path, _host) = prepare::lookup_command(
         &command,
         &dirs.task_dir,
@@ -380,7 +381,7 @@ fn start_inner(
         gid: user.gid,
         groups: user.groups.clone(),
         caps,
-        secrets_size: 1 << 20,
+        secrets_size: crate::launch::SECRETS_SIZE,
         // Known once the directories are: in the go line.
         root_id: None,
         alloc_id: None,
@@ -410,7 +411,11 @@ fn start_inner(
     let mut pending = pending;
     pending.send_spec(&bytes);
     if spec_first {
-        prepare::make_dirs(&dirs, owner, created)?;
+        let root = spec
+            .isolation
+            .as_ref()
+            .map(|i| (&i.binds[..], &i.symlinks[..]));
+        prepare::make_dirs(&dirs, owner, root, created)?;
     }
     let go = crate::launch::Go {
         root_id: exec.then(|| crate::sys::file_id(&dirs.task_dir)).flatten(),

@@ -38,6 +38,9 @@ pub struct Bind {
     /// Path inside the task root (absolute, e.g. `/usr`).
     pub dst: PathBuf,
     pub readonly: bool,
+    /// Not a directory (its mount point is then an empty file).
+    #[serde(default)]
+    pub file: bool,
 }
 
 /// Isolation for `exec` tasks (absent for `raw_exec`).
@@ -157,7 +160,18 @@ pub struct Warm {
     /// a spare for tasks without a pid namespace of their own).
     #[serde(default)]
     pub freezer: bool,
+    /// The bounding set the command process keeps while it waits
+    /// ([`crate::caps::ceiling`] of `allow_caps`); all of them when absent.
+    #[serde(default = "all_caps")]
+    pub caps: u64,
 }
+
+fn all_caps() -> u64 {
+    u64::MAX
+}
+
+/// Size of a task's `/secrets` tmpfs.
+pub const SECRETS_SIZE: u64 = 1 << 20;
 
 /// The supervisor's report when the task has ended (`exit.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

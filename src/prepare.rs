@@ -85,10 +85,15 @@ pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
 }
 
 /// Nomad's layout: the alloc dir, then [`make_alloc_dirs`] and [`make_task_dirs`].
-pub fn make_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Created) -> Result<()> {
+pub fn make_dirs(
+    dirs: &Dirs,
+    owner: Option<(u32, u32)>,
+    root: Option<RootView<'_>>,
+    created: &mut Created,
+) -> Result<()> {
     mkdir(&dirs.alloc_dir, 0o755, created)?;
     make_alloc_dirs(dirs, created)?;
-    make_task_dirs(dirs, owner, created)
+    make_task_dirs(dirs, owner, root, created)
 }
 
 /// `<alloc_dir>/alloc/{data,logs,tmp}` and the state dir under `data_dir`.
@@ -106,7 +111,18 @@ pub fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
 }
 
 /// `<alloc_dir>/<task>/{local,secrets,tmp}`, `local` and `secrets` owned by `owner`.
-pub fn make_task_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Created) -> Result<()> {
+/// For exec also the top level of its root (`root`: the `chroot_env` binds and links):
+/// the mount points of the binds and of `/alloc`, `/dev` and `/proc`, and the links. The
+/// command process makes whatever is missing, and checks all of it, but this runs while
+/// the supervisor reads the spec, off the start's path. Only single names directly in the
+/// task dir, with calls that follow no link there (`mkdir`, `symlink`); a name that
+/// exists is left as it is.
+pub fn make_task_dirs(
+    dirs: &Dirs,
+    owner: Option<(u32, u32)>,
+    root: Option<RootView<'_>>,
+    created: &mut Created,
+) -> Result<()> {
     let t = &dirs.task_dir;
     mkdir(t, 0o755, created)?;
     mkdir(&t.join("local"), 0o777, created)?;
@@ -115,6 +131,25 @@ pub fn make_task_dirs(dirs: &Dirs, owner: Option<(u32, u32)>, created: &mut Crea
     if let Some((uid, gid)) = owner {
         for d in ["local", "secrets"] {
             let _ = std::os::unix::fs::chown(t.join(d), Some(uid), Some(gid));
+        }
+    }
+    if let Some((binds, links)) = root {
+        let top = |p: &Path| match p.components().collect::<Vec<_>>()[..] {
+            [Component::RootDir, Component::Normal(n)] => Some(t.join(n)),
+            _ => None,
+        };
+        let dirs = binds
+            .iter()
+            .filter(|b| !b.file)
+            .filter_map(|b| top(&b.dst))
+            .chain(["alloc", "dev", "proc"].map(|n| t.join(n)));
+        for d in dirs {
+            let _ = std::fs::DirBuilder::new().mode(0o755).create(d);
+        }
+        for (dst, target) in links {
+            if let Some(at) = top(dst) {
+                let _ = std::os::unix::fs::symlink(target, at);
+            }
         }
     }
     Ok(())
@@ -322,11 +357,12 @@ pub fn chroot_binds(cfg: &PluginConfig) -> (Vec<Bind>, Vec<(PathBuf, PathBuf)>) 
             links.push((dst, target));
             continue;
         }
-        if std::fs::metadata(&src).is_ok() {
+        if let Ok(m) = std::fs::metadata(&src) {
             binds.push(Bind {
                 src,
                 dst,
                 readonly: true,
+                file: !m.is_dir(),
             });
         }
     }

@@ -274,6 +274,7 @@ fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::launch::
         name: format!("spare-{}", crate::sys::random_hex(12)),
         binds: crate::prepare::chroot_binds(cfg).0,
         freezer: ns_flags & libc::CLONE_NEWPID == 0,
+        caps: crate::caps::ceiling(&cfg.allow_caps),
     })
 }
 

@@ -546,3 +546,41 @@ fn cpuset_and_freezer_dirs_only_when_needed() {
         }
     }
 }
+
+#[test]
+fn links_planted_in_the_task_dir_are_refused() {
+    if !exec_ok() {
+        return;
+    }
+    // A task dir from an earlier run (or an artifact placed at its top) may hold links
+    // where the root's mount points and links belong. The host makes those names with
+    // calls that follow no link, and the command process refuses a link it did not
+    // expect: nothing is mounted through it.
+    let d = TempDir::new("planted");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let task = d.path().join("p");
+    std::fs::create_dir_all(&task).unwrap();
+    std::os::unix::fs::symlink(&outside, task.join("etc")).unwrap();
+    let e = start(exec_task("p", d.path(), "true")).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::Isolation, "{e}");
+    assert!(e.message.contains("symlink"), "{e}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(outside.to_str().unwrap()), "{mounts}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+    // A top-level link of the root that points elsewhere than the host's.
+    // (The failed start made the root's other names, as a first start does.)
+    std::fs::remove_file(task.join("etc")).unwrap();
+    let _ = std::fs::remove_file(task.join("bin"));
+    std::os::unix::fs::symlink(&outside, task.join("bin")).unwrap();
+    let e = start(exec_task("p", d.path(), "true")).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::Isolation, "{e}");
+    assert!(e.message.contains("symlink"), "{e}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+    // Gone, the root is made as usual.
+    std::fs::remove_file(task.join("bin")).unwrap();
+    let (w, out) = run(exec_task("p", d.path(), "ls /etc/passwd"));
+    assert_eq!(w["exit_code"], 0, "{w} {out}");
+}

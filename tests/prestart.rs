@@ -593,6 +593,25 @@ fn exec_spares_prepare_the_command_process() {
         "the root of a supervisor's second task differs"
     );
 
+    // A spare's command process limited its bounding set to `allow_caps` while it
+    // waited: a task's own capability sets are exact all the same.
+    let s = exec_spares();
+    let d = TempDir::new("pre-caps");
+    let mut req = exec_task(
+        "c",
+        d.path(),
+        "grep -E '^Cap(Bnd|Eff|Amb)' /proc/self/status",
+    );
+    req["config"]["cap_drop"] = json!(["all"]);
+    req["config"]["cap_add"] = json!(["net_bind_service"]);
+    let (pid, code, out) = run_task(req, d.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(s.contains(&pid), "a spare ran it");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for l in out.lines() {
+        assert!(l.ends_with("0000000000000400"), "{out}");
+    }
+
     // A spare's command process takes the task's dirs from its own copy of the host's
     // mounts: once the host's mounts changed, the spare's supervisor starts the task the
     // usual way (a new command process), and the task still sees its files.

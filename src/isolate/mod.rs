@@ -22,10 +22,12 @@ enum Setup<'a> {
     /// and builds the root.
     Fresh { joined: Option<&'a std::path::Path> },
     /// A spare's standby (`crate::supervisor`): in its cgroups, session and mount
-    /// namespace already, with its mounts `staged`; execs once `go` gives a byte.
+    /// namespace already, with its mounts `staged` and its bounding set limited to
+    /// `bounding`; execs once `go` gives a byte.
     Standby {
         staged: rootfs::Staged,
         go: std::fs::File,
+        bounding: u64,
     },
 }
 
@@ -52,8 +54,14 @@ pub fn exec_staged(
     stderr: RawFd,
     staged: rootfs::Staged,
     go: std::fs::File,
+    bounding: u64,
 ) -> Error {
-    match prepare_and_exec(spec, stdout, stderr, Setup::Standby { staged, go }) {
+    let setup = Setup::Standby {
+        staged,
+        go,
+        bounding,
+    };
+    match prepare_and_exec(spec, stdout, stderr, setup) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -116,12 +124,16 @@ fn prepare_and_exec(
         )
     })?;
 
+    let bounding = match &setup {
+        Setup::Standby { bounding, .. } => *bounding,
+        Setup::Fresh { .. } => u64::MAX,
+    };
     let go = match (setup, &spec.isolation) {
         (Setup::Fresh { .. }, Some(iso)) => {
             rootfs::enter(iso)?;
             None
         }
-        (Setup::Standby { staged, go }, Some(iso)) => {
+        (Setup::Standby { staged, go, .. }, Some(iso)) => {
             rootfs::enter_staged(iso, staged)?;
             Some(go)
         }
@@ -129,7 +141,7 @@ fn prepare_and_exec(
         (Setup::Fresh { .. }, None) => None,
     };
     if let Some(iso) = &spec.isolation {
-        privs::drop_to(iso)?;
+        privs::drop_to(iso, bounding)?;
     }
     privs::redirect_stdio(stdout, stderr)
         .map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;

@@ -83,10 +83,13 @@ fn err(step: &str, e: impl std::fmt::Display) -> Error {
 
 /// Drops to the task's user with exactly `iso.caps` in the bounding, permitted,
 /// effective, inheritable and ambient sets, and sets no_new_privs.
-pub fn drop_to(iso: &Isolation) -> Result<()> {
+///
+/// `bounding`: the bounding set as it is (a standby limited it ahead, see
+/// [`limit_bounding`]); only those outside the task's set are dropped here.
+pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
     let last = last_cap();
     for c in 0..=last {
-        if iso.caps & (1u64 << c) == 0 {
+        if iso.caps & (1u64 << c) == 0 && bounding & (1u64 << c) != 0 {
             prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0)
                 .map_err(|e| err("dropping bounding capability", e))?;
         }
@@ -120,6 +123,19 @@ pub fn drop_to(iso: &Isolation) -> Result<()> {
         }
     }
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| err("no_new_privs", e))?;
+    Ok(())
+}
+
+/// Drops from the bounding set every capability outside `keep`, ahead of a task (a
+/// standby: `keep` is the plugin's `allow_caps`, which holds every task's set). Our
+/// effective and permitted sets stay as they are.
+pub fn limit_bounding(keep: u64) -> Result<()> {
+    for c in 0..=last_cap() {
+        if keep & (1u64 << c) == 0 {
+            prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0)
+                .map_err(|e| err("dropping bounding capability", e))?;
+        }
+    }
     Ok(())
 }
 

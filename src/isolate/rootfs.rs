@@ -115,6 +115,9 @@ pub struct Staged {
     dev: [OwnedFd; 3],
     /// A procfs of our pid namespace.
     proc_fs: OwnedFd,
+    /// The task's `/secrets`: a tmpfs of [`crate::launch::SECRETS_SIZE`], 0700, given to
+    /// the task user at the start (`fchownat` of its root).
+    secrets: Option<OwnedFd>,
     /// Set once we sit in a skeleton root ([`Staged::enter_skeleton`]): a detached copy
     /// of the host's mount tree, where the task's host paths are looked up.
     host: Option<OwnedFd>,
@@ -186,15 +189,6 @@ enum Host<'a> {
 }
 
 impl Host<'_> {
-    fn is_file(self, p: &Path) -> bool {
-        match self {
-            Host::Here => std::fs::metadata(p).map(|m| !m.is_dir()).unwrap_or(false),
-            Host::Via(h) => stat_in(h, p)
-                .map(|st| st.st_mode & libc::S_IFMT != libc::S_IFDIR)
-                .unwrap_or(false),
-        }
-    }
-
     /// [`bind`] of the host path `src` at `dst`.
     fn bind(self, src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
         match self {
@@ -252,10 +246,14 @@ pub fn stage(binds: &[Bind]) -> Result<Staged> {
     let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
     let proc_fs = mountapi::new_fs("proc", &[], nosuid | nodev | noexec)
         .map_err(|e| err("creating a procfs for", Path::new("/proc"), e))?;
+    let size = format!("size={}", crate::launch::SECRETS_SIZE);
+    let secrets = mountapi::new_fs("tmpfs", &[&size, "mode=0700"], nosuid | nodev | noexec)
+        .map_err(|e| err("creating a tmpfs for", Path::new("/secrets"), e))?;
     Ok(Staged {
         binds: staged,
         dev: [dev, pts, shm],
         proc_fs,
+        secrets: Some(secrets),
         host: None,
     })
 }
@@ -312,31 +310,33 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
     };
 
     for (dst, target) in &iso.symlinks {
+        // One readlink where the host made the link (`prepare::make_task_dirs`).
         let at = inside(root, dst);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => {
-                if std::fs::read_link(&at).ok().as_deref() != Some(target.as_path()) {
-                    return Err(err(
-                        "unexpected symlink at",
-                        &at,
-                        "it does not match the host's",
-                    ));
-                }
-            }
+        match std::fs::read_link(&at) {
+            Ok(t) if t == *target => {}
             Ok(_) => {
+                return Err(err(
+                    "unexpected symlink at",
+                    &at,
+                    "it does not match the host's",
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::os::unix::fs::symlink(target, &at)
+                    .map_err(|e| err("creating symlink", &at, e))?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 return Err(err(
                     "expected a symlink at",
                     &at,
                     "found a file or directory",
                 ));
             }
-            Err(_) => std::os::unix::fs::symlink(target, &at)
-                .map_err(|e| err("creating symlink", &at, e))?,
+            Err(e) => return Err(err("reading the symlink at", &at, e)),
         }
     }
     for b in &iso.binds {
-        let is_file = host.is_file(&b.src);
-        let at = make_mountpoint(root, &b.dst, is_file)?;
+        let at = make_mountpoint(root, &b.dst, b.file)?;
         let ready = staged.as_mut().and_then(|s| {
             s.binds
                 .iter()
@@ -359,15 +359,39 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
 
     // /secrets: small private tmpfs, noexec, 0700, owned by the task user.
     let secrets = make_mountpoint(root, Path::new("secrets"), false)?;
-    mount_fs(
-        "tmpfs",
-        &secrets,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        &format!(
-            "size={},mode=0700,uid={},gid={}",
-            iso.secrets_size, iso.uid, iso.gid
-        ),
-    )?;
+    // Made ahead by a standby (the same options), or now; given to the task user by a
+    // chown of its root either way (no uid= option: the two look alike in mountinfo).
+    let ready = staged
+        .as_mut()
+        .and_then(|s| s.secrets.take())
+        .filter(|_| iso.secrets_size == crate::launch::SECRETS_SIZE);
+    let owner = (
+        Some(nix::unistd::Uid::from_raw(iso.uid)),
+        Some(nix::unistd::Gid::from_raw(iso.gid)),
+    );
+    let chowned = match ready {
+        Some(fd) => {
+            let r = nix::unistd::fchownat(
+                fd.as_fd(),
+                "",
+                owner.0,
+                owner.1,
+                nix::fcntl::AtFlags::AT_EMPTY_PATH,
+            );
+            attach(&fd, &secrets)?;
+            r
+        }
+        None => {
+            mount_fs(
+                "tmpfs",
+                &secrets,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                &format!("size={},mode=0700", iso.secrets_size),
+            )?;
+            nix::unistd::chown(&secrets, owner.0, owner.1)
+        }
+    };
+    chowned.map_err(|e| err("giving the task user", &secrets, e))?;
 
     let tmp = make_mountpoint(root, Path::new("tmp"), false)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))

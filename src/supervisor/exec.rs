@@ -144,7 +144,7 @@ fn child_exec(
             .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
             .collect();
         if let Some(iso) = &spec.isolation {
-            crate::isolate::privs::drop_to(iso)?;
+            crate::isolate::privs::drop_to(iso, u64::MAX)?;
         }
         crate::isolate::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
         crate::isolate::privs::reset_signals();

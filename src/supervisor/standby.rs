@@ -312,6 +312,8 @@ fn standby_main(
         nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
         rootfs::private_namespace()?;
         let mut staged = rootfs::stage(&warm.binds)?;
+        // What no task of this configuration may have goes now, not at the start.
+        crate::isolate::privs::limit_bounding(warm.caps)?;
         // A copy of the host's tree made in our own namespace (the kernel clones from a
         // detached tree only in the namespace it came from), at the number the supervisor
         // reserved, so that it can take a copy of the fd.
@@ -365,7 +367,7 @@ fn standby_main(
     let e = match serde_json::from_slice::<crate::launch::Go>(&go_line) {
         Ok(g) => {
             g.apply(&mut spec);
-            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go)
+            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps)
         }
         Err(_) => Error::new(Code::Spawn, "the host gave up on the start"),
     };
