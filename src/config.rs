@@ -10,6 +10,15 @@ use std::collections::BTreeMap;
 /// Parses `text` into `T`, mapping serde's error to `invalid_json` (not JSON at all)
 /// or `invalid_config`/`invalid_request` with the JSON path of the offending field.
 pub fn parse<T: DeserializeOwned>(text: &str, code: Code, prefix: &str) -> Result<T> {
+    // One pass in the common case. A request that fails it goes the slow way, which
+    // names the field at fault: so does one with a key twice, which a map value takes
+    // as its last. Only an object may take the fast way (serde reads a struct from an
+    // array too).
+    if text.trim_start().starts_with('{')
+        && let Ok(t) = serde_json::from_str::<T>(text)
+    {
+        return Ok(t);
+    }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::new(Code::InvalidJson, format!("request is not valid JSON: {e}")))?;
     parse_value(value, code, prefix)
@@ -508,6 +517,35 @@ mod tests {
             TaskRequest::parse("[]").unwrap_err().code,
             Code::InvalidJson
         );
+    }
+
+    #[test]
+    fn one_pass_and_two_pass_parses_agree() {
+        // An array in a struct's shape is not a request (serde alone would take it).
+        let arr = r#"["x", "raw_exec"]"#;
+        assert_eq!(
+            parse::<IdOnly>(arr, Code::InvalidRequest, "")
+                .unwrap_err()
+                .code,
+            Code::InvalidJson
+        );
+        // A key given twice: the last one, as a JSON value takes it, not an error.
+        let twice = r#"{"task_id": "a", "task_id": "b"}"#;
+        assert_eq!(
+            parse::<IdOnly>(twice, Code::InvalidRequest, "").unwrap(),
+            IdOnly {
+                task_id: "b".into()
+            }
+        );
+        // Errors still name the field.
+        let e = parse::<IdOnly>(r#"{"task_id": 1}"#, Code::InvalidRequest, "").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("task_id"), "{e}");
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct IdOnly {
+        task_id: String,
     }
 
     #[test]

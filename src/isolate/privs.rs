@@ -63,13 +63,7 @@ fn capset(mask: u64) -> std::io::Result<()> {
 /// reads it while it waits for its spec ([`prime`]), so that the command process, after
 /// entering its root, does not read it from its fresh /proc (~35 µs there).
 fn last_cap() -> u32 {
-    static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *LAST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40)
-    })
+    crate::caps::last_cap()
 }
 
 /// Reads what [`drop_to`] needs of the host ahead (see [`last_cap`]).
