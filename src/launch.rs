@@ -108,6 +108,63 @@ pub struct LaunchSpec {
     pub recycle: u64,
 }
 
+impl Warm {
+    /// A launch spec of the kind this spare takes, with every part filled in: parsed
+    /// once by the standby while it waits, so that the parser's code is mapped in and
+    /// the real spec's parse at the start does not fault it in page by page (~30 µs of a
+    /// forked standby's parse, against ~7 µs for the parse itself).
+    pub fn sample_spec(&self) -> Vec<u8> {
+        let bind = self.binds.first().cloned().unwrap_or(Bind {
+            src: "/".into(),
+            dst: "/".into(),
+            readonly: true,
+            file: false,
+        });
+        let spec = LaunchSpec {
+            task_id: "sample".into(),
+            argv: vec!["/bin/true".into()],
+            env: vec![("K".into(), "v \" \\ \u{e9}".into())],
+            cwd: "/".into(),
+            isolation: Some(Isolation {
+                root: "/r".into(),
+                alloc: "/a".into(),
+                binds: vec![bind],
+                symlinks: vec![("/bin".into(), "usr/bin".into())],
+                pid_ns: true,
+                ipc_ns: true,
+                no_pivot_root: false,
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+                caps: 1,
+                secrets_size: SECRETS_SIZE,
+                root_id: Some((1, 2)),
+                alloc_id: Some((3, 4)),
+            }),
+            cgroup_procs: vec!["/c".into()],
+            clone_into: None,
+            cgroup: None,
+            cgroup_request: Some(CgroupRequest {
+                layout: self.layout.clone(),
+                parent: self.parent.clone(),
+                limits: crate::cgroup::Limits {
+                    cpu_mhz: 100,
+                    memory_bytes: 1 << 20,
+                    ..Default::default()
+                },
+                tracking: false,
+            }),
+            log_dir: "/l".into(),
+            log_name: "n".into(),
+            log_max_files: 1,
+            log_max_bytes: 1,
+            state_dir: "/s".into(),
+            recycle: 1,
+        };
+        serde_json::to_vec(&spec).unwrap_or_default()
+    }
+}
+
 /// The cgroups a supervisor makes for its task: `<parent>/<task_id>` in every hierarchy
 /// of `layout`, with `limits`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -234,5 +291,23 @@ mod tests {
             super::rfc3339(1_709_210_096, 5),
             "2024-02-29T12:34:56.000000005Z"
         );
+    }
+
+    #[test]
+    fn a_spares_sample_spec_parses_with_every_part() {
+        let warm = super::Warm {
+            layout: crate::cgroup::Layout::V2 {
+                root: "/sys/fs/cgroup".into(),
+            },
+            parent: "p".into(),
+            name: "spare-x".into(),
+            binds: vec![],
+            freezer: false,
+            caps: 1,
+        };
+        let s: super::LaunchSpec = serde_json::from_slice(&warm.sample_spec()).unwrap();
+        let iso = s.isolation.expect("isolation");
+        assert!(!iso.binds.is_empty() && !iso.symlinks.is_empty() && iso.root_id.is_some());
+        assert!(s.cgroup_request.is_some() && !s.env.is_empty());
     }
 }

@@ -236,9 +236,9 @@ fn run(
     };
     let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
         .map_err(|e| internal("parsing the launch spec", &e));
-    // A standby here has taken the task (it said so with the spec).
+    // A standby that takes the task (it decides while we parse).
     let standby = match (&parsed, standby) {
-        (Ok(_), Some(sb)) => Some(sb),
+        (Ok(_), Some(mut sb)) => sb.takes().then_some(sb),
         (_, Some(mut sb)) => {
             sb.discard();
             None

@@ -7,8 +7,8 @@
 //!   /proc as detached mounts ([`rootfs::stage`]).
 //!
 //! When the task arrives, the standby reads the launch spec from the host's channel
-//! itself (one process woken, not two), decides whether it takes the task ([`fits`]) and
-//! forwards the spec to the supervisor with that verdict. Taking it, it reads the host's
+//! itself (one process woken, not two), forwards it to the supervisor, and decides
+//! whether it takes the task ([`fits`]) while the supervisor parses it too. Taking it, it reads the host's
 //! go line (the task's directories are made) from the channel too; while it attaches its
 //! mounts into the task root and drops its privileges, the supervisor renames the cgroups
 //! to the task's id and writes the task's limits; the "go" byte then lets the standby
@@ -17,9 +17,9 @@
 //! then reads the go line and starts the task the usual way ([`super::vfork`]). Only
 //! one of them ever reads the go line, so it is never lost to a standby being killed.
 //!
-//! Pipes, both close-on-exec: `fwd` (standby → supervisor: its verdict byte and the
-//! launch spec, to EOF; EOF without a byte means the standby has none: it failed, or the
-//! host closed the channel without a spec), `go` (supervisor → standby: one byte; EOF
+//! Pipes, both close-on-exec: `fwd` (standby → supervisor: the launch spec and a
+//! newline, then its verdict byte, then EOF; EOF before the newline means the standby has
+//! none: it failed, or the host closed the channel without a spec), `go` (supervisor → standby: one byte; EOF
 //! means give up). Errors of the standby after it forwarded the spec (the host closed the
 //! channel instead of sending the go line, too) come back on the supervisor's sync pipe,
 //! as for any command child.
@@ -40,6 +40,8 @@ pub struct Standby {
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
     cgroup: Option<TaskCgroup>,
+    /// The standby's verdict when it came with the spec (see [`Standby::takes`]).
+    verdict: Option<u8>,
     /// The fd number at which the standby keeps a detached copy of the host's mount tree,
     /// which it looks the task's paths up in from its skeleton root
     /// (`rootfs::Staged::enter_skeleton`). We hold it open (on /dev/null) so that the
@@ -152,6 +154,7 @@ impl Standby {
             }
         };
         Some(Standby {
+            verdict: None,
             pid,
             fwd: fwd_r,
             go: go_w,
@@ -163,6 +166,8 @@ impl Standby {
     /// The launch spec as the standby read it from the host's channel. Empty when it has
     /// none (it failed to prepare, or the host closed the channel without a spec): it is
     /// then reaped and its cgroups are removed, and the supervisor reads the channel.
+    /// Whether the standby takes the task comes after ([`Standby::takes`]): it decides
+    /// while we parse the spec too.
     ///
     /// It prepares at idle priority (see [`crate::sys::set_idle_priority`]). The host
     /// moves us out of it when it sends the spec; we then move the standby out of it, so
@@ -176,18 +181,42 @@ impl Standby {
         {
             crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
         }
+        // The spec, to its newline (it has none inside); the verdict may have come with it.
         let mut bytes = vec![];
-        if self.fwd.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            match self.fwd.read(&mut chunk) {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => {
+                    let from = bytes.len();
+                    bytes.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = bytes[from..].iter().position(|&b| b == b'\n') {
+                        break Some(from + i);
+                    }
+                }
+            }
+        };
+        let Some(end) = end else {
             self.discard();
             return (None, vec![]);
-        }
-        // Its verdict first: whether it takes the task (see `fits`).
-        let takes = bytes.remove(0) == TAKES;
+        };
+        self.verdict = bytes.get(end + 1).copied();
+        bytes.truncate(end);
+        (Some(self), bytes)
+    }
+
+    /// Whether the standby takes the task (see [`fits`]): it says so once it has parsed
+    /// the spec. Not taking it, it is reaped and its cgroups are removed.
+    pub fn takes(&mut self) -> bool {
+        let verdict = self.verdict.take().or_else(|| {
+            let mut b = [0u8; 1];
+            matches!(self.fwd.read(&mut b), Ok(1)).then_some(b[0])
+        });
+        let takes = verdict == Some(TAKES);
         if !takes {
             self.discard();
-            return (None, bytes);
         }
-        (Some(self), bytes)
+        takes
     }
 
     /// Our own copy of the standby's host tree, taken before the go byte: the caller keeps
@@ -314,6 +343,10 @@ fn standby_main(
         let mut staged = rootfs::stage(&warm.binds)?;
         // What no task of this configuration may have goes now, not at the start.
         crate::isolate::privs::limit_bounding(warm.caps)?;
+        // The parsers' code mapped in now (see `Warm::sample_spec`).
+        let sample = warm.sample_spec();
+        let _ = std::hint::black_box(serde_json::from_slice::<LaunchSpec>(&sample));
+        let _ = std::hint::black_box(serde_json::from_slice::<crate::launch::Go>(b"{}"));
         // A copy of the host's tree made in our own namespace (the kernel clones from a
         // detached tree only in the namespace it came from), at the number the supervisor
         // reserved, so that it can take a copy of the fd.
@@ -345,15 +378,18 @@ fn standby_main(
         // The host ended the spare (or the spec was too large: the supervisor says so).
         _ => return 0,
     };
-    let spec = serde_json::from_slice::<LaunchSpec>(&bytes)
+    // The spec first, so that the supervisor parses it while we do, then our verdict.
+    let mut line = bytes;
+    line.push(b'\n');
+    if fwd.write_all(&line).is_err() {
+        return 1;
+    }
+    line.pop();
+    let spec = serde_json::from_slice::<LaunchSpec>(&line)
         .ok()
         .filter(|s| fits(s, cgroup, warm.freezer, mounts));
     let verdict = if spec.is_some() { TAKES } else { b'N' };
-    // One write: the supervisor wakes once.
-    let mut out = Vec::with_capacity(bytes.len() + 1);
-    out.push(verdict);
-    out.extend_from_slice(&bytes);
-    if fwd.write_all(&out).is_err() {
+    if fwd.write_all(&[verdict]).is_err() {
         return 1;
     }
     drop(fwd);
@@ -363,6 +399,7 @@ fn standby_main(
     };
     // The host's go line: its directories are made (EOF: it gave up on the start).
     let go_line = crate::chan::read_spec(&chan, 4096).unwrap_or_default();
+
     drop(chan);
     let e = match serde_json::from_slice::<crate::launch::Go>(&go_line) {
         Ok(g) => {
