@@ -237,9 +237,8 @@ fn start_inner(
     };
     let dirs = prepare::paths(t, id, cfg);
     let owner = exec.then_some((user.uid, user.gid));
-    // The supervisor makes the task's cgroups (as root), while we make its directories:
-    // for exec all of them, with the task's limits (a spare renames those it made
-    // ahead); for raw_exec one to track its processes, when the host has cgroup2.
+    // The task's cgroups (as root): for exec all of them, with the task's limits; for
+    // raw_exec one to track its processes, when the host has cgroup2.
     let cgroup_request = if crate::sys::euid() != 0 {
         None
     } else if exec {
@@ -259,6 +258,14 @@ fn start_inner(
                 tracking: true,
             })
     };
+    // A spare supervisor makes them while we make the directories (an exec spare renames
+    // those it made ahead). One launched for this start is still loading: we make them
+    // now, meanwhile, and the spec names them.
+    let (cgroup_request, cgroup) = match cgroup_request {
+        Some(req) if !pending.is_spare() => (None, req.make(id)?),
+        req => (req, None),
+    };
+    let mut cg_guard = CgroupGuard(cgroup.clone());
 
     // Environment, then interpolation of everything the task names.
     let (task_dir_v, alloc_dir_v, secrets_v) = if exec {
@@ -392,9 +399,12 @@ fn start_inner(
         env: env_map.clone().into_iter().collect(),
         cwd: work_dir,
         isolation,
-        cgroup_procs: vec![],
-        clone_into: None,
-        cgroup: None,
+        cgroup_procs: cgroup
+            .as_ref()
+            .map(|c| c.self_join_files())
+            .unwrap_or_default(),
+        clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
+        cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
         cgroup_request,
         log_dir: dirs.alloc_dir.join("alloc/logs"),
         log_name: t.name.clone(),
@@ -449,6 +459,8 @@ fn start_inner(
         g.reusable = reusable;
         g.spec = Some(spec);
     }
+    // Started: disarm the guard (dropping its copy, not forgetting it, which leaked it).
+    cg_guard.0 = None;
     task.set_running(
         started.pid,
         started.pidfd,
@@ -460,6 +472,16 @@ fn start_inner(
     Ok(
         json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
     )
+}
+
+/// Removes the cgroups of a start that failed, when the host made them.
+struct CgroupGuard(Option<crate::cgroup::TaskCgroup>);
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            let _ = c.remove();
+        }
+    }
 }
 
 /// The task's resources as cgroup limits: the hard memory limit is `memory_max_mb`, else

@@ -179,6 +179,23 @@ pub struct CgroupRequest {
     pub tracking: bool,
 }
 
+impl CgroupRequest {
+    /// Makes the cgroups `<parent>/<name>` asked for (none for tracking when the host has
+    /// no cgroup2 hierarchy, or when that fails: the task is still a tree of its
+    /// supervisor's).
+    pub fn make(&self, name: &str) -> crate::error::Result<Option<crate::cgroup::TaskCgroup>> {
+        use crate::cgroup::TaskCgroup;
+        if self.tracking {
+            return Ok(
+                TaskCgroup::create_tracking(&self.layout, &self.parent, name)
+                    .ok()
+                    .flatten(),
+            );
+        }
+        TaskCgroup::create(&self.layout.for_exec(), &self.parent, name, &self.limits).map(Some)
+    }
+}
+
 /// The host's second line, after the spec: the task's directories are made and its
 /// artifacts are in place, so the command may start. The host sends the spec before it
 /// makes the directories when nothing in the spec depends on them (no artifacts), so that

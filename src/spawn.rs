@@ -18,7 +18,7 @@ pub struct Started {
     pub started_at: String,
     /// The channel, kept for the exit report.
     pub chan: HostEnd,
-    /// The task's cgroups when the supervisor made them (see [`Pending::makes_cgroups`]).
+    /// The task's cgroups when the supervisor made them (see [`Pending::is_spare`]).
     pub cgroup: Option<serde_json::Value>,
 }
 
@@ -98,10 +98,11 @@ pub fn launch_supervisor(
 }
 
 impl Pending {
-    /// Whether the supervisor makes the task's cgroups (a spare exec supervisor, which
-    /// made them ahead): the spec then carries a [`crate::launch::CgroupRequest`].
-    pub fn makes_cgroups(&self) -> bool {
-        self.warm.is_some()
+    /// Whether it was started ahead (a spare, or one taken back after its task): it is
+    /// running, not loading, and makes the task's cgroups itself (the spec then carries a
+    /// [`crate::launch::CgroupRequest`]).
+    pub fn is_spare(&self) -> bool {
+        self.spare
     }
 
     /// Whether this supervisor can be a spare again after its task (see [`recycle`]):

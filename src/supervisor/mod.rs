@@ -276,18 +276,7 @@ fn run(
             // The cgroups the host asked us to make (it made `given` itself otherwise),
             // while it makes the task's directories.
             let made = match (&given, &spec.cgroup_request) {
-                // Tracking only: without one the task is still a tree of ours.
-                (None, Some(req)) if req.tracking => {
-                    TaskCgroup::create_tracking(&req.layout, &req.parent, &spec.task_id)
-                        .ok()
-                        .flatten()
-                }
-                (None, Some(req)) => Some(TaskCgroup::create(
-                    &req.layout.for_exec(),
-                    &req.parent,
-                    &spec.task_id,
-                    &req.limits,
-                )?),
+                (None, Some(req)) => req.make(&spec.task_id)?,
                 _ => None,
             };
             let Some(go) = read_go(chan) else {
