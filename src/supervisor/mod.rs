@@ -348,7 +348,7 @@ fn run(
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
     if !report.is_empty() {
-        kill_everything(cgroup.as_ref(), child, is_init);
+        kill_everything(cgroup.as_ref(), Some(child), is_init);
         let _ = waitpid(child, None);
         if ours && let Some(cg) = &cgroup {
             let _ = cg.remove();
@@ -403,7 +403,7 @@ fn run(
     let (out_log, err_log) = match opened {
         Ok(l) => l,
         Err(e) => {
-            kill_everything(cgroup.as_ref(), child, is_init);
+            kill_everything(cgroup.as_ref(), Some(child), is_init);
             let _ = waitpid(child, None);
             let exit = ExitStatus {
                 exit_code: -1,
@@ -529,9 +529,15 @@ fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: 
     crate::sys::set_idle_priority(false);
 }
 
-/// Kills every process of the task except the supervisor.
-fn kill_everything(cgroup: Option<&TaskCgroup>, child: Pid, is_init: bool) {
-    let _ = kill(child, Signal::SIGKILL);
+/// Kills every process of the task except the supervisor. `child`: the command's
+/// process while it is not reaped; once reaped its pid (and maybe its process group's
+/// number) is free and may already be another process's, so nothing is killed by it:
+/// the cgroup and our descendants (a subreaper's: every process the task left) cover
+/// the rest.
+fn kill_everything(cgroup: Option<&TaskCgroup>, child: Option<Pid>, is_init: bool) {
+    if let Some(c) = child {
+        let _ = kill(c, Signal::SIGKILL);
+    }
     if is_init {
         // From a pid namespace's init, kill(-1) reaches every other process in it, and
         // every process of the task is in it (`driver_exec` enters it too): no need to
@@ -543,7 +549,9 @@ fn kill_everything(cgroup: Option<&TaskCgroup>, child: Pid, is_init: bool) {
     if let Some(cg) = cgroup {
         let _ = cg.kill_all();
     }
-    let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+    if let Some(c) = child {
+        let _ = kill(Pid::from_raw(-c.as_raw()), Signal::SIGKILL);
+    }
     kill_descendants();
 }
 
@@ -600,7 +608,7 @@ fn supervise(
                 Ok(ws) => {
                     if ws.pid() == Some(child) {
                         status = Some(ws);
-                        kill_everything(cgroup, child, is_init);
+                        kill_everything(cgroup, None, is_init);
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -663,7 +671,7 @@ fn supervise(
                     && si.ssi_code == libc::SI_QUEUE
                     && si.ssi_int == launch::KILL_ALL_MAGIC
                 {
-                    kill_everything(cgroup, child, is_init);
+                    kill_everything(cgroup, status.is_none().then_some(child), is_init);
                 } else if signo == launch::control_signal()
                     && si.ssi_code == libc::SI_QUEUE
                     && si.ssi_int & !0xffff == launch::FORWARD_MAGIC
