@@ -168,27 +168,20 @@ pub fn start(req: Option<&str>) -> Result<Value> {
             .unwrap_or_else(|| format!("{}-{}", t.name, crate::sys::random_hex(8)));
 
     // Reserve the id before touching the disk, so a duplicate leaves nothing behind.
-    let data = crate::plugin::data_dir(&cfg);
-    let alloc_dir = t.alloc_dir.clone().map(Into::into).unwrap_or_else(|| {
-        data.join("alloc").join(if t.alloc_id.is_empty() {
-            &id
-        } else {
-            &t.alloc_id
-        })
-    });
+    let dirs = prepare::paths(&t, &id, &cfg);
     let task = Task::new(
         id.clone(),
         t.name.clone(),
         t.driver,
-        alloc_dir.join(&t.name),
-        alloc_dir,
-        data.join("tasks").join(&id),
+        dirs.task_dir.clone(),
+        dirs.alloc_dir.clone(),
+        dirs.state_dir.clone(),
         kill_signal,
         t.kill_timeout_ms,
     );
     task::insert(task.clone())?;
     let mut created = prepare::Created::default();
-    match start_inner(&mut t, &id, &cfg, &task, &mut created) {
+    match start_inner(&mut t, &id, &cfg, &task, &dirs, &mut created) {
         Ok(v) => Ok(v),
         Err(e) => {
             created.undo();
@@ -204,6 +197,7 @@ fn start_inner(
     id: &str,
     cfg: &Arc<config::PluginConfig>,
     task: &Arc<Task>,
+    dirs: &prepare::Dirs,
     created: &mut prepare::Created,
 ) -> Result<Value> {
     let exec = t.driver == DriverKind::Exec;
@@ -235,7 +229,6 @@ fn start_inner(
     } else {
         0
     };
-    let dirs = prepare::paths(t, id, cfg);
     let owner = exec.then_some((user.uid, user.gid));
     // The task's cgroups (as root): for exec all of them, with the task's limits; for
     // raw_exec one to track its processes, when the host has cgroup2.
@@ -358,7 +351,7 @@ fn start_inner(
     };
     if !spec_first {
         let root = exec.then_some((&binds[..], &links[..]));
-        prepare::make_dirs(&dirs, owner, root, created)?;
+        prepare::make_dirs(dirs, owner, root, created)?;
         let progress: Vec<_> = specs
             .iter()
             .map(crate::fetch::ArtifactProgress::new)
@@ -425,7 +418,7 @@ fn start_inner(
             .isolation
             .as_ref()
             .map(|i| (&i.binds[..], &i.symlinks[..]));
-        prepare::make_dirs(&dirs, owner, root, created)?;
+        prepare::make_dirs(dirs, owner, root, created)?;
     }
     let go = crate::launch::Go {
         root_id: exec.then(|| crate::sys::file_id(&dirs.task_dir)).flatten(),

@@ -84,7 +84,7 @@ pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
     }
 }
 
-/// Nomad's layout: the alloc dir, then [`make_alloc_dirs`] and [`make_task_dirs`].
+/// Nomad's layout: the alloc dir, then `make_alloc_dirs` and `make_task_dirs`.
 pub fn make_dirs(
     dirs: &Dirs,
     owner: Option<(u32, u32)>,
@@ -97,7 +97,7 @@ pub fn make_dirs(
 }
 
 /// `<alloc_dir>/alloc/{data,logs,tmp}` and the state dir under `data_dir`.
-pub fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
+fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
     let a = &dirs.alloc_dir;
     mkdir(&a.join("alloc"), 0o755, created)?;
     mkdir(&a.join("alloc/data"), 0o777, created)?;
@@ -117,7 +117,7 @@ pub fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
 /// the supervisor reads the spec, off the start's path. Only single names directly in the
 /// task dir, with calls that follow no link there (`mkdir`, `symlink`); a name that
 /// exists is left as it is.
-pub fn make_task_dirs(
+fn make_task_dirs(
     dirs: &Dirs,
     owner: Option<(u32, u32)>,
     root: Option<RootView<'_>>,

@@ -46,7 +46,7 @@ pub struct Pending {
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
     spare: bool,
-    /// What [`Pending::send_spec`] sent (framed), for such a new one.
+    /// What [`Pending::send_spec`] sent, for such a new one.
     spec: Option<Vec<u8>>,
 }
 
@@ -141,6 +141,7 @@ impl Pending {
         if let Some(c) = &self.chan {
             let _ = crate::chan::send_all(c, &framed);
         }
+        framed.pop();
         self.spec = Some(framed);
     }
 
@@ -182,7 +183,7 @@ impl Pending {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::plugin::current();
             let mut fresh = launch_supervisor(&cfg, self.ns_flags, None)?;
-            fresh.send_spec(spec.strip_suffix(b"\n").unwrap_or(&spec));
+            fresh.send_spec(&spec);
             return fresh.go(go);
         }
         Err(Error::new(

@@ -8,19 +8,19 @@
 //!
 //! When the task arrives, the standby reads the launch spec from the host's channel
 //! itself (one process woken, not two), forwards it to the supervisor, and decides
-//! whether it takes the task ([`fits`]) while the supervisor parses it too. Taking it, it reads the host's
-//! go line (the task's directories are made) from the channel too; while it attaches its
-//! mounts into the task root and drops its privileges, the supervisor renames the cgroups
-//! to the task's id and writes the task's limits; the "go" byte then lets the standby
-//! exec the command. A standby that failed to prepare exits without reading the channel,
+//! whether it takes the task ([`fits`]) while the supervisor parses it too. Taking it,
+//! it reads the host's go line (the task's directories are made) from the channel too;
+//! while it attaches its mounts into the task root and drops its privileges, the
+//! supervisor renames the cgroups to the task's id and writes the task's limits; the
+//! "go" byte then lets the standby exec the command. A standby that failed to prepare exits without reading the channel,
 //! and one that does not take the task exits after forwarding the spec: the supervisor
 //! then reads the go line and starts the task the usual way ([`super::vfork`]). Only
 //! one of them ever reads the go line, so it is never lost to a standby being killed.
 //!
 //! Pipes, both close-on-exec: `fwd` (standby → supervisor: the launch spec and a
 //! newline, then its verdict byte, then EOF; EOF before the newline means the standby has
-//! none: it failed, or the host closed the channel without a spec), `go` (supervisor → standby: one byte; EOF
-//! means give up). Errors of the standby after it forwarded the spec (the host closed the
+//! none: it failed, or the host closed the channel without a spec), `go` (supervisor →
+//! standby: one byte; EOF means give up). Errors of the standby after it forwarded the spec (the host closed the
 //! channel instead of sending the go line, too) come back on the supervisor's sync pipe,
 //! as for any command child.
 
@@ -49,8 +49,8 @@ pub struct Standby {
     host_slot: Option<std::fs::File>,
 }
 
-/// The standby's verdict, the first byte it forwards: it takes the task (anything else:
-/// it does not, and exits).
+/// The standby's verdict, the byte it forwards after the spec's newline: it takes the
+/// task (anything else: it does not, and exits).
 const TAKES: u8 = b'Y';
 
 /// Whether the standby can take the task `spec`: an isolated one; not once the host's
@@ -320,7 +320,7 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
 }
 
 /// The standby process: prepares; reads its spec from the host's channel and forwards
-/// it, with its verdict ([`fits`]); reads the host's go line (the task's directories are
+/// it, then its verdict ([`fits`]); reads the host's go line (the task's directories are
 /// made), builds the root, waits for the supervisor's go byte, execs the command.
 fn standby_main(
     warm: &Warm,
