@@ -158,6 +158,17 @@ pub fn resolve(allow: &[String], drop: &[String], add: &[String]) -> Result<u64>
     Ok((default_mask() & allow & !drop) | add)
 }
 
+/// The capabilities the command holds beyond its bounding set (permitted, effective,
+/// inheritable, ambient): all of `set` for uid 0, else only those named in `add` (SPEC
+/// §3: `cap_add: ["net_bind_service"]` lets a non-root user bind port 80, and nothing
+/// else). `set` is the task's set from [`resolve`].
+pub fn raised(set: u64, add: &[String], uid: u32) -> Result<u64> {
+    if uid == 0 {
+        return Ok(set);
+    }
+    Ok(mask_of(add, "config.cap_add")? & set)
+}
+
 /// The capabilities any task may get under `allow` (the plugin's `allow_caps`), as far as
 /// this kernel has them: every task's set is within it.
 pub fn ceiling(allow: &[String]) -> u64 {
@@ -334,6 +345,20 @@ mod tests {
         );
         let e = resolve(&v(&["chown", ""]), &[], &[]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("allow_caps"));
+    }
+
+    #[test]
+    fn only_added_capabilities_are_raised_for_a_non_root_user() {
+        let set = resolve(&defaults(), &[], &v(&["net_bind_service"])).unwrap();
+        assert_eq!(
+            raised(set, &v(&["net_bind_service"]), 65534).unwrap(),
+            1 << 10
+        );
+        assert_eq!(raised(set, &[], 65534).unwrap(), 0);
+        assert_eq!(raised(set, &[], 0).unwrap(), set);
+        // An add that a drop of the same name follows is still raised (adds win).
+        let set = resolve(&defaults(), &v(&["all"]), &v(&["chown"])).unwrap();
+        assert_eq!(raised(set, &v(&["CAP_CHOWN"]), 1000).unwrap(), 1);
     }
 
     #[test]

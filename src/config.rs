@@ -84,6 +84,12 @@ pub struct PluginConfig {
     pub denied_host_uids: String,
     pub denied_host_gids: String,
     pub env_passthrough: Vec<String>,
+    /// The longest grace period a task's `kill_timeout_ms` or a stop's `timeout_ms` may
+    /// ask for (Nomad's client `max_kill_timeout`): longer ones are clamped to it.
+    pub max_kill_timeout_ms: u64,
+    /// Whether a task may run without the default seccomp filter
+    /// (`config.seccomp: "unconfined"`).
+    pub allow_unconfined_seccomp: bool,
     pub artifact: ArtifactConfig,
     /// After a start, keep one supervisor of that kind started ahead, idle (for exec with
     /// its command process prepared), so that the next start of that kind skips most of
@@ -121,6 +127,8 @@ impl Default for PluginConfig {
             denied_host_uids: "0".into(),
             denied_host_gids: String::new(),
             env_passthrough: vec!["PATH".into()],
+            max_kill_timeout_ms: 30_000,
+            allow_unconfined_seccomp: false,
             artifact: ArtifactConfig::default(),
             prestart_supervisor: true,
         }
@@ -225,6 +233,9 @@ pub struct TaskRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub resources: Resources,
+    /// exec only: the task's network (SPEC §2); absent means the host's.
+    #[serde(default)]
+    pub network_isolation: Option<NetworkIsolation>,
     #[serde(default = "default_kill_signal", deserialize_with = "de_signal")]
     pub kill_signal: String,
     #[serde(default = "default_kill_timeout")]
@@ -264,6 +275,42 @@ pub struct TaskConfig {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// exec only: the seccomp filter; absent means [`Seccomp::Default`].
+    #[serde(default)]
+    pub seccomp: Option<Seccomp>,
+}
+
+/// `config.seccomp`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Seccomp {
+    /// The driver's filter (`crate::isolate::seccomp`).
+    #[default]
+    Default,
+    /// No filter: only where the plugin's `allow_unconfined_seccomp` is set.
+    Unconfined,
+}
+
+/// `network_isolation` of a task (Nomad's `NetworkIsolationSpec`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkIsolation {
+    pub mode: NetworkMode,
+    /// `group`: the network namespace to join (a bind mount of one, such as
+    /// `/var/run/netns/<name>`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The host's network namespace.
+    Host,
+    /// A namespace the host agent made, joined by path.
+    Group,
+    /// A namespace of the task's own holding only loopback, up.
+    None,
 }
 
 /// `args`: a list of strings (numbers and booleans taken as their text), a string split
@@ -406,6 +453,55 @@ impl Default for Logs {
     }
 }
 
+/// The longest identifier (`id`, `name`, `alloc_id`), in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// ... and in bytes: each becomes a file name, with room for the log suffix
+/// (`<name>.stderr.<n>`) within the kernel's 255-byte limit.
+pub const MAX_ID_BYTES: usize = 200;
+
+/// Checks an identifier that becomes a part of host paths and cgroup names (SPEC §2):
+/// 1–128 characters (at most 200 bytes), none of them `/`, NUL or a control character, and
+/// not `.` or `..`. Anything else is `invalid_config` naming `field`: it never reaches a
+/// path.
+pub fn check_identifier(field: &str, v: &str) -> Result<()> {
+    let why = if v.is_empty() {
+        Some("must not be empty".to_string())
+    } else if v.chars().count() > MAX_ID_CHARS || v.len() > MAX_ID_BYTES {
+        Some(format!(
+            "is too long (at most {MAX_ID_CHARS} characters and {MAX_ID_BYTES} bytes)"
+        ))
+    } else if v == "." || v == ".." {
+        Some("must not be \".\" or \"..\"".to_string())
+    } else {
+        v.chars()
+            .find(|c| *c == '/' || c.is_control())
+            .map(|c| format!("must not contain {c:?}"))
+    };
+    match why {
+        Some(w) => Err(Error::field(
+            Code::InvalidConfig,
+            field,
+            format!("{field} {v:?} {w}: it names a directory and a cgroup of the task"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A task id made for a task that has none: `<name>-<16 hex>`, the name shortened so that
+/// the id is an identifier too ([`check_identifier`]).
+pub fn generated_id(name: &str, random_hex: &str) -> String {
+    let room_chars = MAX_ID_CHARS - 1 - random_hex.len();
+    let room_bytes = MAX_ID_BYTES - 1 - random_hex.len();
+    let mut head = String::new();
+    for c in name.chars().take(room_chars) {
+        if head.len() + c.len_utf8() > room_bytes {
+            break;
+        }
+        head.push(c);
+    }
+    format!("{head}-{random_hex}")
+}
+
 impl TaskRequest {
     /// Parses and validates a `driver_start` request.
     pub fn parse(text: &str) -> Result<TaskRequest> {
@@ -416,44 +512,77 @@ impl TaskRequest {
 
     fn validate(&self) -> Result<()> {
         let bad = |f: &str, m: &str| Err(Error::field(Code::InvalidConfig, f, m));
-        if self.name.is_empty() {
-            return bad("name", "name is required and must not be empty");
-        }
-        if self.name.contains('/')
-            || self.name == "."
-            || self.name == ".."
-            || self.name.contains('\0')
-        {
-            return bad("name", "name must not contain '/' or be '.' or '..'");
+        check_identifier("name", &self.name)?;
+        if self.name == "alloc" {
+            return bad(
+                "name",
+                "name \"alloc\" is the alloc's shared directory; choose another task name",
+            );
         }
         if self.config.command.is_empty() {
             return bad("config.command", "config.command is required");
         }
-        if let Some(id) = &self.id
-            && (id.is_empty()
-                || id.len() > 128
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                || id.starts_with('.'))
-        {
-            return bad(
-                "id",
-                "id must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
-            );
+        if let Some(id) = &self.id {
+            check_identifier("id", id)?;
         }
-        if !self.alloc_id.is_empty()
-            && !self
-                .alloc_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return bad("alloc_id", "alloc_id must be made of [A-Za-z0-9._-]");
+        if !self.alloc_id.is_empty() {
+            check_identifier("alloc_id", &self.alloc_id)?;
         }
         if let Some(d) = &self.alloc_dir
-            && !d.starts_with('/')
+            && (!d.starts_with('/')
+                || d.contains('\0')
+                || d.split('/').any(|c| c == "." || c == ".."))
         {
-            return bad("alloc_dir", "alloc_dir must be an absolute path");
+            return bad(
+                "alloc_dir",
+                "alloc_dir must be an absolute path without '.' or '..' components",
+            );
+        }
+        let r = &self.resources;
+        if r.memory_max_mb > 0 && r.memory_max_mb < r.memory_mb {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "resources.memory_max_mb",
+                format!(
+                    "resources.memory_max_mb ({}) is below resources.memory_mb ({}); it is the hard limit and must be at least the reservation",
+                    r.memory_max_mb, r.memory_mb
+                ),
+            ));
+        }
+        let cpus = crate::sys::online_cpus();
+        if r.cores > cpus {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "resources.cores",
+                format!(
+                    "resources.cores ({}) is more than the {cpus} CPUs this host has",
+                    r.cores
+                ),
+            ));
+        }
+        if let Some(n) = &self.network_isolation {
+            if self.driver == DriverKind::RawExec && n.mode != NetworkMode::Host {
+                return bad(
+                    "network_isolation.mode",
+                    "network_isolation applies to exec tasks only; raw_exec runs in the host's network",
+                );
+            }
+            match (n.mode, &n.path) {
+                (NetworkMode::Group, Some(p)) if p.starts_with('/') => {}
+                (NetworkMode::Group, _) => {
+                    return bad(
+                        "network_isolation.path",
+                        "network_isolation mode \"group\" needs \"path\": the absolute path of a network namespace (e.g. /var/run/netns/<name>)",
+                    );
+                }
+                (_, Some(_)) => {
+                    return bad(
+                        "network_isolation.path",
+                        "network_isolation.path is only for mode \"group\"",
+                    );
+                }
+                _ => {}
+            }
         }
         if self.logs.max_files == 0 {
             return bad("logs.max_files", "logs.max_files must be at least 1");

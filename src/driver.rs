@@ -12,8 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Format version of the handle `driver_start` returns.
-pub const HANDLE_VERSION: u64 = 1;
 
 /// Parses a request that has no required fields (NULL or "{}" allowed).
 fn request<T: for<'de> Deserialize<'de> + Default>(text: Option<&str>) -> Result<T> {
@@ -165,7 +163,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
     crate::env::validate_env(&t)?;
     let id =
         t.id.clone()
-            .unwrap_or_else(|| format!("{}-{}", t.name, crate::sys::random_hex(8)));
+            .unwrap_or_else(|| config::generated_id(&t.name, &crate::sys::random_hex(8)));
 
     // Reserve the id before touching the disk, so a duplicate leaves nothing behind.
     let dirs = prepare::paths(&t, &id, &cfg);
@@ -177,7 +175,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
         dirs.alloc_dir.clone(),
         dirs.state_dir.clone(),
         kill_signal,
-        t.kill_timeout_ms,
+        t.kill_timeout_ms.min(cfg.max_kill_timeout_ms),
     );
     task::insert(task.clone())?;
     let mut created = prepare::Created::default();
@@ -213,6 +211,40 @@ fn start_inner(
             flags |= libc::CLONE_NEWIPC;
         }
     }
+    // The seccomp filter: exec only (raw_exec has no isolation to add it to).
+    let seccomp_on = match t.config.seccomp.unwrap_or_default() {
+        _ if !exec => false,
+        config::Seccomp::Default => true,
+        config::Seccomp::Unconfined if cfg.allow_unconfined_seccomp => false,
+        config::Seccomp::Unconfined => {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "config.seccomp",
+                "config.seccomp \"unconfined\" needs the plugin's allow_unconfined_seccomp",
+            ));
+        }
+    };
+    // The network: a namespace of the task's own is the supervisor's (made with it, or
+    // ahead for a spare); a group's is joined by the command process.
+    let mut netns = None;
+    match &t.network_isolation {
+        Some(n) if exec && n.mode == config::NetworkMode::None => flags |= libc::CLONE_NEWNET,
+        Some(n) if exec && n.mode == config::NetworkMode::Group => {
+            let path = n.path.clone().unwrap_or_default();
+            crate::isolate::net::check_netns_path(Path::new(&path)).map_err(|e| {
+                Error::field(
+                    Code::InvalidConfig,
+                    "network_isolation.path",
+                    format!("network_isolation.path {path:?} is not a network namespace: {e}"),
+                )
+            })?;
+            netns = Some(std::path::PathBuf::from(path));
+        }
+        _ => {}
+    }
+    // The handle's key before anything is started: the handle of a started task is
+    // always signed.
+    let key = crate::handle::Key::of(&crate::plugin::data_dir(cfg))?;
     // A supervisor started ahead (prestarted, idle), or one that loads while we prepare
     // the task. It gets its spec at the end, or EOF when the start fails, and then exits
     // having done nothing.
@@ -229,6 +261,7 @@ fn start_inner(
     } else {
         0
     };
+    let raised = crate::caps::raised(caps, &t.config.cap_add, user.uid)?;
     let owner = exec.then_some((user.uid, user.gid));
     // The task's cgroups (as root): for exec all of them, with the task's limits; for
     // raw_exec one to track its processes, when the host has cgroup2.
@@ -381,6 +414,10 @@ fn start_inner(
         gid: user.gid,
         groups: user.groups.clone(),
         caps,
+        raised,
+        seccomp: seccomp_on,
+        netns: netns.clone(),
+        new_net: flags & libc::CLONE_NEWNET != 0,
         secrets_size: crate::launch::SECRETS_SIZE,
         // Known once the directories are: in the go line.
         root_id: None,
@@ -439,13 +476,27 @@ fn start_inner(
     // The next start of this kind takes a supervisor started now, in the background.
     crate::spawn::prestart_in_background(cfg, flags);
     let started_at = started.started_at.clone();
-    let handle = json!({
-        "version": HANDLE_VERSION, "task_id": id, "name": t.name, "driver": t.driver.as_str(),
-        "pid": started.pid, "start_time": started.start_time.or_else(|| crate::sys::proc_start_time(started.pid)),
-        "state_dir": dirs.state_dir, "task_dir": dirs.task_dir, "alloc_dir": dirs.alloc_dir,
-        "cgroup": spec.cgroup, "kill_signal": task.kill_signal, "kill_timeout_ms": task.kill_timeout_ms,
-        "started_at": started_at,
-    });
+    let handle = crate::handle::Handle {
+        version: crate::handle::VERSION,
+        task_id: id.to_string(),
+        name: t.name.clone(),
+        driver: t.driver,
+        pid: started.pid,
+        start_time: started
+            .start_time
+            .or_else(|| crate::sys::proc_start_time(started.pid)),
+        state_dir: dirs.state_dir.clone(),
+        task_dir: dirs.task_dir.clone(),
+        alloc_dir: dirs.alloc_dir.clone(),
+        cgroup: spec
+            .cgroup
+            .clone()
+            .and_then(|c| serde_json::from_value(c).ok()),
+        kill_signal: task.kill_signal,
+        kill_timeout_ms: task.kill_timeout_ms,
+        started_at: started_at.clone(),
+    }
+    .signed(&key);
     let cgroup_json = spec.cgroup.clone();
     {
         let mut g = task.lock();
@@ -530,7 +581,8 @@ pub fn stop(req: Option<&str>) -> Result<Value> {
     let grace = r
         .timeout_ms
         .map(|m| m.max(0) as u64)
-        .unwrap_or(t.kill_timeout_ms);
+        .unwrap_or(t.kill_timeout_ms)
+        .min(crate::plugin::current().max_kill_timeout_ms);
     stop_task(&t, sig, grace)
 }
 
@@ -547,6 +599,12 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
         return Ok(t.finalize());
     };
     if t.supervisor_exited() {
+        // Gone without an exit report (killed, say, by a task that shares the host's pid
+        // namespace): what is left of the task goes through its cgroup.
+        let orphaned = t.lock().exit.is_none();
+        if orphaned && let Some(cg) = t.lock().cgroup.clone() {
+            crate::cgroup_glue::kill_all(&cg);
+        }
         return Ok(t.finalize());
     }
     let _ = crate::sys::pidfd_send_value(
@@ -554,7 +612,7 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
         launch::control_signal(),
         launch::FORWARD_MAGIC + sig,
     );
-    if let Ok(v) = t.wait(grace_ms as i64) {
+    if let Ok(v) = t.wait(i64::try_from(grace_ms).unwrap_or(i64::MAX)) {
         return Ok(v);
     }
     let _ = crate::sys::pidfd_send_value(&pidfd, launch::control_signal(), launch::KILL_ALL_MAGIC);

@@ -47,6 +47,7 @@ pub fn exec(req: &str) -> Result<Value> {
         });
     let request = crate::supervisor::exec::ExecRequest {
         target_pid: target,
+        supervisor_pid: Some(pid),
         command: r.command,
         args: r.args,
         timeout_ms: r.timeout_ms.unwrap_or(10_000),

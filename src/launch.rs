@@ -59,8 +59,21 @@ pub struct Isolation {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
-    /// Capability bitmask of the command.
+    /// The task's capability set (bit N = capability N): its bounding set.
     pub caps: u64,
+    /// The capabilities the command holds in its permitted, effective, inheritable and
+    /// ambient sets: for a non-root user only those named in `cap_add`, for root all of
+    /// `caps` (SPEC §3).
+    pub raised: u64,
+    /// Install the default seccomp filter ([`crate::isolate::seccomp`]) before the exec.
+    pub seccomp: bool,
+    /// The network namespace to join (`network_isolation` mode `group`): a host path.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// The supervisor was started in a network namespace of the task's own (mode
+    /// `none`): the command brings its loopback up.
+    #[serde(default)]
+    pub new_net: bool,
     /// Size of the /secrets tmpfs in bytes.
     pub secrets_size: u64,
     /// (st_dev, st_ino) of `root` and `alloc` as the host made them: a standby that
@@ -137,6 +150,10 @@ impl Warm {
                 gid: 65534,
                 groups: vec![65534],
                 caps: 1,
+                raised: 1,
+                seccomp: true,
+                netns: Some("/n".into()),
+                new_net: false,
                 secrets_size: SECRETS_SIZE,
                 root_id: Some((1, 2)),
                 alloc_id: Some((3, 4)),

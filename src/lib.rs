@@ -12,6 +12,7 @@
 //! - [`cgroup`]: cgroup v1/v2 management for tasks.
 //! - [`prepare`]: host-side preparation (dirs, user, command lookup, binds).
 //! - [`task`]: the task table and waiting.
+//! - [`handle`]: the authenticated handle of `driver_start` and `driver_recover`.
 //! - [`launch`]: what host and supervisor exchange (launch spec, exit status).
 //! - [`chan`]: the socket between host and supervisor that carries them.
 //! - [`spawn`], [`sys`]: starting the supervisor; the raw syscalls.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod exec_into;
 pub mod fetch;
 pub mod ffi;
+pub mod handle;
 pub mod isolate;
 pub mod launch;
 pub mod plugin;

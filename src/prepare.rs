@@ -22,10 +22,11 @@ impl Created {
     }
 }
 
-/// Creates `path` with exactly `mode` and records it for undo. An existing directory is
-/// fine (and not ours to undo); a missing parent is created (and never undone: shared
-/// parents such as data_dir/tasks hold other tasks). One `mkdir` in the common case.
-fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
+/// Creates `path` with exactly `mode`; true when this call made it, false when it was
+/// there already (made by someone else, maybe another start at the same moment: not ours
+/// to undo). A missing parent is created too (and never undone: shared parents such as
+/// the alloc dir hold other tasks). One `mkdir` in the common case.
+fn mkdir(path: &Path, mode: u32) -> Result<bool> {
     let fail =
         |e: std::io::Error| Error::new(Code::Spawn, format!("creating {}: {e}", path.display()));
     let mut r = std::fs::DirBuilder::new().mode(mode).create(path);
@@ -40,9 +41,8 @@ fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
     match r {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Already there (or created by another start at the same moment): not ours.
             return match std::fs::symlink_metadata(path) {
-                Ok(m) if m.is_dir() => Ok(()),
+                Ok(m) if m.is_dir() => Ok(false),
                 _ => Err(Error::new(
                     Code::Spawn,
                     format!("{} exists and is not a directory", path.display()),
@@ -53,7 +53,45 @@ fn mkdir(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
     }
     // The umask must not weaken or strengthen the modes of the layout.
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-    created.dirs.push(path.to_path_buf());
+    Ok(true)
+}
+
+/// [`mkdir`] of a directory of this task's own, recorded for undo when made here.
+fn mkdir_own(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
+    if mkdir(path, mode)? {
+        created.dirs.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Makes `dir` (and its parents) when missing, and makes sure it is a directory of ours
+/// that only we can enter (`0700`, not a symlink): the root of the tasks' state, which
+/// supervisors read back and no task may see or change.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() || m.uid() != crate::sys::euid() {
+        return Err(std::io::Error::other(format!(
+            "{} must be a directory owned by us",
+            dir.display()
+        )));
+    }
+    if m.mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
 
@@ -84,30 +122,57 @@ pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
     }
 }
 
-/// Nomad's layout: the alloc dir, then `make_alloc_dirs` and `make_task_dirs`.
+/// Nomad's layout: the alloc dir, then `make_alloc_dirs` and `make_task_dirs`. Only the
+/// task's own directories are recorded in `created`: the alloc dir and its `alloc/` are
+/// shared with sibling tasks, which may be starting or running, and stay.
 pub fn make_dirs(
     dirs: &Dirs,
     owner: Option<(u32, u32)>,
     root: Option<RootView<'_>>,
     created: &mut Created,
 ) -> Result<()> {
-    mkdir(&dirs.alloc_dir, 0o755, created)?;
-    make_alloc_dirs(dirs, created)?;
+    mkdir(&dirs.alloc_dir, 0o755)?;
+    make_alloc_dirs(dirs)?;
+    make_state_dir(dirs, created)?;
     make_task_dirs(dirs, owner, root, created)
 }
 
-/// `<alloc_dir>/alloc/{data,logs,tmp}` and the state dir under `data_dir`.
-fn make_alloc_dirs(dirs: &Dirs, created: &mut Created) -> Result<()> {
+/// `<alloc_dir>/alloc/{data,logs,tmp}`.
+fn make_alloc_dirs(dirs: &Dirs) -> Result<()> {
     let a = &dirs.alloc_dir;
-    mkdir(&a.join("alloc"), 0o755, created)?;
-    mkdir(&a.join("alloc/data"), 0o777, created)?;
-    mkdir(&a.join("alloc/logs"), 0o755, created)?;
-    mkdir(&a.join("alloc/tmp"), 0o777, created)?;
-    if dirs.state_dir.exists() {
-        // A leftover of a task destroyed without cleanup, or a crashed start.
-        let _ = std::fs::remove_dir_all(&dirs.state_dir);
+    mkdir(&a.join("alloc"), 0o755)?;
+    mkdir(&a.join("alloc/data"), 0o777)?;
+    mkdir(&a.join("alloc/logs"), 0o755)?;
+    mkdir(&a.join("alloc/tmp"), 0o777)?;
+    Ok(())
+}
+
+/// The task's state dir `<data_dir>/tasks/<id>`, in the root-only `<data_dir>/tasks`. A
+/// leftover of a task that ended (it holds `exit.json`) or of a start that never
+/// recorded its task (no `launch.json`) is replaced; one that may belong to a live task
+/// not recovered yet is refused.
+fn make_state_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
+    let s = &dirs.state_dir;
+    if let Some(tasks) = s.parent() {
+        make_private_dir(tasks)
+            .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", tasks.display())))?;
     }
-    mkdir(&dirs.state_dir, 0o700, created)
+    if std::fs::symlink_metadata(s).is_ok() {
+        let live = s.join(crate::launch::LAUNCH_FILE).exists()
+            && !s.join(crate::launch::EXIT_FILE).exists();
+        if live {
+            return Err(Error::field(
+                Code::TaskExists,
+                "id",
+                format!(
+                    "{} holds the state of a task with this id that may still run: recover it (driver_recover) and destroy it, or choose another id",
+                    s.display()
+                ),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(s);
+    }
+    mkdir_own(s, 0o700, created)
 }
 
 /// `<alloc_dir>/<task>/{local,secrets,tmp}`, `local` and `secrets` owned by `owner`.
@@ -124,10 +189,10 @@ fn make_task_dirs(
     created: &mut Created,
 ) -> Result<()> {
     let t = &dirs.task_dir;
-    mkdir(t, 0o755, created)?;
-    mkdir(&t.join("local"), 0o777, created)?;
-    mkdir(&t.join("secrets"), 0o700, created)?;
-    mkdir(&t.join("tmp"), 0o1777, created)?;
+    mkdir_own(t, 0o755, created)?;
+    mkdir_own(&t.join("local"), 0o777, created)?;
+    mkdir_own(&t.join("secrets"), 0o700, created)?;
+    mkdir_own(&t.join("tmp"), 0o1777, created)?;
     if let Some((uid, gid)) = owner {
         for d in ["local", "secrets"] {
             let _ = std::os::unix::fs::chown(t.join(d), Some(uid), Some(gid));

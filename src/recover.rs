@@ -1,12 +1,10 @@
 //! `driver_recover`: re-register a task started by an earlier host process from the
 //! handle `driver_start` returned.
 
-use crate::config::DriverKind;
-use crate::error::{Code, Error, Result};
+use crate::error::{Code, Result};
 use crate::task::{self, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,41 +12,13 @@ struct Req {
     handle: Value,
 }
 
-#[derive(Deserialize)]
-struct Handle {
-    version: u64,
-    task_id: String,
-    name: String,
-    driver: DriverKind,
-    pid: i32,
-    start_time: Option<u64>,
-    state_dir: PathBuf,
-    task_dir: PathBuf,
-    alloc_dir: PathBuf,
-    #[serde(default)]
-    cgroup: Option<Value>,
-    kill_signal: i32,
-    kill_timeout_ms: u64,
-    #[serde(default)]
-    started_at: Option<String>,
-}
-
-/// Recovers the task of `handle`. Recovering a registered task is not an error.
+/// Recovers the task of `handle`. Recovering a registered task is not an error. The
+/// handle is checked first ([`crate::handle::Handle::verify`]): a forged or altered one,
+/// or one naming paths that are not the task's, is refused before anything is touched.
 pub fn recover(text: &str) -> Result<Value> {
     let r: Req = crate::config::parse(text, Code::InvalidRequest, "")?;
-    let version = r.handle.get("version").and_then(Value::as_u64);
-    if version != Some(crate::driver::HANDLE_VERSION) {
-        return Err(Error::field(
-            Code::InvalidRequest,
-            "handle.version",
-            format!(
-                "handle format {version:?} is not supported by this library (it reads version {})",
-                crate::driver::HANDLE_VERSION
-            ),
-        ));
-    }
-    let h: Handle = crate::config::parse_value(r.handle.clone(), Code::InvalidRequest, "handle")?;
-    debug_assert_eq!(h.version, crate::driver::HANDLE_VERSION);
+    let cfg = crate::plugin::current();
+    let h = crate::handle::Handle::verify(&r.handle, &cfg)?;
     if let Ok(t) = task::get(&h.task_id) {
         return Ok(json!({"task_id": t.id, "recovered": true, "state": t.state().as_str()}));
     }
@@ -60,9 +30,10 @@ pub fn recover(text: &str) -> Result<Value> {
         h.alloc_dir,
         h.state_dir,
         h.kill_signal,
-        h.kill_timeout_ms,
+        h.kill_timeout_ms.min(cfg.max_kill_timeout_ms),
     );
-    let started_at = h.started_at.unwrap_or_default();
+    let started_at = h.started_at;
+    let cgroup = h.cgroup.and_then(|c| serde_json::to_value(c).ok());
     // The pid names our supervisor only if its start time matches: a recycled pid never
     // passes. The check is repeated after the pidfd is open, closing the race.
     let ours =
@@ -77,8 +48,8 @@ pub fn recover(text: &str) -> Result<Value> {
         None
     };
     match pidfd {
-        Some(fd) => task.set_running(h.pid, fd, started_at, r.handle, h.cgroup, None),
-        None => task.set_gone(started_at, r.handle, h.cgroup),
+        Some(fd) => task.set_running(h.pid, fd, started_at, r.handle, cgroup, None),
+        None => task.set_gone(started_at, r.handle, cgroup),
     }
     task::insert(task.clone())?;
     Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}))

@@ -147,6 +147,12 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i64) -> io::Result<bool> {
 /// Polls `fds` for readability until one is readable (or hung up) or `timeout_ms` passed
 /// (negative: forever); says which are.
 pub fn poll_any(fds: &[RawFd], timeout_ms: i64) -> io::Result<Vec<bool>> {
+    let fds: Vec<(RawFd, libc::c_short)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
+    poll_events(&fds, timeout_ms)
+}
+
+/// [`poll_any`] for the given events of each fd (`POLLPRI` for a mount table change).
+pub fn poll_events(fds: &[(RawFd, libc::c_short)], timeout_ms: i64) -> io::Result<Vec<bool>> {
     let deadline = (timeout_ms >= 0)
         .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64));
     loop {
@@ -159,9 +165,9 @@ pub fn poll_any(fds: &[RawFd], timeout_ms: i64) -> io::Result<Vec<bool>> {
         };
         let mut p: Vec<libc::pollfd> = fds
             .iter()
-            .map(|&fd| libc::pollfd {
+            .map(|&(fd, events)| libc::pollfd {
                 fd,
-                events: libc::POLLIN,
+                events,
                 revents: 0,
             })
             .collect();
@@ -455,7 +461,33 @@ pub fn spawn_with(
     Ok((pid, pidfd))
 }
 
-/// Reads 16 random bytes from the kernel as hex (task ids).
+/// `n` random bytes from the kernel (`getrandom(2)`), for keys.
+pub fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        // SAFETY: the rest of buf is valid for writing n - filled bytes.
+        let got = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr() as *mut libc::c_void,
+                n - filled,
+                0,
+            )
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += got as usize;
+    }
+    Ok(buf)
+}
+
+/// `n` random bytes from the kernel as hex (task ids, placeholder names); unique, not
+/// secret: the clock stands in should the kernel refuse.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     // SAFETY: buf is valid for n bytes.
@@ -469,6 +501,48 @@ pub fn random_hex(n: usize) -> String {
             .for_each(|(i, b)| *b = (t.as_nanos() >> (i % 16 * 8)) as u8);
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The parent pid of `pid` (`/proc/<pid>/stat` field 4), as this process's pid namespace
+/// numbers it.
+pub fn proc_parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after its last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// How many CPUs the host has online (`/sys/devices/system/cpu/online`, read once; the
+/// count of `sched_getaffinity` when that file cannot be read).
+pub fn online_cpus() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| count_cpu_list(&s))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u64)
+            })
+            .unwrap_or(1)
+    })
+}
+
+/// The number of CPUs in a list such as `0-3,8`.
+fn count_cpu_list(s: &str) -> Option<u64> {
+    let mut n = 0u64;
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().ok()?.checked_sub(a.parse::<u64>().ok()?)? + 1,
+            None => part.parse::<u64>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
 }
 
 /// `geteuid()`.
@@ -490,6 +564,15 @@ pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpu_list("0-3,8\n"), Some(5));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert!(online_cpus() >= 1);
+    }
 
     #[test]
     fn pidfd_mnt_namespace_is_the_processes() {

@@ -251,9 +251,14 @@ fn limits_visible_pids_capped_cgroup_removed() {
     );
 }
 
-fn cap_eff(req_extra: Value) -> Result<u64, execdriver::Error> {
+/// The task's (CapEff, CapBnd, CapAmb) as its /proc/self/status shows them.
+fn caps_of(req_extra: Value) -> Result<(u64, u64, u64), execdriver::Error> {
     let d = TempDir::new("caps");
-    let mut req = exec_task("c", d.path(), "grep CapEff /proc/self/status");
+    let mut req = exec_task(
+        "c",
+        d.path(),
+        "grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status",
+    );
     for (k, v) in req_extra.as_object().unwrap() {
         req["config"][k] = v.clone();
     }
@@ -261,7 +266,11 @@ fn cap_eff(req_extra: Value) -> Result<u64, execdriver::Error> {
     wait(&id, 30_000).unwrap();
     destroy(&id);
     let out = stdout_of(d.path(), "c");
-    Ok(u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap())
+    let get = |k: &str| {
+        let l = out.lines().find(|l| l.starts_with(k)).unwrap();
+        u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    Ok((get("CapEff"), get("CapBnd"), get("CapAmb")))
 }
 
 #[test]
@@ -270,12 +279,17 @@ fn capabilities() {
         return;
     }
     let defaults = execdriver::caps::default_mask() & execdriver::caps::supported_mask();
-    assert_eq!(cap_eff(json!({})).unwrap(), defaults);
+    // A non-root user: the set bounds it, and it holds none of it.
+    assert_eq!(caps_of(json!({})).unwrap(), (0, defaults, 0));
     assert_eq!(
-        cap_eff(json!({"cap_drop": ["all"], "cap_add": ["net_bind_service"]})).unwrap(),
-        1 << 10
+        caps_of(json!({"cap_drop": ["all"], "cap_add": ["net_bind_service"]})).unwrap(),
+        (1 << 10, 1 << 10, 1 << 10)
     );
-    let e = cap_eff(json!({"cap_add": ["SYS_ADMIN"]})).unwrap_err();
+    assert_eq!(
+        caps_of(json!({"cap_add": ["net_bind_service"]})).unwrap(),
+        (1 << 10, defaults, 1 << 10)
+    );
+    let e = caps_of(json!({"cap_add": ["SYS_ADMIN"]})).unwrap_err();
     assert_eq!(
         (e.code, e.field.as_deref()),
         (execdriver::Code::InvalidConfig, Some("config.cap_add")),

@@ -47,6 +47,17 @@ fn start_in_child_host(task: &Value, how: &str) -> Value {
     v["resp"]["handle"].clone()
 }
 
+/// `handle` changed by `edit` and signed again with the data dir's key, as only the
+/// driver (or whoever holds that root-only key) can.
+fn resign(handle: &Value, edit: impl FnOnce(&mut execdriver::handle::Handle)) -> Value {
+    let mut v = handle.clone();
+    v.as_object_mut().unwrap().remove("mac");
+    let mut t: execdriver::handle::Handle = serde_json::from_value(v).unwrap();
+    edit(&mut t);
+    let data = execdriver::plugin::data_dir(&execdriver::plugin::current());
+    t.signed(&execdriver::handle::Key::of(&data).unwrap())
+}
+
 fn recover(handle: &Value) -> Result<Value, execdriver::Error> {
     op(execdriver::driver::recover, json!({"handle": handle}))
 }
@@ -130,12 +141,13 @@ fn recycled_pid_is_not_taken_for_the_supervisor() {
     let d = TempDir::new("rec-pid");
     let h = start_in_child_host(&raw_task("p", d.path(), "exit 0"), "exit");
     let id = h["task_id"].as_str().unwrap().to_string();
-    let mut forged = h.clone();
     let mut other = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
-    forged["pid"] = json!(other.id());
+    // The handle as the driver itself would sign it with another process's pid (a
+    // recycled one): authentic, and still not taken for the supervisor.
+    let forged = resign(&h, |t| t.pid = other.id() as i32);
     // Remove the status file as if the task left none.
     let exit = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("exit.json");
     let t0 = std::time::Instant::now();

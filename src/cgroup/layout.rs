@@ -3,10 +3,16 @@
 
 use super::*;
 /// The v1 controllers a task cgroup is created in, in the order its procs files are written.
-pub const V1_CONTROLLERS: [&str; 6] = ["cpuset", "cpu", "cpuacct", "memory", "pids", "freezer"];
+pub const V1_CONTROLLERS: [&str; 7] = [
+    "cpuset", "cpu", "cpuacct", "memory", "pids", "freezer", "devices",
+];
 
 /// Controllers without which a task cgroup cannot carry the task's limits.
 pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// v1 controllers an exec task needs besides [`REQUIRED_CONTROLLERS`]: `devices` holds its
+/// device allowlist (on v2 a BPF program does, see [`super::devices`]).
+pub const REQUIRED_V1_CONTROLLERS: [&str; 1] = ["devices"];
 
 /// How cgroups are mounted. Serializable so it can travel in a JSON message (e.g. to a
 /// spare supervisor); the JSON names the kind the way [`Layout::name`] does:
@@ -136,6 +142,25 @@ impl Layout {
         }
     }
 
+    /// Every mount point of the layout (v1 controllers, then the unified hierarchy).
+    pub fn mounts(&self) -> Vec<&Path> {
+        let (v1, unified) = match self {
+            Layout::V1 { controllers } => (Some(controllers), None),
+            Layout::V2 { root } => (None, Some(root)),
+            Layout::Hybrid {
+                controllers,
+                unified,
+            } => (Some(controllers), Some(unified)),
+        };
+        let mut out: Vec<&Path> = Vec::new();
+        for p in v1.into_iter().flat_map(|c| c.values()).chain(unified) {
+            if !out.contains(&p.as_path()) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// `"v1"`, `"v2"` or `"hybrid"` (the fingerprint's `driver.exec.cgroup`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -152,8 +177,8 @@ impl Layout {
         let mut mounts: Vec<&Path> = Vec::new();
         match self {
             Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
-                for c in REQUIRED_CONTROLLERS {
-                    if !controllers.contains_key(c) {
+                for c in REQUIRED_CONTROLLERS.iter().chain(&REQUIRED_V1_CONTROLLERS) {
+                    if !controllers.contains_key(*c) {
                         return Err(format!("cgroup v1 controller {c} is not mounted"));
                     }
                 }

@@ -14,7 +14,7 @@
 //! /sys/fs/cgroup/unified/execdriver/t                                    (v2: tracking, cgroup.kill)
 //! ```
 //!
-//! `devices`, `blkio` and `name=systemd` are not used. Co-mounted v1 controllers (e.g.
+//! `blkio` and `name=systemd` are not used. Co-mounted v1 controllers (e.g.
 //! `cpu,cpuacct`) share one directory.
 //!
 //! # What is ours
@@ -57,6 +57,7 @@
 //! (`join`, `pids`, `kill_all`, `oom_killed`, `stats`, `remove`) is plain file I/O on the
 //! paths serialized in [`TaskCgroup`], so it works without a [`Layout`].
 
+pub mod devices;
 mod layout;
 mod stats;
 mod v1;
@@ -494,6 +495,36 @@ impl TaskCgroup {
         Ok(Some(tcg))
     }
 
+    /// Whether every path of this description is the task's own in `layout`: its
+    /// directories `<mount>/<parent>/<name>`, the shared `<mount>/<parent>`, and their
+    /// `cgroup.procs` and `cgroup.kill` files (a handle read back from a host is checked
+    /// with this before anything it names is written, killed or removed).
+    pub fn confined_to(&self, layout: &Layout, parent: &str, name: &str) -> bool {
+        if validate(parent, name).is_err() {
+            return false;
+        }
+        let parent = parent.trim_end_matches('/');
+        let mounts = layout.mounts();
+        let leaves: Vec<PathBuf> = mounts.iter().map(|m| m.join(parent).join(name)).collect();
+        let parents: Vec<PathBuf> = mounts.iter().map(|m| m.join(parent)).collect();
+        let leaf = |p: &Path| leaves.iter().any(|l| l == p);
+        let file_in = |f: &Path, file: &str, dirs: &dyn Fn(&Path) -> bool| {
+            f.file_name().is_some_and(|n| n == file) && f.parent().is_some_and(dirs)
+        };
+        self.dirs.iter().all(|d| leaf(d))
+            && self.v1.values().all(|d| leaf(d))
+            && self.v2.iter().all(|d| leaf(d))
+            && self.shared.iter().all(|d| parents.contains(d))
+            && self
+                .procs
+                .iter()
+                .all(|f| file_in(f, "cgroup.procs", &|d| leaf(d)))
+            && self
+                .kill
+                .iter()
+                .all(|f| file_in(f, "cgroup.kill", &|d| leaf(d)))
+    }
+
     /// The cgroup2 directory of the task, which a child can be cloned straight into
     /// (`CLONE_INTO_CGROUP`) without the write to `cgroup.procs`.
     pub fn v2_dir(&self) -> Option<PathBuf> {
@@ -815,7 +846,7 @@ pub(crate) mod fake {
     use std::fs;
     use std::path::Path;
 
-    fn is_cgroupfs(p: &Path) -> bool {
+    pub fn is_cgroupfs(p: &Path) -> bool {
         nix::sys::statfs::statfs(p).is_ok_and(|s| {
             let t = s.filesystem_type();
             t == nix::sys::statfs::CGROUP_SUPER_MAGIC || t == nix::sys::statfs::CGROUP2_SUPER_MAGIC

@@ -110,6 +110,10 @@ fn fake_v1(root: &Path) {
         &root.join("freezer/.template"),
         &[("freezer.state", "THAWED")],
     );
+    put(
+        &root.join("devices/.template"),
+        &[("devices.deny", ""), ("devices.allow", "")],
+    );
 }
 
 #[test]
@@ -140,8 +144,8 @@ fn detects_this_machines_hybrid_layout() {
         controllers["memory"],
         PathBuf::from("/sys/fs/cgroup/memory")
     );
-    assert_eq!(controllers.len(), 6, "{controllers:?}");
-    assert!(!controllers.contains_key("devices"));
+    assert_eq!(controllers.len(), 7, "{controllers:?}");
+    assert!(controllers.contains_key("devices"));
 }
 
 #[test]
@@ -395,13 +399,16 @@ fn v1_create_writes_limits() {
     let l = Layout::v1_at(&d.0);
     let t = TaskCgroup::create(&l, "execdriver", "t1", &limits()).unwrap();
     assert_eq!(t.layout, "v1");
-    assert_eq!(t.dirs.len(), 6);
+    assert_eq!(t.dirs.len(), 7);
     assert!(t.v2.is_none() && t.kill.is_none());
     let dir = |c: &str| d.0.join(c).join("execdriver/t1");
+    // Devices: everything refused, then the allowlist (the fake keeps the last write).
+    assert_eq!(get(&dir("devices").join("devices.deny")), "a");
+    assert_eq!(get(&dir("devices").join("devices.allow")), "c 136:* rwm");
     for c in V1_CONTROLLERS {
         assert_eq!(t.v1[c], dir(c));
     }
-    assert_eq!(t.procs.len(), 6);
+    assert_eq!(t.procs.len(), 7);
     assert_eq!(t.procs[0], dir("cpuset").join("cgroup.procs"));
     assert_eq!(
         get(&dir("memory").join("memory.limit_in_bytes")),
@@ -456,10 +463,10 @@ fn v1_comounted_and_failure_rollback() {
     .unwrap();
     // cores 0: no cpuset dir of its own; the task joins the parent, which got the
     // root's cpus and mems
-    assert_eq!(t.dirs.len(), 4);
+    assert_eq!(t.dirs.len(), 5);
     assert!(!d.0.join("cpuset/p/t").exists() && !t.v1.contains_key("cpuset"));
     assert_eq!(t.v1["cpu"], t.v1["cpuacct"]);
-    assert_eq!(t.procs.len(), 4);
+    assert_eq!(t.procs.len(), 5);
     assert_eq!(t.shared, vec![d.0.join("cpuset/p")]);
     assert_eq!(get(&d.0.join("cpuset/p/cpuset.cpus")), "0-3");
     assert_eq!(get(&d.0.join("cpuset/p/cpuset.mems")), "0");
@@ -594,11 +601,11 @@ fn hybrid_uses_v1_limits_and_v2_tracking() {
     assert!(!t.v2_controllers);
     assert_eq!(t.kill, Some(u.join("cgroup.kill")));
     assert_eq!(t.procs[0], u.join("cgroup.procs"));
-    assert_eq!(t.procs.len(), 7);
+    assert_eq!(t.procs.len(), 8);
     let joins = t.self_join_files();
     assert_eq!(joins[0], u.join("cgroup.procs"));
     assert!(joins[1..].iter().all(|f| f.ends_with("tasks")));
-    assert_eq!(t.dirs.len(), 7);
+    assert_eq!(t.dirs.len(), 8);
     assert_eq!(
         get(&d.0.join("memory/execdriver/h/memory.limit_in_bytes")),
         (64 * MIB).to_string()
@@ -783,7 +790,7 @@ fn v1_rename_moves_every_path_and_rolls_back_on_a_taken_name() {
     t.rename("task").unwrap();
     let dir = |c: &str| d.0.join(c).join("p/task");
     assert_eq!(t, TaskCgroup::named(&l, "p", "task").unwrap());
-    assert_eq!(t.dirs.len(), 5);
+    assert_eq!(t.dirs.len(), 6);
     assert_eq!(t.v1["cpuacct"], dir("cpu"));
     for c in ["cpuset", "cpu", "memory", "pids", "freezer"] {
         assert!(dir(c).is_dir() && !d.0.join(c).join("p/spare-1").exists());

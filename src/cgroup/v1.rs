@@ -1,8 +1,8 @@
 //! cgroup v1: one directory per controller hierarchy, limits through cgroups-rs.
 
 use super::{
-    Limits, REQUIRED_CONTROLLERS, TaskCgroup, V1_CONTROLLERS, cg_err, cpu_shares, isolation,
-    make_task_dir, read,
+    Limits, REQUIRED_CONTROLLERS, REQUIRED_V1_CONTROLLERS, TaskCgroup, V1_CONTROLLERS, cg_err,
+    cpu_shares, isolation, make_task_dir, read,
 };
 use crate::{Code, Error, Result};
 use cgroups_rs::MaxValue;
@@ -25,8 +25,8 @@ pub(super) fn create(
     name: &str,
     limits: &Limits,
 ) -> Result<()> {
-    for c in REQUIRED_CONTROLLERS {
-        if !controllers.contains_key(c) {
+    for c in REQUIRED_CONTROLLERS.iter().chain(&REQUIRED_V1_CONTROLLERS) {
+        if !controllers.contains_key(*c) {
             return Err(Error::new(
                 Code::Isolation,
                 format!("cgroup: create: the v1 {c} controller is not mounted"),
@@ -66,6 +66,7 @@ pub(super) fn create(
     if let Some(dir) = tcg.v1.get("cpuset").cloned() {
         init_cpuset(&controllers["cpuset"], parent, Some(&dir))?;
     }
+    super::devices::v1_restrict(&dir_of(tcg, "devices")?)?;
     // No swapping, ever (a file that exists only with swap accounting).
     let swappiness = dir_of(tcg, "memory")?.join("memory.swappiness");
     write_if_present(&swappiness, "0")?;

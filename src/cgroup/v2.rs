@@ -39,6 +39,14 @@ pub(super) fn create(
     if !controllers {
         return Ok(());
     }
+    // (The unit tests' fake cgroupfs is plain directories, which take no program.)
+    #[cfg(test)]
+    let real = super::fake::is_cgroupfs(&dir);
+    #[cfg(not(test))]
+    let real = true;
+    if real {
+        super::devices::v2_attach(&dir)?;
+    }
     apply_limits(&dir, limits)
 }
 

@@ -4,8 +4,10 @@
 //! the host, so it may allocate.
 
 pub mod mountapi;
+pub mod net;
 pub mod privs;
 pub mod rootfs;
+pub mod seccomp;
 
 use crate::error::{Code, Error, Result};
 use crate::launch::LaunchSpec;
@@ -65,6 +67,38 @@ pub fn exec_staged(
         Ok(never) => match never {},
         Err(e) => e,
     }
+}
+
+/// The task's network: a group's namespace joined by path (looked up where the host's
+/// paths are: a standby that left the host's mount tree finds it in its copy), or the
+/// loopback of the namespace of its own brought up.
+fn join_network(iso: &crate::launch::Isolation, setup: &Setup<'_>) -> Result<()> {
+    use std::os::fd::AsFd;
+    if let Some(path) = &iso.netns {
+        let f = match setup {
+            Setup::Standby { staged, .. } => staged.open_host(path),
+            Setup::Fresh { .. } => net::check_netns_path(path),
+        }
+        .map_err(|e| {
+            Error::field(
+                Code::Isolation,
+                "network_isolation.path",
+                format!("opening the network namespace {}: {e}", path.display()),
+            )
+        })?;
+        net::join(f.as_fd()).map_err(|e| {
+            Error::field(
+                Code::Isolation,
+                "network_isolation.path",
+                format!("joining the network namespace {}: {e}", path.display()),
+            )
+        })?;
+    }
+    if iso.new_net {
+        net::loopback_up()
+            .map_err(|e| io_err(Code::Isolation, "bringing up the task's loopback", e))?;
+    }
+    Ok(())
 }
 
 fn prepare_and_exec(
@@ -128,6 +162,9 @@ fn prepare_and_exec(
         Setup::Standby { bounding, .. } => *bounding,
         Setup::Fresh { .. } => u64::MAX,
     };
+    if let Some(iso) = &spec.isolation {
+        join_network(iso, &setup)?;
+    }
     let go = match (setup, &spec.isolation) {
         (Setup::Fresh { .. }, Some(iso)) => {
             rootfs::enter(iso)?;
@@ -162,6 +199,11 @@ fn prepare_and_exec(
                 "it gave up on the start",
             ));
         }
+    }
+    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
+        // Last: nothing of ours runs under the filter but this and the exec.
+        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
+        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
     }
     let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
     let code = match err {

@@ -131,6 +131,11 @@ fn clone_fd(at: &OwnedFd, extra: u32) -> io::Result<OwnedFd> {
 
 /// An `O_PATH` fd of the host path `path` looked up in `host` (see [`clone_in`]).
 pub fn open_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    open_in_with(host, path, libc::O_PATH)
+}
+
+/// [`open_in`] opened with `flags` (close-on-exec is added).
+pub fn open_in_with(host: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     const RESOLVE_IN_ROOT: u64 = 0x10;
     #[repr(C)]
     struct OpenHow {
@@ -139,7 +144,7 @@ pub fn open_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
         resolve: u64,
     }
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT,
     };

@@ -66,22 +66,26 @@ fn last_cap() -> u32 {
     crate::caps::last_cap()
 }
 
-/// Reads what [`drop_to`] needs of the host ahead (see [`last_cap`]).
+/// Prepares ahead what the command process needs at the start: the capability count
+/// (see [`last_cap`]) and the seccomp filter, compiled.
 pub fn prime() {
     last_cap();
+    super::seccomp::prime();
 }
 
 fn err(step: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Code::Isolation, format!("{step}: {e}"))
 }
 
-/// Drops to the task's user with exactly `iso.caps` in the bounding, permitted,
-/// effective, inheritable and ambient sets, and sets no_new_privs.
+/// Drops to the task's user: `iso.caps` is the bounding set, `iso.raised` the
+/// permitted, effective, inheritable and ambient sets (see [`Isolation::raised`]); then
+/// no_new_privs, so that no setuid or file-capability binary gives back more.
 ///
 /// `bounding`: the bounding set as it is (a standby limited it ahead, see
 /// [`limit_bounding`]); only those outside the task's set are dropped here.
 pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
     let last = last_cap();
+    let raised = iso.raised & iso.caps;
     for c in 0..=last {
         if iso.caps & (1u64 << c) == 0 && bounding & (1u64 << c) != 0 {
             prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0)
@@ -96,10 +100,12 @@ pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
     nix::unistd::setgroups(&groups).map_err(|e| err("setgroups", e))?;
     let gid = nix::unistd::Gid::from_raw(iso.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| err("setresgid", e))?;
+    // Keep the permitted set across the uid change, so that `raised` can be set from it.
     prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| err("PR_SET_KEEPCAPS", e))?;
     let uid = nix::unistd::Uid::from_raw(iso.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| err("setresuid", e))?;
-    capset(iso.caps).map_err(|e| err("capset", e))?;
+    prctl(libc::PR_SET_KEEPCAPS, 0, 0).map_err(|e| err("PR_SET_KEEPCAPS", e))?;
+    capset(raised).map_err(|e| err("capset", e))?;
     prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
@@ -107,7 +113,7 @@ pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
     )
     .map_err(|e| err("clearing ambient capabilities", e))?;
     for c in 0..=last {
-        if iso.caps & (1u64 << c) != 0 {
+        if raised & (1u64 << c) != 0 {
             prctl(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,

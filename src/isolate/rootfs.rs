@@ -158,6 +158,24 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Opens the host file `path` for reading, looked up where this standby finds the
+    /// host's paths (in its copy of the host's mount tree once it left it).
+    pub fn open_host(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+        match &self.host {
+            Some(h) => mountapi::open_in_with(h.as_fd(), path, flags).map(std::fs::File::from),
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                    .open(path)
+            }
+        }
+    }
+}
+
 /// `stat` of `path` looked up in `host`.
 fn stat_in(host: BorrowedFd<'_>, path: &Path) -> std::io::Result<nix::sys::stat::FileStat> {
     mountapi::open_in(host, path)
@@ -242,6 +260,10 @@ pub fn stage(binds: &[Bind]) -> Result<Staged> {
     );
     let dev = fs("tmpfs", &DEV_OPTS, nosuid | noexec)?;
     populate_dev(dev.as_fd(), Path::new("/dev"))?;
+    // Read-only once populated (nothing is attached below it yet: pts and shm are
+    // attached at the start and stay writable).
+    mountapi::set_attrs_fd(dev.as_fd(), mountapi::ATTR_RDONLY)
+        .map_err(|e| err("making read-only", Path::new("/dev"), e))?;
     let pts = fs("devpts", &PTS_OPTS, nosuid | noexec)?;
     let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
     let proc_fs = mountapi::new_fs("proc", &[], nosuid | nodev | noexec)
@@ -284,16 +306,12 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
         Some(fd) => Host::Via(fd.as_fd()),
         None => Host::Here,
     };
+    // The root, like every writable mount of the task, is nosuid and nodev: a setuid
+    // file or a device node the task makes there is inert, for the task and for the host
+    // (the task dir is a host directory).
     let root: &Path = match host {
         Host::Here => {
-            mount(
-                Some(&iso.root),
-                &iso.root,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| err("bind-mounting task root", &iso.root, e))?;
+            bind(&iso.root, &iso.root, false, MsFlags::empty())?;
             &iso.root
         }
         Host::Via(h) => {
@@ -302,9 +320,7 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             // usual way).
             same_dir(h, &iso.root, iso.root_id)?;
             same_dir(h, &iso.alloc, iso.alloc_id)?;
-            let fd = mountapi::clone_in(h, &iso.root)
-                .map_err(|e| err("cloning the mount of task root", &iso.root, e))?;
-            attach(&fd, Path::new(SKELETON_ROOT))?;
+            host.bind(&iso.root, Path::new(SKELETON_ROOT), false, MsFlags::empty())?;
             Path::new(SKELETON_ROOT)
         }
     };
@@ -417,6 +433,8 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
         }
     }
 
+    mask_proc(&proc_dir, &dev)?;
+
     if iso.no_pivot_root || host_tree.is_some() {
         // (In a skeleton root nothing of the host is left to pivot away from.)
         nix::unistd::chroot(root).map_err(|e| err("chroot to", root, e))?;
@@ -452,8 +470,82 @@ fn build_dev(dev: &Path) -> Result<()> {
         &dev.join("shm"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         &SHM_OPTS.join(","),
-    )
+    )?;
+    // Read-only once populated (this mount only: pts and shm stay writable).
+    remount_ro(dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)
 }
+
+/// Makes the mount at `at` read-only, keeping `keep` (its other flags: a remount sets
+/// them all). Only that mount, not those below it.
+fn remount_ro(at: &Path, keep: MsFlags) -> Result<()> {
+    mount(
+        None::<&str>,
+        at,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep,
+        None::<&str>,
+    )
+    .map_err(|e| err("remounting read-only", at, e))
+}
+
+/// The parts of `/proc` a task has no business with, as runc leaves them: read-only
+/// (`sys`: kernel tunables such as `core_pattern`; `sysrq-trigger`, `irq`, `bus`, `fs`)
+/// or masked (`kcore`, `keys`, `timer_list`, `sched_debug`: the task's `/dev/null` bound
+/// over them; `acpi`, `scsi`: an empty read-only tmpfs). A path this kernel lacks is
+/// skipped.
+fn mask_proc(proc_dir: &Path, dev: &Path) -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let missing = |e: &nix::errno::Errno| *e == nix::errno::Errno::ENOENT;
+    for name in PROC_READONLY {
+        let p = proc_dir.join(name);
+        match mount(
+            Some(&p),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
+            Err(e) if missing(&e) => continue,
+            r => r.map_err(|e| err("bind-mounting", &p, e))?,
+        }
+        remount_ro(&p, flags)?;
+    }
+    let null = dev.join("null");
+    for name in PROC_MASKED_FILES {
+        let p = proc_dir.join(name);
+        match mount(
+            Some(&null),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            Err(e) if missing(&e) => {}
+            r => r.map_err(|e| err("masking", &p, e))?,
+        }
+    }
+    for name in PROC_MASKED_DIRS {
+        let p = proc_dir.join(name);
+        match mount(
+            Some("tmpfs"),
+            &p,
+            Some("tmpfs"),
+            flags | MsFlags::MS_RDONLY,
+            Some("mode=555"),
+        ) {
+            Err(e) if missing(&e) => {}
+            r => r.map_err(|e| err("masking", &p, e))?,
+        }
+    }
+    Ok(())
+}
+
+/// `/proc` entries made read-only ([`mask_proc`]).
+pub const PROC_READONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// `/proc` files masked with `/dev/null`.
+pub const PROC_MASKED_FILES: [&str; 4] = ["kcore", "keys", "timer_list", "sched_debug"];
+/// `/proc` directories masked with an empty tmpfs.
+pub const PROC_MASKED_DIRS: [&str; 2] = ["acpi", "scsi"];
 
 /// Fills the fresh tmpfs `dir` (shown as `shown` in errors) of a /dev: the harmless
 /// character devices as nodes with the host's numbers and modes (we are root in the

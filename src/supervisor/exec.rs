@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub struct ExecRequest {
     /// Host pid of the task's command: its namespaces are entered.
     pub target_pid: Option<i32>,
+    /// Host pid of the task's supervisor: the command must still be its child when its
+    /// namespaces are opened (a pid the command left may be another process's by then).
+    #[serde(default)]
+    pub supervisor_pid: Option<i32>,
     pub command: String,
     pub args: Vec<String>,
     pub timeout_ms: u64,
@@ -47,7 +51,23 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
                 .map_err(|e| err(&format!("opening {}", f.display()), e))
         })
         .collect::<Result<_>>()?;
-    if let (Some(pid), Some(_)) = (req.target_pid, &spec.isolation) {
+    if spec.isolation.is_some() {
+        // Never outside the task's isolation: without its command there is nothing to
+        // enter.
+        let (Some(pid), Some(sup)) = (req.target_pid, req.supervisor_pid) else {
+            return Err(err(
+                "finding the task's command",
+                "it has no running command process; refusing to run outside its isolation",
+            ));
+        };
+        let target =
+            crate::sys::pidfd_open(pid).map_err(|e| err("opening the task's command", e))?;
+        if crate::sys::proc_parent(pid) != Some(sup) {
+            return Err(err(
+                "finding the task's command",
+                "its process is gone; refusing to run outside its isolation",
+            ));
+        }
         // Open every namespace first: after entering the mount namespace /proc is the task's.
         // The command's root too: it is not always its mount namespace's root (a spare's
         // command process `chroot`s into the task root inside an otherwise empty one).
@@ -57,12 +77,20 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
         for (name, flag) in [
             ("ipc", CloneFlags::CLONE_NEWIPC),
             ("uts", CloneFlags::CLONE_NEWUTS),
+            ("net", CloneFlags::CLONE_NEWNET),
             ("pid", CloneFlags::CLONE_NEWPID),
             ("mnt", CloneFlags::CLONE_NEWNS),
         ] {
             let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))
                 .map_err(|e| err(&format!("opening {name} namespace of the task"), e))?;
             nss.push((f, flag, name));
+        }
+        // Still the same process after every file was opened: they are its.
+        if crate::sys::poll_readable(target.as_raw_fd(), 0).unwrap_or(true) {
+            return Err(err(
+                "finding the task's command",
+                "it exited meanwhile; refusing to run outside its isolation",
+            ));
         }
         for (f, flag, name) in &nss {
             nix::sched::setns(f, *flag)
@@ -149,6 +177,10 @@ fn child_exec(
         crate::isolate::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
         crate::isolate::privs::reset_signals();
         let _ = nix::unistd::chdir(spec.cwd.as_str());
+        if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
+            let prog = crate::isolate::seccomp::default_filter().map_err(|e| err("seccomp", e))?;
+            crate::isolate::seccomp::install(prog).map_err(|e| err("installing seccomp", e))?;
+        }
         let e = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
         let code = if e == nix::errno::Errno::ENOENT {
             Code::CommandNotFound

@@ -67,8 +67,15 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         // With a standby, the spec comes through it (it reads the channel); without one,
         // or when it has none (it is then already reaped, its cgroups removed), from the
         // channel.
-        let (standby, forwarded) = match standby {
-            Some(sb) => sb.receive_spec(&chan),
+        let (standby, forwarded) = match standby.map(|sb| sb.receive_spec(&chan)) {
+            Some(standby::Received::Spec(sb, bytes)) => (sb, bytes),
+            Some(standby::Received::MountsChanged) => {
+                if !standby::mounts_settled(&chan) {
+                    // Quiet again: a new standby, with copies of the mounts as they are.
+                    continue;
+                }
+                (None, vec![])
+            }
             None => (None, vec![]),
         };
         let spec = if !forwarded.is_empty() {
@@ -198,6 +205,9 @@ fn prepare_self() -> OwnSetup {
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     // Own session: the host's terminal and process group signals do not reach us.
     let _ = nix::unistd::setsid();
+    // Not the host's working directory: a filesystem the host unmounts must not stay
+    // busy because of us.
+    let _ = nix::unistd::chdir("/");
     if std::process::id() != 1 {
         // Orphans of the task come to us (as the pid namespace's init they do anyway).
         // SAFETY: prctl on ourselves with integer arguments.

@@ -23,7 +23,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The namespace flags a request may ask for.
-const ALLOWED: libc::c_int = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+const ALLOWED: libc::c_int =
+    libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
 
 /// Sets this process's name (`comm`, what `ps -o comm` and `/proc/<pid>/stat` show).
 fn set_name(name: &std::ffi::CStr) {
@@ -34,6 +35,8 @@ fn set_name(name: &std::ffi::CStr) {
 pub fn main() -> i32 {
     let _ = nix::sys::signal::SigSet::all().thread_block();
     set_name(c"execdriver-fork");
+    // Not the host's working directory (see `supervisor::main`).
+    let _ = nix::unistd::chdir("/");
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: fd 1 is open for the whole of this call (the host gave it to us as stdout).

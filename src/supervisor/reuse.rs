@@ -23,14 +23,18 @@ pub(super) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
 }
 
 /// Before an exec supervisor runs another task: new uts and (unless the task shared the
-/// host's) ipc namespaces, for us and so for the next task's processes. The task's IPC
-/// objects and host name go with the old ones; nothing of one task reaches the next.
+/// host's) ipc and network namespaces, for us and so for the next task's processes. The
+/// task's IPC objects, host name and network set-up go with the old ones; nothing of one
+/// task reaches the next.
 /// (As its init we stay in the pid namespace, which after the task holds only us: its
 /// processes are gone, and the next task mounts a /proc of its own.)
 pub(super) fn renew_namespaces(iso: &crate::launch::Isolation) -> nix::Result<()> {
     let mut flags = nix::sched::CloneFlags::CLONE_NEWUTS;
     if iso.ipc_ns {
         flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
+    }
+    if iso.new_net {
+        flags |= nix::sched::CloneFlags::CLONE_NEWNET;
     }
     nix::sched::unshare(flags)?;
     // A new uts namespace starts with the old one's names, which a task with

@@ -42,11 +42,46 @@ pub struct Standby {
     cgroup: Option<TaskCgroup>,
     /// The standby's verdict when it came with the spec (see [`Standby::takes`]).
     verdict: Option<u8>,
+    /// Our `/proc/self/mountinfo`, opened before the standby copied the host's mounts:
+    /// `POLLPRI` says they changed (see [`Standby::receive_spec`]).
+    mounts: Option<std::fs::File>,
     /// The fd number at which the standby keeps a detached copy of the host's mount tree,
     /// which it looks the task's paths up in from its skeleton root
     /// (`rootfs::Staged::enter_skeleton`). We hold it open (on /dev/null) so that the
     /// number is free for that in the standby; see [`Standby::take_host_tree`].
     host_slot: Option<std::fs::File>,
+}
+
+/// What [`Standby::receive_spec`] got (one at a time, on the stack: its size is no matter).
+#[allow(clippy::large_enum_variant)]
+pub enum Received {
+    /// The launch spec, and the standby if it has one for it.
+    Spec(Option<Standby>, Vec<u8>),
+    /// The host's mounts changed while the standby waited: it has been ended.
+    MountsChanged,
+}
+
+/// After [`Received::MountsChanged`]: waits until the host's mount table has been quiet
+/// for a quarter of a second (so that a busy host does not have standbys made and
+/// ended over and over), or until the host writes on `chan`. True in the second case:
+/// the spec is there, and the task starts without a standby.
+pub fn mounts_settled(chan: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    loop {
+        // A fresh open: POLLPRI then says a change since now.
+        let Ok(m) = std::fs::File::open("/proc/self/mountinfo") else {
+            return false;
+        };
+        let fds = [
+            (chan.as_raw_fd(), libc::POLLIN),
+            (m.as_raw_fd(), libc::POLLPRI),
+        ];
+        match crate::sys::poll_events(&fds, 250) {
+            Ok(r) if r[0] => return true,
+            Ok(r) if r[1] => continue,
+            _ => return false,
+        }
+    }
 }
 
 /// The standby's verdict, the byte it forwards after the spec's newline: it takes the
@@ -159,27 +194,45 @@ impl Standby {
             fwd: fwd_r,
             go: go_w,
             cgroup,
+            mounts,
             host_slot,
         })
     }
 
-    /// The launch spec as the standby read it from the host's channel. Empty when it has
-    /// none (it failed to prepare, or the host closed the channel without a spec): it is
-    /// then reaped and its cgroups are removed, and the supervisor reads the channel.
-    /// Whether the standby takes the task comes after ([`Standby::takes`]): it decides
-    /// while we parse the spec too.
+    /// Waits for the task. The launch spec as the standby read it from the host's
+    /// channel ([`Received::Spec`]); `None` in it when the standby has none (it failed to
+    /// prepare, or the host closed the channel without a spec): it is then reaped and its
+    /// cgroups are removed, and the supervisor reads the channel. Whether the standby
+    /// takes the task comes after ([`Standby::takes`]): it decides while we parse the spec
+    /// too.
+    ///
+    /// A standby holds copies of host mounts (its `chroot_env` binds, its copy of the
+    /// host's tree): while it waits, a filesystem the host unmounts would stay alive in
+    /// them. So when the host's mount table changes, it is ended at once
+    /// ([`Received::MountsChanged`]; the caller prepares another once the mounts are
+    /// quiet, see [`mounts_settled`]).
     ///
     /// It prepares at idle priority (see [`crate::sys::set_idle_priority`]). The host
     /// moves us out of it when it sends the spec; we then move the standby out of it, so
     /// that a start never waits for CPU time nothing else wants (on a busy node).
-    pub fn receive_spec(mut self, chan: &std::os::fd::OwnedFd) -> (Option<Standby>, Vec<u8>) {
+    pub fn receive_spec(mut self, chan: &std::os::fd::OwnedFd) -> Received {
         use std::os::fd::AsRawFd;
-        let fds = [self.fwd.as_raw_fd(), chan.as_raw_fd()];
-        if let Ok(ready) = crate::sys::poll_any(&fds, -1)
+        let mut fds = vec![
+            (self.fwd.as_raw_fd(), libc::POLLIN),
+            (chan.as_raw_fd(), libc::POLLIN),
+        ];
+        if let Some(m) = &self.mounts {
+            fds.push((m.as_raw_fd(), libc::POLLPRI));
+        }
+        if let Ok(ready) = crate::sys::poll_events(&fds, -1)
             && !ready[0]
-            && ready[1]
         {
-            crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
+            if ready[1] {
+                crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
+            } else if ready.get(2) == Some(&true) {
+                self.discard();
+                return Received::MountsChanged;
+            }
         }
         // The spec, to its newline (it has none inside); the verdict may have come with it.
         let mut bytes = vec![];
@@ -198,11 +251,11 @@ impl Standby {
         };
         let Some(end) = end else {
             self.discard();
-            return (None, vec![]);
+            return Received::Spec(None, vec![]);
         };
         self.verdict = bytes.get(end + 1).copied();
         bytes.truncate(end);
-        (Some(self), bytes)
+        Received::Spec(Some(self), bytes)
     }
 
     /// Whether the standby takes the task (see [`fits`]): it says so once it has parsed

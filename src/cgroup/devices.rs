@@ -1,0 +1,250 @@
+//! Kernel device control of exec tasks (SPEC §3): the task may use only the devices its
+//! `/dev` holds, whatever node it finds or makes elsewhere. On v1 the `devices`
+//! controller's allowlist; on v2 a `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to the
+//! task's cgroup, generated here from the same list (as crun and runc do).
+
+use super::isolation;
+use crate::Result;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// A character device the task may use: (major, minor), `None` for any minor.
+type Allowed = (u32, Option<u32>);
+
+/// The character devices of the task's `/dev` (`crate::isolate::rootfs`): null, zero,
+/// full, random, urandom, tty, ptmx, and the pseudo-terminals of its devpts.
+pub const ALLOWED: [Allowed; 8] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// v1: the task's `devices` directory `dir` refuses everything but [`ALLOWED`] (read,
+/// write, mknod). Call on a new directory, before any process joins.
+pub fn v1_restrict(dir: &Path) -> Result<()> {
+    let deny = dir.join("devices.deny");
+    super::write_existing(&deny, "a").map_err(|e| isolation("set", &deny, e))?;
+    let allow = dir.join("devices.allow");
+    for (major, minor) in ALLOWED {
+        let rule = match minor {
+            Some(m) => format!("c {major}:{m} rwm"),
+            None => format!("c {major}:* rwm"),
+        };
+        super::write_existing(&allow, &rule).map_err(|e| isolation("set", &allow, e))?;
+    }
+    Ok(())
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const BPF_LDX_W_MEM: u8 = 0x61;
+const BPF_ALU64_AND_K: u8 = 0x57;
+const BPF_ALU64_MOV_K: u8 = 0xb7;
+const BPF_JNE_K: u8 = 0x55;
+const BPF_EXIT: u8 = 0x95;
+/// `BPF_DEVCG_DEV_CHAR`: the device type in the low 16 bits of `access_type`.
+const DEV_CHAR: i32 = 2;
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: dst | (src << 4),
+        off,
+        imm,
+    }
+}
+
+/// The device program: allows (returns 1) exactly the character devices of [`ALLOWED`],
+/// any access; everything else is refused (0).
+///
+/// ```text
+/// r2 = ctx->access_type & 0xffff   (the type)
+/// r3 = ctx->major; r4 = ctx->minor
+/// for each allowed device: if r2 == char && r3 == major [&& r4 == minor] return 1
+/// return 0
+/// ```
+pub fn program() -> Vec<Insn> {
+    let mut p = vec![
+        insn(BPF_LDX_W_MEM, 2, 1, 0, 0),
+        insn(BPF_ALU64_AND_K, 2, 0, 0, 0xffff),
+        insn(BPF_LDX_W_MEM, 3, 1, 4, 0),
+        insn(BPF_LDX_W_MEM, 4, 1, 8, 0),
+    ];
+    for (major, minor) in ALLOWED {
+        // Each test jumps past the rest of this device's block (to the next device).
+        let rest: i16 = if minor.is_some() { 4 } else { 3 };
+        p.push(insn(BPF_JNE_K, 2, 0, rest, DEV_CHAR));
+        p.push(insn(BPF_JNE_K, 3, 0, rest - 1, major as i32));
+        if let Some(m) = minor {
+            p.push(insn(BPF_JNE_K, 4, 0, rest - 2, m as i32));
+        }
+        p.push(insn(BPF_ALU64_MOV_K, 0, 0, 0, 1));
+        p.push(insn(BPF_EXIT, 0, 0, 0, 0));
+    }
+    p.push(insn(BPF_ALU64_MOV_K, 0, 0, 0, 0));
+    p.push(insn(BPF_EXIT, 0, 0, 0, 0));
+    p
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+/// Other programs may sit on the same or a parent cgroup (systemd's): the kernel runs
+/// them all and allows an access only if every one does.
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The head of `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_ATTACH`.
+#[repr(C)]
+struct ProgAttach {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: bpf(2) with a valid attr of its size, alive across the call; the kernel
+    // only reads it (and the buffers it points to, which the caller keeps alive).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn load() -> std::io::Result<OwnedFd> {
+    let prog = program();
+    let license = c"GPL";
+    let mut name = [0u8; 16];
+    name[..14].copy_from_slice(b"execdriver_dev");
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_PROG_LOAD, &attr)?;
+    // SAFETY: the kernel just returned this new fd (close-on-exec, as every bpf fd).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The loaded program, once per process (one program serves every task's cgroup).
+fn loaded() -> std::result::Result<&'static OwnedFd, String> {
+    static PROG: std::sync::OnceLock<std::result::Result<OwnedFd, String>> =
+        std::sync::OnceLock::new();
+    PROG.get_or_init(|| load().map_err(|e| format!("loading the device program: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// v2: attaches the device program to the task's cgroup `dir`. Call on a new directory,
+/// before any process joins.
+pub fn v2_attach(dir: &Path) -> Result<()> {
+    let prog = loaded().map_err(|e| isolation("restrict devices of", dir, e))?;
+    let d = std::fs::File::open(dir).map_err(|e| isolation("open", dir, e))?;
+    let attr = ProgAttach {
+        target_fd: d.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+    };
+    bpf(BPF_PROG_ATTACH, &attr)
+        .map(|_| ())
+        .map_err(|e| isolation("attach the device program to", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated program, interpreted: exactly the allowed devices pass.
+    fn run(prog: &[Insn], access_type: u32, major: u32, minor: u32) -> u64 {
+        let ctx = [access_type, major, minor];
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            let (dst, src) = ((i.regs & 0xf) as usize, (i.regs >> 4) as usize);
+            pc += 1;
+            match i.code {
+                BPF_LDX_W_MEM => {
+                    assert_eq!(src, 1, "loads only from the context");
+                    r[dst] = ctx[i.off as usize / 4] as u64;
+                }
+                BPF_ALU64_AND_K => r[dst] &= i.imm as u64,
+                BPF_ALU64_MOV_K => r[dst] = i.imm as u64,
+                BPF_JNE_K => {
+                    if r[dst] != i.imm as u64 {
+                        pc = (pc as isize + i.off as isize) as usize;
+                    }
+                }
+                BPF_EXIT => return r[0],
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_device_program_allows_exactly_the_list() {
+        let p = program();
+        let (read, write, mknod) = (2 << 16, 4 << 16, 1 << 16);
+        let char_ = 2;
+        let block = 1;
+        for (major, minor) in ALLOWED {
+            let m = minor.unwrap_or(7);
+            for acc in [read, write, mknod, read | write] {
+                assert_eq!(run(&p, acc | char_, major, m), 1, "c {major}:{m}");
+            }
+            assert_eq!(run(&p, read | block, major, m), 0, "b {major}:{m}");
+        }
+        for (major, minor) in [(1, 1), (1, 2), (1, 4), (8, 0), (5, 1), (10, 200), (4, 0)] {
+            assert_eq!(run(&p, read | char_, major, minor), 0, "c {major}:{minor}");
+        }
+        assert_eq!(run(&p, read | block, 8, 0), 0, "a disk");
+    }
+}
