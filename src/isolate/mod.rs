@@ -30,6 +30,9 @@ enum Setup<'a> {
         staged: rootfs::Staged,
         go: std::fs::File,
         bounding: u64,
+        /// The network namespace of `network_isolation` mode `group`, opened and checked
+        /// when the standby took the task.
+        netns: Option<std::fs::File>,
     },
 }
 
@@ -57,11 +60,13 @@ pub fn exec_staged(
     staged: rootfs::Staged,
     go: std::fs::File,
     bounding: u64,
+    netns: Option<std::fs::File>,
 ) -> Error {
     let setup = Setup::Standby {
         staged,
         go,
         bounding,
+        netns,
     };
     match prepare_and_exec(spec, stdout, stderr, setup) {
         Ok(never) => match never {},
@@ -69,14 +74,15 @@ pub fn exec_staged(
     }
 }
 
-/// The task's network: a group's namespace joined by path (looked up where the host's
-/// paths are: a standby that left the host's mount tree finds it in its copy), or the
-/// loopback of the namespace of its own brought up.
-fn join_network(iso: &crate::launch::Isolation, setup: &Setup<'_>) -> Result<()> {
+/// The task's network: a group's namespace joined (by path, or as a standby opened it),
+/// or the loopback of the namespace of its own brought up.
+fn join_network(iso: &crate::launch::Isolation, setup: &mut Setup<'_>) -> Result<()> {
     use std::os::fd::AsFd;
     if let Some(path) = &iso.netns {
         let f = match setup {
-            Setup::Standby { staged, .. } => staged.open_host(path),
+            Setup::Standby { netns, .. } => netns
+                .take()
+                .ok_or_else(|| std::io::Error::other("the standby did not open it")),
             Setup::Fresh { .. } => net::check_netns_path(path),
         }
         .map_err(|e| {
@@ -162,8 +168,9 @@ fn prepare_and_exec(
         Setup::Standby { bounding, .. } => *bounding,
         Setup::Fresh { .. } => u64::MAX,
     };
+    let mut setup = setup;
     if let Some(iso) = &spec.isolation {
-        join_network(iso, &setup)?;
+        join_network(iso, &mut setup)?;
     }
     let go = match (setup, &spec.isolation) {
         (Setup::Fresh { .. }, Some(iso)) => {

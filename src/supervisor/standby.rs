@@ -441,6 +441,20 @@ fn standby_main(
     let spec = serde_json::from_slice::<LaunchSpec>(&line)
         .ok()
         .filter(|s| fits(s, cgroup, warm.freezer, mounts));
+    // A group's network namespace, found where this standby sees the host's paths (in
+    // its copy of the host's tree, which resolves no /proc magic link): one it cannot
+    // open there is not taken, and the supervisor starts the task the usual way.
+    let netns = spec
+        .as_ref()
+        .and_then(|s| s.isolation.as_ref())
+        .and_then(|i| i.netns.as_ref())
+        .map(|p| {
+            staged.open_host(p).and_then(|f| {
+                crate::isolate::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
+            })
+        });
+    let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
+    let netns = netns.and_then(Result::ok);
     let verdict = if spec.is_some() { TAKES } else { b'N' };
     if fwd.write_all(&[verdict]).is_err() {
         return 1;
@@ -457,7 +471,7 @@ fn standby_main(
     let e = match serde_json::from_slice::<crate::launch::Go>(&go_line) {
         Ok(g) => {
             g.apply(&mut spec);
-            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps)
+            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
         }
         Err(_) => Error::new(Code::Spawn, "the host gave up on the start"),
     };

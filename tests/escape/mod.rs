@@ -1,0 +1,685 @@
+//! The red-team suite's shared part: the probe (`probe.c`, built with the system's C
+//! compiler), the two start paths it runs on, and the attacks themselves as functions
+//! that `tests/escape_cold.rs` and `tests/escape_prestart.rs` call, each path in a test
+//! process of its own (the plugin configuration is process-wide).
+#![allow(dead_code)]
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// How the task's supervisor and command process come to be.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Route {
+    /// `prestart_supervisor: false`: a supervisor started for the task, the command
+    /// process forked and set up at the start.
+    Cold,
+    /// A spare supervisor whose standby command process prepared ahead takes the task
+    /// (checked: the command is the standby it had).
+    Prestarted,
+}
+
+/// Whether exec isolation can be tried here (root and cgroups). CI is root: there a
+/// refusal fails the test instead.
+pub fn exec_ok() -> bool {
+    init();
+    let f = execdriver::driver::fingerprint(None).unwrap();
+    if f["attributes"]["driver.exec"] == "1" {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "exec must be available in CI: {}",
+        f["health_description"]
+    );
+    eprintln!("SKIP: exec unavailable here: {}", f["health_description"]);
+    false
+}
+
+/// The configuration of a red-team test process: root tasks allowed (so that what a
+/// root task cannot do is tried too), a short maximum kill timeout.
+pub fn configure(path: Route) {
+    init();
+    op(
+        execdriver::driver::configure,
+        json!({"prestart_supervisor": path == Route::Prestarted,
+               "denied_host_uids": "", "max_kill_timeout_ms": 2000}),
+    )
+    .unwrap();
+}
+
+/// The probe, built once per test process.
+pub fn probe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape/probe.c");
+            let out = std::env::temp_dir().join(format!(
+                "execdriver-probe-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            let st = std::process::Command::new("cc")
+                .args(["-O1", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("a C compiler (cc) builds the probe");
+            assert!(st.success(), "building {}", src.display());
+            out
+        })
+        .clone()
+}
+
+/// Serialises the starts of one test process: a spare taken by one test is not there for
+/// the next, and the prestarted path is checked against the spare it had.
+static STARTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The children of `pid` (host pids).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The namespace flags a spare for `task` is kept under (as `driver_start` computes them).
+fn flags_of(task: &Value) -> i32 {
+    let mut f = libc::CLONE_NEWUTS;
+    if task["config"]["pid_mode"] != "host" {
+        f |= libc::CLONE_NEWPID;
+    }
+    if task["config"]["ipc_mode"] != "host" {
+        f |= libc::CLONE_NEWIPC;
+    }
+    if task["network_isolation"]["mode"] == "none" {
+        f |= libc::CLONE_NEWNET;
+    }
+    f
+}
+
+/// Runs `change`, which changes the host's mount table, with no start under way, and
+/// returns once the spares have ended the standbys they had (copies of the old mounts):
+/// a start after it finds a standby that takes its task.
+pub fn changing_mounts<T>(change: impl FnOnce() -> T) -> T {
+    let _one = STARTS.lock().unwrap_or_else(|p| p.into_inner());
+    settle_after(change)
+}
+
+/// [`changing_mounts`] for a caller that holds [`STARTS`].
+fn settle_after<T>(change: impl FnOnce() -> T) -> T {
+    execdriver::spawn::settle();
+    let before: Vec<i32> = execdriver::spawn::spare_pids()
+        .iter()
+        .flat_map(|(_, p)| children(*p))
+        .collect();
+    let r = change();
+    let t0 = std::time::Instant::now();
+    while before
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "the spares kept their standbys after a mount change"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    r
+}
+
+/// (spare supervisor, its standby) of the kind `flags`, once one is ready (a standby
+/// made): a warm-up task of that kind leaves one.
+fn ready_spares(flags: i32) -> Vec<(i32, i32)> {
+    let t0 = std::time::Instant::now();
+    loop {
+        execdriver::spawn::settle();
+        // Every spare of the kind (the start takes the oldest, which may be one taken
+        // back after a task, still making its standby).
+        let spares: Vec<i32> = execdriver::spawn::spare_pids()
+            .into_iter()
+            .filter(|(f, _)| *f == flags)
+            .map(|(_, p)| p)
+            .collect();
+        let ready: Vec<(i32, i32)> = spares
+            .iter()
+            .filter_map(|p| children(*p).first().map(|c| (*p, *c)))
+            .collect();
+        if !ready.is_empty() && ready.len() == spares.len() {
+            return ready;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "no spare with a standby of kind {flags:#x}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A running probe task.
+pub struct Probe {
+    pub id: String,
+    pub alloc: TempDir,
+    pub name: String,
+    pub start: Value,
+}
+
+impl Probe {
+    /// Everything the probe printed so far.
+    pub fn out(&self) -> String {
+        stdout_of(self.alloc.path(), &self.name)
+    }
+
+    /// Waits for the probe to finish its tries (it then sleeps until stopped).
+    pub fn done(&self) -> String {
+        wait_for_output(self.alloc.path(), &self.name, "probe-done");
+        self.out()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        destroy(&self.id);
+    }
+}
+
+/// Starts the probe with `args` then `sleep` as an exec task on `path`, with `extra`
+/// merged into the task (top level; `config` merged into its config). On the prestarted
+/// path it first makes sure a spare of the task's kind is ready, and checks the task's
+/// command is that spare's standby.
+pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Probe {
+    let alloc = TempDir::new(&format!("escape-{name}"));
+    let local = alloc.path().join(name).join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(probe(), local.join("probe")).unwrap();
+    let marker = format!("host-marker={}", probe().display());
+    let mut argv: Vec<&str> = vec![&marker];
+    argv.extend_from_slice(args);
+    argv.push("sleep");
+    let mut task = json!({"name": name, "driver": "exec", "alloc_dir": alloc.path(),
+                          "config": {"command": "/local/probe", "args": argv},
+                          "kill_signal": "SIGKILL"});
+    for (k, v) in extra.as_object().unwrap() {
+        if k == "config" {
+            for (ck, cv) in v.as_object().unwrap() {
+                task["config"][ck] = cv.clone();
+            }
+        } else {
+            task[k] = v.clone();
+        }
+    }
+    let _one = STARTS.lock().unwrap_or_else(|p| p.into_inner());
+    let spares = (path == Route::Prestarted).then(|| {
+        let flags = flags_of(&task);
+        if execdriver::spawn::spare_pids()
+            .iter()
+            .all(|(f, _)| *f != flags)
+        {
+            // A warm-up task of the kind: it leaves a spare.
+            let d = TempDir::new("escape-warm");
+            let mut warm = task.clone();
+            warm["alloc_dir"] = json!(d.path());
+            warm["name"] = json!("warm");
+            warm["config"] = json!({"command": "/bin/true", "pid_mode": task["config"]["pid_mode"],
+                                    "ipc_mode": task["config"]["ipc_mode"]});
+            warm["user"] = json!("nobody");
+            let r = start(warm).unwrap_or_else(|e| panic!("warm-up start failed: {e}"));
+            let id = r["task_id"].as_str().unwrap().to_string();
+            wait(&id, 30_000).unwrap();
+            destroy(&id);
+        }
+        ready_spares(flags)
+    });
+    let r = start(task.clone()).unwrap_or_else(|e| panic!("start of {task} failed: {e}"));
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let p = Probe {
+        id,
+        alloc,
+        name: name.to_string(),
+        start: r.clone(),
+    };
+    p.done();
+    let sup = r["pid"].as_i64().unwrap() as i32;
+    match spares {
+        Some(spares) => {
+            let (_, standby) = spares.iter().find(|(s, _)| *s == sup).unwrap_or_else(|| {
+                panic!("the task did not take a spare: {sup} not in {spares:?}")
+            });
+            assert_eq!(
+                children(sup).first(),
+                Some(standby),
+                "the command is not the spare's standby"
+            );
+        }
+        None => assert!(
+            execdriver::spawn::spare_pids().is_empty(),
+            "a spare on the cold path"
+        ),
+    }
+    p
+}
+
+/// The probe's verdict lines that are not `ok`.
+pub fn escapes(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("ESCAPED") || l.contains(" ? "))
+        .collect()
+}
+
+/// The value the probe printed for `key` (`key = value`).
+pub fn reading<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+/// Every try of `tries` ran and none got out.
+pub fn assert_confined(out: &str, tries: &[&str]) {
+    for t in tries {
+        let name = t.split('=').next().unwrap();
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} did not run: {out}"
+        );
+    }
+    let e = escapes(out);
+    assert!(e.is_empty(), "escaped: {e:?}\n{out}");
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim(), 16).unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// The attacks. Each takes the path it runs on.
+
+/// The tries every task must fail, whoever it runs as.
+const ALWAYS: &[&str] = &[
+    "blk-tmp",
+    "blk-local",
+    "mem-tmp",
+    "null-tmp",
+    "null-shm",
+    "core-pattern",
+    "sysrq",
+    "kcore",
+    "keys",
+    "timer-list",
+    "sched-debug",
+    "acpi",
+    "scsi",
+    "sys",
+    "dev-ro",
+    "userns",
+    "clone-userns",
+    "clone3",
+    "keyctl",
+    "bpf",
+    "perf",
+    "userfaultfd",
+    "mount",
+    "umount",
+    "remount-proc-sys",
+    "open-by-handle",
+    "x32",
+    "chroot-escape",
+    "suid-local",
+    "suid-alloc",
+];
+
+/// `nobody` (the default user): no capability held, none to gain; every try fails.
+pub fn nobody_gains_nothing(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let mut tries = vec!["caps", "setuid", "setgid", "kill-parent"];
+    tries.extend_from_slice(ALWAYS);
+    let p = start_probe(path, "nobody", json!({}), &tries);
+    let out = p.done();
+    assert_confined(&out, &tries[1..]);
+    let defaults = execdriver::caps::default_mask() & execdriver::caps::supported_mask();
+    for k in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(hex(reading(&out, k)), 0, "{k}: {out}");
+    }
+    assert_eq!(hex(reading(&out, "CapBnd")), defaults, "{out}");
+    assert_eq!(reading(&out, "NoNewPrivs"), "1");
+    assert_eq!(reading(&out, "Seccomp"), "2", "a seccomp filter");
+    assert!(reading(&out, "Uid").starts_with("65534"));
+    // The files it tried to make setuid-root on the host are not.
+    for dir in ["nobody/local", "alloc/data"] {
+        for e in std::fs::read_dir(p.alloc.path().join(dir))
+            .unwrap()
+            .flatten()
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = e.metadata().unwrap();
+            assert!(
+                !(m.uid() == 0 && m.mode() & 0o4000 != 0),
+                "setuid-root file {}",
+                e.path().display()
+            );
+        }
+    }
+}
+
+/// A root task (where the operator allowed uid 0): it holds the task's set, yet it
+/// cannot reach the host's kernel tunables, devices, keyring or mounts.
+pub fn root_stays_inside(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let mut tries = vec!["caps"];
+    tries.extend_from_slice(ALWAYS);
+    let p = start_probe(path, "root", json!({"user": "root"}), &tries);
+    let out = p.done();
+    assert_confined(&out, &tries[1..]);
+    let defaults = execdriver::caps::default_mask() & execdriver::caps::supported_mask();
+    for k in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(hex(reading(&out, k)), defaults, "{k}: {out}");
+    }
+    // The nodes it could make (allowed numbers) open nothing: the mounts are nodev.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("null-tmp ok") && l.contains("EACCES")),
+        "{out}"
+    );
+    // The kernel's device control refused the disk's node itself.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("blk-tmp ok mknod: EPERM")),
+        "{out}"
+    );
+}
+
+/// With `pid_mode: host`, a non-root task sees its supervisor but cannot signal it.
+pub fn host_pid_mode_cannot_kill_the_supervisor(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let p = start_probe(
+        path,
+        "pidhost",
+        json!({"config": {"pid_mode": "host"}}),
+        &["kill-parent"],
+    );
+    let out = p.done();
+    assert_confined(&out, &["kill-parent"]);
+    assert!(out.contains("kill-parent ok EPERM"), "{out}");
+}
+
+/// `network_isolation: none`: only loopback, up, and the host's loopback services are out
+/// of reach.
+pub fn network_none_reaches_nothing(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let connect = format!("connect={port}");
+    let p = start_probe(
+        path,
+        "netnone",
+        json!({"network_isolation": {"mode": "none"}}),
+        &["interfaces", &connect],
+    );
+    let out = p.done();
+    assert_eq!(reading(&out, "interfaces").trim(), "lo", "{out}");
+    assert_confined(&out, &["connect"]);
+    // Loopback is up inside: a server of its own on it is reachable (driver_exec enters
+    // the same namespace).
+    let r = op(
+        execdriver::driver::exec,
+        json!({"task_id": p.id, "command": "/local/probe", "args": ["interfaces", &connect]}),
+    )
+    .unwrap();
+    let out = r["stdout"].as_str().unwrap();
+    assert_eq!(
+        reading(out, "interfaces").trim(),
+        "lo",
+        "driver_exec: {out}"
+    );
+    assert_confined(out, &["connect"]);
+    drop(l);
+}
+
+/// `network_isolation: group`: the task joins the namespace at the path (here one of
+/// this test's own), and a path that is not a network namespace is refused on the field.
+pub fn network_group_joins_the_namespace(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    // A network namespace held by a helper process; its /proc/<pid>/ns/net is the path.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .expect("unshare(1)");
+    let ns = format!("/proc/{}/ns/net", holder.id());
+    let t0 = std::time::Instant::now();
+    while std::fs::read_link(&ns).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "unshare never made its namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let want = std::fs::read_link(&ns).unwrap();
+    // As `ip netns add` keeps one: a bind mount of it on a file.
+    let dir = TempDir::new("netns");
+    let nsfile = dir.path().join("ns");
+    std::fs::write(&nsfile, b"").unwrap();
+    changing_mounts(|| {
+        nix::mount::mount(
+            Some(Path::new(&ns)),
+            &nsfile,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap()
+    });
+    let p = start_probe(
+        path,
+        "netgroup",
+        json!({"network_isolation": {"mode": "group", "path": nsfile}}),
+        &["interfaces"],
+    );
+    p.done();
+    let r = op(
+        execdriver::driver::exec,
+        json!({"task_id": p.id, "command": "/bin/readlink", "args": ["/proc/self/ns/net"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        r["stdout"].as_str().unwrap().trim(),
+        want.to_str().unwrap(),
+        "{r}"
+    );
+    drop(p);
+    changing_mounts(|| nix::mount::umount2(&nsfile, nix::mount::MntFlags::MNT_DETACH).unwrap());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Not a network namespace: refused before anything starts.
+    let d = TempDir::new("netbad");
+    for bad in ["/proc/self/ns/mnt", "/etc/hostname", "/nonexistent"] {
+        let e = start(json!({"name": "n", "driver": "exec", "alloc_dir": d.path(),
+            "network_isolation": {"mode": "group", "path": bad},
+            "config": {"command": "/bin/true"}}))
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (
+                execdriver::Code::InvalidConfig,
+                Some("network_isolation.path")
+            ),
+            "{bad}: {e}"
+        );
+        assert!(!d.path().join("n").exists());
+    }
+}
+
+/// `driver_exec` into a task runs under the same confinement as the task.
+pub fn exec_into_is_confined(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let p = start_probe(path, "execinto", json!({}), &[]);
+    let mut tries = vec!["caps", "setuid"];
+    tries.extend_from_slice(ALWAYS);
+    let r = op(
+        execdriver::driver::exec,
+        json!({"task_id": p.id, "command": "/local/probe", "args": tries}),
+    )
+    .unwrap();
+    let out = r["stdout"].as_str().unwrap();
+    assert_confined(out, &tries[1..]);
+    assert_eq!(hex(reading(out, "CapEff")), 0, "{out}");
+    assert_eq!(reading(out, "Seccomp"), "2", "{out}");
+}
+
+/// `config.seccomp: "unconfined"` needs the plugin's `allow_unconfined_seccomp`.
+pub fn unconfined_seccomp_needs_the_operator(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("unconfined");
+    let e = start(json!({"name": "u", "driver": "exec", "alloc_dir": d.path(),
+        "config": {"command": "/bin/true", "seccomp": "unconfined"}}))
+    .unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (execdriver::Code::InvalidConfig, Some("config.seccomp")),
+        "{e}"
+    );
+    let _ = path;
+}
+
+/// The task's view of `/proc`'s protected entries in its mount table: read-only and
+/// masked as SPEC §3 lists.
+pub fn proc_is_masked_in_the_mount_table(path: Route) {
+    if !exec_ok() {
+        return;
+    }
+    let p = start_probe(path, "procmask", json!({}), &[]);
+    let r = op(
+        execdriver::driver::exec,
+        json!({"task_id": p.id, "command": "/bin/cat", "args": ["/proc/self/mountinfo"]}),
+    )
+    .unwrap();
+    let mi = r["stdout"].as_str().unwrap();
+    let opts = |mp: &str| -> Option<String> {
+        mi.lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .rfind(|f| f.len() > 5 && f[4] == mp)
+            .map(|f| f[5].to_string())
+    };
+    // (Each where this kernel has it: the task's /proc is the same kernel's.)
+    let here = |p: &str| Path::new(p).exists();
+    for ro in [
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+        "/proc/irq",
+        "/proc/bus",
+        "/proc/fs",
+    ] {
+        if here(ro) {
+            let o = opts(ro).unwrap_or_else(|| panic!("{ro} not mounted read-only: {mi}"));
+            assert!(o.split(',').any(|x| x == "ro"), "{ro} not read-only: {o}");
+        }
+    }
+    for masked in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/acpi",
+        "/proc/scsi",
+    ] {
+        if here(masked) {
+            assert!(opts(masked).is_some(), "{masked} not masked: {mi}");
+        }
+    }
+    let dev = opts("/dev").unwrap();
+    assert!(dev.split(',').any(|x| x == "ro"), "/dev: {dev}");
+    for rw in ["/", "/alloc", "/secrets", "/dev/shm"] {
+        let o = opts(rw).unwrap_or_else(|| panic!("{rw} not mounted: {mi}"));
+        for f in ["nosuid", "nodev"] {
+            assert!(o.split(',').any(|x| x == f), "{rw} lacks {f}: {o}");
+        }
+    }
+}
+
+/// An idle spare holds no host mount: a filesystem the host unmounts is released (its
+/// superblock gone, as `/sys/fs/ext4/<device>` shows) although a standby had copied the
+/// host's mounts while it was there.
+pub fn idle_spares_release_host_mounts(route: Route) {
+    if !exec_ok() || route != Route::Prestarted {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIP: no loop devices here (/dev/loop-control) to mount a filesystem with");
+        return;
+    }
+    let run = |cmd: &str, args: &[&str]| {
+        let o = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(
+            o.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let _one = STARTS.lock().unwrap_or_else(|p| p.into_inner());
+    // A spare of the default kind, with its standby.
+    let kind = flags_of(&json!({"config": {}}));
+    if execdriver::spawn::spare_pids()
+        .iter()
+        .all(|(f, _)| *f != kind)
+    {
+        let d = TempDir::new("mounts-warm");
+        let r = start(json!({"name": "w", "driver": "exec", "alloc_dir": d.path(),
+                             "config": {"command": "/bin/true"}}))
+        .unwrap();
+        let id = r["task_id"].as_str().unwrap().to_string();
+        wait(&id, 30_000).unwrap();
+        destroy(&id);
+    }
+    ready_spares(kind);
+    let d = TempDir::new("mounts");
+    let img = d.path().join("fs.img");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    run("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
+    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
+    // The standbys made before the mount are ended; new ones copy the mounts, this one
+    // included.
+    settle_after(|| run("mount", &[&dev, mnt.to_str().unwrap()]));
+    let sb = Path::new("/sys/fs/ext4").join(Path::new(&dev).file_name().unwrap());
+    assert!(sb.exists(), "{} while mounted", sb.display());
+    let holding = ready_spares(kind);
+    // The next test's start finds standbys made after this umount.
+    settle_after(|| {
+        run("umount", &[mnt.to_str().unwrap()]);
+        let t0 = std::time::Instant::now();
+        while sb.exists() {
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "the unmounted filesystem stays alive: spares {holding:?} hold it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let _ = std::process::Command::new("losetup")
+        .args(["-d", &dev])
+        .status();
+}
