@@ -15,3 +15,13 @@ if [ "${SKIP_ABI_TEST:-0}" != 1 ]; then
     cargo clippy --features abi --all-targets --quiet -- -D warnings
     cargo test --features abi --test abi_host
 fi
+# The cgroup v2 suite in a VM (a pure v2 host, Linux 6.1; see tests/vm/). Set SKIP_VM=1 to
+# leave it out.
+if [ "${SKIP_VM:-0}" = 1 ]; then
+    echo "test.sh: SKIPPED the cgroup v2 suite in a VM (SKIP_VM=1)"
+elif command -v qemu-system-x86_64 >/dev/null && ls /boot/vmlinuz-* >/dev/null 2>&1 && [ -x /bin/busybox ]; then
+    tests/vm/v2.sh
+else
+    echo "test.sh: SKIPPED the cgroup v2 suite in a VM: it needs, as root:" >&2
+    echo "    apt-get install -y qemu-system-x86 linux-image-amd64 busybox-static" >&2
+fi

@@ -834,3 +834,46 @@ fn for_exec_on_hybrid_uses_the_v1_hierarchies_only() {
     assert!(t.procs.iter().all(|p| !p.ends_with("cgroup.kill")) && t.procs.len() == t.dirs.len());
     t.remove().unwrap();
 }
+
+/// Kernel device control (v1 `devices`, v2 the BPF device program): a process in the
+/// task's cgroup opens the devices of the task's `/dev` and nothing else, whatever node
+/// it finds (here made on the host's filesystem, which allows device nodes).
+#[test]
+fn device_control_allows_only_the_tasks_devices() {
+    let Some(l) = layout() else { return };
+    let mut g = Guard::new(&l);
+    let t = g.create(&Limits::default());
+    let dir = std::env::temp_dir().join(format!("execdriver-devs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).unwrap();
+    let node = |name: &str, major: u64, minor: u64| {
+        let p = dir.join(name);
+        nix::sys::stat::mknod(
+            &p,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let null = node("null", 1, 3);
+    let kmsg = node("kmsg", 1, 11);
+    // Outside the cgroup, both open (the test's own check of the nodes).
+    assert!(fs::File::open(&kmsg).is_ok() && fs::File::open(&null).is_ok());
+    let disk = dir.join("disk");
+    let script = format!(
+        "echo x > {null} || exit 10; \
+         head -c 1 {kmsg} 2>/dev/null && exit 11; \
+         mknod {} b 8 0 2>/dev/null && exit 12; exit 0",
+        disk.display()
+    );
+    let mut sh = spawn_in(&t, &script);
+    let st = wait_timeout(&mut sh, Duration::from_secs(10)).unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit {st:?}: 10 = an allowed device refused, 11 = /dev/kmsg opened, 12 = a disk node made"
+    );
+}

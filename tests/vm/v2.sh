@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The cgroup v2 suite: builds the tests on this machine, then runs those that touch
+# cgroups, isolation, recovery, stats, the hosts and the artifacts as root inside a VM
+# with a pure cgroup v2 hierarchy and another kernel (tests/vm/run), and prints a
+# summary. Exit status 0 only when every test binary passed there.
+#
+# usage: tests/vm/v2.sh [TEST_NAME...]   (default: the whole v2 suite)
+# Needs what tests/vm/run needs; exits 3 (saying what to install) without it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+suite=(lib cgroup exec_isolation exec_into escape_cold escape_prestart escape_host recover
+       lifecycle prestart recycle raw_exec driver_e2e c_harness python_ctypes
+       fetch_archive fetch_hostile fetch_http fetch_misc)
+[ $# -gt 0 ] && suite=("$@")
+out=target/vm
+rm -rf "$out" && mkdir -p "$out"
+cargo build --quiet
+cargo test --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+want = set(sys.argv[1:])
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    t = m["target"]
+    name = "lib" if t["kind"] == ["lib"] or "cdylib" in t["kind"] else t["name"]
+    if m["profile"]["test"] and name in want:
+        print(name, m["executable"])
+' "${suite[@]}" >"$out/tests.list"
+missing=$(for t in "${suite[@]}"; do grep -q "^$t " "$out/tests.list" || echo "$t"; done)
+if [ -n "$missing" ]; then
+    echo "v2.sh: no test binary for: $missing" >&2
+    exit 2
+fi
+exec tests/vm/run -t "${VM_TIMEOUT:-1800}" "$out" "$PWD/tests/vm/inside.sh"
