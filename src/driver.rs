@@ -54,6 +54,12 @@ pub fn fingerprint(req: Option<&str>) -> Result<Value> {
         Ok(cg) => {
             attrs.insert("driver.exec".into(), json!("1"));
             attrs.insert("driver.exec.cgroup".into(), json!(cg));
+            if let Ok(l) = crate::cgroup::detect() {
+                attrs.insert(
+                    "driver.exec.cgroup.controllers".into(),
+                    json!(l.controllers().join(",")),
+                );
+            }
             attrs.insert(
                 "driver.exec.namespaces".into(),
                 json!("ipc,mnt,net,pid,uts"),
@@ -71,13 +77,20 @@ struct Empty {}
 
 /// Whether `exec` tasks can run here: Ok(cgroup layout name) or (health, reason).
 fn exec_support() -> std::result::Result<String, (&'static str, String)> {
+    // The lifecycle is held by pidfds (Linux 5.3+): no pid is ever signalled bare.
+    if let Err(e) = crate::sys::pidfd_open(std::process::id() as i32) {
+        return Err((
+            "undetected",
+            format!("exec needs pidfds (Linux 5.3 or later): pidfd_open: {e}"),
+        ));
+    }
     if crate::sys::euid() != 0 {
         return Err((
             "undetected",
             "exec needs root; this process is not root (raw_exec is available)".into(),
         ));
     }
-    for ns in ["mnt", "pid", "ipc", "uts"] {
+    for ns in ["mnt", "pid", "ipc", "uts", "net"] {
         if !Path::new(&format!("/proc/self/ns/{ns}")).exists() {
             return Err(("undetected", format!("the kernel has no {ns} namespaces")));
         }
@@ -85,7 +98,7 @@ fn exec_support() -> std::result::Result<String, (&'static str, String)> {
     let layout = crate::cgroup::detect()
         .map_err(|e| ("undetected", format!("no usable cgroups: {}", e.message)))?;
     layout
-        .usable()
+        .usable_under(&crate::plugin::current().cgroup_parent)
         .map_err(|why| ("unhealthy", format!("cgroups present but unusable: {why}")))?;
     crate::plugin::shim_path(&crate::plugin::current()).map_err(|e| ("unhealthy", e.message))?;
     Ok(layout.name().to_string())

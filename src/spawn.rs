@@ -50,6 +50,24 @@ pub struct Pending {
     spec: Option<Vec<u8>>,
 }
 
+/// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
+/// test hook `EXECDRIVER_TEST_ENOSYS` when the host has it (see
+/// [`crate::isolate::seccomp::test_hook`]).
+fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    env.extend(extra.iter().map(|e| e.to_string()));
+    if let Ok(v) = std::env::var(crate::isolate::seccomp::TEST_ENOSYS) {
+        env.push(format!("{}={v}", crate::isolate::seccomp::TEST_ENOSYS));
+    }
+    env.iter()
+        .map(|e| {
+            crate::sys::cstring(e, "environment")
+                .map_err(|e| Error::new(Code::Spawn, e.to_string()))
+        })
+        .collect()
+}
+
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
 /// (preparing what `warm` says meanwhile).
 pub fn launch_supervisor(
@@ -67,10 +85,7 @@ pub fn launch_supervisor(
         args.push(c("--warm", "argv")?);
         args.push(c(&serde_json::to_string(w).unwrap_or_default(), "argv")?);
     }
-    let env = [c(
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "env",
-    )?];
+    let env = shim_env(&[])?;
     let spawn_err = |e: std::io::Error| {
         let code = if e.raw_os_error() == Some(libc::EPERM) {
             Code::Isolation
@@ -314,10 +329,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
     // The mode in the environment, not the arguments: the supervisors cloned from it
     // keep its command line, which is then a supervisor's.
     let args = [c("execdriver-shim")?];
-    let env = [
-        c("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
-        c("EXECDRIVER_SHIM_MODE=mother")?,
-    ];
+    let env = shim_env(&["EXECDRIVER_SHIM_MODE=mother"])?;
     let err = |e: std::io::Error| Error::new(Code::Spawn, format!("fork server: {e}"));
     let (mine, theirs) = crate::chan::socketpair_of(libc::SOCK_SEQPACKET).map_err(err)?;
     let (pid, pidfd) = crate::sys::spawn_with(&path, &args, &env, 0, theirs).map_err(err)?;
@@ -558,9 +570,7 @@ pub fn run_exec(cfg: &PluginConfig, state_dir: &Path, request: &Path) -> Result<
         c(&state_dir.to_string_lossy())?,
         c(&request.to_string_lossy())?,
     ];
-    let env = [c(
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    )?];
+    let env = shim_env(&[])?;
     let sp = crate::sys::spawn(&path, &args, &env, 0)
         .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", shim.display())))?;
     let mut report = String::new();

@@ -877,3 +877,39 @@ fn device_control_allows_only_the_tasks_devices() {
         "exit {st:?}: 10 = an allowed device refused, 11 = /dev/kmsg opened, 12 = a disk node made"
     );
 }
+
+/// Pure v2: a controller that cannot be delegated to the driver's cgroup parent (here a
+/// process sits in a directory above it, so the kernel refuses to enable controllers
+/// below it) is named, as the fingerprint then reports it (`unhealthy`), instead of
+/// every start failing.
+#[test]
+fn an_undelegatable_controller_is_named() {
+    let Some(l) = layout() else { return };
+    let Layout::V2 { root } = &l else {
+        eprintln!(
+            "SKIP: pure cgroup v2 only: {} here (tests/vm runs it on v2)",
+            l.name()
+        );
+        return;
+    };
+    assert!(
+        l.controllers().iter().any(|c| c == "memory"),
+        "{:?}",
+        l.controllers()
+    );
+    let parent = unique_parent();
+    let dir = root.join(&parent);
+    fs::create_dir(&dir).unwrap();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    fs::write(dir.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let e = l.usable_under(&format!("{parent}/inner"));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = fs::remove_dir(dir.join("inner"));
+    let _ = fs::remove_dir(&dir);
+    let e = e.unwrap_err();
+    assert!(e.contains("memory") && e.contains("delegated"), "{e}");
+    // Where nothing is in the way, the same parent is usable.
+    l.usable_under(&parent).unwrap();
+    let _ = fs::remove_dir(&dir);
+}

@@ -22,6 +22,7 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
             std::ffi::OsStr::from_bytes(s.to_bytes()).to_owned()
         })
         .collect();
+    execdriver::isolate::seccomp::test_hook();
     match args.as_slice() {
         [_, flag, dir, req] if flag == "--exec" => {
             execdriver::supervisor::exec::main(dir.as_ref(), req.as_ref())

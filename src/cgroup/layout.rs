@@ -211,6 +211,40 @@ impl Layout {
                 mounts.push(root);
             }
         }
+        self.probe(mounts)
+    }
+
+    /// [`Layout::usable`], and on pure v2 also what a start under `parent` (the plugin's
+    /// `cgroup_parent`) needs: the controllers enabled down to it (as a start enables
+    /// them). One that cannot be delegated there (the mount root does not offer it, or a
+    /// process sits in a parent directory, which the kernel then refuses to delegate
+    /// from) is named in the error.
+    pub fn usable_under(&self, parent: &str) -> std::result::Result<(), String> {
+        self.usable()?;
+        if let Layout::V2 { root } = self {
+            ensure_parent(root, parent).map_err(|e| e.message)?;
+            super::v2::enable_controllers(root, parent, false).map_err(|e| e.message)?;
+        }
+        Ok(())
+    }
+
+    /// The controllers this layout offers: the v1 hierarchies mounted, or the cgroup2
+    /// root's `cgroup.controllers`.
+    pub fn controllers(&self) -> Vec<String> {
+        match self {
+            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
+                controllers.keys().cloned().collect()
+            }
+            Layout::V2 { root } => fs::read_to_string(root.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Makes (and removes at once) a probe cgroup in each of `mounts`.
+    fn probe(&self, mounts: Vec<&Path>) -> std::result::Result<(), String> {
         let probe = format!("execdriver-probe-{}-{}", std::process::id(), next_seq());
         for m in mounts {
             let dir = m.join(&probe);

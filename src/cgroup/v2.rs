@@ -97,7 +97,7 @@ pub(super) fn apply_limits(dir: &Path, limits: &Limits) -> Result<()> {
 
 /// Adds cpu, memory, pids (and cpuset when available) to `cgroup.subtree_control` of the
 /// root and of every parent directory down to `<root>/<parent>`, where not yet enabled.
-fn enable_controllers(root: &Path, parent: &str, need_cpuset: bool) -> Result<()> {
+pub(super) fn enable_controllers(root: &Path, parent: &str, need_cpuset: bool) -> Result<()> {
     let mut chain = vec![root.to_path_buf()];
     let mut p = root.to_path_buf();
     for c in parent.split('/') {
@@ -135,7 +135,16 @@ fn enable_controllers(root: &Path, parent: &str, need_cpuset: bool) -> Result<()
             .collect();
         if !missing.is_empty() {
             write_existing(&ctl_path, &missing.join(" ")).map_err(|e| {
-                isolation(&format!("write {:?} to", missing.join(" ")), &ctl_path, e)
+                isolation(
+                    &format!(
+                        "the {} controller(s) cannot be delegated below {}: writing {:?} to",
+                        missing.join(" ").replace('+', ""),
+                        d.display(),
+                        missing.join(" ")
+                    ),
+                    &ctl_path,
+                    e,
+                )
             })?;
         }
     }

@@ -198,6 +198,62 @@ pub fn install(prog: &BpfProgram) -> std::io::Result<()> {
     seccompiler::apply_filter(prog).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
+/// The test hook: a shim started with `EXECDRIVER_TEST_ENOSYS=<call>,<call>…` (the host
+/// passes it on from its own environment) sees those system calls fail with `ENOSYS`, as
+/// on a kernel that lacks them, so that the tests run every fallback on any kernel.
+pub const TEST_ENOSYS: &str = "EXECDRIVER_TEST_ENOSYS";
+
+/// The system calls the test hook can take away: those a supported kernel may lack.
+fn hookable(name: &str) -> Option<libc::c_long> {
+    Some(match name {
+        "clone3" => libc::SYS_clone3,
+        "open_tree" => libc::SYS_open_tree,
+        "move_mount" => libc::SYS_move_mount,
+        "fsopen" => libc::SYS_fsopen,
+        "fsconfig" => libc::SYS_fsconfig,
+        "fsmount" => libc::SYS_fsmount,
+        "mount_setattr" => libc::SYS_mount_setattr,
+        "openat2" => libc::SYS_openat2,
+        "pidfd_open" => libc::SYS_pidfd_open,
+        "pidfd_getfd" => libc::SYS_pidfd_getfd,
+        "pidfd_send_signal" => libc::SYS_pidfd_send_signal,
+        _ => return None,
+    })
+}
+
+/// A filter that makes the system calls `names` (comma-separated) fail with `ENOSYS`.
+pub fn enosys_filter(names: &str) -> Result<BpfProgram, String> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for n in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let nr = hookable(n).ok_or_else(|| format!("{TEST_ENOSYS}: unknown system call {n:?}"))?;
+        rules.insert(nr, vec![]);
+    }
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        ARCH,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| e.to_string())
+}
+
+/// Applies the test hook ([`TEST_ENOSYS`]) to this process when its environment asks for
+/// it; the shim calls it first thing. Not set: nothing happens.
+pub fn test_hook() {
+    if let Ok(names) = std::env::var(TEST_ENOSYS) {
+        match enosys_filter(&names)
+            .and_then(|p| seccompiler::apply_filter_all_threads(&p).map_err(|e| e.to_string()))
+        {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("execdriver-shim: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
