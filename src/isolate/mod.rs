@@ -197,6 +197,14 @@ fn prepare_and_exec(
             format!("cannot change to work_dir {}: {e}", spec.cwd),
         )
     })?;
+    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
+        // Last of the set-up: nothing of ours runs under the filter but the wait for the
+        // go byte (a read) and the exec. Before that wait, so that a standby installs it
+        // (~0.15 ms, the kernel checks and compiles it) while the supervisor readies the
+        // cgroups.
+        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
+        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
+    }
     if let Some(mut go) = go {
         let mut b = [0u8; 1];
         if !matches!(std::io::Read::read(&mut go, &mut b), Ok(1)) {
@@ -206,11 +214,6 @@ fn prepare_and_exec(
                 "it gave up on the start",
             ));
         }
-    }
-    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
-        // Last: nothing of ours runs under the filter but this and the exec.
-        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
-        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
     }
     let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
     let code = match err {

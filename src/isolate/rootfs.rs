@@ -493,7 +493,7 @@ fn remount_ro(at: &Path, keep: MsFlags) -> Result<()> {
 /// or masked (`kcore`, `keys`, `timer_list`, `sched_debug`: the task's `/dev/null` bound
 /// over them; `acpi`, `scsi`: an empty read-only tmpfs). A path this kernel lacks is
 /// skipped.
-fn mask_proc(proc_dir: &Path, dev: &Path) -> Result<()> {
+pub fn mask_proc(proc_dir: &Path, dev: &Path) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let missing = |e: &nix::errno::Errno| *e == nix::errno::Errno::ENOENT;
     for name in PROC_READONLY {

@@ -150,6 +150,10 @@ impl Standby {
         // (see `TaskCgroup::self_join_files`). Made for the task at its start instead if
         // this fails (or on pure v2, where cgroup2 dirs cannot be renamed).
         let layout = warm.layout.for_exec();
+        if let crate::cgroup::Layout::V2 { .. } = layout {
+            // The task's cgroup is made at the start there: its device program ready.
+            crate::cgroup::devices::prime();
+        }
         let cgroup = match layout {
             crate::cgroup::Layout::V2 { .. } => None,
             // At the kernel's default cpu weight until the task's limits are written (with
