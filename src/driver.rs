@@ -258,24 +258,6 @@ fn start_inner(
     // The handle's key before anything is started: the handle of a started task is
     // always signed.
     let key = crate::handle::Key::of(&crate::plugin::data_dir(cfg))?;
-    // A supervisor started ahead (prestarted, idle), or one that loads while we prepare
-    // the task. It gets its spec at the end, or EOF when the start fails, and then exits
-    // having done nothing.
-    let pending = crate::spawn::supervisor_for(cfg, flags)?;
-    let reusable = pending.reusable(cfg);
-    let user = if exec {
-        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
-    } else {
-        prepare::current_user()
-    };
-    let caps = if exec {
-        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
-            & crate::caps::supported_mask()
-    } else {
-        0
-    };
-    let raised = crate::caps::raised(caps, &t.config.cap_add, user.uid)?;
-    let owner = exec.then_some((user.uid, user.gid));
     // The task's cgroups (as root): for exec all of them, with the task's limits; for
     // raw_exec one to track its processes, when the host has cgroup2.
     let cgroup_request = if crate::sys::euid() != 0 {
@@ -297,6 +279,30 @@ fn start_inner(
                 tracking: true,
             })
     };
+    // A supervisor started ahead (prestarted, idle), or one that loads while we prepare
+    // the task. It gets its spec at the end, or EOF when the start fails, and then exits
+    // having done nothing (one launched now also removes the cgroups we make for it, should
+    // we go away before the go line).
+    let owns = cgroup_request.as_ref().map(|r| crate::launch::Owned {
+        layout: r.layout.clone(),
+        parent: r.parent.clone(),
+        name: id.to_string(),
+    });
+    let pending = crate::spawn::supervisor_for(cfg, flags, owns.as_ref())?;
+    let reusable = pending.reusable(cfg);
+    let user = if exec {
+        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
+    } else {
+        prepare::current_user()
+    };
+    let caps = if exec {
+        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
+            & crate::caps::supported_mask()
+    } else {
+        0
+    };
+    let raised = crate::caps::raised(caps, &t.config.cap_add, user.uid)?;
+    let owner = exec.then_some((user.uid, user.gid));
     // A spare supervisor makes them while we make the directories (an exec spare renames
     // those it made ahead). One launched for this start is still loading: we make them
     // now, meanwhile, and the spec names them.
@@ -477,6 +483,15 @@ fn start_inner(
             .flatten(),
     };
     go.apply(&mut spec);
+    // Recorded before it may start: a task that cannot be (a full or read-only disk) does
+    // not run, and its exit status has its room.
+    let record = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
+    crate::launch::record_start(&dirs.state_dir, &record).map_err(|e| {
+        Error::new(
+            Code::Spawn,
+            format!("recording the task in its state dir: {e}"),
+        )
+    })?;
     let started = pending.go(&go)?;
     if let Some(cg) = &started.cgroup {
         // Made by the supervisor: it reports where.

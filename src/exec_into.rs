@@ -51,7 +51,7 @@ pub fn exec(req: &str) -> Result<Value> {
         command: r.command,
         args: r.args,
         timeout_ms: r.timeout_ms.unwrap_or(10_000),
-        spec: t.lock().spec.clone(),
+        spec: Some(launch_spec(&t)?),
     };
     let file = t
         .state_dir
@@ -59,7 +59,29 @@ pub fn exec(req: &str) -> Result<Value> {
     let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
     std::fs::write(&file, bytes)
         .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
-    let result = crate::spawn::run_exec(&crate::plugin::current(), &t.state_dir, &file);
+    let result = crate::spawn::run_exec(&crate::plugin::current(), &file);
     let _ = std::fs::remove_file(&file);
     result
+}
+
+/// The task's launch spec: the one this host started it with, or (a recovered task) the
+/// one in its state dir, with the cgroups of its authenticated handle.
+fn launch_spec(t: &task::Task) -> Result<crate::launch::LaunchSpec> {
+    let (spec, cgroup) = {
+        let g = t.lock();
+        (g.spec.clone(), g.cgroup.clone())
+    };
+    if let Some(s) = spec {
+        return Ok(s);
+    }
+    let mut s = crate::launch::read_launch(&t.state_dir).map_err(|e| {
+        Error::new(
+            Code::Isolation,
+            format!("driver_exec: the task's launch spec: {e}"),
+        )
+    })?;
+    let cg: Option<crate::cgroup::TaskCgroup> = cgroup.and_then(|c| serde_json::from_value(c).ok());
+    s.cgroup_procs = cg.as_ref().map(|c| c.self_join_files()).unwrap_or_default();
+    s.clone_into = None;
+    Ok(s)
 }

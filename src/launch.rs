@@ -213,6 +213,26 @@ impl CgroupRequest {
     }
 }
 
+/// The cgroups a host makes for a start while the supervisor it launched for it loads
+/// (`execdriver-shim --owns <json>`): the supervisor owns them from its start, so that a
+/// host that dies before its go line leaves none behind (the supervisor sees EOF and
+/// removes them, empty as they are: never a cgroup with a process in it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Owned {
+    pub layout: crate::cgroup::Layout,
+    pub parent: String,
+    pub name: String,
+}
+
+impl Owned {
+    /// Removes the empty cgroups `<parent>/<name>` of the layout (any that exist).
+    pub fn remove_empty(&self) {
+        if let Ok(c) = crate::cgroup::TaskCgroup::named(&self.layout, &self.parent, &self.name) {
+            c.remove_empty();
+        }
+    }
+}
+
 /// The host's second line, after the spec: the task's directories are made and its
 /// artifacts are in place, so the command may start. The host sends the spec before it
 /// makes the directories when nothing in the spec depends on them (no artifacts), so that
@@ -277,12 +297,127 @@ pub struct ExitStatus {
 
 pub const LAUNCH_FILE: &str = "launch.json";
 pub const EXIT_FILE: &str = "exit.json";
+/// `launch.json` as the host writes it before the go line; the supervisor makes it
+/// durable and gives it its name once the task runs ([`commit_launch`]).
+const LAUNCH_TMP: &str = ".launch.json.tmp";
+/// The exit status's room, reserved when the task starts ([`record_start`]) and rewritten
+/// in place when it ends ([`write_exit`]), so that recording the status needs no new
+/// block of a disk the task's logs may have filled.
+const EXIT_RESERVED: &str = ".exit.reserved";
+/// The size of [`EXIT_RESERVED`]; a status is cut to fit (only its `err` can be long).
+const EXIT_ROOM: usize = 4096;
 
-/// Writes `bytes` to `dir/name` atomically (temp file, fsync-free rename).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
+fn at(dir: &Path, name: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", dir.join(name).display()))
+}
+
+/// Records a task in its state dir `dir` before it may start (the host, before the go
+/// line): the launch spec (not yet durable) and the exit status's reserved room. An
+/// error (a full disk, a read-only one) fails the start: a task that cannot be recorded
+/// does not run. The error names the file.
+pub fn record_start(dir: &Path, spec: &[u8]) -> std::io::Result<()> {
+    write_new(dir, LAUNCH_TMP, spec)?;
+    write_new(dir, EXIT_RESERVED, &[b' '; EXIT_ROOM])
+}
+
+/// Creates `dir/name` (replacing one left there) holding `bytes`.
+fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join(name))
+        .map_err(|e| at(dir, name, e))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| at(dir, name, e))
+}
+
+/// fsync of the directory `dir` (a rename in it made durable).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes the launch spec [`record_start`] wrote durable under its name (the supervisor,
+/// off the start's path): fsync, rename, fsync of the directory. A crash leaves either
+/// no `launch.json` or a whole one.
+pub fn commit_launch(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir.join(LAUNCH_TMP))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| at(dir, LAUNCH_TMP, e))?;
+    std::fs::rename(dir.join(LAUNCH_TMP), dir.join(LAUNCH_FILE))
+        .map_err(|e| at(dir, LAUNCH_FILE, e))?;
+    sync_dir(dir).map_err(|e| at(dir, ".", e))
+}
+
+/// The launch spec of the task whose state dir is `dir`: `launch.json`, or the one the
+/// host wrote before the supervisor gave it its name.
+pub fn read_launch(dir: &Path) -> std::io::Result<LaunchSpec> {
+    let bytes = std::fs::read(dir.join(LAUNCH_FILE))
+        .or_else(|_| std::fs::read(dir.join(LAUNCH_TMP)))
+        .map_err(|e| at(dir, LAUNCH_FILE, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| at(dir, LAUNCH_FILE, std::io::Error::other(e)))
+}
+
+/// The status as its file holds it: compact JSON padded with spaces to the reserved room,
+/// `err` cut so that it fits.
+fn exit_bytes(exit: &ExitStatus) -> Vec<u8> {
+    let mut exit = exit.clone();
+    loop {
+        let mut b = serde_json::to_vec(&exit).unwrap_or_default();
+        if b.len() <= EXIT_ROOM {
+            b.resize(EXIT_ROOM, b' ');
+            return b;
+        }
+        let err = exit.err.take().unwrap_or_default();
+        let keep = err.len().saturating_sub(b.len() - EXIT_ROOM + 8);
+        let mut cut = keep;
+        while !err.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        exit.err = Some(format!("{}…", &err[..cut]));
+    }
+}
+
+/// Writes the exit status as `exit.json` in the state dir `dir` (the supervisor, when
+/// the task has ended): into the room reserved at the start, in place, then fsync,
+/// rename, fsync of the directory. Without that room (a state dir of an older start), a
+/// new file the same way.
+pub fn write_exit(dir: &Path, exit: &ExitStatus) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let bytes = exit_bytes(exit);
+    let reserved = dir.join(EXIT_RESERVED);
+    let from = match std::fs::OpenOptions::new().write(true).open(&reserved) {
+        Ok(f) => {
+            f.write_all_at(&bytes, 0)
+                .map_err(|e| at(dir, EXIT_RESERVED, e))?;
+            f.sync_all().map_err(|e| at(dir, EXIT_RESERVED, e))?;
+            reserved
+        }
+        Err(_) => {
+            let tmp = dir.join(".exit.json.tmp");
+            std::fs::write(&tmp, &bytes).map_err(|e| at(dir, ".exit.json.tmp", e))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            tmp
+        }
+    };
+    std::fs::rename(from, dir.join(EXIT_FILE)).map_err(|e| at(dir, EXIT_FILE, e))?;
+    sync_dir(dir).map_err(|e| at(dir, ".", e))
+}
+
+/// The exit status in the state dir `dir`: `None` when there is none; an error when the
+/// file is there but cannot be read or parsed (torn), which the caller reports as such,
+/// never as an exit code.
+pub fn read_exit(dir: &Path) -> Option<Result<ExitStatus, String>> {
+    match std::fs::read(dir.join(EXIT_FILE)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(format!("{}: {e}", dir.join(EXIT_FILE).display()))),
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .map_err(|e| format!("{} is unreadable: {e}", dir.join(EXIT_FILE).display())),
+        ),
+    }
 }
 
 /// RFC 3339 UTC timestamp with nanoseconds.
@@ -325,6 +460,54 @@ mod tests {
             super::rfc3339(1_709_210_096, 5),
             "2024-02-29T12:34:56.000000005Z"
         );
+    }
+
+    fn status(err: Option<String>) -> super::ExitStatus {
+        super::ExitStatus {
+            exit_code: 7,
+            signal: 0,
+            oom_killed: false,
+            err,
+            started_at: "s".into(),
+            finished_at: "f".into(),
+        }
+    }
+
+    /// The exit status goes into the room reserved at the start (its inode stays: no new
+    /// file), a long `err` is cut to fit, and a torn file reads as an error, not a code.
+    #[test]
+    fn exit_status_fills_its_reserved_room() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!(
+            "execdriver-exit-{}-{}",
+            std::process::id(),
+            crate::sys::random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(super::read_exit(&dir).is_none());
+        super::record_start(&dir, b"{}").unwrap();
+        let ino = std::fs::metadata(dir.join(super::EXIT_RESERVED))
+            .unwrap()
+            .ino();
+        let long = "é".repeat(5000);
+        super::write_exit(&dir, &status(Some(long))).unwrap();
+        let m = std::fs::metadata(dir.join(super::EXIT_FILE)).unwrap();
+        assert_eq!((m.ino(), m.len()), (ino, super::EXIT_ROOM as u64));
+        let back = super::read_exit(&dir).unwrap().unwrap();
+        assert_eq!(back.exit_code, 7);
+        assert!(back.err.unwrap().ends_with('…'));
+        std::fs::write(dir.join(super::EXIT_FILE), b"{\"exit_code\":7,\"sig").unwrap();
+        let e = super::read_exit(&dir).unwrap().unwrap_err();
+        assert!(e.contains("unreadable"), "{e}");
+        // Without a reserved room (an older state dir), a new file.
+        std::fs::remove_file(dir.join(super::EXIT_FILE)).unwrap();
+        super::write_exit(&dir, &status(None)).unwrap();
+        assert_eq!(super::read_exit(&dir).unwrap().unwrap().exit_code, 7);
+        // The launch spec: not yet named, read all the same; then committed.
+        assert!(super::read_launch(&dir).is_err(), "{{}} is not a spec");
+        super::commit_launch(&dir).unwrap();
+        assert!(dir.join(super::LAUNCH_FILE).exists() && !dir.join(super::LAUNCH_TMP).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -57,9 +57,32 @@ pub fn configure(request: &str) -> Result<serde_json::Value> {
             "cgroup_parent must be a relative path without '..'",
         ));
     }
+    check_data_dir(&data_dir(&cfg))?;
     let cfg = Arc::new(cfg);
     *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
     effective_json(&cfg)
+}
+
+/// The data dir must be one tasks can be recorded in: made when missing, and writable
+/// (a file made and removed there). Else `invalid_config` on `data_dir`, naming the errno.
+fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+    let bad = |e: std::io::Error| {
+        Error::field(
+            Code::InvalidConfig,
+            "data_dir",
+            format!("data_dir {} cannot hold task state: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(bad)?;
+    let probe = dir.join(format!(".probe-{}", crate::sys::random_hex(8)));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+        .map_err(bad)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// The configuration as JSON with defaults filled in (data_dir and shim_path resolved).

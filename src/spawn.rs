@@ -74,6 +74,7 @@ pub fn launch_supervisor(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
     warm: Option<crate::launch::Warm>,
+    owns: Option<&crate::launch::Owned>,
 ) -> Result<Pending> {
     let shim = crate::plugin::shim_path(cfg)?;
     let c = |s: &str, what: &str| {
@@ -84,6 +85,9 @@ pub fn launch_supervisor(
     if let Some(w) = &warm {
         args.push(c("--warm", "argv")?);
         args.push(c(&serde_json::to_string(w).unwrap_or_default(), "argv")?);
+    } else if let Some(o) = owns {
+        args.push(c("--owns", "argv")?);
+        args.push(c(&serde_json::to_string(o).unwrap_or_default(), "argv")?);
     }
     let env = shim_env(&[])?;
     let spawn_err = |e: std::io::Error| {
@@ -197,7 +201,7 @@ impl Pending {
         if self.spare && line.is_empty() {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::plugin::current();
-            let mut fresh = launch_supervisor(&cfg, self.ns_flags, None)?;
+            let mut fresh = launch_supervisor(&cfg, self.ns_flags, None, None)?;
             fresh.send_spec(&spec);
             return fresh.go(go);
         }
@@ -253,7 +257,13 @@ fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
 
 /// The supervisor for a start: the spare of this kind when there is a live one of this
 /// shim (`prestart_supervisor`), else a new one.
-pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pending> {
+/// `owns`: the cgroups the host will make for the start if it gets no spare (one
+/// launched now owns them, see [`crate::launch::Owned`]; a spare makes its own).
+pub fn supervisor_for(
+    cfg: &PluginConfig,
+    ns_flags: libc::c_int,
+    owns: Option<&crate::launch::Owned>,
+) -> Result<Pending> {
     if cfg.prestart_supervisor {
         let shim = crate::plugin::shim_path(cfg)?;
         // Taken out either way: a spare of another shim, or one killed while idle, is
@@ -279,7 +289,7 @@ pub fn supervisor_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Result<Pendi
             return Ok(s.pending);
         }
     }
-    launch_supervisor(cfg, ns_flags, None)
+    launch_supervisor(cfg, ns_flags, None, owns)
 }
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
@@ -441,7 +451,7 @@ fn prestart(ns_flags: libc::c_int) {
     };
     let pending = match launch_via_mother(&shim, ns_flags, warm.clone()) {
         Some(p) => p,
-        None => match launch_supervisor(&cfg, ns_flags, warm) {
+        None => match launch_supervisor(&cfg, ns_flags, warm, None) {
             Ok(p) => p,
             Err(_) => return,
         },
@@ -556,9 +566,9 @@ pub fn spare_pids() -> Vec<(libc::c_int, i32)> {
         .collect()
 }
 
-/// Runs `execdriver-shim --exec <state_dir> <request>` for `driver_exec` and returns its
+/// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
 /// one-line JSON result.
-pub fn run_exec(cfg: &PluginConfig, state_dir: &Path, request: &Path) -> Result<serde_json::Value> {
+pub fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
     let shim = crate::plugin::shim_path(cfg)?;
     let c = |s: &str| {
         crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
@@ -567,7 +577,6 @@ pub fn run_exec(cfg: &PluginConfig, state_dir: &Path, request: &Path) -> Result<
     let args = [
         c("execdriver-shim")?,
         c("--exec")?,
-        c(&state_dir.to_string_lossy())?,
         c(&request.to_string_lossy())?,
     ];
     let env = shim_env(&[])?;

@@ -375,11 +375,12 @@ impl Task {
         if let Some(fd) = &g.pidfd {
             sup_status = crate::sys::pidfd_reap(fd).ok().flatten();
         }
-        let status = std::fs::read(self.state_dir.join(launch::EXIT_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitStatus>(&b).ok());
-        let v = match status {
-            Some(s) => self.wait_object(&s),
+        let v = match launch::read_exit(&self.state_dir) {
+            Some(Ok(s)) => self.wait_object(&s),
+            Some(Err(why)) => {
+                json!({"task_id": self.id, "exit_code": -1, "signal": 0, "oom_killed": false,
+                "err": format!("the task's exit status cannot be read: {why}"), "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
+            }
             None if killed_supervisor.is_some() => {
                 json!({"task_id": self.id, "exit_code": 137, "signal": 9, "oom_killed": false,
                 "err": "the supervisor did not stop in time and was killed with the task", "started_at": g.started_at, "finished_at": launch::rfc3339_now()})

@@ -1,5 +1,5 @@
 //! The per-task supervisor executable of execdriver. Started by the library (the launch
-//! spec arrives on its stdout socket, or `--exec <state-dir> <request>` for
+//! spec arrives on its stdout socket, or `--exec <request>` for
 //! `driver_exec`); not meant to be run by hand.
 //!
 //! `no_main`: the C `main` below skips std's runtime set-up (probing fds 0–2, reading
@@ -24,14 +24,13 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
         .collect();
     execdriver::isolate::seccomp::test_hook();
     match args.as_slice() {
-        [_, flag, dir, req] if flag == "--exec" => {
-            execdriver::supervisor::exec::main(dir.as_ref(), req.as_ref())
-        }
+        [_, flag, req] if flag == "--exec" => execdriver::supervisor::exec::main(req.as_ref()),
         [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "mother") => {
             execdriver::supervisor::mother::main()
         }
-        [_] => execdriver::supervisor::main(None),
-        [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm)),
+        [_] => execdriver::supervisor::main(None, None),
+        [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm), None),
+        [_, flag, owns] if flag == "--owns" => execdriver::supervisor::main(None, Some(owns)),
         _ => {
             eprintln!("usage: execdriver-shim (started by libexecdriver)");
             2

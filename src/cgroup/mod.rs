@@ -706,6 +706,15 @@ impl TaskCgroup {
         stats::collect(self)
     }
 
+    /// Removes the task's directories that are empty, newest first, and nothing else: no
+    /// process is killed, a busy directory stays (for a cleanup that must never touch a
+    /// cgroup with a process in it).
+    pub fn remove_empty(&self) {
+        for dir in self.dirs.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
     /// Removes every directory of the task (after killing its processes if one is busy;
     /// nested cgroups inside a task directory are removed too). Idempotent; never removes a
     /// parent directory. Returns the first error after trying every directory.

@@ -3,7 +3,7 @@
 //! line on stdout (the host's pipe).
 
 use crate::error::{Code, Error, Result};
-use crate::launch::{self, LaunchSpec};
+use crate::launch::LaunchSpec;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -26,9 +26,8 @@ pub struct ExecRequest {
     pub command: String,
     pub args: Vec<String>,
     pub timeout_ms: u64,
-    /// The task's launch spec when the host has it in memory (a task it started; its
-    /// supervisor writes `launch.json` just after the start); else `launch.json` is read.
-    #[serde(default)]
+    /// The task's launch spec: the host's own (a task it started), or the one in the
+    /// task's state dir with the cgroups of its handle (a recovered task).
     pub spec: Option<LaunchSpec>,
 }
 
@@ -283,8 +282,8 @@ fn collect(
     (o, e, status.unwrap_or(WaitStatus::StillAlive))
 }
 
-/// Entry point: `execdriver-shim --exec <state-dir> <request-file>`.
-pub fn main(state_dir: &std::path::Path, request: &std::path::Path) -> i32 {
+/// Entry point: `execdriver-shim --exec <request-file>`.
+pub fn main(request: &std::path::Path) -> i32 {
     // SAFETY: closes only fds above 2 of this fresh process.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     crate::sys::reset_ignored_signals();
@@ -292,14 +291,10 @@ pub fn main(state_dir: &std::path::Path, request: &std::path::Path) -> i32 {
         let mut req: ExecRequest =
             serde_json::from_slice(&std::fs::read(request).map_err(|e| err("reading request", e))?)
                 .map_err(|e| err("parsing request", e))?;
-        let spec = match req.spec.take() {
-            Some(s) => s,
-            None => serde_json::from_slice(
-                &std::fs::read(state_dir.join(launch::LAUNCH_FILE))
-                    .map_err(|e| err("reading launch.json", e))?,
-            )
-            .map_err(|e| err("parsing launch.json", e))?,
-        };
+        let spec = req
+            .spec
+            .take()
+            .ok_or_else(|| err("reading request", "it carries no launch spec"))?;
         run(&spec, &req)
     })();
     let line = match result {

@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 /// ([`crate::chan`]): the launch spec arrives on it, the reports go back on it. `warm`
 /// (a spare exec supervisor, `--warm <json>`): what to prepare while the spec is awaited
 /// ([`crate::launch::Warm`], [`standby`]).
-pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
+///
+/// `owns` (`--owns <json>`, [`crate::launch::Owned`]): the cgroups the host makes for the
+/// first task while we load; removed should the host go away before its go line.
+pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i32 {
     // Everything blocked first: signals are read from a signalfd later, and a SIGPIPE must
     // never end us before that.
     let _ = SigSet::all().thread_block();
@@ -55,6 +58,8 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
     }
     let warm =
         warm.and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok());
+    let owns = owns
+        .and_then(|o| serde_json::from_slice::<crate::launch::Owned>(o.as_encoded_bytes()).ok());
     let mut own = prepare_self();
     let mut first = true;
     loop {
@@ -83,8 +88,14 @@ pub fn main(warm: Option<&std::ffi::OsStr>) -> i32 {
         } else {
             match crate::chan::read_spec(&chan, 64 << 20) {
                 Ok(b) if !b.is_empty() => b,
-                // The host gave up on this start (or the spare) before sending a spec.
-                r => return if r.is_ok() { 0 } else { 1 },
+                // The host gave up on this start (or the spare) before sending a spec, or
+                // went away: what it made for the start goes.
+                r => {
+                    if first && let Some(o) = &owns {
+                        o.remove_empty();
+                    }
+                    return if r.is_ok() { 0 } else { 1 };
+                }
             }
         };
         if warm.is_some() {
@@ -290,8 +301,13 @@ fn run(
                 _ => None,
             };
             let Some(go) = read_go(chan) else {
+                // The start failed on the host's side, or the host went away: what we
+                // made goes, and what it made (empty: the command has not started).
                 if let Some(cg) = &made {
                     let _ = cg.remove();
+                }
+                if let Some(cg) = &given {
+                    cg.remove_empty();
                 }
                 return Ok(0);
             };
@@ -391,12 +407,11 @@ fn run(
                     .map(OwnedFd::from)
             })
     });
-    let spec_bytes = &serde_json::to_vec(&spec).unwrap_or_default();
 
     // Off the start's critical path: the log files (the command's output waits in the
-    // pipes meanwhile) and launch.json (for `driver_exec` of a host that recovers the
-    // task; the starting host has the spec in memory). A failure here ends the task,
-    // reported as its exit with the reason.
+    // pipes meanwhile), and launch.json (for `driver_exec` of a host that recovers the
+    // task), which the host wrote before the go line, made durable. A failure here ends
+    // the task, reported as its exit with the reason.
     let opened = (|| -> Result<_, Error> {
         let [out_log, err_log] = RotatingLog::open_streams(
             &spec.log_dir,
@@ -406,8 +421,8 @@ fn run(
             spec.log_max_bytes,
         )
         .map_err(|e| internal("logs", &e))?;
-        launch::write_atomic(&spec.state_dir, launch::LAUNCH_FILE, spec_bytes)
-            .map_err(|e| internal("writing launch.json", &e))?;
+        launch::commit_launch(&spec.state_dir)
+            .map_err(|e| internal("recording launch.json", &e))?;
         Ok((out_log, err_log))
     })();
     let (out_log, err_log) = match opened {
@@ -534,8 +549,13 @@ fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: 
     if let Some(cg) = cgroup {
         let _ = cg.remove();
     }
-    let bytes = serde_json::to_vec(exit).unwrap_or_default();
-    let _ = launch::write_atomic(&spec.state_dir, launch::EXIT_FILE, &bytes);
+    if let Err(e) = launch::write_exit(&spec.state_dir, exit) {
+        // No host may be there to learn it otherwise; our stderr is the host's choice.
+        eprintln!(
+            "execdriver-shim: recording the exit status of {}: {e}",
+            spec.task_id
+        );
+    }
     crate::sys::set_idle_priority(false);
 }
 

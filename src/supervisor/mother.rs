@@ -117,5 +117,5 @@ fn child(warm: &[u8], chan: OwnedFd) -> i32 {
     drop(chan);
     set_name(c"execdriver-shim");
     let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
-    super::main(warm)
+    super::main(warm, None)
 }
