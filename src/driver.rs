@@ -483,6 +483,7 @@ fn start_inner(
             .flatten(),
     };
     go.apply(&mut spec);
+    test_pause_before_go();
     // Recorded before it may start: a task that cannot be (a full or read-only disk) does
     // not run, and its exit status has its room.
     let record = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
@@ -544,6 +545,22 @@ fn start_inner(
     Ok(
         json!({"task_id": id, "pid": started.pid, "task_dir": dirs.task_dir, "started_at": started_at, "handle": handle}),
     )
+}
+
+/// The fault tests' hook: with `EXECDRIVER_TEST_PAUSE_BEFORE_GO=<file>` in the host's
+/// environment, every start stops for good just before its go line (the spec sent, the
+/// cgroups and directories made), after creating `<file>`, so that a test can kill the
+/// host there.
+fn test_pause_before_go() {
+    static AT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(marker) =
+        AT.get_or_init(|| std::env::var_os("EXECDRIVER_TEST_PAUSE_BEFORE_GO").map(Into::into))
+    {
+        let _ = std::fs::write(marker, b"");
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 /// Removes the cgroups of a start that failed, when the host made them.

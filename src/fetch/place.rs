@@ -26,6 +26,7 @@ impl Staging {
                 task_dir.display()
             ))
         })?;
+        sweep_stale(task_dir);
         loop {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -46,6 +47,32 @@ impl Staging {
                     )));
                 }
             }
+        }
+    }
+}
+
+/// Removes the staging directories in `task_dir` that a host left when it died while
+/// fetching (`.fetch-<pid>-…` of a pid that no longer runs): the next start of a task
+/// there (a restart reuses its directory) finds none.
+fn sweep_stale(task_dir: &Path) {
+    let Ok(entries) = fs::read_dir(task_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".fetch-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // (A pid reused by another process keeps a stale dir until the next sweep.)
+        let alive = pid == std::process::id() as i32
+            || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }

@@ -1,0 +1,210 @@
+//! A child host for fault tests: this test binary again, running `fault_child_host`,
+//! which a test kills at a chosen point of a start; and the checks that nothing of the
+//! start is left.
+#![allow(dead_code)]
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The child host (call it from a test named `fault_child_host`): starts `$FAULT_TASK`
+/// (after a warm-up task that leaves a spare, with `$FAULT_WARM`), prints
+/// `HANDLE <handle>` or `ERROR <error>`, then waits to be killed. Returns at once in the
+/// parent test process.
+pub fn child_host_main() {
+    let Ok(task) = std::env::var("FAULT_TASK") else {
+        return;
+    };
+    init();
+    let cfg: Value = serde_json::from_str(&std::env::var("FAULT_CONFIG").unwrap()).unwrap();
+    op(execdriver::driver::configure, cfg).unwrap();
+    if std::env::var_os("FAULT_WARM").is_some() {
+        let mut warm: Value = serde_json::from_str(&task).unwrap();
+        warm["id"] = json!(format!("{}-warm", warm["id"].as_str().unwrap()));
+        warm["name"] = json!("warm");
+        warm.as_object_mut().unwrap().remove("artifacts");
+        warm["config"] = json!({"command": "/bin/true"});
+        let id = start(warm).unwrap()["task_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait(&id, 30_000).unwrap();
+        execdriver::spawn::settle();
+        destroy(&id);
+        execdriver::spawn::settle();
+    }
+    match start(serde_json::from_str(&task).unwrap()) {
+        Ok(r) => println!("HANDLE {}", r["handle"]),
+        Err(e) => println!("ERROR {e}"),
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+pub struct Host {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Host {
+    /// Starts the child host with this process's data dir (so that a handle it prints is
+    /// ours to recover).
+    pub fn start(task: &Value, prestart: bool, env: &[(&str, String)]) -> Host {
+        init();
+        let data = execdriver::plugin::data_dir(&execdriver::plugin::current());
+        let cfg = json!({"data_dir": data, "prestart_supervisor": prestart});
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "fault_child_host",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FAULT_TASK", task.to_string())
+        .env("FAULT_CONFIG", cfg.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        if prestart {
+            cmd.env("FAULT_WARM", "1");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Host { child, lines }
+    }
+
+    /// The handle the child host printed.
+    pub fn handle(&self) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the child host printed no handle");
+            if let Some(h) = l.split_once("HANDLE ").map(|(_, h)| h) {
+                return serde_json::from_str(h).unwrap();
+            }
+            assert!(!l.contains("ERROR "), "{l}");
+            assert!(t0.elapsed().as_secs() < 30);
+        }
+    }
+
+    /// Every process below the child host (its supervisors, their commands), then SIGKILL
+    /// of the host alone, as a crash takes it.
+    pub fn kill(mut self) -> Vec<i32> {
+        let below = descendants(self.child.id() as i32);
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        below
+    }
+}
+
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = vec![];
+    let kids: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    for k in kids {
+        out.push(k);
+        out.extend(descendants(k));
+    }
+    out
+}
+
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+}
+
+pub fn until(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The task's cgroup directories that exist (in every hierarchy, under the default
+/// parent).
+pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    let Ok(l) = execdriver::cgroup::detect() else {
+        return vec![];
+    };
+    l.mounts()
+        .iter()
+        .map(|m| m.join("execdriver").join(id))
+        .filter(|d| d.exists())
+        .collect()
+}
+
+/// Spare placeholder cgroups (`spare-*`) under the default parent.
+pub fn placeholders() -> Vec<PathBuf> {
+    let Ok(l) = execdriver::cgroup::detect() else {
+        return vec![];
+    };
+    l.mounts()
+        .iter()
+        .flat_map(|m| {
+            std::fs::read_dir(m.join("execdriver"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// After the host's death: its processes end, and nothing of the start is left.
+pub fn assert_nothing_left(id: &str, below: &[i32], alloc: &Path, before_placeholders: &[PathBuf]) {
+    until("a process of the dead host's start lives on", || {
+        below.iter().all(|p| !alive(*p))
+    });
+    until("the start's cgroups are left", || cgroups_of(id).is_empty());
+    until("a spare's placeholder cgroup is left", || {
+        placeholders()
+            .iter()
+            .all(|p| before_placeholders.contains(p))
+    });
+    assert!(mounts_under(alloc).is_empty(), "{:?}", mounts_under(alloc));
+}
+
+pub fn exec_here() -> bool {
+    init();
+    execdriver::driver::fingerprint(None).unwrap()["attributes"]["driver.exec"] == "1"
+}
+
+pub fn drivers() -> Vec<&'static str> {
+    if exec_here() {
+        vec!["exec", "raw_exec"]
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "exec must run in CI");
+        eprintln!("SKIP (exec part): exec unavailable here");
+        vec!["raw_exec"]
+    }
+}
