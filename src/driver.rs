@@ -640,18 +640,15 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
         ));
     }
     let pidfd = t.lock().pidfd.clone();
-    let Some(pidfd) = pidfd else {
-        return Ok(t.finalize());
-    };
-    if t.supervisor_exited() {
-        // Gone without an exit report (killed, say, by a task that shares the host's pid
-        // namespace): what is left of the task goes through its cgroup.
-        let orphaned = t.lock().exit.is_none();
-        if orphaned && let Some(cg) = t.lock().cgroup.clone() {
+    let Some(pidfd) = pidfd.filter(|_| !t.supervisor_exited()) else {
+        // Its supervisor may be gone without having ended the task (killed, say, by a task
+        // that shares the host's pid namespace): what is left of it goes through its
+        // cgroup. (After a normal exit the cgroup is already gone: nothing to do.)
+        if let Some(cg) = t.lock().cgroup.clone() {
             crate::cgroup_glue::kill_all(&cg);
         }
         return Ok(t.finalize());
-    }
+    };
     let _ = crate::sys::pidfd_send_value(
         &pidfd,
         launch::control_signal(),

@@ -264,6 +264,7 @@ pub fn supervisor_for(
     ns_flags: libc::c_int,
     owns: Option<&crate::launch::Owned>,
 ) -> Result<Pending> {
+    drop_dead_spares();
     if cfg.prestart_supervisor {
         let shim = crate::plugin::shim_path(cfg)?;
         // Taken out either way: a spare of another shim, or one killed while idle, is
@@ -290,6 +291,20 @@ pub fn supervisor_for(
         }
     }
     launch_supervisor(cfg, ns_flags, None, owns)
+}
+
+/// Drops the spares that died while idle (killed): each is reaped and its placeholder
+/// cgroups go, whatever kind of start comes next.
+fn drop_dead_spares() {
+    let dead: Vec<Spare> = {
+        let mut g = spares();
+        let (dead, live) = std::mem::take(&mut *g)
+            .into_iter()
+            .partition(|s| !s.pending.alive());
+        *g = live;
+        dead
+    };
+    drop(dead);
 }
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a

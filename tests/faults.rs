@@ -131,3 +131,116 @@ fn host_killed_after_the_start_is_recovered() {
         }
     }
 }
+
+/// A supervisor killed under its running task: `wait` says so in `err`, `stop` ends the
+/// task's processes through its cgroup, `destroy` leaves nothing.
+#[test]
+fn a_killed_supervisor_is_reported_and_its_task_ended() {
+    for driver in drivers() {
+        let d = TempDir::new("fault-sup");
+        let id = format!("fault-sup-{driver}-{}", std::process::id());
+        let marker = format!("sleep {}", 870_000 + std::process::id() % 1000);
+        let r = start(
+            json!({"id": id, "name": "s", "driver": driver, "alloc_dir": d.path(),
+            "config": {"command": "/bin/sh", "args": ["-c", format!("{marker} & echo up; wait")]}}),
+        )
+        .unwrap();
+        wait_for_output(d.path(), "s", "up");
+        let sup = r["pid"].as_i64().unwrap() as i32;
+        // SAFETY: SIGKILL of our own child, the task's supervisor.
+        unsafe { libc::kill(sup, libc::SIGKILL) };
+        let w = wait(&id, 30_000).unwrap();
+        assert!(
+            w["err"].as_str().is_some_and(|e| e.contains("supervisor")),
+            "{driver}: {w}"
+        );
+        if cgroups_of(&id).is_empty() {
+            // raw_exec without a cgroup (no cgroup2 here): the orphans are the host's to
+            // see; nothing to check through a cgroup.
+            assert!(driver == "raw_exec", "{driver}: no cgroup");
+        } else {
+            op(
+                execdriver::driver::stop,
+                json!({"task_id": id, "timeout_ms": 100}),
+            )
+            .unwrap();
+            let t0 = std::time::Instant::now();
+            while !pids_matching(&marker).is_empty() {
+                if t0.elapsed() > Duration::from_secs(5) {
+                    for p in pids_matching(&marker) {
+                        eprintln!(
+                            "left: {p} {:?} cg {:?}",
+                            std::fs::read_to_string(format!("/proc/{p}/stat")),
+                            std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                        );
+                    }
+                    panic!("{driver}: the task's processes outlived stop");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
+        until("the task's cgroups outlived destroy", || {
+            cgroups_of(&id).is_empty()
+        });
+    }
+}
+
+/// Spares and the fork server killed while idle and while starts take them: every start
+/// still succeeds (a new supervisor takes it), and no spare's cgroup is left.
+#[test]
+fn killed_spares_and_fork_server_do_not_fail_starts() {
+    let mut threads = vec![];
+    for driver in drivers() {
+        threads.push(std::thread::spawn(move || {
+            let before = placeholders();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s2 = stop.clone();
+            // The killer: SIGKILLs every spare and the fork server, again and again.
+            let killer = std::thread::spawn(move || {
+                while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut pids: Vec<i32> = execdriver::spawn::spare_pids()
+                        .into_iter()
+                        .map(|(_, p)| p)
+                        .collect();
+                    pids.extend(execdriver::spawn::mother_pid());
+                    for p in pids {
+                        // SAFETY: SIGKILL of a spare or the fork server, our children.
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            });
+            for i in 0..25 {
+                let d = TempDir::new("fault-spares");
+                // The start never fails; the killer may still hit the supervisor of a
+                // task it just started (a spare taken between its look and its kill):
+                // then the wait result says so.
+                let (w, out) = run(json!({"name": "k", "driver": driver, "alloc_dir": d.path(),
+                    "config": {"command": "/bin/sh", "args": ["-c", "echo ok"]}}));
+                let killed = w["err"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("supervisor was killed"));
+                assert!(
+                    killed || (w["exit_code"].as_i64(), out.as_str()) == (Some(0), "ok\n"),
+                    "{driver} {i}: {w}"
+                );
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            killer.join().unwrap();
+            // One more start notices the spares killed last (they are dropped, their
+            // cgroups removed); then every placeholder left belongs to a live spare (its
+            // standby is in it).
+            let d = TempDir::new("fault-spares");
+            run(json!({"name": "k", "driver": driver, "alloc_dir": d.path(),
+                "config": {"command": "/bin/true"}}));
+            execdriver::spawn::settle();
+            until("a killed spare's cgroup was left", || {
+                placeholders().iter().all(|p| before.contains(p))
+            });
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}

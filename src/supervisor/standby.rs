@@ -171,10 +171,19 @@ impl Standby {
             )
             .ok(),
         };
+        let supervisor = nix::unistd::getpid();
         // SAFETY: the supervisor is single-threaded; the child runs `standby_main` and
         // leaves with `_exit`.
         let pid = match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
+                // It lives and dies with its supervisor: a spare killed while idle takes
+                // its standby (and the standby's hold on its cgroups) along.
+                // SAFETY: prctl on ourselves with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                if nix::unistd::getppid() != supervisor {
+                    // SAFETY: leave at once: the supervisor died before the prctl.
+                    unsafe { libc::_exit(1) }
+                }
                 for fd in &fds.close {
                     // SAFETY: closing fds of the supervisor in our own copy of its table.
                     unsafe { libc::close(*fd) };
@@ -468,6 +477,9 @@ fn standby_main(
         // The supervisor starts the task the usual way (and reads the go line).
         return 0;
     };
+    // The task's command from here on: it outlives its supervisor as any command does.
+    // SAFETY: prctl on ourselves with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     // The host's go line: its directories are made (EOF: it gave up on the start).
     let go_line = crate::chan::read_spec(&chan, 4096).unwrap_or_default();
 

@@ -153,7 +153,8 @@ pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Spare placeholder cgroups (`spare-*`) under the default parent.
+/// Spare placeholder cgroups (`spare-*`) under the default parent that no standby is in:
+/// a live spare's has its standby in it (but for a moment while it is made).
 pub fn placeholders() -> Vec<PathBuf> {
     let Ok(l) = execdriver::cgroup::detect() else {
         return vec![];
@@ -168,6 +169,9 @@ pub fn placeholders() -> Vec<PathBuf> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
         .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
+        })
         .collect()
 }
 
