@@ -132,5 +132,30 @@ fn a_full_disk_loses_no_exit_status() {
         std::fs::remove_file(&filler_file).unwrap();
         std::fs::remove_dir_all(&alloc).unwrap();
     }
+    // A data dir that cannot hold state is refused at configure, naming it.
+    let ro = d.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &ro,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _ro = Disk(ro.clone());
+    for bad in [
+        ro.join("data"),
+        ro.clone(),
+        Path::new("/proc/execdriver-data").into(),
+    ] {
+        let e = op(execdriver::driver::configure, json!({"data_dir": bad})).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (execdriver::Code::InvalidConfig, Some("data_dir")),
+            "{}: {e}",
+            bad.display()
+        );
+    }
     op(execdriver::driver::configure, json!({})).unwrap();
 }
