@@ -90,6 +90,15 @@ pub struct PluginConfig {
     /// Whether a task may run without the default seccomp filter
     /// (`config.seccomp: "unconfined"`).
     pub allow_unconfined_seccomp: bool,
+    /// Whether a task may ask for the host's pid namespace (`config.pid_mode: "host"`):
+    /// there it sees, and as the same user may signal and trace, every process of the
+    /// host, other tasks' included. Implied by `default_pid_mode: "host"`.
+    pub allow_host_pid_mode: bool,
+    /// The same for the host's ipc namespace (`config.ipc_mode: "host"`).
+    pub allow_host_ipc_mode: bool,
+    /// Where a group's network namespaces may be (`network_isolation.path`): the
+    /// directories in which the host agent keeps them, as `ip netns` does.
+    pub netns_dirs: Vec<String>,
     pub artifact: ArtifactConfig,
     /// After a start, keep one supervisor of that kind started ahead, idle (for exec with
     /// its command process prepared), so that the next start of that kind skips most of
@@ -129,6 +138,9 @@ impl Default for PluginConfig {
             env_passthrough: vec!["PATH".into()],
             max_kill_timeout_ms: 30_000,
             allow_unconfined_seccomp: false,
+            allow_host_pid_mode: false,
+            allow_host_ipc_mode: false,
+            netns_dirs: vec!["/var/run/netns".into(), "/run/netns".into()],
             artifact: ArtifactConfig::default(),
             prestart_supervisor: true,
         }

@@ -212,6 +212,37 @@ fn start_inner(
     created: &mut prepare::Created,
 ) -> Result<Value> {
     let exec = t.driver == DriverKind::Exec;
+    // The host's pid and ipc namespaces only where the operator allows them: there a task
+    // reaches the host's processes (and other tasks') and IPC objects.
+    for (asked, default, allowed, field) in [
+        (
+            t.config.pid_mode,
+            cfg.default_pid_mode,
+            cfg.allow_host_pid_mode,
+            "config.pid_mode",
+        ),
+        (
+            t.config.ipc_mode,
+            cfg.default_ipc_mode,
+            cfg.allow_host_ipc_mode,
+            "config.ipc_mode",
+        ),
+    ] {
+        if exec && asked == Some(NsMode::Host) && default != NsMode::Host && !allowed {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                field,
+                format!(
+                    "{field} \"host\" needs the plugin's allow_host_{}_mode (the task would share the host's namespace with every process of the host)",
+                    if field.ends_with("pid_mode") {
+                        "pid"
+                    } else {
+                        "ipc"
+                    }
+                ),
+            ));
+        }
+    }
     let pid_ns = exec && t.config.pid_mode.unwrap_or(cfg.default_pid_mode) == NsMode::Private;
     let ipc_ns = exec && t.config.ipc_mode.unwrap_or(cfg.default_ipc_mode) == NsMode::Private;
     let mut flags = 0;
@@ -228,6 +259,15 @@ fn start_inner(
     let seccomp_on = match t.config.seccomp.unwrap_or_default() {
         _ if !exec => false,
         config::Seccomp::Default => true,
+        // Without pivot_root, a new user namespace's CAP_SYS_CHROOT would climb out of
+        // the task's root: the filter (which refuses new user namespaces) stays.
+        config::Seccomp::Unconfined if cfg.no_pivot_root => {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "config.seccomp",
+                "config.seccomp \"unconfined\" is refused while the plugin's no_pivot_root is set",
+            ));
+        }
         config::Seccomp::Unconfined if cfg.allow_unconfined_seccomp => false,
         config::Seccomp::Unconfined => {
             return Err(Error::field(
@@ -244,13 +284,9 @@ fn start_inner(
         Some(n) if exec && n.mode == config::NetworkMode::None => flags |= libc::CLONE_NEWNET,
         Some(n) if exec && n.mode == config::NetworkMode::Group => {
             let path = n.path.clone().unwrap_or_default();
-            crate::isolate::net::check_netns_path(Path::new(&path)).map_err(|e| {
-                Error::field(
-                    Code::InvalidConfig,
-                    "network_isolation.path",
-                    format!("network_isolation.path {path:?} is not a network namespace: {e}"),
-                )
-            })?;
+            crate::isolate::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
+                |e| Error::field(Code::InvalidConfig, "network_isolation.path", e.to_string()),
+            )?;
             netns = Some(std::path::PathBuf::from(path));
         }
         _ => {}
@@ -300,6 +336,14 @@ fn start_inner(
             & crate::caps::supported_mask()
     } else {
         0
+    };
+    // Without pivot_root the host's tree stays below the task's root in its mount
+    // namespace, and a chroot climbs out of a chroot: the task never holds CAP_SYS_CHROOT
+    // then (and may not leave the seccomp filter, see above).
+    let caps = if exec && cfg.no_pivot_root {
+        caps & !(1u64 << crate::caps::parse_cap("SYS_CHROOT").unwrap_or(18))
+    } else {
+        caps
     };
     let raised = crate::caps::raised(caps, &t.config.cap_add, user.uid)?;
     let owner = exec.then_some((user.uid, user.gid));
@@ -465,6 +509,7 @@ fn start_inner(
         } else {
             0
         },
+        nonce: crate::sys::random_hex(16),
     };
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
     let mut pending = pending;
@@ -524,6 +569,7 @@ fn start_inner(
         kill_signal: task.kill_signal,
         kill_timeout_ms: task.kill_timeout_ms,
         started_at: started_at.clone(),
+        nonce: spec.nonce.clone(),
     }
     .signed(&key);
     let cgroup_json = spec.cgroup.clone();
@@ -712,12 +758,16 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
     // The supervisor may still be tidying up after its exit report; then it is reaped,
     // or goes back to the spares.
     t.release_supervisor();
-    if let Some(cg) = t.lock().cgroup.clone() {
-        crate::cgroup_glue::remove(&cg);
-    }
-    let _ = std::fs::remove_dir_all(&t.state_dir);
-    if r.purge {
-        let _ = std::fs::remove_dir_all(&t.task_dir);
+    if t.owns_its_paths() {
+        if let Some(cg) = t.lock().cgroup.clone() {
+            crate::cgroup_glue::remove(&cg);
+        }
+        let _ = std::fs::remove_dir_all(&t.state_dir);
+        let data = crate::plugin::data_dir(&crate::plugin::current());
+        prepare::release_task_dir(&prepare::claim_path(&data, &t.task_dir), &t.id);
+        if r.purge {
+            let _ = std::fs::remove_dir_all(&t.task_dir);
+        }
     }
     task::remove(&t);
     Ok(json!({"task_id": t.id, "destroyed": true}))

@@ -50,6 +50,8 @@ pub struct Handle {
     pub kill_signal: i32,
     pub kill_timeout_ms: u64,
     pub started_at: String,
+    /// The start's nonce ([`crate::launch::LaunchSpec::nonce`]).
+    pub nonce: String,
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -252,6 +254,7 @@ mod tests {
             kill_signal: 2,
             kill_timeout_ms: 5000,
             started_at: "2026-01-01T00:00:00.000000000Z".into(),
+            nonce: "n".into(),
         }
     }
 

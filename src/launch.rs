@@ -119,6 +119,10 @@ pub struct LaunchSpec {
     /// ([`KEEP`]), then for the next spec on its channel (see [`crate::chan`]).
     #[serde(default)]
     pub recycle: u64,
+    /// Random, one per start: the handle carries it too, so that a handle of an earlier
+    /// task with the same id is told apart from this one (see `crate::recover`).
+    #[serde(default)]
+    pub nonce: String,
 }
 
 impl Warm {
@@ -177,6 +181,7 @@ impl Warm {
             log_max_bytes: 1,
             state_dir: "/s".into(),
             recycle: 1,
+            nonce: "0123456789abcdef".into(),
         };
         serde_json::to_vec(&spec).unwrap_or_default()
     }
@@ -225,6 +230,14 @@ pub struct Owned {
 }
 
 impl Owned {
+    /// Removes the cgroups `<parent>/<name>` of the layout (any that exist), killing what
+    /// is in them: for the host, when the supervisor that made them died before its report.
+    pub fn remove(&self) {
+        if let Ok(c) = crate::cgroup::TaskCgroup::named(&self.layout, &self.parent, &self.name) {
+            let _ = c.remove();
+        }
+    }
+
     /// Removes the empty cgroups `<parent>/<name>` of the layout (any that exist).
     pub fn remove_empty(&self) {
         if let Ok(c) = crate::cgroup::TaskCgroup::named(&self.layout, &self.parent, &self.name) {

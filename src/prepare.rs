@@ -17,7 +17,15 @@ impl Created {
     /// Removes, newest first, everything created (with all content put in since).
     pub fn undo(&mut self) {
         while let Some(d) = self.dirs.pop() {
-            let _ = std::fs::remove_dir_all(&d);
+            match std::fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&d);
+                }
+                Err(_) => {}
+            }
         }
     }
 }
@@ -100,6 +108,9 @@ pub struct Dirs {
     pub alloc_dir: PathBuf,
     pub task_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// The claim on the task dir (see [`claim_task_dir`]): `<data_dir>/claims/<sha256 of
+    /// the task dir's path>`, holding the id of the task that has it.
+    pub claim: PathBuf,
 }
 
 /// The task's paths: `alloc_dir` (given, else `<data_dir>/alloc/<alloc_id or id>`), the
@@ -115,8 +126,10 @@ pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
             &task.alloc_id
         }),
     };
+    let task_dir = alloc_dir.join(&task.name);
     Dirs {
-        task_dir: alloc_dir.join(&task.name),
+        claim: claim_path(&data, &task_dir),
+        task_dir,
         state_dir: data.join("tasks").join(id),
         alloc_dir,
     }
@@ -132,9 +145,96 @@ pub fn make_dirs(
     created: &mut Created,
 ) -> Result<()> {
     mkdir(&dirs.alloc_dir, 0o755)?;
+    claim_task_dir(dirs, created)?;
     make_alloc_dirs(dirs)?;
     make_state_dir(dirs, created)?;
     make_task_dirs(dirs, owner, root, created)
+}
+
+/// Where the claim on `task_dir` is kept: in the root-only data dir, named by a hash of
+/// the path (no task can see or change it, and no task name can collide with it).
+pub fn claim_path(data_dir: &Path, task_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(task_dir.as_os_str().as_encoded_bytes());
+    data_dir.join("claims").join(hex::encode(h))
+}
+
+/// Claims the task dir for this task (its id in [`Dirs::claim`], made exclusively): two
+/// live tasks never share one (each would read the other's files and write its logs). A
+/// claim of a task that is not live any more (its state records an exit, or no start) is
+/// taken over; one of a live task is `task_exists`.
+fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = dirs
+        .state_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tasks = dirs.state_dir.parent().unwrap_or(Path::new("/"));
+    if let Some(claims) = dirs.claim.parent() {
+        make_private_dir(claims)
+            .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", claims.display())))?;
+    }
+    for _ in 0..3 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&dirs.claim)
+        {
+            Ok(mut f) => {
+                created.dirs.push(dirs.claim.clone());
+                return f.write_all(id.as_bytes()).map_err(|e| {
+                    Error::new(
+                        Code::Spawn,
+                        format!("writing {}: {e}", dirs.claim.display()),
+                    )
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&dirs.claim).unwrap_or_default();
+                let owner_state = tasks.join(owner.trim());
+                let live = !owner.trim().is_empty()
+                    && crate::config::check_identifier("id", owner.trim()).is_ok()
+                    && crate::launch::read_launch(&owner_state).is_ok()
+                    && !owner_state.join(crate::launch::EXIT_FILE).exists();
+                if live || crate::task::running_in(&dirs.task_dir, &id).is_some() {
+                    return Err(Error::field(
+                        Code::TaskExists,
+                        "name",
+                        format!(
+                            "the task dir {} is in use by the live task {:?}; stop it first or choose another name",
+                            dirs.task_dir.display(),
+                            owner.trim()
+                        ),
+                    ));
+                }
+                let _ = std::fs::remove_file(&dirs.claim);
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    Code::Spawn,
+                    format!("creating {}: {e}", dirs.claim.display()),
+                ));
+            }
+        }
+    }
+    Err(Error::new(
+        Code::Spawn,
+        format!(
+            "claiming {}: another start took it meanwhile",
+            dirs.task_dir.display()
+        ),
+    ))
+}
+
+/// Releases the claim of task `id` on its task dir (when it still holds it).
+pub fn release_task_dir(claim: &Path, id: &str) {
+    if std::fs::read_to_string(claim).is_ok_and(|o| o.trim() == id) {
+        let _ = std::fs::remove_file(claim);
+    }
 }
 
 /// `<alloc_dir>/alloc/{data,logs,tmp}`.

@@ -33,6 +33,14 @@ pub fn recover(text: &str) -> Result<Value> {
         h.kill_timeout_ms.min(cfg.max_kill_timeout_ms),
     );
     let started_at = h.started_at;
+    // The state dir must still be this start's (its launch record has the handle's
+    // nonce): a handle of an earlier task with the same id touches nothing of a later one.
+    let ours = crate::launch::read_launch(&task.state_dir).is_ok_and(|l| l.nonce == h.nonce);
+    if !ours {
+        task.set_superseded(started_at, r.handle);
+        task::insert(task.clone())?;
+        return Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}));
+    }
     let cgroup = h.cgroup.and_then(|c| serde_json::to_value(c).ok());
     // The pid names our supervisor only if its start time matches: a recycled pid never
     // passes. The check is repeated after the pidfd is open, closing the race.

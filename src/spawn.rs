@@ -48,6 +48,9 @@ pub struct Pending {
     spare: bool,
     /// What [`Pending::send_spec`] sent, for such a new one.
     spec: Option<Vec<u8>>,
+    /// The cgroups of the start (`<parent>/<task id>`): a spare makes them from the spec,
+    /// and one killed before its report leaves them, which are removed then.
+    task_cgroups: Option<crate::launch::Owned>,
 }
 
 /// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
@@ -113,6 +116,7 @@ pub fn launch_supervisor(
         ns_flags,
         spare: false,
         spec: None,
+        task_cgroups: owns.cloned(),
     })
 }
 
@@ -197,6 +201,12 @@ impl Pending {
         self.remove_placeholder();
         if v.get("error").is_some() {
             return Err(Error::from_json(&v));
+        }
+        if self.spare
+            && let Some(c) = &self.task_cgroups
+        {
+            // A spare killed after it made the task's cgroups, before its report.
+            c.remove();
         }
         if self.spare && line.is_empty() {
             // A spare that died while idle: a new supervisor takes the start.
@@ -287,6 +297,7 @@ pub fn supervisor_for(
             && s.pending.alive()
         {
             s.pending.spare = true;
+            s.pending.task_cgroups = owns.cloned();
             return Ok(s.pending);
         }
     }
@@ -437,6 +448,7 @@ fn launch_via_mother(
         ns_flags,
         spare: false,
         spec: None,
+        task_cgroups: None,
     })
 }
 
@@ -492,6 +504,7 @@ pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
         ns_flags: r.ns_flags,
         spare: false,
         spec: None,
+        task_cgroups: None,
     };
     if !std::sync::Arc::ptr_eq(&r.cfg, &crate::plugin::current()) {
         return;

@@ -45,6 +45,10 @@ pub struct Inner {
     pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
     /// Set when `driver_start` failed: the entry is about to disappear.
     pub failed: bool,
+    /// A recovered handle of a task whose state dir is now another task's (the same id,
+    /// started later): nothing it names is this task's to touch (see
+    /// [`Task::set_superseded`]).
+    pub superseded: bool,
     /// A supervisor that may run another task after this one
     /// ([`crate::launch::LaunchSpec::recycle`]): its channel is kept after the exit
     /// report, for its `{"idle":true}`.
@@ -101,6 +105,20 @@ pub fn remove(task: &Arc<Task>) {
     if t.get(&task.id).is_some_and(|x| Arc::ptr_eq(x, task)) {
         t.remove(&task.id);
     }
+}
+
+/// The id of a task of this process but `except` that is starting or running in
+/// `task_dir`.
+pub fn running_in(task_dir: &std::path::Path, except: &str) -> Option<String> {
+    table()
+        .values()
+        .find(|t| {
+            t.id != except
+                && t.task_dir == task_dir
+                && t.state() != State::Exited
+                && !t.lock().failed
+        })
+        .map(|t| t.id.clone())
 }
 
 /// Ids of all registered tasks.
@@ -177,6 +195,29 @@ impl Task {
         g.cgroup = cgroup;
         drop(g);
         self.finalize();
+    }
+
+    /// A recovered task whose id is another, later task's now (its state dir holds that
+    /// task's launch record): it is over, and its wait result says so; its state dir and
+    /// cgroups are that task's, never read, killed or removed for this one.
+    pub fn set_superseded(&self, started_at: String, handle: Value) {
+        let mut g = self.lock();
+        g.state = Some(State::Exited);
+        g.started_at = Some(started_at.clone());
+        g.handle = Some(handle);
+        g.superseded = true;
+        g.exit = Some(
+            json!({"task_id": self.id, "exit_code": -1, "signal": 0, "oom_killed": false,
+            "err": "the task of this handle is gone: its state dir holds no record of it (it was destroyed, or its id is a later task's now)",
+            "started_at": started_at, "finished_at": launch::rfc3339_now()}),
+        );
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Whether the task's state dir, cgroups and dirs are its own to remove.
+    pub fn owns_its_paths(&self) -> bool {
+        !self.lock().superseded
     }
 
     /// Marks a start as failed and wakes waiters (they then get `task_not_found`).

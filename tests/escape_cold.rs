@@ -49,9 +49,9 @@ fn exec_into_is_confined() {
 }
 
 #[test]
-fn unconfined_seccomp_needs_the_operator() {
+fn the_filter_is_what_refuses() {
     setup();
-    escape::unconfined_seccomp_needs_the_operator(ROUTE);
+    escape::the_filter_is_what_refuses(ROUTE);
 }
 
 #[test]

@@ -15,7 +15,8 @@ fn setup() {
         init();
         op(
             execdriver::driver::configure,
-            json!({"denied_host_uids": "", "max_kill_timeout_ms": 2000}),
+            json!({"denied_host_uids": "", "max_kill_timeout_ms": 2000,
+                   "allow_host_pid_mode": true}),
         )
         .unwrap();
     });
@@ -248,8 +249,9 @@ fn a_killed_supervisor_does_not_free_the_task() {
     std::fs::create_dir_all(&local).unwrap();
     std::fs::copy(escape::probe(), local.join("probe")).unwrap();
     let r = start(json!({"name": "k", "driver": "exec", "alloc_dir": d.path(), "user": "root",
-        "config": {"command": "/local/probe", "args": ["kill-parent", "sleep"], "pid_mode": "host"}}))
+        "config": {"command": "/local/probe", "args": ["await=/local/go", "kill-parent", "sleep"], "pid_mode": "host"}}))
     .unwrap();
+    std::fs::write(local.join("go"), b"").unwrap();
     let id = r["task_id"].as_str().unwrap().to_string();
     let sup = r["pid"].as_i64().unwrap() as i32;
     let cg: execdriver::cgroup::TaskCgroup =
@@ -367,4 +369,23 @@ fn the_fingerprint_names_net_where_it_works() {
     let ns = f["attributes"]["driver.exec.namespaces"].as_str().unwrap();
     assert!(ns.split(',').any(|n| n == "net"), "{f}");
     assert!(Path::new("/proc/self/ns/net").exists());
+}
+
+/// Two live tasks never share a task dir: a start with the name of a running task of the
+/// same alloc is `task_exists` (it would read the other's files and write its logs); once
+/// that task is destroyed the name is free again.
+#[test]
+fn a_live_tasks_dir_is_not_shared() {
+    setup();
+    let d = TempDir::new("sharedir");
+    let (victim, _) = sleeper(d.path(), "web");
+    let e = start(raw_task("web", d.path(), "cat local/* 2>/dev/null")).unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (execdriver::Code::TaskExists, Some("name")),
+        "{e}"
+    );
+    destroy(&victim);
+    let (next, _) = sleeper(d.path(), "web");
+    destroy(&next);
 }

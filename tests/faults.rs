@@ -244,3 +244,63 @@ fn killed_spares_and_fork_server_do_not_fail_starts() {
         t.join().unwrap();
     }
 }
+
+/// A handle of an earlier task, authentic but stale: its id is a later task's now. It is
+/// recovered as gone, and stopping and destroying it touches nothing of the later task.
+#[test]
+fn a_stale_handle_touches_nothing_of_a_later_task() {
+    for driver in drivers() {
+        let id = format!("fault-stale-{driver}-{}", std::process::id());
+        let d1 = TempDir::new("fault-stale-a");
+        let r = start(
+            json!({"id": id, "name": "a", "driver": driver, "alloc_dir": d1.path(),
+            "config": {"command": "/bin/true"}}),
+        )
+        .unwrap();
+        let stale = r["handle"].clone();
+        wait(&id, 30_000).unwrap();
+        op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
+        // The later task with the same id, in another host.
+        let d2 = TempDir::new("fault-stale-b");
+        let later = json!({"id": id, "name": "b", "driver": driver, "alloc_dir": d2.path(),
+            "config": {"command": "/bin/sh", "args": ["-c", "echo up; exec sleep 600"]}});
+        let host = Host::start(&later, false, &[]);
+        let fresh = host.handle();
+        wait_for_output(d2.path(), "b", "up");
+        let r = op(execdriver::driver::recover, json!({"handle": stale})).unwrap();
+        assert_eq!(r["state"], "exited", "{r}");
+        let w = wait(&id, 0).unwrap();
+        assert!(
+            w["err"].as_str().is_some_and(|e| e.contains("no record")),
+            "{w}"
+        );
+        op(
+            execdriver::driver::stop,
+            json!({"task_id": id, "timeout_ms": 0}),
+        )
+        .unwrap();
+        op(
+            execdriver::driver::destroy,
+            json!({"task_id": id, "purge": true}),
+        )
+        .unwrap();
+        let sup = fresh["pid"].as_i64().unwrap() as i32;
+        assert!(alive(sup), "{driver}: the later task's supervisor was hit");
+        let state = std::path::Path::new(fresh["state_dir"].as_str().unwrap());
+        assert!(
+            state.join("launch.json").exists() || state.is_dir(),
+            "{driver}: its state went"
+        );
+        assert!(d2.path().join("b/local").is_dir());
+        // The later task goes on, and is recovered and ended with its own handle.
+        host.kill();
+        let r = op(execdriver::driver::recover, json!({"handle": fresh})).unwrap();
+        assert_eq!(r["state"], "running", "{r}");
+        op(
+            execdriver::driver::stop,
+            json!({"task_id": id, "timeout_ms": 0}),
+        )
+        .unwrap();
+        op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
+    }
+}

@@ -83,7 +83,7 @@ fn join_network(iso: &crate::launch::Isolation, setup: &mut Setup<'_>) -> Result
             Setup::Standby { netns, .. } => netns
                 .take()
                 .ok_or_else(|| std::io::Error::other("the standby did not open it")),
-            Setup::Fresh { .. } => net::check_netns_path(path),
+            Setup::Fresh { .. } => net::open_netns(path),
         }
         .map_err(|e| {
             Error::field(

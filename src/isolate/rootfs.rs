@@ -266,7 +266,7 @@ pub fn stage(binds: &[Bind]) -> Result<Staged> {
         .map_err(|e| err("making read-only", Path::new("/dev"), e))?;
     let pts = fs("devpts", &PTS_OPTS, nosuid | noexec)?;
     let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
-    let proc_fs = mountapi::new_fs("proc", &[], nosuid | nodev | noexec)
+    let proc_fs = mountapi::new_fs("proc", &[PROC_HIDEPID], nosuid | nodev | noexec)
         .map_err(|e| err("creating a procfs for", Path::new("/proc"), e))?;
     let size = format!("size={}", crate::launch::SECRETS_SIZE);
     let secrets = mountapi::new_fs("tmpfs", &[&size, "mode=0700"], nosuid | nodev | noexec)
@@ -428,7 +428,7 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
                 "proc",
                 &proc_dir,
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                "",
+                PROC_HIDEPID,
             )?;
         }
     }
@@ -490,8 +490,8 @@ fn remount_ro(at: &Path, keep: MsFlags) -> Result<()> {
 
 /// The parts of `/proc` a task has no business with, as runc leaves them: read-only
 /// (`sys`: kernel tunables such as `core_pattern`; `sysrq-trigger`, `irq`, `bus`, `fs`)
-/// or masked (`kcore`, `keys`, `timer_list`, `sched_debug`: the task's `/dev/null` bound
-/// over them; `acpi`, `scsi`: an empty read-only tmpfs). A path this kernel lacks is
+/// or masked (the files of [`PROC_MASKED_FILES`]: the task's `/dev/null` bound over them;
+/// the dirs of [`PROC_MASKED_DIRS`]: an empty read-only tmpfs). A path this kernel lacks is
 /// skipped.
 pub fn mask_proc(proc_dir: &Path, dev: &Path) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -540,12 +540,24 @@ pub fn mask_proc(proc_dir: &Path, dev: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The task's procfs shows only its user's processes: the supervisor (root, pid 1 of a
+/// private pid namespace) and its host mount table stay out of a non-root task's sight.
+const PROC_HIDEPID: &str = "hidepid=2";
+
 /// `/proc` entries made read-only ([`mask_proc`]).
 pub const PROC_READONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
 /// `/proc` files masked with `/dev/null`.
-pub const PROC_MASKED_FILES: [&str; 4] = ["kcore", "keys", "timer_list", "sched_debug"];
+pub const PROC_MASKED_FILES: [&str; 7] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "interrupts",
+];
 /// `/proc` directories masked with an empty tmpfs.
-pub const PROC_MASKED_DIRS: [&str; 2] = ["acpi", "scsi"];
+pub const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
 
 /// Fills the fresh tmpfs `dir` (shown as `shown` in errors) of a /dev: the harmless
 /// character devices as nodes with the host's numbers and modes (we are root in the

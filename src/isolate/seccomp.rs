@@ -21,6 +21,9 @@
 //! - `io_uring_setup`, `io_uring_enter`, `io_uring_register`: a large kernel surface with
 //!   a history of escapes (Docker's default profile refuses it too); programs fall back
 //!   to plain system calls.
+//! - `process_vm_readv`, `process_vm_writev`, `kcmp`: reading and comparing other
+//!   processes' memory and files (Docker refuses them without `CAP_SYS_PTRACE`);
+//!   `personality` but for the values Docker allows (no `ADDR_NO_RANDOMIZE`).
 //! - the x32 ABI (system call numbers with bit 30 set): another entry to every system
 //!   call above under other numbers.
 //!
@@ -83,6 +86,9 @@ fn refused() -> Vec<libc::c_long> {
         SYS_io_uring_setup,
         SYS_io_uring_enter,
         SYS_io_uring_register,
+        SYS_process_vm_readv,
+        SYS_process_vm_writev,
+        SYS_kcmp,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([
@@ -112,6 +118,19 @@ fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError>
     };
     rules.insert(libc::SYS_unshare, with_newuser()?);
     rules.insert(libc::SYS_clone, with_newuser()?);
+    // personality(2): only the values Docker's profile allows (the default, a query,
+    // UNAME26 and READ_IMPLIES_EXEC off), not ADDR_NO_RANDOMIZE and the like.
+    let not = |v: u64| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, v);
+    rules.insert(
+        libc::SYS_personality,
+        vec![SeccompRule::new(vec![
+            not(0)?,
+            not(0x8)?,
+            not(0x2_0000)?,
+            not(0x2_0008)?,
+            not(0xffff_ffff)?,
+        ])?],
+    );
     Ok(rules)
 }
 

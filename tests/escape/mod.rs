@@ -36,14 +36,19 @@ pub fn exec_ok() -> bool {
     false
 }
 
-/// The configuration of a red-team test process: root tasks allowed (so that what a
-/// root task cannot do is tried too), a short maximum kill timeout.
+/// The configuration of a red-team test process: root tasks, the host's pid and ipc
+/// namespaces and unconfined seccomp allowed (so that what such a task cannot do is tried
+/// too), network namespaces under the temp dir (the tests make theirs there), a short
+/// maximum kill timeout.
 pub fn configure(path: Route) {
     init();
     op(
         execdriver::driver::configure,
         json!({"prestart_supervisor": path == Route::Prestarted,
-               "denied_host_uids": "", "max_kill_timeout_ms": 2000}),
+               "denied_host_uids": "", "max_kill_timeout_ms": 2000,
+               "allow_host_pid_mode": true, "allow_host_ipc_mode": true,
+               "allow_unconfined_seccomp": true,
+               "netns_dirs": [std::env::temp_dir()]}),
     )
     .unwrap();
 }
@@ -329,6 +334,8 @@ const ALWAYS: &[&str] = &[
     "chroot-escape",
     "suid-local",
     "suid-alloc",
+    "pvm-read",
+    "personality",
 ];
 
 /// `nobody` (the default user): no capability held, none to gain; every try fails.
@@ -336,7 +343,7 @@ pub fn nobody_gains_nothing(path: Route) {
     if !exec_ok() {
         return;
     }
-    let mut tries = vec!["caps", "setuid", "setgid", "kill-parent"];
+    let mut tries = vec!["caps", "setuid", "setgid", "kill-parent", "proc1"];
     tries.extend_from_slice(ALWAYS);
     let p = start_probe(path, "nobody", json!({}), &tries);
     let out = p.done();
@@ -540,21 +547,31 @@ pub fn exec_into_is_confined(path: Route) {
     assert_eq!(reading(out, "Seccomp"), "2", "{out}");
 }
 
-/// `config.seccomp: "unconfined"` needs the plugin's `allow_unconfined_seccomp`.
-pub fn unconfined_seccomp_needs_the_operator(path: Route) {
+/// The filter is what refuses: the calls only it refuses (the kernel would allow them
+/// to the task) fail with EPERM under it, and get through with `config.seccomp:
+/// "unconfined"` (which this test process's operator allows).
+pub fn the_filter_is_what_refuses(path: Route) {
     if !exec_ok() {
         return;
     }
-    let d = TempDir::new("unconfined");
-    let e = start(json!({"name": "u", "driver": "exec", "alloc_dir": d.path(),
-        "config": {"command": "/bin/true", "seccomp": "unconfined"}}))
-    .unwrap_err();
-    assert_eq!(
-        (e.code, e.field.as_deref()),
-        (execdriver::Code::InvalidConfig, Some("config.seccomp")),
-        "{e}"
+    let tries = ["keyctl", "x32", "clone3", "pvm-read", "personality"];
+    let p = start_probe(path, "filtered", json!({}), &tries);
+    let out = p.done();
+    assert_confined(&out, &tries);
+    drop(p);
+    let p = start_probe(
+        path,
+        "unfiltered",
+        json!({"config": {"seccomp": "unconfined"}}),
+        &tries,
     );
-    let _ = path;
+    let out = p.done();
+    for t in ["keyctl", "clone3", "pvm-read", "personality"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{t} ESCAPED"))),
+            "{t} is refused even without the filter: the test proves nothing\n{out}"
+        );
+    }
 }
 
 /// The task's view of `/proc`'s protected entries in its mount table: read-only and

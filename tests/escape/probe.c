@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void verdict(const char *name, int escaped, const char *what) {
@@ -259,9 +260,26 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "open-by-handle"))
             must_fail_with("open-by-handle", syscall(SYS_open_by_handle_at, AT_FDCWD, NULL, 0), EPERM);
         else if (!strcmp(a, "x32")) must_fail_with("x32", syscall(0x40000000 | SYS_getpid), EPERM);
+        else if (!strcmp(a, "pvm-read")) {
+            /* Reading its own memory: allowed by the kernel, refused by the filter. */
+            char src[8] = "probe", dst[8];
+            struct iovec l = {dst, sizeof dst}, r = {src, sizeof src};
+            must_fail_with("pvm-read", syscall(SYS_process_vm_readv, getpid(), &l, 1, &r, 1, 0), EPERM);
+        } else if (!strcmp(a, "personality"))
+            must_fail_with("personality", syscall(SYS_personality, 0x0040000 /* ADDR_NO_RANDOMIZE */), EPERM);
+        else if (!strcmp(a, "proc1")) {
+            struct stat st;
+            must_fail("proc1", stat("/proc/1/mountinfo", &st));
+        }
         else if (!strcmp(a, "chroot-escape")) chroot_escape("chroot-escape");
         else if (!strcmp(a, "interfaces")) interfaces();
         else if (!strncmp(a, "host-marker=", 12)) marker = a + 12;
+        else if (!strncmp(a, "await=", 6)) {
+            /* Until the test says so (it makes the file): a step that must come after the
+             * start returned. */
+            struct stat st;
+            while (stat(a + 6, &st) < 0) usleep(2000);
+        }
         else if (!strncmp(a, "kill=", 5)) must_fail("kill", kill(atoi(a + 5), SIGKILL));
         else if (!strncmp(a, "connect=", 8)) connect_to("connect", atoi(a + 8));
         else if (!strcmp(a, "kill-parent")) must_fail("kill-parent", kill(getppid(), SIGKILL));

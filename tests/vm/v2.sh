@@ -8,7 +8,7 @@
 # Needs what tests/vm/run needs; exits 3 (saying what to install) without it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-suite=(lib cgroup fallbacks faults full_disk exec_isolation exec_into escape_cold escape_prestart escape_host recover
+suite=(lib cgroup fallbacks faults full_disk exec_isolation exec_into escape_cold escape_prestart escape_host escape_config recover
        lifecycle prestart recycle raw_exec driver_e2e c_harness python_ctypes
        fetch_archive fetch_hostile fetch_http fetch_misc)
 [ $# -gt 0 ] && suite=("$@")
