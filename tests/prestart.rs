@@ -640,13 +640,14 @@ fn exec_spares_prepare_the_command_process() {
     let cmd = children(s[0]);
     assert_eq!(cmd.len(), 1);
     assert_ne!(cmd, standby, "the prepared command process was not used");
+    // Its shell has written the file before it is stopped.
+    let f = d.path().join("m/local/f");
+    until(|| std::fs::read_to_string(&f).is_ok_and(|t| t == "here\n"));
     op(
         execdriver::driver::stop,
         json!({"task_id": id, "timeout_ms": 5000}),
     )
     .unwrap();
-    let f = d.path().join("m/local/f");
-    assert_eq!(std::fs::read_to_string(&f).unwrap(), "here\n");
     destroy(&id);
 
     // A start that fails after its spec went to a spare: the spare's supervisor and its
