@@ -545,6 +545,17 @@ fn count_cpu_list(s: &str) -> Option<u64> {
     (n > 0).then_some(n)
 }
 
+/// Whether the calling process has a single thread (`/proc/self/stat` field 20).
+pub fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(17).map(|n| n == "1"))
+        })
+        .unwrap_or(false)
+}
+
 /// `geteuid()`.
 pub fn euid() -> u32 {
     // SAFETY: no arguments, cannot fail.
@@ -564,6 +575,14 @@ pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_test_process_is_not_single_threaded() {
+        // The test harness runs tests on threads of their own.
+        let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert!(!single_threaded());
+        t.join().unwrap();
+    }
 
     #[test]
     fn cpu_lists_are_counted() {

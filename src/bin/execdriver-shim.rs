@@ -22,6 +22,12 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
             std::ffi::OsStr::from_bytes(s.to_bytes()).to_owned()
         })
         .collect();
+    // Every child it makes relies on this: a process that forks may run any code in the
+    // child only when it has a single thread.
+    if !execdriver::sys::single_threaded() {
+        eprintln!("execdriver-shim: started with more than one thread");
+        return 2;
+    }
     execdriver::isolate::seccomp::test_hook();
     match args.as_slice() {
         [_, flag, req] if flag == "--exec" => execdriver::supervisor::exec::main(req.as_ref()),

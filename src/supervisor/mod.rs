@@ -12,6 +12,7 @@ pub mod logs;
 pub mod mother;
 mod reuse;
 mod standby;
+mod trampoline;
 mod vfork;
 
 use crate::cgroup::TaskCgroup;
@@ -284,6 +285,8 @@ fn run(
     // `Standby::take_host_tree`): dropping it dissolves it, which waits for an RCU grace
     // period, so it goes when nothing is waiting for us.
     let mut host_tree = None;
+    // A raw_exec child's prepared data: it turns a failure record into the error.
+    let mut raw_child: Option<trampoline::Prepared> = None;
     let started_at;
     let (child, cgroup) = match standby {
         Some(mut sb) => {
@@ -323,9 +326,10 @@ fn run(
                 .and_then(|d| std::fs::File::open(d).ok());
             let (out_fd, err_fd, sync_fd) =
                 (out_w.as_raw_fd(), err_w.as_raw_fd(), sync_w.as_raw_fd());
-            let spawned = vfork::spawn(
-                cgroup_dir.as_ref().map(|f| f.as_raw_fd()),
-                &mut |in_cgroup| {
+            let cgroup_fd = cgroup_dir.as_ref().map(|f| f.as_raw_fd());
+            let spawned = match &spec.isolation {
+                // An exec task's child builds its root: ordinary Rust, so fork semantics.
+                Some(_) => vfork::fork_into(cgroup_fd, &mut |in_cgroup| {
                     // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
                     let skip = in_cgroup
                         .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
@@ -335,8 +339,23 @@ fn run(
                     // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
                     unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
                     127
-                },
-            );
+                }),
+                // A raw_exec task's: system calls on data prepared here, in our memory.
+                None => {
+                    let null = std::fs::File::open("/dev/null")
+                        .map_err(|e| internal("opening /dev/null", &e))?;
+                    let prepared = trampoline::Prepared::new(
+                        &spec,
+                        null.as_raw_fd(),
+                        out_fd,
+                        err_fd,
+                        sync_fd,
+                    )?;
+                    let r = vfork::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
+                    raw_child = Some(prepared);
+                    r
+                }
+            };
             let pid = match spawned {
                 Ok(pid) => Pid::from_raw(pid),
                 Err(e) => {
@@ -371,17 +390,20 @@ fn run(
             "cgroup": if ours { spec.cgroup.clone() } else { None }})
     );
     // The child has exec'd (or failed): the sync pipe says which.
-    let mut report = String::new();
-    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
+    let mut report = vec![];
+    let _ = std::fs::File::from(sync_r).read_to_end(&mut report);
     if !report.is_empty() {
         kill_everything(cgroup.as_ref(), Some(child), is_init);
         let _ = waitpid(child, None);
         if ours && let Some(cg) = &cgroup {
             let _ = cg.remove();
         }
-        return Err(Error::from_json(
-            &serde_json::from_str(&report).unwrap_or_default(),
-        ));
+        return Err(
+            match (trampoline::Failure::from_bytes(&report), &raw_child) {
+                (Some(f), Some(p)) => p.error(f),
+                _ => Error::from_json(&serde_json::from_slice(&report).unwrap_or_default()),
+            },
+        );
     }
     // What follows the report (the log files, launch.json) waits for nothing, but the
     // host, woken by the report, and the command, just exec'd, do: it runs in SCHED_IDLE,

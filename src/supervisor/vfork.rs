@@ -4,11 +4,13 @@
 //! tables are copied and no copy-on-write faults follow: on these machines a plain fork
 //! of the supervisor plus the child's first steps cost ~0.25 ms of every start.
 //!
-//! Why the child may run ordinary Rust code here: the supervisor is single-threaded and
-//! suspended for the whole life of the child (`CLONE_VFORK`), so nothing else touches the
-//! heap, the locks or errno meanwhile. What the child allocates stays in our heap (a few
-//! KiB per task, once). `clone3` has no libc wrapper that takes a function, so a few
-//! lines of assembly switch the child onto its stack (x86_64; other targets fork).
+//! The child shares our memory, so it runs only [`super::trampoline`]'s system calls on
+//! data prepared before the clone: no allocation, no lock (a child killed in the middle of
+//! `malloc`, by an OOM kill in the task's cgroup say, would leave our heap locked). A child
+//! that must run ordinary Rust (an exec task's, which builds its root) is made with fork
+//! semantics instead ([`fork_into`]). `clone3` has no libc wrapper that takes a function,
+//! so a few lines of assembly switch the child onto its stack (x86_64; other targets
+//! fork).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -87,17 +89,16 @@ extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(in_cgroup))).unwrap_or(127)
 }
 
-/// Runs `child(in_cgroup)` in a new process (see the module doc) and returns its pid once
-/// it has exec'd or exited. With `cgroup` (an fd of a cgroup2 dir) the child starts in
-/// that cgroup when the kernel allows it; `in_cgroup` tells the child whether it did.
-/// `child` must end in `execve` or return an exit code; it must not touch fds or memory
-/// of ours that we use afterwards, except through what it is given.
+/// Runs `child(in_cgroup)` in a new process that shares our memory (see the module doc)
+/// and returns its pid once it has exec'd or exited. With `cgroup` (an fd of a cgroup2
+/// dir) the child starts in that cgroup when the kernel allows it; `in_cgroup` tells the
+/// child whether it did. `child` must make only system calls on data prepared before (no
+/// allocation, no lock) and end in `execve` or return an exit code.
 #[cfg(target_arch = "x86_64")]
 pub fn spawn(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
-    // 1 MiB of stack (the exec path builds mounts and paths), 16-byte aligned. Not
-    // zeroed: a stack needs no initial contents, and zeroing it was a 1 MiB memset per
-    // start (glibc serves a freed 1 MiB block again from the heap, where calloc clears).
-    let mut stack: Vec<std::mem::MaybeUninit<u128>> = Vec::with_capacity((1 << 20) / 16);
+    // 64 KiB of stack for a few system calls, 16-byte aligned; not zeroed (a stack needs
+    // no initial contents).
+    let mut stack: Vec<std::mem::MaybeUninit<u128>> = Vec::with_capacity((64 << 10) / 16);
     let mut attempts = vec![];
     if let Some(fd) = cgroup {
         attempts.push(Some(fd));
@@ -168,6 +169,41 @@ pub fn spawn(_cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::
     fork(child)
 }
 
+/// Runs `child(in_cgroup)` in a new process with fork semantics (a copy of our memory:
+/// the supervisor is single-threaded, so the child may run any code), started in the
+/// cgroup2 dir `cgroup` when the kernel allows it (`clone3(CLONE_INTO_CGROUP)`). Returns
+/// its pid at once.
+pub fn fork_into(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..Default::default()
+        };
+        // SAFETY: clone3 with fork semantics (no stack: the child runs on a copy of ours)
+        // in this single-threaded process; the child runs `child` and leaves with _exit.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => {
+                let code = child(true);
+                // SAFETY: leave without running the parent's destructors or atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            pid if pid > 0 => return Ok(pid as i32),
+            // Without clone3 or CLONE_INTO_CGROUP: a fork, the child joining by writing.
+            _ => {}
+        }
+    }
+    fork(child)
+}
+
 /// A plain fork (the supervisor is single-threaded, so the child may run any code), the
 /// child joining its cgroups by writing `cgroup.procs`.
 fn fork(child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
@@ -218,6 +254,21 @@ mod tests {
         .unwrap();
         let st = wait(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 5, "{st:#x}");
+    }
+
+    #[test]
+    fn fork_into_without_a_cgroup() {
+        let pid = fork_into(None, &mut |in_cgroup| if in_cgroup { 1 } else { 4 }).unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 4, "{st:#x}");
+        let dir = std::fs::File::open("/").unwrap();
+        use std::os::fd::AsRawFd;
+        let pid = fork_into(Some(dir.as_raw_fd()), &mut |in_cgroup| {
+            if in_cgroup { 1 } else { 6 }
+        })
+        .unwrap();
+        let st = wait(pid);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 6, "{st:#x}");
     }
 
     #[test]
