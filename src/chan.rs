@@ -1,15 +1,7 @@
 //! The channel between the host library and a task's supervisor: one unix stream socket,
-//! the supervisor's fd 1. The host sends the launch spec, compact JSON ended by a newline
-//! (serde_json escapes every newline inside it), then the go line
-//! ([`crate::launch::Go`]: the task's directories are made), often well after the spec
-//! (a standby may read the spec and its supervisor the go line, so a read never takes
-//! more than one line); the supervisor answers with
-//! newline-terminated JSON lines: the start report (`{"ok":true,…}` or `{"error":…}`),
-//! later the exit report (`{"exit":{…}}`), written before it tears down the cgroup and
-//! writes `exit.json`, so the host learns the exit status without waiting for the
-//! supervisor process to end. A supervisor that may run another task then says
-//! `{"idle":true}`, waits for `keep`, and then for its next spec on the same socket; EOF
-//! ends it.
+//! the supervisor's fd 1, carrying the messages of [`crate::proto`] as lines. A read on
+//! the supervisor's side never takes more than one line ([`read_line`]): a standby may
+//! read the spec and its supervisor the next message.
 //!
 //! Writes use `MSG_NOSIGNAL`: a peer that went away is an `EPIPE` error, never a SIGPIPE
 //! (the host's disposition is not ours to rely on; the supervisor would read it from its
@@ -78,7 +70,7 @@ pub fn shutdown_write(fd: &OwnedFd) {
 /// Nothing after the newline is consumed: the next line may have arrived with it, and may
 /// be for another reader (a standby reads the spec, its supervisor the go line). Empty
 /// when the host closed the channel first.
-pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
+pub fn read_line(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     // Received straight into the vector's spare capacity, never zeroed: only the pages
     // the bytes land in are touched (a fresh supervisor pays a page fault for each).
     let mut out: Vec<u8> = Vec::with_capacity(16384);
@@ -129,34 +121,6 @@ pub fn read_spec(fd: &OwnedFd, limit: usize) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Receives exactly `buf.len()` bytes (`MSG_WAITALL`); EOF before that is an error.
-pub fn recv_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let rest = &mut buf[got..];
-        // SAFETY: recv(2) into `rest`, writable memory of `rest.len()` bytes that we own.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                rest.as_mut_ptr().cast(),
-                rest.len(),
-                libc::MSG_WAITALL,
-            )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => got += n as usize,
-        }
-    }
-    Ok(())
-}
-
 /// One `recv`; `None` when non-blocking and nothing is there (or interrupted).
 fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Option<usize>> {
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
@@ -179,13 +143,13 @@ pub struct HostEnd {
     eof: bool,
 }
 
-/// What [`HostEnd::next_line`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    Line(String),
+/// What [`HostEnd::next`] found.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    Message(crate::proto::ToHost),
     /// Nothing complete yet (non-blocking only).
     Pending,
-    /// The supervisor closed its end without a (further) line.
+    /// The supervisor closed its end without a (further) message.
     Eof,
 }
 
@@ -206,13 +170,13 @@ impl HostEnd {
         std::sync::Arc::try_unwrap(self.fd).ok()
     }
 
-    /// Waits up to `ms` for the next line; `None` on timeout, EOF or error.
-    pub fn line_within(&mut self, ms: i64) -> Option<String> {
+    /// Waits up to `ms` for the next message; `None` on timeout, EOF or error.
+    pub fn next_within(&mut self, ms: i64) -> Option<crate::proto::ToHost> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
         loop {
-            match self.next_line(false) {
-                Ok(Line::Line(l)) => return Some(l),
-                Ok(Line::Pending) => {
+            match self.next(false) {
+                Ok(Incoming::Message(m)) => return Some(m),
+                Ok(Incoming::Pending) => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero()
                         || !crate::sys::poll_readable(self.fd.as_raw_fd(), left.as_millis() as i64)
@@ -221,29 +185,32 @@ impl HostEnd {
                         return None;
                     }
                 }
-                Ok(Line::Eof) | Err(_) => return None,
+                Ok(Incoming::Eof) | Err(_) => return None,
             }
         }
     }
 
-    /// The next line; blocking waits for one (or EOF).
-    pub fn next_line(&mut self, blocking: bool) -> io::Result<Line> {
+    /// The next message; blocking waits for one (or EOF). A line that is not a message
+    /// is an error.
+    pub fn next(&mut self, blocking: bool) -> io::Result<Incoming> {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let rest = self.buf.split_off(i + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();
-                return Ok(Line::Line(String::from_utf8_lossy(&line).into_owned()));
+                return crate::proto::parse(&line)
+                    .map(Incoming::Message)
+                    .map_err(io::Error::other);
             }
             if self.eof {
-                return Ok(Line::Eof);
+                return Ok(Incoming::Eof);
             }
             let mut chunk = [0u8; 4096];
             match recv(&self.fd, &mut chunk, !blocking)? {
                 Some(0) => self.eof = true,
                 Some(n) => self.buf.extend_from_slice(&chunk[..n]),
                 None if blocking => continue,
-                None => return Ok(Line::Pending),
+                None => return Ok(Incoming::Pending),
             }
         }
     }
@@ -338,35 +305,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_split_across_and_within_reads() {
+    fn messages_split_across_and_within_reads() {
+        use crate::proto::ToHost;
         let (a, b) = socketpair().unwrap();
         let mut h = HostEnd::new(a);
-        assert_eq!(h.next_line(false).unwrap(), Line::Pending);
-        send_all(&b, b"{\"ok\":true}\n{\"ex").unwrap();
-        assert_eq!(
-            h.next_line(true).unwrap(),
-            Line::Line("{\"ok\":true}".into())
-        );
-        assert_eq!(h.next_line(false).unwrap(), Line::Pending);
-        send_all(&b, b"it\":1}\n").unwrap();
+        assert_eq!(h.next(false).unwrap(), Incoming::Pending);
+        send_all(&b, b"\"idle\"\n\"id").unwrap();
+        assert_eq!(h.next(true).unwrap(), Incoming::Message(ToHost::Idle));
+        assert_eq!(h.next(false).unwrap(), Incoming::Pending);
+        send_all(&b, b"le\"\n{\"not\":1}\n").unwrap();
         drop(b);
-        assert_eq!(
-            h.next_line(false).unwrap(),
-            Line::Line("{\"exit\":1}".into())
-        );
-        assert_eq!(h.next_line(true).unwrap(), Line::Eof);
+        assert_eq!(h.next(false).unwrap(), Incoming::Message(ToHost::Idle));
+        assert!(h.next(false).is_err(), "a line that is not a message");
+        assert_eq!(h.next(true).unwrap(), Incoming::Eof);
     }
 
     #[test]
     fn specs_end_at_a_newline_then_eof_ends_the_channel() {
         let (a, b) = socketpair().unwrap();
         send_all(&a, b"{\"first\":1}\n").unwrap();
-        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"first\":1}");
+        assert_eq!(read_line(&b, 100).unwrap(), b"{\"first\":1}");
         // The same socket carries the next one (a supervisor that runs another task).
         send_all(&a, b"{\"second\":2}\n").unwrap();
-        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"second\":2}");
+        assert_eq!(read_line(&b, 100).unwrap(), b"{\"second\":2}");
         drop(a);
-        assert!(read_spec(&b, 100).unwrap().is_empty(), "EOF: no spec");
+        assert!(read_line(&b, 100).unwrap().is_empty(), "EOF: no spec");
     }
 
     #[test]
@@ -375,12 +338,10 @@ mod tests {
         // follows stays for the next reader (here, a process that shares the socket).
         let (a, b) = socketpair().unwrap();
         send_all(&a, b"{\"spec\":1}\n{\"go\":2}\nkeep\n").unwrap();
-        assert_eq!(read_spec(&b, 100).unwrap(), b"{\"spec\":1}");
+        assert_eq!(read_line(&b, 100).unwrap(), b"{\"spec\":1}");
         let b2 = b.try_clone().unwrap();
-        assert_eq!(read_spec(&b2, 100).unwrap(), b"{\"go\":2}");
-        let mut keep = [0u8; 5];
-        recv_exact(&b, &mut keep).unwrap();
-        assert_eq!(&keep, b"keep\n");
+        assert_eq!(read_line(&b2, 100).unwrap(), b"{\"go\":2}");
+        assert_eq!(read_line(&b, 100).unwrap(), b"keep");
     }
 
     #[test]
@@ -388,7 +349,7 @@ mod tests {
         let (a, b) = socketpair().unwrap();
         send_all(&a, b"spec").unwrap();
         shutdown_write(&a);
-        assert_eq!(read_spec(&b, 100).unwrap(), b"spec");
+        assert_eq!(read_line(&b, 100).unwrap(), b"spec");
         drop(b);
         // The peer is gone: an error, not a SIGPIPE that would kill the test process.
         assert!(send_all(&a, b"x").is_err());
@@ -425,7 +386,7 @@ mod tests {
                 let _ = send_all(&a, &sent);
                 a
             });
-            let got = read_spec(&b, limit);
+            let got = read_line(&b, limit);
             drop(b);
             t.join().unwrap();
             match got {

@@ -3,7 +3,7 @@
 
 use crate::config::{self, DriverKind, NsMode, TaskRequest};
 use crate::error::{Code, Error, Result};
-use crate::launch::{self, Isolation, LaunchSpec};
+use crate::launch::{Isolation, LaunchSpec};
 use crate::prepare;
 use crate::task::{self, State, Task};
 use serde::Deserialize;
@@ -497,7 +497,7 @@ fn start_inner(
             .map(|c| c.self_join_files())
             .unwrap_or_default(),
         clone_into: cgroup.as_ref().and_then(|c| c.v2_dir()),
-        cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+        cgroup: cgroup.clone(),
         cgroup_request,
         log_dir: dirs.alloc_dir.join("alloc/logs"),
         log_name: t.name.clone(),
@@ -511,9 +511,8 @@ fn start_inner(
         },
         nonce: crate::sys::random_hex(16),
     };
-    let bytes = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
     let mut pending = pending;
-    pending.send_spec(&bytes);
+    pending.send_spec(&spec);
     if spec_first {
         let root = spec
             .isolation
@@ -542,10 +541,8 @@ fn start_inner(
     if let Some(cg) = &started.cgroup {
         // Made by the supervisor: it reports where.
         spec.cgroup = Some(cg.clone());
-        if let Ok(c) = serde_json::from_value::<crate::cgroup::TaskCgroup>(cg.clone()) {
-            spec.cgroup_procs = c.self_join_files();
-            spec.clone_into = c.v2_dir();
-        }
+        spec.cgroup_procs = cg.self_join_files();
+        spec.clone_into = cg.v2_dir();
     }
     // The next start of this kind takes a supervisor started now, in the background.
     crate::spawn::prestart_in_background(cfg, flags);
@@ -562,10 +559,7 @@ fn start_inner(
         state_dir: dirs.state_dir.clone(),
         task_dir: dirs.task_dir.clone(),
         alloc_dir: dirs.alloc_dir.clone(),
-        cgroup: spec
-            .cgroup
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok()),
+        cgroup: spec.cgroup.clone(),
         kill_signal: task.kill_signal,
         kill_timeout_ms: task.kill_timeout_ms,
         started_at: started_at.clone(),
@@ -691,26 +685,22 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
         // that shares the host's pid namespace): what is left of it goes through its
         // cgroup. (After a normal exit the cgroup is already gone: nothing to do.)
         if let Some(cg) = t.lock().cgroup.clone() {
-            crate::cgroup_glue::kill_all(&cg);
+            let _ = cg.kill_all();
         }
         return Ok(t.finalize());
     };
-    let _ = crate::sys::pidfd_send_value(
-        &pidfd,
-        launch::control_signal(),
-        launch::FORWARD_MAGIC + sig,
-    );
+    let _ = crate::proto::Control::Forward(sig).send(&pidfd);
     if let Ok(v) = t.wait(i64::try_from(grace_ms).unwrap_or(i64::MAX)) {
         return Ok(v);
     }
-    let _ = crate::sys::pidfd_send_value(&pidfd, launch::control_signal(), launch::KILL_ALL_MAGIC);
+    let _ = crate::proto::Control::KillAll.send(&pidfd);
     if let Ok(v) = t.wait(10_000) {
         return Ok(v);
     }
     // The supervisor does not answer: kill it and everything of the task ourselves.
     let _ = crate::sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
     if let Some(cg) = t.lock().cgroup.clone() {
-        crate::cgroup_glue::kill_all(&cg);
+        let _ = cg.kill_all();
     }
     let _ = crate::sys::poll_readable(std::os::fd::AsRawFd::as_raw_fd(&*pidfd), -1);
     Ok(t.finalize_with(Some(())))
@@ -760,7 +750,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
     t.release_supervisor();
     if t.owns_its_paths() {
         if let Some(cg) = t.lock().cgroup.clone() {
-            crate::cgroup_glue::remove(&cg);
+            let _ = cg.remove();
         }
         let _ = std::fs::remove_dir_all(&t.state_dir);
         let data = crate::plugin::data_dir(&crate::plugin::current());
@@ -811,12 +801,7 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     let pidfd = t.lock().pidfd.clone();
     match pidfd {
         Some(fd) if !t.supervisor_exited() => {
-            crate::sys::pidfd_send_value(
-                &fd,
-                launch::control_signal(),
-                launch::FORWARD_MAGIC + sig,
-            )
-            .map_err(|e| {
+            crate::proto::Control::Forward(sig).send(&fd).map_err(|e| {
                 Error::new(
                     Code::Internal,
                     format!("signalling the task's supervisor: {e}"),

@@ -80,8 +80,10 @@ fn launch_spec(t: &task::Task) -> Result<crate::launch::LaunchSpec> {
             format!("driver_exec: the task's launch spec: {e}"),
         )
     })?;
-    let cg: Option<crate::cgroup::TaskCgroup> = cgroup.and_then(|c| serde_json::from_value(c).ok());
-    s.cgroup_procs = cg.as_ref().map(|c| c.self_join_files()).unwrap_or_default();
+    s.cgroup_procs = cgroup
+        .as_ref()
+        .map(|c| c.self_join_files())
+        .unwrap_or_default();
     s.clone_into = None;
     Ok(s)
 }

@@ -6,28 +6,15 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Signal value that marks a signal from the driver as the "kill the whole task now"
-/// command rather than a signal to forward (sent with `SI_QUEUE`).
-pub const KILL_ALL_MAGIC: i32 = 0x6b69_6c6c;
-/// How long a supervisor that has said `{"idle":true}` after its task waits to be taken
-/// back as a spare (the host sends [`KEEP`] when it destroys the task) before it exits:
-/// 10 s, or `$EXECDRIVER_IDLE_UNCLAIMED_MS` of the host (for tests).
+/// How long a supervisor that has said it is idle after its task waits to be taken back
+/// as a spare (the host sends [`crate::proto::ToSupervisor::Keep`] when it destroys the
+/// task) before it exits: 10 s, or `$EXECDRIVER_IDLE_UNCLAIMED_MS` of the host (for
+/// tests).
 pub fn idle_unclaimed_ms() -> u64 {
     std::env::var("EXECDRIVER_IDLE_UNCLAIMED_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000)
-}
-
-/// What the host sends a supervisor it takes back as a spare (a line of its own).
-pub const KEEP: &[u8] = b"keep";
-
-/// Base of the value that asks the supervisor to forward signal `value - base` to the
-/// command (used for every signal, so SIGKILL and SIGSTOP never hit the supervisor itself).
-pub const FORWARD_MAGIC: i32 = 0x7369_0000;
-/// The realtime signal that carries driver commands to the supervisor.
-pub fn control_signal() -> i32 {
-    libc::SIGRTMIN() + 3
 }
 
 /// A bind mount into the task root.
@@ -101,8 +88,8 @@ pub struct LaunchSpec {
     /// is then not written (that write waits for an RCU grace period on an idle host).
     #[serde(default)]
     pub clone_into: Option<PathBuf>,
-    /// The task's cgroups, serialized (used to kill, read OOM and remove).
-    pub cgroup: Option<serde_json::Value>,
+    /// The task's cgroups (to kill, read OOM and remove).
+    pub cgroup: Option<crate::cgroup::TaskCgroup>,
     /// Instead of `cgroup`: the supervisor makes the task's cgroups itself (a spare that
     /// made them ahead renames them), and reports them in its start report.
     #[serde(default)]
@@ -183,7 +170,9 @@ impl Warm {
             recycle: 1,
             nonce: "0123456789abcdef".into(),
         };
-        serde_json::to_vec(&spec).unwrap_or_default()
+        let mut line = crate::proto::line(&crate::proto::ToSupervisor::Spec(Box::new(spec)));
+        line.pop();
+        line
     }
 }
 
@@ -535,7 +524,10 @@ mod tests {
             freezer: false,
             caps: 1,
         };
-        let s: super::LaunchSpec = serde_json::from_slice(&warm.sample_spec()).unwrap();
+        let Ok(crate::proto::ToSupervisor::Spec(s)) = crate::proto::parse(&warm.sample_spec())
+        else {
+            panic!("not a spec");
+        };
         let iso = s.isolation.expect("isolation");
         assert!(!iso.binds.is_empty() && !iso.symlinks.is_empty() && iso.root_id.is_some());
         assert!(s.cgroup_request.is_some() && !s.env.is_empty());

@@ -14,6 +14,7 @@
 //! - [`task`]: the task table and waiting.
 //! - [`handle`]: the authenticated handle of `driver_start` and `driver_recover`.
 //! - [`launch`]: what host and supervisor exchange (launch spec, exit status).
+//! - [`proto`]: every message between host and supervisor, typed.
 //! - [`chan`]: the socket between host and supervisor that carries them.
 //! - [`spawn`], [`sys`]: starting the supervisor; the raw syscalls.
 //! - [`supervisor`], [`isolate`]: the per-task supervisor process and the command's
@@ -23,7 +24,6 @@
 pub mod abi;
 pub mod caps;
 pub mod cgroup;
-mod cgroup_glue;
 pub mod chan;
 pub mod config;
 pub mod driver;
@@ -37,6 +37,7 @@ pub mod isolate;
 pub mod launch;
 pub mod plugin;
 pub mod prepare;
+pub mod proto;
 pub mod recover;
 pub mod spawn;
 pub mod stats;

@@ -41,7 +41,7 @@ pub fn recover(text: &str) -> Result<Value> {
         task::insert(task.clone())?;
         return Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}));
     }
-    let cgroup = h.cgroup.and_then(|c| serde_json::to_value(c).ok());
+    let cgroup = h.cgroup;
     // The pid names our supervisor only if its start time matches: a recycled pid never
     // passes. The check is repeated after the pidfd is open, closing the race.
     let ours =

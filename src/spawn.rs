@@ -3,9 +3,10 @@
 //! ([`crate::chan`]) and read its start report: the command started, or why not. Also
 //! `driver_exec`'s one-shot `execdriver-shim --exec`.
 
-use crate::chan::{HostEnd, Line};
+use crate::chan::{HostEnd, Incoming};
 use crate::config::PluginConfig;
 use crate::error::{Code, Error, Result};
+use crate::proto::{self, ToHost, ToSupervisor};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -19,7 +20,7 @@ pub struct Started {
     /// The channel, kept for the exit report.
     pub chan: HostEnd,
     /// The task's cgroups when the supervisor made them (see [`Pending::is_spare`]).
-    pub cgroup: Option<serde_json::Value>,
+    pub cgroup: Option<crate::cgroup::TaskCgroup>,
 }
 
 /// What it takes to make a supervisor a spare again after its task
@@ -46,7 +47,7 @@ pub struct Pending {
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
     spare: bool,
-    /// What [`Pending::send_spec`] sent, for such a new one.
+    /// What [`Pending::send_spec`] sent (the line), for such a new one.
     spec: Option<Vec<u8>>,
     /// The cgroups of the start (`<parent>/<task id>`): a spare makes them from the spec,
     /// and one killed before its report leaves them, which are removed then.
@@ -147,28 +148,24 @@ impl Pending {
             .is_some_and(|fd| matches!(crate::sys::poll_readable(fd.as_raw_fd(), 0), Ok(false)))
     }
 
-    /// Hands the supervisor its launch spec (the first of the two lines of
-    /// [`crate::launch::Go`]): it parses it and makes the cgroups while the host goes on
-    /// making the task's directories. A supervisor that went away meanwhile is seen at
-    /// [`Pending::go`].
-    pub fn send_spec(&mut self, spec: &[u8]) {
+    /// Hands the supervisor its launch spec ([`ToSupervisor::Spec`]): it parses it and
+    /// makes the cgroups while the host goes on making the task's directories. A
+    /// supervisor that went away meanwhile is seen at [`Pending::go`].
+    pub fn send_spec(&mut self, spec: &crate::launch::LaunchSpec) {
         if self.warm.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
             // (it moves its command process out of it in turn).
             crate::sys::set_idle_priority_of(self.pid, false);
         }
-        // One send: the spec (compact JSON) and the newline that ends it.
-        let mut framed = Vec::with_capacity(spec.len() + 1);
-        framed.extend_from_slice(spec);
-        framed.push(b'\n');
+        // One send: the message and the newline that ends it.
+        let line = proto::line(&ToSupervisor::Spec(Box::new(spec.clone())));
         if let Some(c) = &self.chan {
-            let _ = crate::chan::send_all(c, &framed);
+            let _ = crate::chan::send_all(c, &line);
         }
-        framed.pop();
-        self.spec = Some(framed);
+        self.spec = Some(line);
     }
 
-    /// Tells the supervisor that the task's directories are ready ([`crate::launch::Go`])
+    /// Tells the supervisor that the task's directories are ready ([`ToSupervisor::Go`])
     /// and returns once the command has exec'd (or failed to). Needs [`Pending::send_spec`]
     /// first.
     pub fn go(mut self, go: &crate::launch::Go) -> Result<Started> {
@@ -176,43 +173,43 @@ impl Pending {
         let pidfd = self.pidfd.take().expect("pidfd");
         let spec = self.spec.take().unwrap_or_default();
         let mut host = HostEnd::new(chan);
-        let mut line = serde_json::to_vec(go).unwrap_or_default();
-        line.push(b'\n');
         // A supervisor that failed has said why before it exited: read it all the same.
-        let _ = crate::chan::send_all(&host.fd, &line);
-        let line = match host.next_line(true) {
-            Ok(Line::Line(l)) => l,
-            _ => String::new(),
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["ok"] == serde_json::Value::Bool(true) {
+        let _ = proto::send_to_supervisor(&host.fd, &ToSupervisor::Go(go.clone()));
+        let report = host.next(true);
+        if let Ok(Incoming::Message(ToHost::Started(s))) = report {
             return Ok(Started {
                 pid: self.pid,
-                start_time: v["start_time"].as_u64(),
+                start_time: s.start_time,
                 pidfd,
-                started_at: v["started_at"].as_str().unwrap_or_default().to_string(),
+                started_at: s.started_at,
                 chan: host,
-                cgroup: v.get("cgroup").filter(|c| !c.is_null()).cloned(),
+                cgroup: s.cgroup,
             });
         }
         // Failed: the supervisor exits by itself; reap it so it leaves nothing behind.
         drop(host);
         let status = crate::sys::pidfd_reap_within(&pidfd, 5000);
         self.remove_placeholder();
-        if v.get("error").is_some() {
-            return Err(Error::from_json(&v));
-        }
+        let said_nothing = match report {
+            Ok(Incoming::Message(ToHost::Failed(f))) => return Err(f.into()),
+            Ok(Incoming::Message(_)) => false,
+            // Gone without a word (EOF, or the connection reset by its death).
+            _ => true,
+        };
         if self.spare
             && let Some(c) = &self.task_cgroups
         {
             // A spare killed after it made the task's cgroups, before its report.
             c.remove();
         }
-        if self.spare && line.is_empty() {
+        if self.spare && said_nothing {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::plugin::current();
             let mut fresh = launch_supervisor(&cfg, self.ns_flags, None, None)?;
-            fresh.send_spec(&spec);
+            if let Some(c) = &fresh.chan {
+                let _ = crate::chan::send_all(c, &spec);
+            }
+            fresh.spec = Some(spec);
             return fresh.go(go);
         }
         Err(Error::new(
@@ -396,10 +393,11 @@ fn launch_via_mother(
     let m = g.as_ref()?;
     let ctl = m.ctl.as_ref()?;
     let (mine, theirs) = crate::chan::socketpair().ok()?;
-    let mut msg = ns_flags.to_le_bytes().to_vec();
-    if let Some(w) = &warm {
-        msg.extend_from_slice(&serde_json::to_vec(w).ok()?);
+    let msg = proto::SpareRequest {
+        ns_flags,
+        warm: warm.clone(),
     }
+    .encode();
     let mut reply = [0u8; 8];
     // It answers at once (a clone); one that does not within 2 s is ended (stopped,
     // say), and spares are executed directly until a new one is started.
@@ -411,9 +409,13 @@ fn launch_via_mother(
             },
         );
     drop(theirs);
-    let pid = match answered {
-        Ok((4, None)) => i32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]),
-        _ => {
+    let pid = match answered.ok().and_then(|(n, fd)| {
+        fd.is_none()
+            .then(|| proto::parse_spare_reply(&reply[..n]))
+            .flatten()
+    }) {
+        Some(pid) => pid,
+        None => {
             // Gone, confused or stuck: killed and reaped now (not after the 5 s a clean
             // exit is given), and the next spare starts a new one.
             if let Some(m) = g.as_ref() {
@@ -510,10 +512,8 @@ pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
         return;
     }
     // Told to stay (else it exits after a while, as when a task is never destroyed).
-    let mut keep = crate::launch::KEEP.to_vec();
-    keep.push(b'\n');
     if let Some(c) = &pending.chan
-        && crate::chan::send_all(c, &keep).is_ok()
+        && crate::proto::send_to_supervisor(c, &crate::proto::ToSupervisor::Keep).is_ok()
     {
         add_spare(&r.shim, r.ns_flags, pending);
     }

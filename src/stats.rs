@@ -4,10 +4,8 @@ use serde_json::{Value, json};
 
 /// Usage from the task's cgroups when it has them, else summed over the supervisor's
 /// descendants in /proc (raw_exec without root).
-pub fn collect(cgroup: Option<&Value>, supervisor: Option<i32>) -> Value {
-    if let Some(cg) =
-        cgroup.and_then(|v| serde_json::from_value::<crate::cgroup::TaskCgroup>(v.clone()).ok())
-    {
+pub fn collect(cgroup: Option<&crate::cgroup::TaskCgroup>, supervisor: Option<i32>) -> Value {
+    if let Some(cg) = cgroup {
         return cg.stats();
     }
     let pids = supervisor.map(descendants).unwrap_or_default();

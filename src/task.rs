@@ -41,7 +41,7 @@ pub struct Inner {
     pub started_at: Option<String>,
     pub exit: Option<Value>,
     pub handle: Option<Value>,
-    pub cgroup: Option<Value>,
+    pub cgroup: Option<crate::cgroup::TaskCgroup>,
     pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
     /// Set when `driver_start` failed: the entry is about to disappear.
     pub failed: bool,
@@ -51,7 +51,7 @@ pub struct Inner {
     pub superseded: bool,
     /// A supervisor that may run another task after this one
     /// ([`crate::launch::LaunchSpec::recycle`]): its channel is kept after the exit
-    /// report, for its `{"idle":true}`.
+    /// report, for its [`crate::proto::ToHost::Idle`].
     pub reusable: Option<crate::spawn::Reusable>,
 }
 
@@ -170,7 +170,7 @@ impl Task {
         pidfd: OwnedFd,
         started_at: String,
         handle: Value,
-        cgroup: Option<Value>,
+        cgroup: Option<crate::cgroup::TaskCgroup>,
         chan: Option<crate::chan::HostEnd>,
     ) {
         let mut g = self.lock();
@@ -187,7 +187,12 @@ impl Task {
 
     /// A recovered task whose supervisor is gone: its status comes from `exit.json`, if
     /// the supervisor left one.
-    pub fn set_gone(&self, started_at: String, handle: Value, cgroup: Option<Value>) {
+    pub fn set_gone(
+        &self,
+        started_at: String,
+        handle: Value,
+        cgroup: Option<crate::cgroup::TaskCgroup>,
+    ) {
         let mut g = self.lock();
         g.state = Some(State::Running);
         g.started_at = Some(started_at);
@@ -303,12 +308,8 @@ impl Task {
         }
         let chan = g.chan.as_mut()?;
         loop {
-            match chan.next_line(false) {
-                Ok(crate::chan::Line::Line(l)) => {
-                    let v: Value = serde_json::from_str(&l).unwrap_or_default();
-                    let Ok(s) = serde_json::from_value::<ExitStatus>(v["exit"].clone()) else {
-                        continue;
-                    };
+            match chan.next(false) {
+                Ok(crate::chan::Incoming::Message(crate::proto::ToHost::Exited(s))) => {
                     let v = self.wait_object(&s);
                     g.exit = Some(v.clone());
                     g.state = Some(State::Exited);
@@ -318,9 +319,10 @@ impl Task {
                     self.cv.notify_all();
                     return Some(v);
                 }
-                Ok(crate::chan::Line::Pending) => return None,
+                Ok(crate::chan::Incoming::Message(_)) => continue,
+                Ok(crate::chan::Incoming::Pending) => return None,
                 // Gone without a report: the pidfd and exit.json tell the rest.
-                Ok(crate::chan::Line::Eof) | Err(_) => {
+                Ok(crate::chan::Incoming::Eof) | Err(_) => {
                     g.chan = None;
                     return None;
                 }
@@ -334,7 +336,8 @@ impl Task {
     }
 
     /// After the exit (`driver_destroy`): a supervisor that may run another task goes
-    /// back to the spares once it says it has tidied up (`{"idle":true}`, within 5 s);
+    /// back to the spares once it says it has tidied up ([`crate::proto::ToHost::Idle`],
+    /// within 5 s);
     /// any other is waited for and reaped ([`Task::reap_supervisor`]).
     pub fn release_supervisor(&self) {
         let (reusable, chan) = {
@@ -347,7 +350,7 @@ impl Task {
             (g.reusable.take(), chan)
         };
         if let (Some(reusable), Some(mut chan)) = (reusable, chan)
-            && chan.line_within(5000).as_deref() == Some(r#"{"idle":true}"#)
+            && chan.next_within(5000) == Some(crate::proto::ToHost::Idle)
             && let Some(chan) = chan.into_fd()
         {
             let mut g = self.lock();

@@ -321,12 +321,9 @@ fn recycled_supervisor_not_recovered_as_the_task(handle: &serde_json::Value, sup
 /// by the SIGINT sent after its start instead; the queued signal would come first).
 fn stale_signal_not_forwarded(sup: i32) {
     let fd = execdriver::sys::pidfd_open(sup).unwrap();
-    execdriver::sys::pidfd_send_value(
-        &fd,
-        execdriver::launch::control_signal(),
-        execdriver::launch::FORWARD_MAGIC + libc::SIGTERM,
-    )
-    .unwrap();
+    execdriver::proto::Control::Forward(libc::SIGTERM)
+        .send(&fd)
+        .unwrap();
     let d = TempDir::new("pre-sig");
     let (id, pid) = hold(d.path(), "sig");
     assert_eq!(pid, sup, "the newest spare took the start");

@@ -569,7 +569,7 @@ fn populate_dev(dir: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     // 0666 as runc makes them. The umask is cleared meanwhile so that the modes are
     // exact without a chmod per node (this process's own umask: the supervisor's child).
     let old = nix::sys::stat::umask(Mode::empty());
-    let made = (|| {
+    let made = (|| -> Result<()> {
         for (name, major, minor) in [
             ("null", 1, 3),
             ("zero", 1, 5),

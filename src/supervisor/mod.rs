@@ -18,6 +18,7 @@ mod vfork;
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error};
 use crate::launch::{self, ExitStatus, LaunchSpec};
+use crate::proto::{self, ToHost, ToSupervisor};
 use logs::RotatingLog;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -87,7 +88,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         let spec = if !forwarded.is_empty() {
             forwarded
         } else {
-            match crate::chan::read_spec(&chan, 64 << 20) {
+            match crate::chan::read_line(&chan, crate::proto::MAX_LINE) {
                 Ok(b) if !b.is_empty() => b,
                 // The host gave up on this start (or the spare) before sending a spec, or
                 // went away: what it made for the start goes.
@@ -117,7 +118,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
             Ok(ms) => ms,
             Err(e) => {
                 if !reported {
-                    let _ = crate::chan::send_all(&chan, format!("{}\n", e.to_json()).as_bytes());
+                    let _ = proto::send_to_host(&chan, &ToHost::Failed((&e).into()));
                 }
                 return 1;
             }
@@ -130,14 +131,13 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
     }
 }
 
-/// The host's go line (see [`launch::Go`]); `None` when it closed the channel instead
-/// (the start failed on its side).
+/// The host's go (see [`launch::Go`]); `None` when it closed the channel instead (the
+/// start failed on its side, or it went away).
 fn read_go(chan: &OwnedFd) -> Option<launch::Go> {
-    let line = crate::chan::read_spec(chan, 4096).ok()?;
-    if line.is_empty() {
-        return None;
+    match proto::read_from_host(chan) {
+        Ok(Some(ToSupervisor::Go(g))) => Some(g),
+        _ => None,
     }
-    serde_json::from_slice(&line).ok()
 }
 
 /// The fds a standby inherits: the command's stdio and sync pipe, the channel, and ours
@@ -256,8 +256,14 @@ fn run(
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
     };
-    let parsed = serde_json::from_slice::<LaunchSpec>(spec_bytes)
-        .map_err(|e| internal("parsing the launch spec", &e));
+    let parsed = match proto::parse::<ToSupervisor>(spec_bytes) {
+        Ok(ToSupervisor::Spec(spec)) => Ok(*spec),
+        Ok(other) => Err(internal(
+            "expected a launch spec, got",
+            &format!("{other:?}"),
+        )),
+        Err(e) => Err(internal("reading the launch spec", &e)),
+    };
     // A standby that takes the task (it decides while we parse).
     let standby = match (&parsed, standby) {
         (Ok(_), Some(mut sb)) => sb.takes().then_some(sb),
@@ -269,12 +275,7 @@ fn run(
     };
     let mut spec = parsed?;
     // The task's cgroups, parsed once for the kills, the OOM check and the removal.
-    let given: Option<TaskCgroup> = spec
-        .cgroup
-        .clone()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| internal("parsing the launch spec's cgroup", &e))?;
+    let given: Option<TaskCgroup> = spec.cgroup.clone();
 
     let sfd = own.sfd.map_err(|e| internal("signalfd", &e))?;
     let is_init = std::process::id() == 1;
@@ -335,7 +336,7 @@ fn run(
                         .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
                         .flatten();
                     let e = crate::isolate::exec_command(&spec, out_fd, err_fd, skip.as_deref());
-                    let msg = e.to_json().to_string();
+                    let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
                     // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
                     unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
                     127
@@ -371,7 +372,7 @@ fn run(
     // Made by us (not the host): removed by us if the start fails.
     let ours = spec.cgroup.is_none();
     if let Some(cg) = &cgroup {
-        spec.cgroup = serde_json::to_value(cg).ok();
+        spec.cgroup = Some(cg.clone());
         spec.cgroup_procs = cg.self_join_files();
         spec.clone_into = cg.v2_dir();
     }
@@ -383,25 +384,25 @@ fn run(
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()));
-    let line = format!(
-        "{}\n",
-        serde_json::json!({"ok": true, "pid": child.as_raw(), "supervisor_pid": host_pid,
-            "start_time": own.start_time, "started_at": started_at,
-            "cgroup": if ours { spec.cgroup.clone() } else { None }})
-    );
+    let report = proto::line(&ToHost::Started(Box::new(proto::Started {
+        pid: child.as_raw(),
+        start_time: own.start_time,
+        started_at: started_at.clone(),
+        cgroup: if ours { cgroup.clone() } else { None },
+    })));
     // The child has exec'd (or failed): the sync pipe says which.
-    let mut report = vec![];
-    let _ = std::fs::File::from(sync_r).read_to_end(&mut report);
-    if !report.is_empty() {
+    let mut failure = vec![];
+    let _ = std::fs::File::from(sync_r).read_to_end(&mut failure);
+    if !failure.is_empty() {
         kill_everything(cgroup.as_ref(), Some(child), is_init);
         let _ = waitpid(child, None);
         if ours && let Some(cg) = &cgroup {
             let _ = cg.remove();
         }
         return Err(
-            match (trampoline::Failure::from_bytes(&report), &raw_child) {
+            match (trampoline::Failure::from_bytes(&failure), &raw_child) {
                 (Some(f), Some(p)) => p.error(f),
-                _ => Error::from_json(&serde_json::from_slice(&report).unwrap_or_default()),
+                _ => failure_of(&failure),
             },
         );
     }
@@ -411,7 +412,7 @@ fn run(
     // idle when the scheduler places a woken task), instead of waiting for it or waking
     // an idle one. Back to normal before the loop that forwards signals and pumps logs.
     crate::sys::set_idle_priority(true);
-    let _ = crate::chan::send_all(chan, line.as_bytes());
+    let _ = crate::chan::send_all(chan, &report);
     *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A
@@ -510,6 +511,13 @@ fn run(
     Ok(if reusable { spec.recycle } else { 0 })
 }
 
+/// The error a command child (an exec task's, or a standby) wrote on the sync pipe.
+fn failure_of(bytes: &[u8]) -> Error {
+    proto::parse::<proto::Failure>(bytes)
+        .map(Error::from)
+        .unwrap_or_else(|e| Error::internal(format!("the command's process failed and said {e}")))
+}
+
 /// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
 /// parser, the command's set-up, relocation tables) are most of them, the kernel maps file
 /// pages 64 KiB at a time, and a supervisor may sit beside its task for months. Only
@@ -563,11 +571,10 @@ fn clean_mappings_of_our_binary() -> Vec<(usize, usize)> {
 /// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
 /// written (the host waits for our exit before it removes anything).
 fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: &ExitStatus) {
-    let line = format!("{}\n", serde_json::json!({ "exit": exit }));
     // The tidying up in SCHED_IDLE, as after the start report: the host, woken by this
     // report, takes the CPU at once.
     crate::sys::set_idle_priority(true);
-    let _ = crate::chan::send_all(chan, line.as_bytes());
+    let _ = proto::send_to_host(chan, &ToHost::Exited(exit.clone()));
     if let Some(cg) = cgroup {
         let _ = cg.remove();
     }
@@ -719,20 +726,21 @@ fn supervise(
                 if signo == libc::SIGCHLD {
                     continue;
                 }
-                if signo == launch::control_signal()
-                    && si.ssi_code == libc::SI_QUEUE
-                    && si.ssi_int == launch::KILL_ALL_MAGIC
-                {
-                    kill_everything(cgroup, status.is_none().then_some(child), is_init);
-                } else if signo == launch::control_signal()
-                    && si.ssi_code == libc::SI_QUEUE
-                    && si.ssi_int & !0xffff == launch::FORWARD_MAGIC
-                {
-                    if status.is_none() {
-                        // SAFETY: plain kill(2) of our own child.
-                        unsafe { libc::kill(child.as_raw(), si.ssi_int & 0xffff) };
+                match proto::Control::from_signal(signo, si.ssi_code, si.ssi_int) {
+                    Some(proto::Control::KillAll) => {
+                        kill_everything(cgroup, status.is_none().then_some(child), is_init);
+                        continue;
                     }
-                } else if status.is_none() {
+                    Some(proto::Control::Forward(sig)) => {
+                        if status.is_none() {
+                            // SAFETY: plain kill(2) of our own child.
+                            unsafe { libc::kill(child.as_raw(), sig) };
+                        }
+                        continue;
+                    }
+                    None => {}
+                }
+                if status.is_none() {
                     // SAFETY: plain kill(2) of our own child with the received signal number.
                     unsafe { libc::kill(child.as_raw(), signo) };
                 }

@@ -57,18 +57,11 @@ pub fn main() -> i32 {
         if n == 0 {
             return 0;
         }
-        let reply = match (chan, n >= 4) {
-            (Some(chan), true) => {
-                let flags = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                if flags & !ALLOWED != 0 {
-                    -libc::EINVAL
-                } else {
-                    spawn(flags, &buf[4..n], chan)
-                }
-            }
+        let reply = match (chan, crate::proto::SpareRequest::decode(&buf[..n])) {
+            (Some(chan), Some((flags, warm))) if flags & !ALLOWED == 0 => spawn(flags, warm, chan),
             _ => -libc::EINVAL,
         };
-        if crate::chan::send_all(&ctl, &reply.to_le_bytes()).is_err() {
+        if crate::chan::send_all(&ctl, &crate::proto::spare_reply(reply)).is_err() {
             return 1;
         }
     }

@@ -2,24 +2,22 @@
 //! to be taken back as a spare, and, for an exec supervisor, leaving the last task's
 //! namespaces.
 
-use crate::launch;
+use crate::proto::{self, ToHost, ToSupervisor};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// After a task, when the host may give us another ([`launch::LaunchSpec::recycle`]): says
-/// `{"idle":true}`, then waits for the host to take us back as a spare ([`launch::KEEP`],
-/// sent when it destroys the task). False when it does not within `unclaimed_ms` (a host
-/// that does not destroy its tasks), or closes the channel: we then exit.
+/// After a task, when the host may give us another ([`crate::launch::LaunchSpec::recycle`]):
+/// says it is idle, then waits for the host to take us back as a spare
+/// ([`ToSupervisor::Keep`], sent when it destroys the task). False when it does not
+/// within `unclaimed_ms` (a host that does not destroy its tasks), or closes the channel:
+/// we then exit.
 pub(super) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
-    if crate::chan::send_all(chan, b"{\"idle\":true}\n").is_err()
+    if proto::send_to_host(chan, &ToHost::Idle).is_err()
         || !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).unwrap_or(false)
     {
         return false;
     }
-    // Exactly the line: the next spec may follow it at once.
-    let mut keep = [0u8; 5];
-    crate::chan::recv_exact(chan, &mut keep).is_ok()
-        && keep[..4] == *launch::KEEP
-        && keep[4] == b'\n'
+    // Exactly the one message: the next spec may follow it at once.
+    matches!(proto::read_from_host(chan), Ok(Some(ToSupervisor::Keep)))
 }
 
 /// Before an exec supervisor runs another task: new uts and (unless the task shared the

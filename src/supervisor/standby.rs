@@ -28,6 +28,7 @@ use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
 use crate::isolate::rootfs;
 use crate::launch::{LaunchSpec, Warm};
+use crate::proto::{self, ToSupervisor, Verdict};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -83,10 +84,6 @@ pub fn mounts_settled(chan: &std::os::fd::OwnedFd) -> bool {
         }
     }
 }
-
-/// The standby's verdict, the byte it forwards after the spec's newline: it takes the
-/// task (anything else: it does not, and exits).
-const TAKES: u8 = b'Y';
 
 /// Whether the standby can take the task `spec`: an isolated one; not once the host's
 /// mounts changed since it was prepared (`mounts`: the supervisor's
@@ -278,7 +275,7 @@ impl Standby {
             let mut b = [0u8; 1];
             matches!(self.fwd.read(&mut b), Ok(1)).then_some(b[0])
         });
-        let takes = verdict == Some(TAKES);
+        let takes = verdict.map(Verdict::from_byte) == Some(Verdict::Takes);
         if !takes {
             self.discard();
         }
@@ -338,7 +335,7 @@ impl Standby {
         match r {
             Ok(cg) => {
                 // A standby that died meanwhile has said why on the sync pipe.
-                write_nosig(&mut self.go, b"g");
+                write_nosig(&mut self.go, &[proto::GO]);
                 Ok(cg)
             }
             Err(e) => {
@@ -411,8 +408,8 @@ fn standby_main(
         crate::isolate::privs::limit_bounding(warm.caps)?;
         // The parsers' code mapped in now (see `Warm::sample_spec`).
         let sample = warm.sample_spec();
-        let _ = std::hint::black_box(serde_json::from_slice::<LaunchSpec>(&sample));
-        let _ = std::hint::black_box(serde_json::from_slice::<crate::launch::Go>(b"{}"));
+        let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
+        let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
         // A copy of the host's tree made in our own namespace (the kernel clones from a
         // detached tree only in the namespace it came from), at the number the supervisor
         // reserved, so that it can take a copy of the fd.
@@ -436,7 +433,7 @@ fn standby_main(
         // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
         return 1;
     };
-    let bytes = match crate::chan::read_spec(&chan, 64 << 20) {
+    let bytes = match crate::chan::read_line(&chan, proto::MAX_LINE) {
         Ok(b) if !b.is_empty() => {
             crate::sys::set_idle_priority(false);
             b
@@ -451,9 +448,11 @@ fn standby_main(
         return 1;
     }
     line.pop();
-    let spec = serde_json::from_slice::<LaunchSpec>(&line)
-        .ok()
-        .filter(|s| fits(s, cgroup, warm.freezer, mounts));
+    let spec = match proto::parse::<ToSupervisor>(&line) {
+        Ok(ToSupervisor::Spec(s)) => Some(*s),
+        _ => None,
+    }
+    .filter(|s| fits(s, cgroup, warm.freezer, mounts));
     // A group's network namespace, found where this standby sees the host's paths (in
     // its copy of the host's tree, which resolves no /proc magic link): one it cannot
     // open there is not taken, and the supervisor starts the task the usual way.
@@ -468,8 +467,12 @@ fn standby_main(
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
     let netns = netns.and_then(Result::ok);
-    let verdict = if spec.is_some() { TAKES } else { b'N' };
-    if fwd.write_all(&[verdict]).is_err() {
+    let verdict = if spec.is_some() {
+        Verdict::Takes
+    } else {
+        Verdict::Declines
+    };
+    if fwd.write_all(&[verdict.byte()]).is_err() {
         return 1;
     }
     drop(fwd);
@@ -480,18 +483,17 @@ fn standby_main(
     // The task's command from here on: it outlives its supervisor as any command does.
     // SAFETY: prctl on ourselves with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    // The host's go line: its directories are made (EOF: it gave up on the start).
-    let go_line = crate::chan::read_spec(&chan, 4096).unwrap_or_default();
-
+    // The host's go: its directories are made (EOF: it gave up on the start).
+    let from_host = proto::read_from_host(&chan);
     drop(chan);
-    let e = match serde_json::from_slice::<crate::launch::Go>(&go_line) {
-        Ok(g) => {
+    let e = match from_host {
+        Ok(Some(ToSupervisor::Go(g))) => {
             g.apply(&mut spec);
             crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
         }
-        Err(_) => Error::new(Code::Spawn, "the host gave up on the start"),
+        _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };
-    let msg = e.to_json().to_string();
+    let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
     // SAFETY: write(2) of our own buffer to the sync pipe.
     unsafe { libc::write(fds.sync, msg.as_ptr().cast(), msg.len()) };
     127
