@@ -60,7 +60,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let prog = execdriver::isolate::seccomp::compile().unwrap();
+    let prog = execdriver::supervisor::seccomp::compile().unwrap();
     println!(
         "{n} runs each, medians; the seccomp filter has {} instructions",
         prog.len()
@@ -73,7 +73,7 @@ fn main() {
             .map(|_| {
                 in_child(|| {
                     time(|| {
-                        execdriver::isolate::seccomp::install(&prog).unwrap();
+                        execdriver::supervisor::seccomp::install(&prog).unwrap();
                     })
                 })
             })
@@ -85,13 +85,13 @@ fn main() {
         base,
         "nothing, in the same child",
     );
-    let small = execdriver::isolate::seccomp::enosys_filter("clone3").unwrap();
+    let small = execdriver::supervisor::seccomp::enosys_filter("clone3").unwrap();
     let small_us = median(
         (0..n)
             .map(|_| {
                 in_child(|| {
                     time(|| {
-                        execdriver::isolate::seccomp::install(&small).unwrap();
+                        execdriver::supervisor::seccomp::install(&small).unwrap();
                     })
                 })
             })
@@ -231,8 +231,11 @@ fn main() {
                 )
                 .unwrap();
                 if mask {
-                    execdriver::isolate::rootfs::mask_proc(&root.join("proc"), &root.join("dev"))
-                        .unwrap();
+                    execdriver::supervisor::rootfs::mask_proc(
+                        &root.join("proc"),
+                        &root.join("dev"),
+                    )
+                    .unwrap();
                 }
             });
             let _ = nix::mount::umount2(&root.join("proc"), nix::mount::MntFlags::MNT_DETACH);

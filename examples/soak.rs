@@ -51,7 +51,7 @@ fn snapshot() -> String {
     format!(
         "fds {:>4} (spares {})  threads {:>3}  RSS {:>10}  zombies {}  mounts {:>4}  cgroup entries {:>4}",
         count_dir("/proc/self/fd"),
-        execdriver::spawn::spare_pids().len(),
+        execdriver::host::pool::spare_pids().len(),
         status_field("Threads:"),
         status_field("VmRSS:"),
         zombies(),
@@ -99,7 +99,7 @@ fn main() {
             call(execdriver::driver::destroy, json!({"task_id": id}));
         };
         cycle(0);
-        execdriver::spawn::settle();
+        execdriver::host::pool::settle();
         let before = snapshot();
         let window = (n / 20).clamp(1, 500);
         let mut first = 0.0;
@@ -116,7 +116,7 @@ fn main() {
                 last += us;
             }
         }
-        execdriver::spawn::settle();
+        execdriver::host::pool::settle();
         let after = snapshot();
         println!(
             "{driver}: {n} cycles in {:.1} s",

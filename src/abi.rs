@@ -2,7 +2,7 @@
 //!
 //! Each function takes the request JSON as an `RStr` and returns the response JSON as an
 //! `RString`, or a [`DriverErrorFfi`] carrying the C ABI status and the error object's
-//! fields. The bodies are the [`crate::driver`] functions, exactly as behind the C ABI;
+//! fields. The bodies are the [`crate::host::driver`] functions, exactly as behind the C ABI;
 //! panics are caught here too. A Rust host loads it with
 //! [`RootModule::load_from_file`](abi_stable::library::RootModule::load_from_file), which
 //! checks the layout of every type below before any call is made.
@@ -90,7 +90,7 @@ macro_rules! ops {
     ($($name:ident),*) => {
         $(
             extern "C" fn $name(req: RStr<'_>) -> RResult<RString, DriverErrorFfi> {
-                call(crate::driver::$name, req)
+                call(crate::host::driver::$name, req)
             }
         )*
         #[export_root_module]

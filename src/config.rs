@@ -296,7 +296,7 @@ pub struct TaskConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Seccomp {
-    /// The driver's filter (`crate::isolate::seccomp`).
+    /// The driver's filter (`crate::supervisor::seccomp`).
     #[default]
     Default,
     /// No filter: only where the plugin's `allow_unconfined_seccomp` is set.

@@ -1,8 +1,8 @@
-//! The C ABI (SPEC §1). Thin: pointers in, `&str` to [`crate::driver`], JSON and a
+//! The C ABI (SPEC §1). Thin: pointers in, `&str` to [`crate::host::driver`], JSON and a
 //! status out. Every export catches panics and returns `DRIVER_INTERNAL`.
 
-use crate::driver;
 use crate::error::{Error, Status};
+use crate::host::driver;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

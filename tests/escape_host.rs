@@ -23,7 +23,7 @@ fn setup() {
 }
 
 fn data_dir() -> std::path::PathBuf {
-    execdriver::plugin::data_dir(&execdriver::plugin::current())
+    execdriver::host::plugin::data_dir(&execdriver::host::plugin::current())
 }
 
 /// The entries of `dir` (empty when it does not exist).
@@ -180,7 +180,7 @@ fn the_handle_key_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let d = TempDir::new("key");
     let (id, _) = sleeper(d.path(), "k");
-    let key = data_dir().join(execdriver::handle::KEY_FILE);
+    let key = data_dir().join(execdriver::host::handle::KEY_FILE);
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", key.display());
     let tasks = std::fs::metadata(data_dir().join("tasks")).unwrap();

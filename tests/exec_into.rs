@@ -22,7 +22,7 @@ fn exec_sees_task_world_and_timeout_kills_only_it() {
     let first = first["task_id"].as_str().unwrap().to_string();
     wait(&first, 30_000).unwrap();
     destroy(&first);
-    execdriver::spawn::settle();
+    execdriver::host::pool::settle();
     let r = start(json!({"name": "x", "driver": driver, "alloc_dir": d.path(),
         "config": {"command": "/bin/sh", "args": ["-c", "echo secret-42 > $NOMAD_TASK_DIR/f; echo ready; exec sleep 600"]}})).unwrap();
     let id = r["task_id"].as_str().unwrap();

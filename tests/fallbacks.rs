@@ -68,7 +68,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
     ];
     // The hook reaches the shim: one it cannot apply ends it, and the start fails.
     // SAFETY: see below.
-    unsafe { std::env::set_var(execdriver::isolate::seccomp::TEST_ENOSYS, "no_such_call") };
+    unsafe { std::env::set_var(execdriver::supervisor::seccomp::TEST_ENOSYS, "no_such_call") };
     op(
         execdriver::driver::configure,
         json!({"prestart_supervisor": false}),
@@ -84,7 +84,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
     for missing in cases {
         // SAFETY: set while no other thread of this test process reads the environment
         // (one test function; the driver's own threads are idle between starts).
-        unsafe { std::env::set_var(execdriver::isolate::seccomp::TEST_ENOSYS, missing) };
+        unsafe { std::env::set_var(execdriver::supervisor::seccomp::TEST_ENOSYS, missing) };
         for prestart in [false, true] {
             // Spares and the fork server of the previous case end: new ones get the hook.
             op(
@@ -104,7 +104,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
         }
     }
     // SAFETY: as above.
-    unsafe { std::env::remove_var(execdriver::isolate::seccomp::TEST_ENOSYS) };
+    unsafe { std::env::remove_var(execdriver::supervisor::seccomp::TEST_ENOSYS) };
     op(execdriver::driver::configure, json!({})).unwrap();
 }
 
@@ -150,7 +150,7 @@ fn fingerprint_child_without_pidfds() {
     if std::env::var_os("EXECDRIVER_TEST_CHILD").is_none() {
         return;
     }
-    let prog = execdriver::isolate::seccomp::enosys_filter("pidfd_open").unwrap();
+    let prog = execdriver::supervisor::seccomp::enosys_filter("pidfd_open").unwrap();
     seccompiler::apply_filter_all_threads(&prog).unwrap();
     let f = execdriver::driver::fingerprint(None).unwrap();
     println!("FINGERPRINT {f}");

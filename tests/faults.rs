@@ -199,11 +199,11 @@ fn killed_spares_and_fork_server_do_not_fail_starts() {
             // The killer: SIGKILLs every spare and the fork server, again and again.
             let killer = std::thread::spawn(move || {
                 while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut pids: Vec<i32> = execdriver::spawn::spare_pids()
+                    let mut pids: Vec<i32> = execdriver::host::pool::spare_pids()
                         .into_iter()
                         .map(|(_, p)| p)
                         .collect();
-                    pids.extend(execdriver::spawn::mother_pid());
+                    pids.extend(execdriver::host::pool::mother_pid());
                     for p in pids {
                         // SAFETY: SIGKILL of a spare or the fork server, our children.
                         unsafe { libc::kill(p, libc::SIGKILL) };
@@ -234,7 +234,7 @@ fn killed_spares_and_fork_server_do_not_fail_starts() {
             let d = TempDir::new("fault-spares");
             run(json!({"name": "k", "driver": driver, "alloc_dir": d.path(),
                 "config": {"command": "/bin/true"}}));
-            execdriver::spawn::settle();
+            execdriver::host::pool::settle();
             until("a killed spare's cgroup was left", || {
                 placeholders().iter().all(|p| before.contains(p))
             });

@@ -54,8 +54,8 @@ fn many_cycles_leave_nothing_behind() {
     // Counted without spares and the fork server (each holds fds of ours; how many spares
     // there are depends on how the starts and destroys interleave): ended here and at the
     // end.
-    execdriver::spawn::settle();
-    execdriver::spawn::drop_spares();
+    execdriver::host::pool::settle();
+    execdriver::host::pool::drop_spares();
     let fds = count_dir("/proc/self/fd");
     let threads = count_dir("/proc/self/task");
     let name = format!("cyc{}", std::process::id());
@@ -82,8 +82,8 @@ fn many_cycles_leave_nothing_behind() {
         assert_eq!(w["signal"], 9, "cycle {i}: {w}");
         op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
     }
-    execdriver::spawn::settle();
-    execdriver::spawn::drop_spares();
+    execdriver::host::pool::settle();
+    execdriver::host::pool::drop_spares();
     assert_eq!(count_dir("/proc/self/fd"), fds, "fds leaked");
     assert_eq!(count_dir("/proc/self/task"), threads, "threads leaked");
     assert_eq!(ours(), 0, "cgroups leaked");

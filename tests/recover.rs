@@ -49,13 +49,13 @@ fn start_in_child_host(task: &Value, how: &str) -> Value {
 
 /// `handle` changed by `edit` and signed again with the data dir's key, as only the
 /// driver (or whoever holds that root-only key) can.
-fn resign(handle: &Value, edit: impl FnOnce(&mut execdriver::handle::Handle)) -> Value {
+fn resign(handle: &Value, edit: impl FnOnce(&mut execdriver::host::handle::Handle)) -> Value {
     let mut v = handle.clone();
     v.as_object_mut().unwrap().remove("mac");
-    let mut t: execdriver::handle::Handle = serde_json::from_value(v).unwrap();
+    let mut t: execdriver::host::handle::Handle = serde_json::from_value(v).unwrap();
     edit(&mut t);
-    let data = execdriver::plugin::data_dir(&execdriver::plugin::current());
-    t.signed(&execdriver::handle::Key::of(&data).unwrap())
+    let data = execdriver::host::plugin::data_dir(&execdriver::host::plugin::current());
+    t.signed(&execdriver::host::handle::Key::of(&data).unwrap())
 }
 
 fn recover(handle: &Value) -> Result<Value, execdriver::Error> {

@@ -13,8 +13,8 @@ fn state_of(pid: i32) -> Option<char> {
 }
 
 fn spares() -> Vec<i32> {
-    execdriver::spawn::settle();
-    execdriver::spawn::spare_pids()
+    execdriver::host::pool::settle();
+    execdriver::host::pool::spare_pids()
         .into_iter()
         .filter(|(f, _)| *f == 0)
         .map(|(_, p)| p)

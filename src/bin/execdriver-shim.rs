@@ -28,11 +28,11 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
         eprintln!("execdriver-shim: started with more than one thread");
         return 2;
     }
-    execdriver::isolate::seccomp::test_hook();
+    execdriver::supervisor::seccomp::test_hook();
     match args.as_slice() {
         [_, flag, req] if flag == "--exec" => execdriver::supervisor::exec::main(req.as_ref()),
         [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "mother") => {
-            execdriver::supervisor::mother::main()
+            execdriver::supervisor::launcher::fork_server::main()
         }
         [_] => execdriver::supervisor::main(None, None),
         [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm), None),

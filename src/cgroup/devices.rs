@@ -11,7 +11,7 @@ use std::path::Path;
 /// A character device the task may use: (major, minor), `None` for any minor.
 type Allowed = (u32, Option<u32>);
 
-/// The character devices of the task's `/dev` (`crate::isolate::rootfs`): null, zero,
+/// The character devices of the task's `/dev` (`crate::supervisor::rootfs`): null, zero,
 /// full, random, urandom, tty, ptmx, and the pseudo-terminals of its devpts.
 pub const ALLOWED: [Allowed; 8] = [
     (1, Some(3)),

@@ -3,7 +3,7 @@
 //! line on stdout (the host's pipe).
 
 use crate::error::{Code, Error, Result};
-use crate::launch::LaunchSpec;
+use crate::proto::spec::LaunchSpec;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -171,14 +171,15 @@ fn child_exec(
             .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
             .collect();
         if let Some(iso) = &spec.isolation {
-            crate::isolate::privs::drop_to(iso, u64::MAX)?;
+            crate::supervisor::privs::drop_to(iso, u64::MAX)?;
         }
-        crate::isolate::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
-        crate::isolate::privs::reset_signals();
+        crate::supervisor::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
+        crate::supervisor::privs::reset_signals();
         let _ = nix::unistd::chdir(spec.cwd.as_str());
         if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
-            let prog = crate::isolate::seccomp::default_filter().map_err(|e| err("seccomp", e))?;
-            crate::isolate::seccomp::install(prog).map_err(|e| err("installing seccomp", e))?;
+            let prog =
+                crate::supervisor::seccomp::default_filter().map_err(|e| err("seccomp", e))?;
+            crate::supervisor::seccomp::install(prog).map_err(|e| err("installing seccomp", e))?;
         }
         let e = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
         let code = if e == nix::errno::Errno::ENOENT {

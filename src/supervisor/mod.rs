@@ -1,6 +1,6 @@
 //! The per-task supervisor: a small process of ours, exec'd by the host library for each
-//! task. It receives the launch spec on its stdout, a socket to the host ([`crate::chan`]),
-//! starts the command (through [`crate::isolate`]), reports the start there, then forwards
+//! task. It receives the launch spec on its stdout, a socket to the host ([`crate::proto::chan`]),
+//! starts the command (through [`crate::supervisor::launcher`]), reports the start there, then forwards
 //! signals, pumps logs, reaps, and when the command ends takes down everything left of
 //! the task, reports the exit and writes `exit.json`.
 //!
@@ -8,17 +8,19 @@
 //! pid 2, never init); otherwise it is a child subreaper for the task's tree.
 
 pub mod exec;
+pub mod launcher;
 pub mod logs;
-pub mod mother;
-mod reuse;
-mod standby;
-mod trampoline;
-mod vfork;
+pub mod mountapi;
+pub mod net;
+pub mod privs;
+pub mod rootfs;
+pub mod seccomp;
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error};
-use crate::launch::{self, ExitStatus, LaunchSpec};
+use crate::proto::spec::{self as launch, ExitStatus, LaunchSpec};
 use crate::proto::{self, ToHost, ToSupervisor};
+use launcher::{reuse, standby, trampoline, vfork};
 use logs::RotatingLog;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -29,11 +31,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Entry point of the supervisor binary. Its stdout is the channel socket to the host
-/// ([`crate::chan`]): the launch spec arrives on it, the reports go back on it. `warm`
+/// ([`crate::proto::chan`]): the launch spec arrives on it, the reports go back on it. `warm`
 /// (a spare exec supervisor, `--warm <json>`): what to prepare while the spec is awaited
-/// ([`crate::launch::Warm`], [`standby`]).
+/// ([`crate::proto::spec::Warm`], [`standby`]).
 ///
-/// `owns` (`--owns <json>`, [`crate::launch::Owned`]): the cgroups the host makes for the
+/// `owns` (`--owns <json>`, [`crate::proto::spec::Owned`]): the cgroups the host makes for the
 /// first task while we load; removed should the host go away before its go line.
 pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i32 {
     // Everything blocked first: signals are read from a signalfd later, and a SIGPIPE must
@@ -58,10 +60,12 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         // SAFETY: dup2 onto our own stdout.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
-    let warm =
-        warm.and_then(|w| serde_json::from_slice::<crate::launch::Warm>(w.as_encoded_bytes()).ok());
-    let owns = owns
-        .and_then(|o| serde_json::from_slice::<crate::launch::Owned>(o.as_encoded_bytes()).ok());
+    let warm = warm.and_then(|w| {
+        serde_json::from_slice::<crate::proto::spec::Warm>(w.as_encoded_bytes()).ok()
+    });
+    let owns = owns.and_then(|o| {
+        serde_json::from_slice::<crate::proto::spec::Owned>(o.as_encoded_bytes()).ok()
+    });
     let mut own = prepare_self();
     let mut first = true;
     loop {
@@ -88,7 +92,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         let spec = if !forwarded.is_empty() {
             forwarded
         } else {
-            match crate::chan::read_line(&chan, crate::proto::MAX_LINE) {
+            match crate::proto::chan::read_line(&chan, crate::proto::MAX_LINE) {
                 Ok(b) if !b.is_empty() => b,
                 // The host gave up on this start (or the spare) before sending a spec, or
                 // went away: what it made for the start goes.
@@ -225,7 +229,7 @@ fn prepare_self() -> OwnSetup {
         // SAFETY: prctl on ourselves with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    crate::isolate::privs::prime();
+    crate::supervisor::privs::prime();
     reuse::note_host_names();
     OwnSetup::fds(crate::sys::self_start_time())
 }
@@ -335,7 +339,12 @@ fn run(
                     let skip = in_cgroup
                         .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
                         .flatten();
-                    let e = crate::isolate::exec_command(&spec, out_fd, err_fd, skip.as_deref());
+                    let e = crate::supervisor::launcher::exec_command(
+                        &spec,
+                        out_fd,
+                        err_fd,
+                        skip.as_deref(),
+                    );
                     let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
                     // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
                     unsafe { libc::write(sync_fd, msg.as_ptr().cast(), msg.len()) };
@@ -412,7 +421,7 @@ fn run(
     // idle when the scheduler places a woken task), instead of waiting for it or waking
     // an idle one. Back to normal before the loop that forwards signals and pumps logs.
     crate::sys::set_idle_priority(true);
-    let _ = crate::chan::send_all(chan, &report);
+    let _ = crate::proto::chan::send_all(chan, &report);
     *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A

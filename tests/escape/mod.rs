@@ -117,8 +117,8 @@ pub fn changing_mounts<T>(change: impl FnOnce() -> T) -> T {
 
 /// [`changing_mounts`] for a caller that holds [`STARTS`].
 fn settle_after<T>(change: impl FnOnce() -> T) -> T {
-    execdriver::spawn::settle();
-    let before: Vec<i32> = execdriver::spawn::spare_pids()
+    execdriver::host::pool::settle();
+    let before: Vec<i32> = execdriver::host::pool::spare_pids()
         .iter()
         .flat_map(|(_, p)| children(*p))
         .collect();
@@ -142,10 +142,10 @@ fn settle_after<T>(change: impl FnOnce() -> T) -> T {
 fn ready_spares(flags: i32) -> Vec<(i32, i32)> {
     let t0 = std::time::Instant::now();
     loop {
-        execdriver::spawn::settle();
+        execdriver::host::pool::settle();
         // Every spare of the kind (the start takes the oldest, which may be one taken
         // back after a task, still making its standby).
-        let spares: Vec<i32> = execdriver::spawn::spare_pids()
+        let spares: Vec<i32> = execdriver::host::pool::spare_pids()
             .into_iter()
             .filter(|(f, _)| *f == flags)
             .map(|(_, p)| p)
@@ -220,7 +220,7 @@ pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Prob
     let _one = STARTS.lock().unwrap_or_else(|p| p.into_inner());
     let spares = (path == Route::Prestarted).then(|| {
         let flags = flags_of(&task);
-        if execdriver::spawn::spare_pids()
+        if execdriver::host::pool::spare_pids()
             .iter()
             .all(|(f, _)| *f != flags)
         {
@@ -261,7 +261,7 @@ pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Prob
             );
         }
         None => assert!(
-            execdriver::spawn::spare_pids().is_empty(),
+            execdriver::host::pool::spare_pids().is_empty(),
             "a spare on the cold path"
         ),
     }
@@ -655,7 +655,7 @@ pub fn idle_spares_release_host_mounts(route: Route) {
     let _one = STARTS.lock().unwrap_or_else(|p| p.into_inner());
     // A spare of the default kind, with its standby.
     let kind = flags_of(&json!({"config": {}}));
-    if execdriver::spawn::spare_pids()
+    if execdriver::host::pool::spare_pids()
         .iter()
         .all(|(f, _)| *f != kind)
     {

@@ -32,9 +32,9 @@ pub fn child_host_main() {
             .unwrap()
             .to_string();
         wait(&id, 30_000).unwrap();
-        execdriver::spawn::settle();
+        execdriver::host::pool::settle();
         destroy(&id);
-        execdriver::spawn::settle();
+        execdriver::host::pool::settle();
     }
     match start(serde_json::from_str(&task).unwrap()) {
         Ok(r) => println!("HANDLE {}", r["handle"]),
@@ -55,7 +55,7 @@ impl Host {
     /// ours to recover).
     pub fn start(task: &Value, prestart: bool, env: &[(&str, String)]) -> Host {
         init();
-        let data = execdriver::plugin::data_dir(&execdriver::plugin::current());
+        let data = execdriver::host::plugin::data_dir(&execdriver::host::plugin::current());
         let cfg = json!({"data_dir": data, "prestart_supervisor": prestart});
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([

@@ -56,7 +56,7 @@ pub fn open_netns(path: &Path) -> io::Result<std::fs::File> {
 /// `netns_dirs`, without `.` or `..`, and a network namespace ([`open_netns`]). One
 /// message for every refusal, so that it tells nothing of the host's files.
 pub fn check_netns_path(path: &Path, dirs: &[String]) -> io::Result<std::fs::File> {
-    let under = crate::handle::plain_absolute(path)
+    let under = crate::host::handle::plain_absolute(path)
         && dirs
             .iter()
             .any(|d| path.starts_with(d) && path != Path::new(d));

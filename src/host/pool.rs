@@ -1,11 +1,11 @@
 //! Host side of starting a supervisor: clone+exec it ahead of its spec (see
 //! [`crate::sys::spawn_with`]), later hand it the spec over the channel
-//! ([`crate::chan`]) and read its start report: the command started, or why not. Also
+//! ([`crate::proto::chan`]) and read its start report: the command started, or why not. Also
 //! `driver_exec`'s one-shot `execdriver-shim --exec`.
 
-use crate::chan::{HostEnd, Incoming};
 use crate::config::PluginConfig;
 use crate::error::{Code, Error, Result};
+use crate::proto::chan::{HostEnd, Incoming};
 use crate::proto::{self, ToHost, ToSupervisor};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -24,13 +24,13 @@ pub struct Started {
 }
 
 /// What it takes to make a supervisor a spare again after its task
-/// ([`crate::launch::LaunchSpec::recycle`], [`recycle`]).
+/// ([`crate::proto::spec::LaunchSpec::recycle`], [`recycle`]).
 pub struct Reusable {
     /// The configuration it was started for: after a `driver_configure` it is not reused.
     cfg: std::sync::Arc<PluginConfig>,
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
-    warm: Option<crate::launch::Warm>,
+    warm: Option<crate::proto::spec::Warm>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -41,8 +41,8 @@ pub struct Pending {
     pidfd: Option<OwnedFd>,
     chan: Option<OwnedFd>,
     shim: std::path::PathBuf,
-    /// A spare exec supervisor, preparing what [`crate::launch::Warm`] says.
-    warm: Option<crate::launch::Warm>,
+    /// A spare exec supervisor, preparing what [`crate::proto::spec::Warm`] says.
+    warm: Option<crate::proto::spec::Warm>,
     ns_flags: libc::c_int,
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
@@ -51,18 +51,18 @@ pub struct Pending {
     spec: Option<Vec<u8>>,
     /// The cgroups of the start (`<parent>/<task id>`): a spare makes them from the spec,
     /// and one killed before its report leaves them, which are removed then.
-    task_cgroups: Option<crate::launch::Owned>,
+    task_cgroups: Option<crate::proto::spec::Owned>,
 }
 
 /// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
 /// test hook `EXECDRIVER_TEST_ENOSYS` when the host has it (see
-/// [`crate::isolate::seccomp::test_hook`]).
+/// [`crate::supervisor::seccomp::test_hook`]).
 fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(extra.iter().map(|e| e.to_string()));
-    if let Ok(v) = std::env::var(crate::isolate::seccomp::TEST_ENOSYS) {
-        env.push(format!("{}={v}", crate::isolate::seccomp::TEST_ENOSYS));
+    if let Ok(v) = std::env::var(crate::supervisor::seccomp::TEST_ENOSYS) {
+        env.push(format!("{}={v}", crate::supervisor::seccomp::TEST_ENOSYS));
     }
     env.iter()
         .map(|e| {
@@ -77,10 +77,10 @@ fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
 pub fn launch_supervisor(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
-    warm: Option<crate::launch::Warm>,
-    owns: Option<&crate::launch::Owned>,
+    warm: Option<crate::proto::spec::Warm>,
+    owns: Option<&crate::proto::spec::Owned>,
 ) -> Result<Pending> {
-    let shim = crate::plugin::shim_path(cfg)?;
+    let shim = crate::host::plugin::shim_path(cfg)?;
     let c = |s: &str, what: &str| {
         crate::sys::cstring(s, what).map_err(|e| Error::new(Code::Spawn, e.to_string()))
     };
@@ -105,7 +105,7 @@ pub fn launch_supervisor(
             format!("starting the supervisor {}: {e}", shim.display()),
         )
     };
-    let (mine, theirs) = crate::chan::socketpair().map_err(spawn_err)?;
+    let (mine, theirs) = crate::proto::chan::socketpair().map_err(spawn_err)?;
     let (pid, pidfd) =
         crate::sys::spawn_with(&path, &args, &env, ns_flags, theirs).map_err(spawn_err)?;
     Ok(Pending {
@@ -124,7 +124,7 @@ pub fn launch_supervisor(
 impl Pending {
     /// Whether it was started ahead (a spare, or one taken back after its task): it is
     /// running, not loading, and makes the task's cgroups itself (the spec then carries a
-    /// [`crate::launch::CgroupRequest`]).
+    /// [`crate::proto::spec::CgroupRequest`]).
     pub fn is_spare(&self) -> bool {
         self.spare
     }
@@ -151,7 +151,7 @@ impl Pending {
     /// Hands the supervisor its launch spec ([`ToSupervisor::Spec`]): it parses it and
     /// makes the cgroups while the host goes on making the task's directories. A
     /// supervisor that went away meanwhile is seen at [`Pending::go`].
-    pub fn send_spec(&mut self, spec: &crate::launch::LaunchSpec) {
+    pub fn send_spec(&mut self, spec: &crate::proto::spec::LaunchSpec) {
         if self.warm.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
             // (it moves its command process out of it in turn).
@@ -160,7 +160,7 @@ impl Pending {
         // One send: the message and the newline that ends it.
         let line = proto::line(&ToSupervisor::Spec(Box::new(spec.clone())));
         if let Some(c) = &self.chan {
-            let _ = crate::chan::send_all(c, &line);
+            let _ = crate::proto::chan::send_all(c, &line);
         }
         self.spec = Some(line);
     }
@@ -168,7 +168,7 @@ impl Pending {
     /// Tells the supervisor that the task's directories are ready ([`ToSupervisor::Go`])
     /// and returns once the command has exec'd (or failed to). Needs [`Pending::send_spec`]
     /// first.
-    pub fn go(mut self, go: &crate::launch::Go) -> Result<Started> {
+    pub fn go(mut self, go: &crate::proto::spec::Go) -> Result<Started> {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
         let spec = self.spec.take().unwrap_or_default();
@@ -204,10 +204,10 @@ impl Pending {
         }
         if self.spare && said_nothing {
             // A spare that died while idle: a new supervisor takes the start.
-            let cfg = crate::plugin::current();
+            let cfg = crate::host::plugin::current();
             let mut fresh = launch_supervisor(&cfg, self.ns_flags, None, None)?;
             if let Some(c) = &fresh.chan {
-                let _ = crate::chan::send_all(c, &spec);
+                let _ = crate::proto::chan::send_all(c, &spec);
             }
             fresh.spec = Some(spec);
             return fresh.go(go);
@@ -248,7 +248,7 @@ impl Drop for Pending {
 
 /// A supervisor started ahead of any task ("prestarted"), idle until the next start of
 /// its kind takes it: one per kind (raw_exec, and exec per combination of pid and ipc
-/// namespaces). An exec spare also prepares its command process ([`crate::launch::Warm`]):
+/// namespaces). An exec spare also prepares its command process ([`crate::proto::spec::Warm`]):
 /// cgroups, mount namespace, the root's shared mounts.
 struct Spare {
     shim: std::path::PathBuf,
@@ -265,15 +265,15 @@ fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
 /// The supervisor for a start: the spare of this kind when there is a live one of this
 /// shim (`prestart_supervisor`), else a new one.
 /// `owns`: the cgroups the host will make for the start if it gets no spare (one
-/// launched now owns them, see [`crate::launch::Owned`]; a spare makes its own).
+/// launched now owns them, see [`crate::proto::spec::Owned`]; a spare makes its own).
 pub fn supervisor_for(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
-    owns: Option<&crate::launch::Owned>,
+    owns: Option<&crate::proto::spec::Owned>,
 ) -> Result<Pending> {
     drop_dead_spares();
     if cfg.prestart_supervisor {
-        let shim = crate::plugin::shim_path(cfg)?;
+        let shim = crate::host::plugin::shim_path(cfg)?;
         // Taken out either way: a spare of another shim, or one killed while idle, is
         // dropped (ends on EOF, reaped) and a new supervisor is launched.
         let taken = {
@@ -317,12 +317,12 @@ fn drop_dead_spares() {
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
 /// placeholder name (`spare-<random>`, renamed to the task's id at the start).
-fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::launch::Warm> {
-    Some(crate::launch::Warm {
+fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Warm> {
+    Some(crate::proto::spec::Warm {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
         name: format!("spare-{}", crate::sys::random_hex(12)),
-        binds: crate::prepare::chroot_binds(cfg).0,
+        binds: crate::host::prepare::chroot_binds(cfg).0,
         freezer: ns_flags & libc::CLONE_NEWPID == 0,
         caps: crate::caps::ceiling(&cfg.allow_caps),
     })
@@ -364,7 +364,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
     let args = [c("execdriver-shim")?];
     let env = shim_env(&["EXECDRIVER_SHIM_MODE=mother"])?;
     let err = |e: std::io::Error| Error::new(Code::Spawn, format!("fork server: {e}"));
-    let (mine, theirs) = crate::chan::socketpair_of(libc::SOCK_SEQPACKET).map_err(err)?;
+    let (mine, theirs) = crate::proto::chan::socketpair_of(libc::SOCK_SEQPACKET).map_err(err)?;
     let (pid, pidfd) = crate::sys::spawn_with(&path, &args, &env, 0, theirs).map_err(err)?;
     Ok(Mother {
         shim: shim.to_path_buf(),
@@ -380,7 +380,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
 fn launch_via_mother(
     shim: &Path,
     ns_flags: libc::c_int,
-    warm: Option<crate::launch::Warm>,
+    warm: Option<crate::proto::spec::Warm>,
 ) -> Option<Pending> {
     let mut g = mother();
     let usable = |m: &Mother| {
@@ -392,7 +392,7 @@ fn launch_via_mother(
     }
     let m = g.as_ref()?;
     let ctl = m.ctl.as_ref()?;
-    let (mine, theirs) = crate::chan::socketpair().ok()?;
+    let (mine, theirs) = crate::proto::chan::socketpair().ok()?;
     let msg = proto::SpareRequest {
         ns_flags,
         warm: warm.clone(),
@@ -401,13 +401,12 @@ fn launch_via_mother(
     let mut reply = [0u8; 8];
     // It answers at once (a clone); one that does not within 2 s is ended (stopped,
     // say), and spares are executed directly until a new one is started.
-    let answered =
-        crate::chan::send_with_fd(ctl, &msg, &theirs).and_then(
-            |()| match crate::sys::poll_readable(ctl.as_raw_fd(), 2000)? {
-                true => crate::chan::recv_with_fd(ctl, &mut reply),
-                false => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-            },
-        );
+    let answered = crate::proto::chan::send_with_fd(ctl, &msg, &theirs).and_then(|()| {
+        match crate::sys::poll_readable(ctl.as_raw_fd(), 2000)? {
+            true => crate::proto::chan::recv_with_fd(ctl, &mut reply),
+            false => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        }
+    });
     drop(theirs);
     let pid = match answered.ok().and_then(|(n, fd)| {
         fd.is_none()
@@ -463,11 +462,11 @@ pub fn mother_pid() -> Option<i32> {
 /// one already or `prestart_supervisor` is off. Failure only means the next start
 /// launches its own.
 fn prestart(ns_flags: libc::c_int) {
-    let cfg = crate::plugin::current();
+    let cfg = crate::host::plugin::current();
     if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {
         return;
     }
-    let Ok(shim) = crate::plugin::shim_path(&cfg) else {
+    let Ok(shim) = crate::host::plugin::shim_path(&cfg) else {
         return;
     };
     let warm = if ns_flags != 0 {
@@ -491,7 +490,7 @@ fn prestart(ns_flags: libc::c_int) {
 }
 
 /// Takes back a supervisor that has run a task and is idle again
-/// ([`crate::launch::LaunchSpec::recycle`]): it becomes a spare of its kind (an exec one
+/// ([`crate::proto::spec::LaunchSpec::recycle`]): it becomes a spare of its kind (an exec one
 /// prepares its next command process meanwhile), unless there are two already, or the
 /// configuration changed since its task started (it then exits on EOF and is reaped).
 /// Back to back, a start then finds a spare made by an earlier task and starts none: no
@@ -508,7 +507,7 @@ pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
         spec: None,
         task_cgroups: None,
     };
-    if !std::sync::Arc::ptr_eq(&r.cfg, &crate::plugin::current()) {
+    if !std::sync::Arc::ptr_eq(&r.cfg, &crate::host::plugin::current()) {
         return;
     }
     // Told to stay (else it exits after a while, as when a task is never destroyed).
@@ -597,7 +596,7 @@ pub fn spare_pids() -> Vec<(libc::c_int, i32)> {
 /// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
 /// one-line JSON result.
 pub fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
-    let shim = crate::plugin::shim_path(cfg)?;
+    let shim = crate::host::plugin::shim_path(cfg)?;
     let c = |s: &str| {
         crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
     };

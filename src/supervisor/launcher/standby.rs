@@ -1,5 +1,5 @@
 //! A spare exec supervisor's command process ("standby"), made while the spare waits for
-//! a task (`execdriver-shim --warm <json>`, see [`crate::launch::Warm`]). It does ahead
+//! a task (`execdriver-shim --warm <json>`, see [`crate::proto::spec::Warm`]). It does ahead
 //! what costs most in an exec start and does not depend on the task:
 //! - it joins the task's v1 cgroups, made under a placeholder name (mkdir in five
 //!   hierarchies: ~0.3 ms);
@@ -26,9 +26,9 @@
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
-use crate::isolate::rootfs;
-use crate::launch::{LaunchSpec, Warm};
+use crate::proto::spec::{LaunchSpec, Warm};
 use crate::proto::{self, ToSupervisor, Verdict};
+use crate::supervisor::rootfs;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -405,7 +405,7 @@ fn standby_main(
         rootfs::private_namespace()?;
         let mut staged = rootfs::stage(&warm.binds)?;
         // What no task of this configuration may have goes now, not at the start.
-        crate::isolate::privs::limit_bounding(warm.caps)?;
+        crate::supervisor::privs::limit_bounding(warm.caps)?;
         // The parsers' code mapped in now (see `Warm::sample_spec`).
         let sample = warm.sample_spec();
         let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
@@ -414,8 +414,8 @@ fn standby_main(
         // detached tree only in the namespace it came from), at the number the supervisor
         // reserved, so that it can take a copy of the fd.
         if let Some(slot) = fds.host_tree
-            && let Ok(tree) = crate::isolate::mountapi::clone_tree(std::path::Path::new("/"))
-            && crate::isolate::mountapi::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
+            && let Ok(tree) = crate::supervisor::mountapi::clone_tree(std::path::Path::new("/"))
+            && crate::supervisor::mountapi::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
             // SAFETY: dup3(2) onto `slot`, our copy of the supervisor's /dev/null that
             // nothing in this process uses; the OwnedFd below then owns it.
             && unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&tree), slot, libc::O_CLOEXEC) }
@@ -433,7 +433,7 @@ fn standby_main(
         // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
         return 1;
     };
-    let bytes = match crate::chan::read_line(&chan, proto::MAX_LINE) {
+    let bytes = match crate::proto::chan::read_line(&chan, proto::MAX_LINE) {
         Ok(b) if !b.is_empty() => {
             crate::sys::set_idle_priority(false);
             b
@@ -462,7 +462,7 @@ fn standby_main(
         .and_then(|i| i.netns.as_ref())
         .map(|p| {
             staged.open_host(p).and_then(|f| {
-                crate::isolate::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
+                crate::supervisor::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
             })
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
@@ -489,7 +489,9 @@ fn standby_main(
     let e = match from_host {
         Ok(Some(ToSupervisor::Go(g))) => {
             g.apply(&mut spec);
-            crate::isolate::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
+            crate::supervisor::launcher::exec_staged(
+                &spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns,
+            )
         }
         _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };

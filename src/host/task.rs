@@ -3,7 +3,7 @@
 
 use crate::config::DriverKind;
 use crate::error::{Code, Error, Result};
-use crate::launch::{self, ExitStatus};
+use crate::proto::spec::{self as launch, ExitStatus};
 use once_cell::sync::Lazy;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -35,14 +35,14 @@ pub struct Inner {
     pub pid: Option<i32>,
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The channel to a supervisor this process started: its exit report arrives here.
-    pub chan: Option<crate::chan::HostEnd>,
+    pub chan: Option<crate::proto::chan::HostEnd>,
     /// The launch spec of a task this process started (for `driver_exec`).
-    pub spec: Option<crate::launch::LaunchSpec>,
+    pub spec: Option<crate::proto::spec::LaunchSpec>,
     pub started_at: Option<String>,
     pub exit: Option<Value>,
     pub handle: Option<Value>,
     pub cgroup: Option<crate::cgroup::TaskCgroup>,
-    pub artifacts: Vec<Arc<crate::fetch::ArtifactProgress>>,
+    pub artifacts: Vec<Arc<crate::host::fetch::ArtifactProgress>>,
     /// Set when `driver_start` failed: the entry is about to disappear.
     pub failed: bool,
     /// A recovered handle of a task whose state dir is now another task's (the same id,
@@ -50,9 +50,9 @@ pub struct Inner {
     /// [`Task::set_superseded`]).
     pub superseded: bool,
     /// A supervisor that may run another task after this one
-    /// ([`crate::launch::LaunchSpec::recycle`]): its channel is kept after the exit
+    /// ([`crate::proto::spec::LaunchSpec::recycle`]): its channel is kept after the exit
     /// report, for its [`crate::proto::ToHost::Idle`].
-    pub reusable: Option<crate::spawn::Reusable>,
+    pub reusable: Option<crate::host::pool::Reusable>,
 }
 
 pub struct Task {
@@ -171,7 +171,7 @@ impl Task {
         started_at: String,
         handle: Value,
         cgroup: Option<crate::cgroup::TaskCgroup>,
-        chan: Option<crate::chan::HostEnd>,
+        chan: Option<crate::proto::chan::HostEnd>,
     ) {
         let mut g = self.lock();
         g.state = Some(State::Running);
@@ -309,7 +309,7 @@ impl Task {
         let chan = g.chan.as_mut()?;
         loop {
             match chan.next(false) {
-                Ok(crate::chan::Incoming::Message(crate::proto::ToHost::Exited(s))) => {
+                Ok(crate::proto::chan::Incoming::Message(crate::proto::ToHost::Exited(s))) => {
                     let v = self.wait_object(&s);
                     g.exit = Some(v.clone());
                     g.state = Some(State::Exited);
@@ -319,10 +319,10 @@ impl Task {
                     self.cv.notify_all();
                     return Some(v);
                 }
-                Ok(crate::chan::Incoming::Message(_)) => continue,
-                Ok(crate::chan::Incoming::Pending) => return None,
+                Ok(crate::proto::chan::Incoming::Message(_)) => continue,
+                Ok(crate::proto::chan::Incoming::Pending) => return None,
                 // Gone without a report: the pidfd and exit.json tell the rest.
-                Ok(crate::chan::Incoming::Eof) | Err(_) => {
+                Ok(crate::proto::chan::Incoming::Eof) | Err(_) => {
                     g.chan = None;
                     return None;
                 }
@@ -361,7 +361,7 @@ impl Task {
                 match Arc::try_unwrap(fd) {
                     Ok(fd) => {
                         drop(g);
-                        crate::spawn::recycle(reusable, pid, fd, chan);
+                        crate::host::pool::recycle(reusable, pid, fd, chan);
                         return;
                     }
                     Err(fd) => g.pidfd = Some(fd),

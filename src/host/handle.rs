@@ -50,7 +50,7 @@ pub struct Handle {
     pub kill_signal: i32,
     pub kill_timeout_ms: u64,
     pub started_at: String,
-    /// The start's nonce ([`crate::launch::LaunchSpec::nonce`]).
+    /// The start's nonce ([`crate::proto::spec::LaunchSpec::nonce`]).
     pub nonce: String,
 }
 
@@ -88,7 +88,7 @@ impl Handle {
             return Err(refused("it carries no \"mac\""));
         };
         let mac = hex::decode(mac_hex).map_err(|_| refused("its \"mac\" is not hex"))?;
-        let data_dir = crate::plugin::data_dir(cfg);
+        let data_dir = crate::host::plugin::data_dir(cfg);
         let key = read_key(&data_dir).map_err(|e| {
             refused(format_args!(
                 "no handle key {} to check it with ({e})",

@@ -1,16 +1,16 @@
-//! Between two tasks of one supervisor ([`crate::launch::LaunchSpec::recycle`]): waiting
+//! Between two tasks of one supervisor ([`crate::proto::spec::LaunchSpec::recycle`]): waiting
 //! to be taken back as a spare, and, for an exec supervisor, leaving the last task's
 //! namespaces.
 
 use crate::proto::{self, ToHost, ToSupervisor};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// After a task, when the host may give us another ([`crate::launch::LaunchSpec::recycle`]):
+/// After a task, when the host may give us another ([`crate::proto::spec::LaunchSpec::recycle`]):
 /// says it is idle, then waits for the host to take us back as a spare
 /// ([`ToSupervisor::Keep`], sent when it destroys the task). False when it does not
 /// within `unclaimed_ms` (a host that does not destroy its tasks), or closes the channel:
 /// we then exit.
-pub(super) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
+pub(in crate::supervisor) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
     if proto::send_to_host(chan, &ToHost::Idle).is_err()
         || !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).unwrap_or(false)
     {
@@ -26,7 +26,9 @@ pub(super) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
 /// task reaches the next.
 /// (As its init we stay in the pid namespace, which after the task holds only us: its
 /// processes are gone, and the next task mounts a /proc of its own.)
-pub(super) fn renew_namespaces(iso: &crate::launch::Isolation) -> nix::Result<()> {
+pub(in crate::supervisor) fn renew_namespaces(
+    iso: &crate::proto::spec::Isolation,
+) -> nix::Result<()> {
     let mut flags = nix::sched::CloneFlags::CLONE_NEWUTS;
     if iso.ipc_ns {
         flags |= nix::sched::CloneFlags::CLONE_NEWIPC;
@@ -57,7 +59,7 @@ static HOST_NAMES: std::sync::OnceLock<(std::ffi::OsString, std::ffi::OsString)>
 
 /// Notes our host and domain names (at our start, the host's) for
 /// [`renew_namespaces`].
-pub(super) fn note_host_names() {
+pub(in crate::supervisor) fn note_host_names() {
     if let Ok(u) = nix::sys::utsname::uname() {
         let _ = HOST_NAMES.set((u.nodename().to_owned(), u.domainname().to_owned()));
     }

@@ -3,7 +3,7 @@
 
 use crate::config::{PluginConfig, TaskRequest};
 use crate::error::{Code, Error, Result};
-use crate::launch::Bind;
+use crate::proto::spec::Bind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -117,7 +117,7 @@ pub struct Dirs {
 /// task dir in it, the state dir under `data_dir`. Nothing is made here: see
 /// [`make_dirs`].
 pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
-    let data = crate::plugin::data_dir(cfg);
+    let data = crate::host::plugin::data_dir(cfg);
     let alloc_dir = match &task.alloc_dir {
         Some(d) => PathBuf::from(d),
         None => data.join("alloc").join(if task.alloc_id.is_empty() {
@@ -198,9 +198,9 @@ fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
                 let owner_state = tasks.join(owner.trim());
                 let live = !owner.trim().is_empty()
                     && crate::config::check_identifier("id", owner.trim()).is_ok()
-                    && crate::launch::read_launch(&owner_state).is_ok()
-                    && !owner_state.join(crate::launch::EXIT_FILE).exists();
-                if live || crate::task::running_in(&dirs.task_dir, &id).is_some() {
+                    && crate::proto::spec::read_launch(&owner_state).is_ok()
+                    && !owner_state.join(crate::proto::spec::EXIT_FILE).exists();
+                if live || crate::host::task::running_in(&dirs.task_dir, &id).is_some() {
                     return Err(Error::field(
                         Code::TaskExists,
                         "name",
@@ -258,8 +258,8 @@ fn make_state_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
             .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", tasks.display())))?;
     }
     if std::fs::symlink_metadata(s).is_ok() {
-        let live = s.join(crate::launch::LAUNCH_FILE).exists()
-            && !s.join(crate::launch::EXIT_FILE).exists();
+        let live = s.join(crate::proto::spec::LAUNCH_FILE).exists()
+            && !s.join(crate::proto::spec::EXIT_FILE).exists();
         if live {
             return Err(Error::field(
                 Code::TaskExists,
@@ -336,7 +336,7 @@ pub fn resolve_user(name: &str, cfg: &PluginConfig) -> Result<User> {
     let user = lookup_user(name)?;
     let uid = user.uid;
     let denied = |set: &str, field: &str, id: u32| -> Result<bool> {
-        Ok(crate::plugin::parse_id_set(set, field)?
+        Ok(crate::host::plugin::parse_id_set(set, field)?
             .iter()
             .any(|(a, b)| (*a..=*b).contains(&id)))
     };

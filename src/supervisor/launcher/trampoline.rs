@@ -79,7 +79,7 @@ fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
 impl Prepared {
     /// Prepares the child of `spec` (a raw_exec task); `stdin` is an fd of /dev/null.
     pub fn new(
-        spec: &crate::launch::LaunchSpec,
+        spec: &crate::proto::spec::LaunchSpec,
         stdin: RawFd,
         stdout: RawFd,
         stderr: RawFd,

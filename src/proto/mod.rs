@@ -11,10 +11,13 @@
 //! [`ToHost::Exited`]. One that may run another task then says [`ToHost::Idle`] and
 //! waits for [`ToSupervisor::Keep`] (then the next spec) or EOF.
 
+pub mod chan;
+pub mod spec;
+
 use crate::error::{Code, Error};
-use crate::launch::{ExitStatus, Go, LaunchSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use spec::{ExitStatus, Go, LaunchSpec};
 
 /// What the host says to a supervisor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,7 +104,7 @@ pub const MAX_LINE: usize = 64 << 20;
 /// host closed the channel: it gave up, or went away). Reads exactly one line (a standby
 /// and its supervisor may read successive messages of one channel).
 pub fn read_from_host(chan: &std::os::fd::OwnedFd) -> Result<Option<ToSupervisor>, String> {
-    let b = crate::chan::read_line(chan, MAX_LINE).map_err(|e| e.to_string())?;
+    let b = crate::proto::chan::read_line(chan, MAX_LINE).map_err(|e| e.to_string())?;
     if b.is_empty() {
         return Ok(None);
     }
@@ -110,12 +113,12 @@ pub fn read_from_host(chan: &std::os::fd::OwnedFd) -> Result<Option<ToSupervisor
 
 /// Sends `m` to the host (supervisor side).
 pub fn send_to_host(chan: &std::os::fd::OwnedFd, m: &ToHost) -> std::io::Result<()> {
-    crate::chan::send_all(chan, &line(m))
+    crate::proto::chan::send_all(chan, &line(m))
 }
 
 /// Sends `m` to a supervisor (host side).
 pub fn send_to_supervisor(chan: &std::os::fd::OwnedFd, m: &ToSupervisor) -> std::io::Result<()> {
-    crate::chan::send_all(chan, &line(m))
+    crate::proto::chan::send_all(chan, &line(m))
 }
 
 /// A standby's verdict on a task, the byte it sends its supervisor after the spec it
@@ -153,7 +156,7 @@ pub const GO: u8 = b'g';
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpareRequest {
     pub ns_flags: i32,
-    pub warm: Option<crate::launch::Warm>,
+    pub warm: Option<crate::proto::spec::Warm>,
 }
 
 impl SpareRequest {

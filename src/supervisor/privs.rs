@@ -1,7 +1,7 @@
 //! User, groups, capabilities and the command's stdio and signal state.
 
 use crate::error::{Code, Error, Result};
-use crate::launch::Isolation;
+use crate::proto::spec::Isolation;
 use std::os::fd::RawFd;
 
 #[repr(C)]

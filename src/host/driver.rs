@@ -3,9 +3,9 @@
 
 use crate::config::{self, DriverKind, NsMode, TaskRequest};
 use crate::error::{Code, Error, Result};
-use crate::launch::{Isolation, LaunchSpec};
-use crate::prepare;
-use crate::task::{self, State, Task};
+use crate::host::prepare;
+use crate::host::task::{self, State, Task};
+use crate::proto::spec::{Isolation, LaunchSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -33,12 +33,12 @@ fn required(text: Option<&str>) -> Result<&str> {
 /// `driver_configure`.
 pub fn configure(req: Option<&str>) -> Result<Value> {
     match req {
-        None => crate::plugin::effective_json(&crate::plugin::current()),
+        None => crate::host::plugin::effective_json(&crate::host::plugin::current()),
         Some(t) => {
-            let v = crate::plugin::configure(t)?;
+            let v = crate::host::plugin::configure(t)?;
             // Spare supervisors were started for the previous configuration.
-            crate::spawn::settle();
-            crate::spawn::drop_spares();
+            crate::host::pool::settle();
+            crate::host::pool::drop_spares();
             Ok(v)
         }
     }
@@ -98,9 +98,10 @@ fn exec_support() -> std::result::Result<String, (&'static str, String)> {
     let layout = crate::cgroup::detect()
         .map_err(|e| ("undetected", format!("no usable cgroups: {}", e.message)))?;
     layout
-        .usable_under(&crate::plugin::current().cgroup_parent)
+        .usable_under(&crate::host::plugin::current().cgroup_parent)
         .map_err(|why| ("unhealthy", format!("cgroups present but unusable: {why}")))?;
-    crate::plugin::shim_path(&crate::plugin::current()).map_err(|e| ("unhealthy", e.message))?;
+    crate::host::plugin::shim_path(&crate::host::plugin::current())
+        .map_err(|e| ("unhealthy", e.message))?;
     Ok(layout.name().to_string())
 }
 
@@ -162,7 +163,7 @@ pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
 /// `driver_start`.
 pub fn start(req: Option<&str>) -> Result<Value> {
     let mut t = TaskRequest::parse(required(req)?)?;
-    let cfg = crate::plugin::current();
+    let cfg = crate::host::plugin::current();
     if t.driver == DriverKind::Exec
         && let Err((_, why)) = exec_support_cached()
     {
@@ -173,7 +174,7 @@ pub fn start(req: Option<&str>) -> Result<Value> {
         ));
     }
     let kill_signal = parse_signal(&t.kill_signal, "kill_signal")?;
-    crate::env::validate_env(&t)?;
+    crate::host::env::validate_env(&t)?;
     let id =
         t.id.clone()
             .unwrap_or_else(|| config::generated_id(&t.name, &crate::sys::random_hex(8)));
@@ -284,7 +285,7 @@ fn start_inner(
         Some(n) if exec && n.mode == config::NetworkMode::None => flags |= libc::CLONE_NEWNET,
         Some(n) if exec && n.mode == config::NetworkMode::Group => {
             let path = n.path.clone().unwrap_or_default();
-            crate::isolate::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
+            crate::supervisor::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
                 |e| Error::field(Code::InvalidConfig, "network_isolation.path", e.to_string()),
             )?;
             netns = Some(std::path::PathBuf::from(path));
@@ -293,13 +294,13 @@ fn start_inner(
     }
     // The handle's key before anything is started: the handle of a started task is
     // always signed.
-    let key = crate::handle::Key::of(&crate::plugin::data_dir(cfg))?;
+    let key = crate::host::handle::Key::of(&crate::host::plugin::data_dir(cfg))?;
     // The task's cgroups (as root): for exec all of them, with the task's limits; for
     // raw_exec one to track its processes, when the host has cgroup2.
     let cgroup_request = if crate::sys::euid() != 0 {
         None
     } else if exec {
-        Some(crate::launch::CgroupRequest {
+        Some(crate::proto::spec::CgroupRequest {
             layout: crate::cgroup::detect_cached()?,
             parent: cfg.cgroup_parent.clone(),
             limits: task_limits(t, pid_ns),
@@ -308,7 +309,7 @@ fn start_inner(
     } else {
         crate::cgroup::detect_cached()
             .ok()
-            .map(|layout| crate::launch::CgroupRequest {
+            .map(|layout| crate::proto::spec::CgroupRequest {
                 layout,
                 parent: cfg.cgroup_parent.clone(),
                 limits: Default::default(),
@@ -319,12 +320,12 @@ fn start_inner(
     // the task. It gets its spec at the end, or EOF when the start fails, and then exits
     // having done nothing (one launched now also removes the cgroups we make for it, should
     // we go away before the go line).
-    let owns = cgroup_request.as_ref().map(|r| crate::launch::Owned {
+    let owns = cgroup_request.as_ref().map(|r| crate::proto::spec::Owned {
         layout: r.layout.clone(),
         parent: r.parent.clone(),
         name: id.to_string(),
     });
-    let pending = crate::spawn::supervisor_for(cfg, flags, owns.as_ref())?;
+    let pending = crate::host::pool::supervisor_for(cfg, flags, owns.as_ref())?;
     let reusable = pending.reusable(cfg);
     let user = if exec {
         prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
@@ -376,7 +377,7 @@ fn start_inner(
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
         .collect();
-    let env = crate::env::build_env(&crate::env::EnvInputs {
+    let env = crate::host::env::build_env(&crate::host::env::EnvInputs {
         task: t,
         task_dir: task_dir_v,
         alloc_dir: alloc_dir_v,
@@ -385,9 +386,9 @@ fn start_inner(
         home: user.home.clone(),
         passthrough,
     });
-    crate::env::check_env(&env)?;
+    crate::host::env::check_env(&env)?;
     let env_map = env;
-    let interp = |s: &str| crate::env::interpolate(s, &env_map, &t.node);
+    let interp = |s: &str| crate::host::env::interpolate(s, &env_map, &t.node);
     let command = interp(&t.config.command);
     let args: Vec<String> = t.config.args.iter().map(|a| interp(a)).collect();
     let work_dir = interp(
@@ -415,7 +416,10 @@ fn start_inner(
     let mut specs = vec![];
     if let Some(src) = &t.config.artifact_source {
         let checksum = t.config.checksum.as_deref().map(&interp);
-        specs.push(crate::fetch::seed_spec(&interp(src), checksum.as_deref()));
+        specs.push(crate::host::fetch::seed_spec(
+            &interp(src),
+            checksum.as_deref(),
+        ));
     }
     for (i, a) in t.artifacts.iter().enumerate() {
         let mut a = a.clone();
@@ -431,7 +435,7 @@ fn start_inner(
             .iter()
             .map(|(k, v)| (k.clone(), interp(v)))
             .collect();
-        specs.push(crate::fetch::FetchSpec {
+        specs.push(crate::host::fetch::FetchSpec {
             artifact: a,
             executable: false,
             field: format!("artifacts[{i}]"),
@@ -450,10 +454,10 @@ fn start_inner(
         prepare::make_dirs(dirs, owner, root, created)?;
         let progress: Vec<_> = specs
             .iter()
-            .map(crate::fetch::ArtifactProgress::new)
+            .map(crate::host::fetch::ArtifactProgress::new)
             .collect();
         task.lock().artifacts = progress.clone();
-        crate::fetch::fetch_all(&specs, &dirs.task_dir, &cfg.artifact, &progress)?;
+        crate::host::fetch::fetch_all(&specs, &dirs.task_dir, &cfg.artifact, &progress)?;
     }
 
     let (exec_path, _host) = prepare::lookup_command(
@@ -481,7 +485,7 @@ fn start_inner(
         seccomp: seccomp_on,
         netns: netns.clone(),
         new_net: flags & libc::CLONE_NEWNET != 0,
-        secrets_size: crate::launch::SECRETS_SIZE,
+        secrets_size: crate::proto::spec::SECRETS_SIZE,
         // Known once the directories are: in the go line.
         root_id: None,
         alloc_id: None,
@@ -505,7 +509,7 @@ fn start_inner(
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
         recycle: if reusable.is_some() {
-            crate::launch::idle_unclaimed_ms()
+            crate::proto::spec::idle_unclaimed_ms()
         } else {
             0
         },
@@ -520,7 +524,7 @@ fn start_inner(
             .map(|i| (&i.binds[..], &i.symlinks[..]));
         prepare::make_dirs(dirs, owner, root, created)?;
     }
-    let go = crate::launch::Go {
+    let go = crate::proto::spec::Go {
         root_id: exec.then(|| crate::sys::file_id(&dirs.task_dir)).flatten(),
         alloc_id: exec
             .then(|| crate::sys::file_id(&dirs.alloc_dir.join("alloc")))
@@ -531,7 +535,7 @@ fn start_inner(
     // Recorded before it may start: a task that cannot be (a full or read-only disk) does
     // not run, and its exit status has its room.
     let record = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
-    crate::launch::record_start(&dirs.state_dir, &record).map_err(|e| {
+    crate::proto::spec::record_start(&dirs.state_dir, &record).map_err(|e| {
         Error::new(
             Code::Spawn,
             format!("recording the task in its state dir: {e}"),
@@ -545,10 +549,10 @@ fn start_inner(
         spec.clone_into = cg.v2_dir();
     }
     // The next start of this kind takes a supervisor started now, in the background.
-    crate::spawn::prestart_in_background(cfg, flags);
+    crate::host::pool::prestart_in_background(cfg, flags);
     let started_at = started.started_at.clone();
-    let handle = crate::handle::Handle {
-        version: crate::handle::VERSION,
+    let handle = crate::host::handle::Handle {
+        version: crate::host::handle::VERSION,
         task_id: id.to_string(),
         name: t.name.clone(),
         driver: t.driver,
@@ -667,7 +671,7 @@ pub fn stop(req: Option<&str>) -> Result<Value> {
         .timeout_ms
         .map(|m| m.max(0) as u64)
         .unwrap_or(t.kill_timeout_ms)
-        .min(crate::plugin::current().max_kill_timeout_ms);
+        .min(crate::host::plugin::current().max_kill_timeout_ms);
     stop_task(&t, sig, grace)
 }
 
@@ -753,7 +757,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
             let _ = cg.remove();
         }
         let _ = std::fs::remove_dir_all(&t.state_dir);
-        let data = crate::plugin::data_dir(&crate::plugin::current());
+        let data = crate::host::plugin::data_dir(&crate::host::plugin::current());
         prepare::release_task_dir(&prepare::claim_path(&data, &t.task_dir), &t.id);
         if r.purge {
             let _ = std::fs::remove_dir_all(&t.task_dir);
@@ -834,15 +838,15 @@ pub fn stats(req: Option<&str>) -> Result<Value> {
         let g = t.lock();
         (g.cgroup.clone(), g.pid)
     };
-    Ok(crate::stats::collect(cgroup.as_ref(), pid))
+    Ok(crate::host::stats::collect(cgroup.as_ref(), pid))
 }
 
 /// `driver_recover`.
 pub fn recover(req: Option<&str>) -> Result<Value> {
-    crate::recover::recover(required(req)?)
+    crate::host::recover::recover(required(req)?)
 }
 
 /// `driver_exec`: one command inside a running task's isolation, output captured.
 pub fn exec(req: Option<&str>) -> Result<Value> {
-    crate::exec_into::exec(required(req)?)
+    crate::host::exec_into::exec(required(req)?)
 }

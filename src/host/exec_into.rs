@@ -3,7 +3,7 @@
 
 use crate::config;
 use crate::error::{Code, Error, Result};
-use crate::task;
+use crate::host::task;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -59,14 +59,14 @@ pub fn exec(req: &str) -> Result<Value> {
     let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
     std::fs::write(&file, bytes)
         .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
-    let result = crate::spawn::run_exec(&crate::plugin::current(), &file);
+    let result = crate::host::pool::run_exec(&crate::host::plugin::current(), &file);
     let _ = std::fs::remove_file(&file);
     result
 }
 
 /// The task's launch spec: the one this host started it with, or (a recovered task) the
 /// one in its state dir, with the cgroups of its authenticated handle.
-fn launch_spec(t: &task::Task) -> Result<crate::launch::LaunchSpec> {
+fn launch_spec(t: &task::Task) -> Result<crate::proto::spec::LaunchSpec> {
     let (spec, cgroup) = {
         let g = t.lock();
         (g.spec.clone(), g.cgroup.clone())
@@ -74,7 +74,7 @@ fn launch_spec(t: &task::Task) -> Result<crate::launch::LaunchSpec> {
     if let Some(s) = spec {
         return Ok(s);
     }
-    let mut s = crate::launch::read_launch(&t.state_dir).map_err(|e| {
+    let mut s = crate::proto::spec::read_launch(&t.state_dir).map_err(|e| {
         Error::new(
             Code::Isolation,
             format!("driver_exec: the task's launch spec: {e}"),

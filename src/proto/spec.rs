@@ -52,7 +52,7 @@ pub struct Isolation {
     /// ambient sets: for a non-root user only those named in `cap_add`, for root all of
     /// `caps` (SPEC §3).
     pub raised: u64,
-    /// Install the default seccomp filter ([`crate::isolate::seccomp`]) before the exec.
+    /// Install the default seccomp filter ([`crate::supervisor::seccomp`]) before the exec.
     pub seccomp: bool,
     /// The network namespace to join (`network_isolation` mode `group`): a host path.
     #[serde(default)]
@@ -103,11 +103,11 @@ pub struct LaunchSpec {
     /// `prestart_supervisor`: raw_exec, or an exec spare that prepares its tasks' command
     /// processes). Once it has tidied up after the exit it says
     /// `{"idle":true}` and waits this many milliseconds to be taken back as a spare
-    /// ([`KEEP`]), then for the next spec on its channel (see [`crate::chan`]).
+    /// ([`KEEP`]), then for the next spec on its channel (see [`crate::proto::chan`]).
     #[serde(default)]
     pub recycle: u64,
     /// Random, one per start: the handle carries it too, so that a handle of an earlier
-    /// task with the same id is told apart from this one (see `crate::recover`).
+    /// task with the same id is told apart from this one (see `crate::host::recover`).
     #[serde(default)]
     pub nonce: String,
 }

@@ -50,7 +50,7 @@ pub fn main() -> i32 {
     }
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let (n, chan) = match crate::chan::recv_with_fd(&ctl, &mut buf) {
+        let (n, chan) = match crate::proto::chan::recv_with_fd(&ctl, &mut buf) {
             Ok(r) => r,
             Err(_) => return 1,
         };
@@ -61,7 +61,7 @@ pub fn main() -> i32 {
             (Some(chan), Some((flags, warm))) if flags & !ALLOWED == 0 => spawn(flags, warm, chan),
             _ => -libc::EINVAL,
         };
-        if crate::chan::send_all(&ctl, &crate::proto::spare_reply(reply)).is_err() {
+        if crate::proto::chan::send_all(&ctl, &crate::proto::spare_reply(reply)).is_err() {
             return 1;
         }
     }
@@ -110,5 +110,5 @@ fn child(warm: &[u8], chan: OwnedFd) -> i32 {
     drop(chan);
     set_name(c"execdriver-shim");
     let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
-    super::main(warm, None)
+    crate::supervisor::main(warm, None)
 }

@@ -2,7 +2,7 @@
 //! handle `driver_start` returned.
 
 use crate::error::{Code, Result};
-use crate::task::{self, Task};
+use crate::host::task::{self, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -13,12 +13,12 @@ struct Req {
 }
 
 /// Recovers the task of `handle`. Recovering a registered task is not an error. The
-/// handle is checked first ([`crate::handle::Handle::verify`]): a forged or altered one,
+/// handle is checked first ([`crate::host::handle::Handle::verify`]): a forged or altered one,
 /// or one naming paths that are not the task's, is refused before anything is touched.
 pub fn recover(text: &str) -> Result<Value> {
     let r: Req = crate::config::parse(text, Code::InvalidRequest, "")?;
-    let cfg = crate::plugin::current();
-    let h = crate::handle::Handle::verify(&r.handle, &cfg)?;
+    let cfg = crate::host::plugin::current();
+    let h = crate::host::handle::Handle::verify(&r.handle, &cfg)?;
     if let Ok(t) = task::get(&h.task_id) {
         return Ok(json!({"task_id": t.id, "recovered": true, "state": t.state().as_str()}));
     }
@@ -35,7 +35,7 @@ pub fn recover(text: &str) -> Result<Value> {
     let started_at = h.started_at;
     // The state dir must still be this start's (its launch record has the handle's
     // nonce): a handle of an earlier task with the same id touches nothing of a later one.
-    let ours = crate::launch::read_launch(&task.state_dir).is_ok_and(|l| l.nonce == h.nonce);
+    let ours = crate::proto::spec::read_launch(&task.state_dir).is_ok_and(|l| l.nonce == h.nonce);
     if !ours {
         task.set_superseded(started_at, r.handle);
         task::insert(task.clone())?;
@@ -47,9 +47,10 @@ pub fn recover(text: &str) -> Result<Value> {
     let ours =
         |pid: i32| h.start_time.is_some() && crate::sys::proc_start_time(pid) == h.start_time;
     // The supervisor may have gone on to run another task
-    // ([`crate::launch::LaunchSpec::recycle`]), always after writing this one's exit.json;
+    // ([`crate::proto::spec::LaunchSpec::recycle`]), always after writing this one's exit.json;
     // a destroyed task has no state dir. Either way this task is over.
-    let over = !task.state_dir.is_dir() || task.state_dir.join(crate::launch::EXIT_FILE).exists();
+    let over =
+        !task.state_dir.is_dir() || task.state_dir.join(crate::proto::spec::EXIT_FILE).exists();
     let pidfd = if h.pid > 0 && !over && ours(h.pid) {
         crate::sys::pidfd_open(h.pid).ok().filter(|_| ours(h.pid))
     } else {

@@ -9,7 +9,7 @@
 
 use super::mountapi;
 use crate::error::{Code, Error, Result};
-use crate::launch::{Bind, Isolation};
+use crate::proto::spec::{Bind, Isolation};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -115,7 +115,7 @@ pub struct Staged {
     dev: [OwnedFd; 3],
     /// A procfs of our pid namespace.
     proc_fs: OwnedFd,
-    /// The task's `/secrets`: a tmpfs of [`crate::launch::SECRETS_SIZE`], 0700, given to
+    /// The task's `/secrets`: a tmpfs of [`crate::proto::spec::SECRETS_SIZE`], 0700, given to
     /// the task user at the start (`fchownat` of its root).
     secrets: Option<OwnedFd>,
     /// Set once we sit in a skeleton root ([`Staged::enter_skeleton`]): a detached copy
@@ -268,7 +268,7 @@ pub fn stage(binds: &[Bind]) -> Result<Staged> {
     let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
     let proc_fs = mountapi::new_fs("proc", &[PROC_HIDEPID], nosuid | nodev | noexec)
         .map_err(|e| err("creating a procfs for", Path::new("/proc"), e))?;
-    let size = format!("size={}", crate::launch::SECRETS_SIZE);
+    let size = format!("size={}", crate::proto::spec::SECRETS_SIZE);
     let secrets = mountapi::new_fs("tmpfs", &[&size, "mode=0700"], nosuid | nodev | noexec)
         .map_err(|e| err("creating a tmpfs for", Path::new("/secrets"), e))?;
     Ok(Staged {
@@ -380,7 +380,7 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
     let ready = staged
         .as_mut()
         .and_then(|s| s.secrets.take())
-        .filter(|_| iso.secrets_size == crate::launch::SECRETS_SIZE);
+        .filter(|_| iso.secrets_size == crate::proto::spec::SECRETS_SIZE);
     let owner = (
         Some(nix::unistd::Uid::from_raw(iso.uid)),
         Some(nix::unistd::Gid::from_raw(iso.gid)),

@@ -3,14 +3,16 @@
 //! This runs in our own freshly exec'd, single-threaded supervisor, never in a child of
 //! the host, so it may allocate.
 
-pub mod mountapi;
-pub mod net;
-pub mod privs;
-pub mod rootfs;
-pub mod seccomp;
+pub mod fork_server;
+pub(super) mod reuse;
+pub(super) mod standby;
+pub(super) mod trampoline;
+pub(super) mod vfork;
+
+use super::{net, privs, rootfs, seccomp};
 
 use crate::error::{Code, Error, Result};
-use crate::launch::LaunchSpec;
+use crate::proto::spec::LaunchSpec;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
@@ -76,7 +78,7 @@ pub fn exec_staged(
 
 /// The task's network: a group's namespace joined (by path, or as a standby opened it),
 /// or the loopback of the namespace of its own brought up.
-fn join_network(iso: &crate::launch::Isolation, setup: &mut Setup<'_>) -> Result<()> {
+fn join_network(iso: &crate::proto::spec::Isolation, setup: &mut Setup<'_>) -> Result<()> {
     use std::os::fd::AsFd;
     if let Some(path) = &iso.netns {
         let f = match setup {

@@ -1,0 +1,23 @@
+//! What runs in the host's process (the program that loaded the library): the driver's
+//! operations and everything they need short of the supervisor. Nothing here forks code
+//! that allocates or locks, installs a signal handler, or changes process-wide state.
+//!
+//! - [`driver`]: the operations over JSON text; [`task`]: the task table and waiting.
+//! - A start: [`prepare`] (directories, the user, the command's path, the root's binds),
+//!   [`env`] (the environment and interpolation), [`fetch`] (artifacts), [`pool`] (the
+//!   supervisor for it: prestarted, or launched now).
+//! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
+//!   [`exec_into`]: `driver_exec`; [`stats`]: `driver_stats`; [`plugin`]: the
+//!   process-wide configuration.
+
+pub mod driver;
+pub mod env;
+pub mod exec_into;
+pub mod fetch;
+pub mod handle;
+pub mod plugin;
+pub mod pool;
+pub mod prepare;
+pub mod recover;
+pub mod stats;
+pub mod task;
