@@ -1,230 +1,292 @@
-//! What the supervisor's command child does between fork and exec: join cgroups, build
-//! the task's root (`rootfs`), drop to the task user with its capabilities (`privs`).
-//! This runs in our own freshly exec'd, single-threaded supervisor, never in a child of
-//! the host, so it may allocate.
+//! How a supervisor gets its task and starts its command process: the one place on the
+//! supervisor's side that knows it may have been prestarted. A prestarted exec
+//! supervisor prepares the command process ahead (a standby, [`standby`]) while it waits;
+//! one made by the fork server ([`fork_server`]) is a clone of it; a supervisor may run
+//! another task after its own ([`reuse`]). The supervisor's loop sees only [`Launcher`]:
+//! the next task, its start ([`Launched`]), and whether another may follow.
+//!
+//! The command process of an exec task is made with fork semantics and runs
+//! [`command`]; a raw_exec task's shares our memory and runs only [`trampoline`]'s
+//! system calls ([`vfork`]).
 
+pub mod command;
 pub mod fork_server;
-pub(super) mod reuse;
-pub(super) mod standby;
-pub(super) mod trampoline;
-pub(super) mod vfork;
+mod reuse;
+mod standby;
+mod trampoline;
+mod vfork;
 
-use super::{net, privs, rootfs, seccomp};
-
+use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
-use crate::proto::spec::LaunchSpec;
-use std::ffi::CString;
-use std::os::fd::RawFd;
+use crate::proto::spec::{Go, LaunchSpec, Owned, Warm};
+use crate::proto::{self, ToSupervisor};
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-fn io_err(code: Code, step: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(code, format!("{step}: {e}"))
+/// The fds of a task's command process, made by the supervisor while it waits: its
+/// stdout and stderr, the sync pipe it reports a failed set-up on (close-on-exec: EOF
+/// when it has exec'd), and the supervisor's own fds it must not keep.
+pub struct CommandFds {
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    pub sync: RawFd,
+    pub close: Vec<RawFd>,
 }
 
-/// How the command's process came to be.
-enum Setup<'a> {
-    /// Just forked: joins its cgroups (but `joined`, a `cgroup.procs` it was cloned into)
-    /// and builds the root.
-    Fresh { joined: Option<&'a std::path::Path> },
-    /// A spare's standby (`crate::supervisor`): in its cgroups, session and mount
-    /// namespace already, with its mounts `staged` and its bounding set limited to
-    /// `bounding`; execs once `go` gives a byte.
-    Standby {
-        staged: rootfs::Staged,
-        go: std::fs::File,
-        bounding: u64,
-        /// The network namespace of `network_isolation` mode `group`, opened and checked
-        /// when the standby took the task.
-        netns: Option<std::fs::File>,
-    },
+/// What starts this supervisor's tasks.
+pub struct Launcher {
+    /// What to prepare ahead of a task (an exec supervisor started ahead).
+    warm: Option<Warm>,
+    /// The cgroups the host makes for the first task (see [`Owned`]).
+    owns: Option<Owned>,
+    first: bool,
 }
 
-/// Sets up the child and execs the command. Returns only on failure.
-/// `joined`: a `cgroup.procs` file the process is already in (cloned into its cgroup).
-pub fn exec_command(
-    spec: &LaunchSpec,
-    stdout: RawFd,
-    stderr: RawFd,
-    joined: Option<&std::path::Path>,
-) -> Error {
-    match prepare_and_exec(spec, stdout, stderr, Setup::Fresh { joined }) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    }
+/// A task the host sent, not started yet.
+pub struct Incoming {
+    /// The spec's line ([`ToSupervisor::Spec`]).
+    pub line: Vec<u8>,
+    /// The command process prepared for it, if any.
+    standby: Option<standby::Standby>,
 }
 
-/// [`exec_command`] for a spare's standby process: attaches the `staged` mounts, drops
-/// privileges, then waits for a byte on `go` (the supervisor has set the task's cgroups
-/// up) before it execs. Returns only on failure.
-pub fn exec_staged(
-    spec: &LaunchSpec,
-    stdout: RawFd,
-    stderr: RawFd,
-    staged: rootfs::Staged,
-    go: std::fs::File,
-    bounding: u64,
-    netns: Option<std::fs::File>,
-) -> Error {
-    let setup = Setup::Standby {
-        staged,
-        go,
-        bounding,
-        netns,
-    };
-    match prepare_and_exec(spec, stdout, stderr, setup) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    }
+/// A started command process.
+pub struct Launched {
+    pub pid: Pid,
+    /// The task's cgroups (made by us, or by the host: see `ours`).
+    pub cgroup: Option<TaskCgroup>,
+    /// We made the cgroups (the host did not): we remove them should the start fail.
+    pub ours: bool,
+    pub started_at: String,
+    /// A raw_exec child's prepared data: it turns a failure record into the error.
+    raw: Option<trampoline::Prepared>,
+    /// A standby's copy of the host's mount tree, kept until the task has ended: its
+    /// dissolution waits for an RCU grace period, so it goes when nothing waits for us.
+    _host_tree: Option<OwnedFd>,
 }
 
-/// The task's network: a group's namespace joined (by path, or as a standby opened it),
-/// or the loopback of the namespace of its own brought up.
-fn join_network(iso: &crate::proto::spec::Isolation, setup: &mut Setup<'_>) -> Result<()> {
-    use std::os::fd::AsFd;
-    if let Some(path) = &iso.netns {
-        let f = match setup {
-            Setup::Standby { netns, .. } => netns
-                .take()
-                .ok_or_else(|| std::io::Error::other("the standby did not open it")),
-            Setup::Fresh { .. } => net::open_netns(path),
+impl Launched {
+    /// The error the command process reported on the sync pipe (`bytes`: not empty).
+    pub fn failure(&self, bytes: &[u8]) -> Error {
+        match (trampoline::Failure::from_bytes(bytes), &self.raw) {
+            (Some(f), Some(p)) => p.error(f),
+            _ => proto::parse::<proto::Failure>(bytes)
+                .map(Error::from)
+                .unwrap_or_else(|e| {
+                    Error::internal(format!("the command's process failed and said {e}"))
+                }),
         }
-        .map_err(|e| {
-            Error::field(
-                Code::Isolation,
-                "network_isolation.path",
-                format!("opening the network namespace {}: {e}", path.display()),
-            )
-        })?;
-        net::join(f.as_fd()).map_err(|e| {
-            Error::field(
-                Code::Isolation,
-                "network_isolation.path",
-                format!("joining the network namespace {}: {e}", path.display()),
-            )
-        })?;
     }
-    if iso.new_net {
-        net::loopback_up()
-            .map_err(|e| io_err(Code::Isolation, "bringing up the task's loopback", e))?;
-    }
-    Ok(())
 }
 
-fn prepare_and_exec(
-    spec: &LaunchSpec,
-    stdout: RawFd,
-    stderr: RawFd,
-    setup: Setup<'_>,
-) -> Result<std::convert::Infallible> {
-    if let Setup::Fresh { joined } = setup {
-        for f in spec
-            .cgroup_procs
-            .iter()
-            .filter(|f| Some(f.as_path()) != joined)
-        {
-            std::fs::write(f, "0").map_err(|e| {
-                io_err(
-                    Code::Isolation,
-                    &format!("joining cgroup {}", f.display()),
-                    e,
+fn internal(what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::new(Code::Spawn, format!("supervisor: {what}: {e}"))
+}
+
+impl Launcher {
+    /// `warm`: `--warm <json>`; `owns`: `--owns <json>`.
+    pub fn new(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> Launcher {
+        reuse::note_host_names();
+        Launcher {
+            warm: warm.and_then(|w| serde_json::from_slice(w.as_encoded_bytes()).ok()),
+            owns: owns.and_then(|o| serde_json::from_slice(o.as_encoded_bytes()).ok()),
+            first: true,
+        }
+    }
+
+    /// Waits for the next task on `chan`, preparing its command process meanwhile where
+    /// this supervisor was started ahead. `None`: the host closed the channel (it gave up
+    /// on the start, or went away): what it made for the first task is removed.
+    pub fn next_task(&mut self, chan: &OwnedFd, fds: &CommandFds) -> Option<Incoming> {
+        loop {
+            if self.warm.is_some() {
+                crate::sys::set_idle_priority(true);
+            }
+            let sb = self.warm.as_ref().and_then(|w| {
+                standby::Standby::prepare(
+                    w,
+                    standby::ChildFds {
+                        stdout: fds.stdout,
+                        stderr: fds.stderr,
+                        sync: fds.sync,
+                        chan: chan.as_raw_fd(),
+                        close: fds.close.clone(),
+                        host_tree: None,
+                    },
                 )
-            })?;
+            });
+            // With a standby, the spec comes through it (it reads the channel); without
+            // one, or when it has none (it is then already reaped), from the channel.
+            let (standby, line) = match sb.map(|sb| sb.receive_spec(chan)) {
+                Some(standby::Received::Spec(sb, line)) => (sb, line),
+                Some(standby::Received::MountsChanged) => {
+                    if !standby::mounts_settled(chan) {
+                        // Quiet again: a new standby, with copies of the mounts as they are.
+                        continue;
+                    }
+                    (None, vec![])
+                }
+                None => (None, vec![]),
+            };
+            let line = if line.is_empty() {
+                match crate::proto::chan::read_line(chan, proto::MAX_LINE) {
+                    Ok(b) if !b.is_empty() => b,
+                    _ => {
+                        if self.first
+                            && let Some(o) = &self.owns
+                        {
+                            o.remove_empty();
+                        }
+                        return None;
+                    }
+                }
+            } else {
+                line
+            };
+            if self.warm.is_some() {
+                crate::sys::set_idle_priority(false);
+            }
+            self.first = false;
+            return Some(Incoming { line, standby });
         }
-        nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
     }
 
-    let argv: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| {
-            CString::new(a.as_str()).map_err(|_| {
-                Error::field(
-                    Code::InvalidConfig,
-                    "config.args",
-                    "an argument contains a NUL byte",
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|(k, v)| {
-            CString::new(format!("{k}={v}")).map_err(|_| {
-                Error::field(
-                    Code::InvalidConfig,
-                    format!("env.{k}"),
-                    "a value contains a NUL byte",
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
-    let cwd = CString::new(spec.cwd.as_str()).map_err(|_| {
-        Error::field(
-            Code::InvalidConfig,
-            "config.work_dir",
-            "contains a NUL byte",
-        )
-    })?;
+    /// Starts the command process of `spec` (parsed from `incoming`'s line, or why not).
+    /// `Ok(None)`: the host closed the channel before its go (it gave up on the start):
+    /// what was made for the task is removed.
+    pub fn launch(
+        &mut self,
+        incoming: Incoming,
+        spec: Result<&mut LaunchSpec>,
+        chan: &OwnedFd,
+        fds: &CommandFds,
+    ) -> Result<Option<Launched>> {
+        // A standby takes the task or not (it decided while we parsed the spec).
+        let standby = match (&spec, incoming.standby) {
+            (Ok(_), Some(mut sb)) => sb.takes().then_some(sb),
+            (_, Some(mut sb)) => {
+                sb.discard();
+                None
+            }
+            (_, None) => None,
+        };
+        let spec = spec?;
+        match standby {
+            Some(mut sb) => {
+                // It reads the host's go itself, and builds the root meanwhile.
+                let started_at = crate::proto::spec::rfc3339_now();
+                let host_tree = sb.take_host_tree();
+                let pid = sb.pid;
+                let cgroup = sb.hand_over(spec)?;
+                Ok(Some(Launched {
+                    pid,
+                    ours: spec.cgroup.is_none(),
+                    cgroup,
+                    started_at,
+                    raw: None,
+                    _host_tree: host_tree,
+                }))
+            }
+            None => fresh(spec, chan, fds),
+        }
+    }
 
-    let bounding = match &setup {
-        Setup::Standby { bounding, .. } => *bounding,
-        Setup::Fresh { .. } => u64::MAX,
+    /// After a task (all of it gone): whether this supervisor runs another. Only where
+    /// the host asked for it ([`LaunchSpec::recycle`]), after new namespaces for an exec
+    /// task's next one, and once the host has taken us back.
+    pub fn another(&mut self, spec: &LaunchSpec, chan: &OwnedFd, is_init: bool) -> bool {
+        let renewed = spec.recycle > 0
+            && match &spec.isolation {
+                None => !is_init,
+                Some(iso) => reuse::renew_namespaces(iso).is_ok(),
+            };
+        renewed && reuse::claimed(chan, spec.recycle)
+    }
+}
+
+/// The host's go (see [`Go`]); `None` when it closed the channel instead.
+fn read_go(chan: &OwnedFd) -> Option<Go> {
+    match proto::read_from_host(chan) {
+        Ok(Some(ToSupervisor::Go(g))) => Some(g),
+        _ => None,
+    }
+}
+
+/// A command process made for the task now: its cgroups (when the host asked us to make
+/// them, while it made the directories), the go, then the process.
+fn fresh(spec: &mut LaunchSpec, chan: &OwnedFd, fds: &CommandFds) -> Result<Option<Launched>> {
+    let given = spec.cgroup.clone();
+    let made = match (&given, &spec.cgroup_request) {
+        (None, Some(req)) => req.make(&spec.task_id)?,
+        _ => None,
     };
-    let mut setup = setup;
-    if let Some(iso) = &spec.isolation {
-        join_network(iso, &mut setup)?;
-    }
-    let go = match (setup, &spec.isolation) {
-        (Setup::Fresh { .. }, Some(iso)) => {
-            rootfs::enter(iso)?;
-            None
+    let Some(go) = read_go(chan) else {
+        // The start failed on the host's side, or the host went away: what we made goes,
+        // and what it made (empty: the command has not started).
+        if let Some(cg) = &made {
+            let _ = cg.remove();
         }
-        (Setup::Standby { staged, go, .. }, Some(iso)) => {
-            rootfs::enter_staged(iso, staged)?;
-            Some(go)
+        if let Some(cg) = &given {
+            cg.remove_empty();
         }
-        (Setup::Standby { go, .. }, None) => Some(go),
-        (Setup::Fresh { .. }, None) => None,
+        return Ok(None);
     };
-    if let Some(iso) = &spec.isolation {
-        privs::drop_to(iso, bounding)?;
+    go.apply(spec);
+    let started_at = crate::proto::spec::rfc3339_now();
+    if let Some(cg) = &made {
+        spec.cgroup_procs = cg.self_join_files();
+        spec.clone_into = cg.v2_dir();
     }
-    privs::redirect_stdio(stdout, stderr)
-        .map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;
-    privs::reset_signals();
-    nix::unistd::chdir(cwd.as_c_str()).map_err(|e| {
-        Error::field(
-            Code::Spawn,
-            "config.work_dir",
-            format!("cannot change to work_dir {}: {e}", spec.cwd),
-        )
-    })?;
-    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
-        // Last of the set-up: nothing of ours runs under the filter but the wait for the
-        // go byte (a read) and the exec. Before that wait, so that a standby installs it
-        // (~0.15 ms, the kernel checks and compiles it) while the supervisor readies the
-        // cgroups.
-        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
-        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
-    }
-    if let Some(mut go) = go {
-        let mut b = [0u8; 1];
-        if !matches!(std::io::Read::read(&mut go, &mut b), Ok(1)) {
-            return Err(io_err(
-                Code::Spawn,
-                "waiting for the supervisor",
-                "it gave up on the start",
-            ));
+    let cgroup_dir = spec
+        .clone_into
+        .as_deref()
+        .and_then(|d| std::fs::File::open(d).ok());
+    let cgroup_fd = cgroup_dir.as_ref().map(|f| f.as_raw_fd());
+    let mut raw = None;
+    let spawned = match &spec.isolation {
+        // An exec task's child builds its root: ordinary Rust, so fork semantics.
+        Some(_) => vfork::fork_into(cgroup_fd, &mut |in_cgroup| {
+            // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
+            let skip = in_cgroup
+                .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
+                .flatten();
+            let e = command::exec_command(spec, fds.stdout, fds.stderr, skip.as_deref());
+            let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
+            // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
+            unsafe { libc::write(fds.sync, msg.as_ptr().cast(), msg.len()) };
+            127
+        }),
+        // A raw_exec task's: system calls on data prepared here, in our memory.
+        None => {
+            let null =
+                std::fs::File::open("/dev/null").map_err(|e| internal("opening /dev/null", &e))?;
+            let prepared = trampoline::Prepared::new(
+                spec,
+                null.as_raw_fd(),
+                fds.stdout,
+                fds.stderr,
+                fds.sync,
+            )?;
+            let r = vfork::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
+            raw = Some(prepared);
+            r
         }
-    }
-    let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
-    let code = match err {
-        nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => Code::CommandNotFound,
-        _ => Code::Spawn,
     };
-    Err(Error::field(
-        code,
-        "config.command",
-        format!("cannot execute {}: {err}", spec.argv[0]),
-    ))
+    let pid = match spawned {
+        Ok(pid) => Pid::from_raw(pid),
+        Err(e) => {
+            if let Some(cg) = &made {
+                let _ = cg.remove();
+            }
+            return Err(internal("starting the command", &e));
+        }
+    };
+    Ok(Some(Launched {
+        pid,
+        ours: made.is_some(),
+        cgroup: made.or(given),
+        started_at,
+        raw,
+        _host_tree: None,
+    }))
 }

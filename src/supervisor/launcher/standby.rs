@@ -489,9 +489,7 @@ fn standby_main(
     let e = match from_host {
         Ok(Some(ToSupervisor::Go(g))) => {
             g.apply(&mut spec);
-            crate::supervisor::launcher::exec_staged(
-                &spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns,
-            )
+            super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
         }
         _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };
