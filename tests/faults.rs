@@ -203,7 +203,7 @@ fn killed_spares_and_fork_server_do_not_fail_starts() {
                         .into_iter()
                         .map(|(_, p)| p)
                         .collect();
-                    pids.extend(execdriver::host::pool::mother_pid());
+                    pids.extend(execdriver::host::pool::fork_server_pid());
                     for p in pids {
                         // SAFETY: SIGKILL of a spare or the fork server, our children.
                         unsafe { libc::kill(p, libc::SIGKILL) };

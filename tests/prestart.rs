@@ -104,7 +104,7 @@ fn prestarted_supervisors() {
         .collect();
     assert_eq!(args.len(), 1, "{:?}", String::from_utf8_lossy(&cmdline));
     // It was made by the supervisors' fork server, itself our child running the shim.
-    let mother = execdriver::host::pool::mother_pid().expect("a fork server");
+    let mother = execdriver::host::pool::fork_server_pid().expect("a fork server");
     assert_eq!(
         std::fs::read_link(format!("/proc/{mother}/exe")).unwrap(),
         shim
@@ -160,7 +160,7 @@ fn prestarted_supervisors() {
     assert_eq!(h3.1, s[0]);
     let s = spares();
     assert_eq!(s.len(), 1, "{s:?}");
-    let mother2 = execdriver::host::pool::mother_pid().expect("a new fork server");
+    let mother2 = execdriver::host::pool::fork_server_pid().expect("a new fork server");
     assert_ne!(mother2, mother);
     assert!(gone(mother), "the killed fork server was reaped");
     let h4 = hold(d.path(), "h4");
@@ -176,7 +176,7 @@ fn prestarted_supervisors() {
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(ppid_of(s[0]), std::process::id());
     assert!(gone(mother2), "the stuck fork server was killed and reaped");
-    assert_eq!(execdriver::host::pool::mother_pid(), None);
+    assert_eq!(execdriver::host::pool::fork_server_pid(), None);
     let h6 = hold(d.path(), "h6");
     assert_eq!(h6.1, s[0]);
     // Stopped, two of them are taken back; the others end.
@@ -243,14 +243,14 @@ fn prestarted_supervisors() {
     run_task(raw_task("e", d.path(), "true"), d.path());
     let before = spares();
     assert!(!before.is_empty());
-    let mother = execdriver::host::pool::mother_pid().expect("a fork server");
+    let mother = execdriver::host::pool::fork_server_pid().expect("a fork server");
     configure(json!({"prestart_supervisor": false}));
     assert!(spares().is_empty());
     for p in &before {
         assert!(gone(*p), "spare {p} still there after driver_configure");
     }
     assert!(gone(mother), "the fork server ends with driver_configure");
-    assert_eq!(execdriver::host::pool::mother_pid(), None);
+    assert_eq!(execdriver::host::pool::fork_server_pid(), None);
     let (pid, code, _) = run_task(raw_task("f", d.path(), "true"), d.path());
     assert_eq!(code, 0);
     assert!(!before.contains(&pid));

@@ -1,11 +1,14 @@
 //! `driver_exec` on the host side: find the task's command, hand the request to the shim
 //! (`execdriver-shim --exec`), return its result.
 
-use crate::config;
+use crate::config::{self, PluginConfig};
 use crate::error::{Code, Error, Result};
 use crate::host::task;
 use serde::Deserialize;
 use serde_json::Value;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +62,7 @@ pub fn exec(req: &str) -> Result<Value> {
     let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
     std::fs::write(&file, bytes)
         .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
-    let result = crate::host::pool::run_exec(&crate::host::plugin::current(), &file);
+    let result = run_exec(&crate::host::plugin::current(), &file);
     let _ = std::fs::remove_file(&file);
     result
 }
@@ -86,4 +89,37 @@ fn launch_spec(t: &task::Task) -> Result<crate::proto::spec::LaunchSpec> {
         .unwrap_or_default();
     s.clone_into = None;
     Ok(s)
+}
+
+/// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
+/// one-line JSON result.
+fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
+    let shim = crate::host::plugin::shim_path(cfg)?;
+    let c = |s: &str| {
+        crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
+    };
+    let path = c(&shim.to_string_lossy())?;
+    let args = [
+        c("execdriver-shim")?,
+        c("--exec")?,
+        c(&request.to_string_lossy())?,
+    ];
+    let env = crate::host::plugin::shim_env(&[])?;
+    let sp = crate::sys::spawn(&path, &args, &env, 0)
+        .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", shim.display())))?;
+    let mut report = String::new();
+    let mut out = sp.stdout;
+    let _ = out.read_to_string(&mut report);
+    let _ = crate::sys::poll_readable(sp.pidfd.as_raw_fd(), -1);
+    let _ = crate::sys::pidfd_reap(&sp.pidfd);
+    let v: serde_json::Value = serde_json::from_str(report.trim()).map_err(|_| {
+        Error::new(
+            Code::Spawn,
+            format!("driver_exec: the shim gave no result ({report:?})"),
+        )
+    })?;
+    if v.get("error").is_some() {
+        return Err(Error::from_json(&v));
+    }
+    Ok(v)
 }

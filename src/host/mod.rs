@@ -3,7 +3,8 @@
 //! that allocates or locks, installs a signal handler, or changes process-wide state.
 //!
 //! - [`driver`]: the operations over JSON text; [`task`]: the task table and waiting.
-//! - A start: [`prepare`] (directories, the user, the command's path, the root's binds),
+//! - A start ([`start`]): a pure [`plan`] of the task, then one transaction in a fixed
+//!   order: [`prepare`] (directories, the user, the command's path, the root's binds),
 //!   [`env`] (the environment and interpolation), [`fetch`] (artifacts), [`pool`] (the
 //!   supervisor for it: prestarted, or launched now).
 //! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
@@ -15,9 +16,11 @@ pub mod env;
 pub mod exec_into;
 pub mod fetch;
 pub mod handle;
+pub mod plan;
 pub mod plugin;
 pub mod pool;
 pub mod prepare;
 pub mod recover;
+pub mod start;
 pub mod stats;
 pub mod task;

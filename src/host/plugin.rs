@@ -193,3 +193,21 @@ fn find_loaded_object_path() -> Option<PathBuf> {
     ));
     std::fs::canonicalize(p).ok()
 }
+
+/// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
+/// test hook `EXECDRIVER_TEST_ENOSYS` when the host has it (see
+/// [`crate::supervisor::seccomp::test_hook`]).
+pub fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    env.extend(extra.iter().map(|e| e.to_string()));
+    if let Ok(v) = std::env::var(crate::supervisor::seccomp::TEST_ENOSYS) {
+        env.push(format!("{}={v}", crate::supervisor::seccomp::TEST_ENOSYS));
+    }
+    env.iter()
+        .map(|e| {
+            crate::sys::cstring(e, "environment")
+                .map_err(|e| Error::new(Code::Spawn, e.to_string()))
+        })
+        .collect()
+}

@@ -1,17 +1,22 @@
-//! Host side of starting a supervisor: clone+exec it ahead of its spec (see
-//! [`crate::sys::spawn_with`]), later hand it the spec over the channel
-//! ([`crate::proto::chan`]) and read its start report: the command started, or why not. Also
-//! `driver_exec`'s one-shot `execdriver-shim --exec`.
+//! The pool of supervisors, on the host's side: the one place there that knows about
+//! prestarted supervisors. A start [`acquire`]s a [`Lease`] on a supervisor: an idle spare
+//! of its kind (started ahead, or taken back after a task: [`release`]), else one
+//! launched now, which loads while the host prepares the task (clone+exec, see
+//! [`crate::sys::spawn_with`]). Through the lease the start hands it the spec and the go
+//! over the channel ([`crate::proto::chan`]) and reads its start report. Spares are made
+//! by a fork server (one idle shim that clones itself) and kept per kind (namespace
+//! flags); a supervisor launched for a start owns the cgroups the host makes for it.
 
 use crate::config::PluginConfig;
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{HostEnd, Incoming};
 use crate::proto::{self, ToHost, ToSupervisor};
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub struct Started {
+    /// What it takes to keep the supervisor after its task ([`release`]).
+    pub reusable: Option<Reusable>,
     pub pid: i32,
     /// The supervisor's start time as it read it itself (`/proc/<pid>/stat` field 22).
     pub start_time: Option<u64>,
@@ -19,12 +24,12 @@ pub struct Started {
     pub started_at: String,
     /// The channel, kept for the exit report.
     pub chan: HostEnd,
-    /// The task's cgroups when the supervisor made them (see [`Pending::is_spare`]).
+    /// The task's cgroups when the supervisor made them (see [`Lease::cgroups`]).
     pub cgroup: Option<crate::cgroup::TaskCgroup>,
 }
 
 /// What it takes to make a supervisor a spare again after its task
-/// ([`crate::proto::spec::LaunchSpec::recycle`], [`recycle`]).
+/// ([`crate::proto::spec::LaunchSpec::recycle`], [`release`]).
 pub struct Reusable {
     /// The configuration it was started for: after a `driver_configure` it is not reused.
     cfg: std::sync::Arc<PluginConfig>,
@@ -34,9 +39,9 @@ pub struct Reusable {
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
-/// task (directories, cgroup, artifacts). Dropped without [`Pending::go`], it closes
+/// task (directories, cgroup, artifacts). Dropped without [`Lease::go`], it closes
 /// the channel, the supervisor sees EOF and exits having done nothing, and is reaped.
-pub struct Pending {
+pub struct Lease {
     pid: i32,
     pidfd: Option<OwnedFd>,
     chan: Option<OwnedFd>,
@@ -47,29 +52,11 @@ pub struct Pending {
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
     spare: bool,
-    /// What [`Pending::send_spec`] sent (the line), for such a new one.
+    /// What [`Lease::send_spec`] sent (the line), for such a new one.
     spec: Option<Vec<u8>>,
     /// The cgroups of the start (`<parent>/<task id>`): a spare makes them from the spec,
     /// and one killed before its report leaves them, which are removed then.
     task_cgroups: Option<crate::proto::spec::Owned>,
-}
-
-/// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
-/// test hook `EXECDRIVER_TEST_ENOSYS` when the host has it (see
-/// [`crate::supervisor::seccomp::test_hook`]).
-fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
-    let mut env =
-        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
-    env.extend(extra.iter().map(|e| e.to_string()));
-    if let Ok(v) = std::env::var(crate::supervisor::seccomp::TEST_ENOSYS) {
-        env.push(format!("{}={v}", crate::supervisor::seccomp::TEST_ENOSYS));
-    }
-    env.iter()
-        .map(|e| {
-            crate::sys::cstring(e, "environment")
-                .map_err(|e| Error::new(Code::Spawn, e.to_string()))
-        })
-        .collect()
 }
 
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
@@ -79,7 +66,7 @@ pub fn launch_supervisor(
     ns_flags: libc::c_int,
     warm: Option<crate::proto::spec::Warm>,
     owns: Option<&crate::proto::spec::Owned>,
-) -> Result<Pending> {
+) -> Result<Lease> {
     let shim = crate::host::plugin::shim_path(cfg)?;
     let c = |s: &str, what: &str| {
         crate::sys::cstring(s, what).map_err(|e| Error::new(Code::Spawn, e.to_string()))
@@ -93,7 +80,7 @@ pub fn launch_supervisor(
         args.push(c("--owns", "argv")?);
         args.push(c(&serde_json::to_string(o).unwrap_or_default(), "argv")?);
     }
-    let env = shim_env(&[])?;
+    let env = crate::host::plugin::shim_env(&[])?;
     let spawn_err = |e: std::io::Error| {
         let code = if e.raw_os_error() == Some(libc::EPERM) {
             Code::Isolation
@@ -108,7 +95,7 @@ pub fn launch_supervisor(
     let (mine, theirs) = crate::proto::chan::socketpair().map_err(spawn_err)?;
     let (pid, pidfd) =
         crate::sys::spawn_with(&path, &args, &env, ns_flags, theirs).map_err(spawn_err)?;
-    Ok(Pending {
+    Ok(Lease {
         pid,
         pidfd: Some(pidfd),
         chan: Some(mine),
@@ -121,18 +108,39 @@ pub fn launch_supervisor(
     })
 }
 
-impl Pending {
-    /// Whether it was started ahead (a spare, or one taken back after its task): it is
-    /// running, not loading, and makes the task's cgroups itself (the spec then carries a
-    /// [`crate::proto::spec::CgroupRequest`]).
-    pub fn is_spare(&self) -> bool {
-        self.spare
+impl Lease {
+    /// The task's cgroups as `req` asks: a spare makes them itself from the spec while the
+    /// host makes the directories (returns the request for the spec); one launched for
+    /// this start is still loading, so the host makes them now (returns them: the spec
+    /// names them, and this supervisor owns them, see [`crate::proto::spec::Owned`]).
+    pub fn cgroups(
+        &self,
+        req: Option<crate::proto::spec::CgroupRequest>,
+        id: &str,
+    ) -> Result<(
+        Option<crate::proto::spec::CgroupRequest>,
+        Option<crate::cgroup::TaskCgroup>,
+    )> {
+        match req {
+            Some(r) if !self.spare => Ok((None, r.make(id)?)),
+            r => Ok((r, None)),
+        }
     }
 
-    /// Whether this supervisor can be a spare again after its task (see [`recycle`]):
+    /// How long the supervisor waits, after its task, to be taken back for another
+    /// ([`crate::proto::spec::LaunchSpec::recycle`]); 0 when it is not to be.
+    pub fn again_ms(&self, cfg: &std::sync::Arc<PluginConfig>) -> u64 {
+        if self.reusable(cfg).is_some() {
+            crate::proto::spec::idle_unclaimed_ms()
+        } else {
+            0
+        }
+    }
+
+    /// Whether this supervisor can be a spare again after its task (see [`release`]):
     /// with `prestart_supervisor`, for raw_exec, or for exec when it is a spare that
     /// prepares its tasks' command processes (one started for a single start does not).
-    pub fn reusable(&self, cfg: &std::sync::Arc<PluginConfig>) -> Option<Reusable> {
+    fn reusable(&self, cfg: &std::sync::Arc<PluginConfig>) -> Option<Reusable> {
         (cfg.prestart_supervisor && (self.ns_flags == 0 || self.warm.is_some())).then(|| Reusable {
             cfg: cfg.clone(),
             shim: self.shim.clone(),
@@ -150,7 +158,7 @@ impl Pending {
 
     /// Hands the supervisor its launch spec ([`ToSupervisor::Spec`]): it parses it and
     /// makes the cgroups while the host goes on making the task's directories. A
-    /// supervisor that went away meanwhile is seen at [`Pending::go`].
+    /// supervisor that went away meanwhile is seen at [`Lease::go`].
     pub fn send_spec(&mut self, spec: &crate::proto::spec::LaunchSpec) {
         if self.warm.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
@@ -166,7 +174,7 @@ impl Pending {
     }
 
     /// Tells the supervisor that the task's directories are ready ([`ToSupervisor::Go`])
-    /// and returns once the command has exec'd (or failed to). Needs [`Pending::send_spec`]
+    /// and returns once the command has exec'd (or failed to). Needs [`Lease::send_spec`]
     /// first.
     pub fn go(mut self, go: &crate::proto::spec::Go) -> Result<Started> {
         let chan = self.chan.take().expect("channel");
@@ -178,6 +186,7 @@ impl Pending {
         let report = host.next(true);
         if let Ok(Incoming::Message(ToHost::Started(s))) = report {
             return Ok(Started {
+                reusable: self.reusable(&crate::host::plugin::current()),
                 pid: self.pid,
                 start_time: s.start_time,
                 pidfd,
@@ -222,7 +231,7 @@ impl Pending {
     }
 }
 
-impl Pending {
+impl Lease {
     /// Removes the placeholder cgroups of an exec spare that ended without a task: it
     /// removes them itself when it exits on EOF, but not when it was killed.
     fn remove_placeholder(&self) {
@@ -235,7 +244,7 @@ impl Pending {
     }
 }
 
-impl Drop for Pending {
+impl Drop for Lease {
     fn drop(&mut self) {
         // Closing our end is the supervisor's cue to exit without doing anything.
         drop(self.chan.take());
@@ -253,7 +262,7 @@ impl Drop for Pending {
 struct Spare {
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
-    pending: Pending,
+    pending: Lease,
 }
 
 static SPARES: std::sync::Mutex<Vec<Spare>> = std::sync::Mutex::new(Vec::new());
@@ -262,15 +271,15 @@ fn spares() -> std::sync::MutexGuard<'static, Vec<Spare>> {
     SPARES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The supervisor for a start: the spare of this kind when there is a live one of this
-/// shim (`prestart_supervisor`), else a new one.
+/// A lease on the supervisor for a start: the spare of this kind when there is a live
+/// one of this shim (`prestart_supervisor`), else a new one.
 /// `owns`: the cgroups the host will make for the start if it gets no spare (one
 /// launched now owns them, see [`crate::proto::spec::Owned`]; a spare makes its own).
-pub fn supervisor_for(
+pub fn acquire(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
     owns: Option<&crate::proto::spec::Owned>,
-) -> Result<Pending> {
+) -> Result<Lease> {
     drop_dead_spares();
     if cfg.prestart_supervisor {
         let shim = crate::host::plugin::shim_path(cfg)?;
@@ -362,7 +371,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
     // The mode in the environment, not the arguments: the supervisors cloned from it
     // keep its command line, which is then a supervisor's.
     let args = [c("execdriver-shim")?];
-    let env = shim_env(&["EXECDRIVER_SHIM_MODE=mother"])?;
+    let env = crate::host::plugin::shim_env(&["EXECDRIVER_SHIM_MODE=mother"])?;
     let err = |e: std::io::Error| Error::new(Code::Spawn, format!("fork server: {e}"));
     let (mine, theirs) = crate::proto::chan::socketpair_of(libc::SOCK_SEQPACKET).map_err(err)?;
     let (pid, pidfd) = crate::sys::spawn_with(&path, &args, &env, 0, theirs).map_err(err)?;
@@ -381,7 +390,7 @@ fn launch_via_mother(
     shim: &Path,
     ns_flags: libc::c_int,
     warm: Option<crate::proto::spec::Warm>,
-) -> Option<Pending> {
+) -> Option<Lease> {
     let mut g = mother();
     let usable = |m: &Mother| {
         m.shim == shim && matches!(crate::sys::poll_readable(m.pidfd.as_raw_fd(), 0), Ok(false))
@@ -440,7 +449,7 @@ fn launch_via_mother(
             return None;
         }
     };
-    Some(Pending {
+    Some(Lease {
         pid,
         pidfd: Some(pidfd),
         chan: Some(mine),
@@ -454,7 +463,7 @@ fn launch_via_mother(
 }
 
 /// The fork server's pid, if one runs (for tests).
-pub fn mother_pid() -> Option<i32> {
+pub fn fork_server_pid() -> Option<i32> {
     mother().as_ref().map(|m| m.pid)
 }
 
@@ -495,8 +504,8 @@ fn prestart(ns_flags: libc::c_int) {
 /// configuration changed since its task started (it then exits on EOF and is reaped).
 /// Back to back, a start then finds a spare made by an earlier task and starts none: no
 /// process is made or ended for the supervisor.
-pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
-    let pending = Pending {
+pub fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
+    let pending = Lease {
         pid,
         pidfd: Some(pidfd),
         chan: Some(chan),
@@ -521,7 +530,7 @@ pub fn recycle(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
 /// Adds a spare unless there are two of its kind already: one started ahead plus one
 /// taken back after a task are enough for back-to-back starts to need no new one. An
 /// extra one ends (EOF) and is reaped.
-fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Pending) {
+fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Lease) {
     let max = 2;
     let _extra = {
         let mut g = spares();
@@ -550,7 +559,7 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
 /// the caller does not wait for the new supervisor's exec. (A persistent worker thread,
 /// woken per start, was measured slower for raw_exec back to back: 2.1-2.3x against
 /// 1.98x, the spare being launched later; no difference for exec.)
-pub fn prestart_in_background(cfg: &PluginConfig, ns_flags: libc::c_int) {
+pub fn replenish(cfg: &PluginConfig, ns_flags: libc::c_int) {
     // Most often there is one already (taken back after a task): no thread then.
     if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {
         return;
@@ -591,37 +600,4 @@ pub fn spare_pids() -> Vec<(libc::c_int, i32)> {
         .iter()
         .map(|s| (s.ns_flags, s.pending.pid))
         .collect()
-}
-
-/// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
-/// one-line JSON result.
-pub fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
-    let shim = crate::host::plugin::shim_path(cfg)?;
-    let c = |s: &str| {
-        crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
-    };
-    let path = c(&shim.to_string_lossy())?;
-    let args = [
-        c("execdriver-shim")?,
-        c("--exec")?,
-        c(&request.to_string_lossy())?,
-    ];
-    let env = shim_env(&[])?;
-    let sp = crate::sys::spawn(&path, &args, &env, 0)
-        .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", shim.display())))?;
-    let mut report = String::new();
-    let mut out = sp.stdout;
-    let _ = out.read_to_string(&mut report);
-    let _ = crate::sys::poll_readable(sp.pidfd.as_raw_fd(), -1);
-    let _ = crate::sys::pidfd_reap(&sp.pidfd);
-    let v: serde_json::Value = serde_json::from_str(report.trim()).map_err(|_| {
-        Error::new(
-            Code::Spawn,
-            format!("driver_exec: the shim gave no result ({report:?})"),
-        )
-    })?;
-    if v.get("error").is_some() {
-        return Err(Error::from_json(&v));
-    }
-    Ok(v)
 }

@@ -361,7 +361,7 @@ impl Task {
                 match Arc::try_unwrap(fd) {
                     Ok(fd) => {
                         drop(g);
-                        crate::host::pool::recycle(reusable, pid, fd, chan);
+                        crate::host::pool::release(reusable, pid, fd, chan);
                         return;
                     }
                     Err(fd) => g.pidfd = Some(fd),

@@ -235,13 +235,17 @@ impl Owned {
     }
 }
 
-/// The host's second line, after the spec: the task's directories are made and its
-/// artifacts are in place, so the command may start. The host sends the spec before it
-/// makes the directories when nothing in the spec depends on them (no artifacts), so that
-/// the supervisor parses it and makes the cgroups meanwhile; EOF instead of this line
-/// means the start failed (the supervisor then removes what it made and exits).
+/// The host's second message, after the spec: the task's directories are made and its
+/// artifacts are in place, so the command may start. The host sends the spec first, so
+/// that the supervisor parses it (and makes the cgroups) while the host makes the
+/// directories and fetches; EOF instead of this message means the start failed (the
+/// supervisor then removes what it made and exits).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Go {
+    /// The command's path, looked up in the task's root once its artifacts are there
+    /// (the spec's `argv[0]` until then is the command as the task names it).
+    #[serde(default)]
+    pub command: Option<String>,
     /// [`Isolation::root_id`] and [`Isolation::alloc_id`]: known once the directories are.
     #[serde(default)]
     pub root_id: Option<(u64, u64)>,
@@ -251,6 +255,9 @@ pub struct Go {
 
 impl Go {
     pub fn apply(&self, spec: &mut LaunchSpec) {
+        if let (Some(c), Some(argv0)) = (&self.command, spec.argv.first_mut()) {
+            argv0.clone_from(c);
+        }
         if let Some(iso) = &mut spec.isolation {
             iso.root_id = self.root_id;
             iso.alloc_id = self.alloc_id;

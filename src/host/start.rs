@@ -1,0 +1,301 @@
+//! `driver_start`: the task's [`Plan`], then one transaction in a fixed order, each step
+//! owning what it made until the start commits:
+//!
+//! 1. the task's id in the task table ([`Entry`]: a start with the same id is refused);
+//! 2. a lease on a supervisor ([`pool::acquire`]: dropped, the supervisor ends);
+//! 3. the task's cgroups where the host makes them ([`Cgroups`]: removed on failure);
+//! 4. the launch spec to the supervisor (it parses it, and makes the cgroups it was asked
+//!    to, while the host goes on);
+//! 5. the directories ([`prepare::Created`]: the task's own removed on failure; the
+//!    alloc dir, shared with its siblings, stays) and the artifacts;
+//! 6. the command looked up in the task's root, the task recorded in its state dir;
+//! 7. the go: the supervisor starts the command and reports;
+//! 8. commit: the handle, the task running, a new spare of its kind in the background.
+//!
+//! A failure at any step undoes, through those owners, everything made for this task and
+//! nothing else.
+
+use crate::config::{self, DriverKind, PluginConfig, TaskRequest};
+use crate::error::{Code, Error, Result};
+use crate::host::plan::{HostFacts, Plan};
+use crate::host::pool;
+use crate::host::prepare;
+use crate::host::task::{self, Task};
+use crate::proto::spec::Go;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+
+/// `driver_start` of the request `text`.
+pub fn start(text: &str) -> Result<Value> {
+    let t = TaskRequest::parse(text)?;
+    let cfg = crate::host::plugin::current();
+    if t.driver == DriverKind::Exec
+        && let Err((_, why)) = crate::host::driver::exec_support_cached()
+    {
+        return Err(Error::field(
+            Code::Unsupported,
+            "driver",
+            format!("driver \"exec\" is not available here: {why}"),
+        ));
+    }
+    let plan = Plan::new(&t, &cfg, facts(&t, &cfg)?)?;
+    let entry = Entry::register(&plan)?;
+    let mut created = prepare::Created::default();
+    let r = run(&plan, &cfg, &entry, &mut created);
+    match r {
+        Ok(v) => {
+            entry.commit();
+            Ok(v)
+        }
+        Err(e) => {
+            created.undo();
+            Err(e)
+        }
+    }
+}
+
+/// What the plan needs of the host: the user (NSS), the `chroot_env` entries, the cgroup
+/// layout, the environment passed through; and the task's network namespace checked.
+fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
+    let exec = t.driver == DriverKind::Exec;
+    crate::host::env::validate_env(t)?;
+    let kill_signal = crate::host::driver::parse_signal(&t.kill_signal, "kill_signal")?;
+    if let Some(n) = &t.network_isolation
+        && exec
+        && n.mode == config::NetworkMode::Group
+    {
+        let path = n.path.clone().unwrap_or_default();
+        crate::supervisor::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
+            |e| Error::field(Code::InvalidConfig, "network_isolation.path", e.to_string()),
+        )?;
+    }
+    let id =
+        t.id.clone()
+            .unwrap_or_else(|| config::generated_id(&t.name, &crate::sys::random_hex(8)));
+    let user = if exec {
+        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
+    } else {
+        prepare::current_user()
+    };
+    let (binds, links) = if exec {
+        prepare::chroot_binds(cfg)
+    } else {
+        (vec![], vec![])
+    };
+    // The task's cgroups (as root): for exec all of them; for raw_exec one to track its
+    // processes, where the host has cgroup2.
+    let layout = if crate::sys::euid() != 0 {
+        None
+    } else if exec {
+        Some(crate::cgroup::detect_cached()?)
+    } else {
+        crate::cgroup::detect_cached().ok()
+    };
+    Ok(HostFacts {
+        dirs: prepare::paths(t, &id, cfg),
+        id,
+        user,
+        binds,
+        links,
+        layout,
+        passthrough: cfg
+            .env_passthrough
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect(),
+        supported_caps: crate::caps::supported_mask(),
+        kill_signal,
+    })
+}
+
+/// The task's entry in the task table, from before anything is made (a duplicate id
+/// leaves nothing behind) until the start commits; removed if it does not.
+struct Entry {
+    task: Arc<Task>,
+    committed: std::cell::Cell<bool>,
+}
+
+impl Entry {
+    fn register(plan: &Plan) -> Result<Entry> {
+        let task = Task::new(
+            plan.id.clone(),
+            plan.name.clone(),
+            plan.driver,
+            plan.dirs.task_dir.clone(),
+            plan.dirs.alloc_dir.clone(),
+            plan.dirs.state_dir.clone(),
+            plan.kill_signal,
+            plan.kill_timeout_ms,
+        );
+        task::insert(task.clone())?;
+        Ok(Entry {
+            task,
+            committed: std::cell::Cell::new(false),
+        })
+    }
+
+    fn commit(&self) {
+        self.committed.set(true);
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if !self.committed.get() {
+            self.task.set_failed();
+            task::remove(&self.task);
+        }
+    }
+}
+
+/// The cgroups the host made for a start, removed unless it commits.
+struct Cgroups(Option<crate::cgroup::TaskCgroup>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// Steps 2 to 8 (see the module doc).
+fn run(
+    plan: &Plan,
+    cfg: &Arc<PluginConfig>,
+    entry: &Entry,
+    created: &mut prepare::Created,
+) -> Result<Value> {
+    let id = &plan.id;
+    // The handle's key before anything is started: the handle of a started task is
+    // always signed.
+    let key = crate::host::handle::Key::of(&crate::host::plugin::data_dir(cfg))?;
+    let owns = plan.cgroups.as_ref().map(|r| crate::proto::spec::Owned {
+        layout: r.layout.clone(),
+        parent: r.parent.clone(),
+        name: id.clone(),
+    });
+    let mut lease = pool::acquire(cfg, plan.ns_flags, owns.as_ref())?;
+    let (request, made) = lease.cgroups(plan.cgroups.clone(), id)?;
+    let mut cgroups = Cgroups(made);
+    let mut spec = plan.spec.clone();
+    if let Some(cg) = &cgroups.0 {
+        spec.cgroup_procs = cg.self_join_files();
+        spec.clone_into = cg.v2_dir();
+        spec.cgroup = Some(cg.clone());
+    }
+    spec.cgroup_request = request;
+    spec.recycle = lease.again_ms(cfg);
+    spec.nonce = crate::sys::random_hex(16);
+    lease.send_spec(&spec);
+
+    let exec = plan.exec();
+    let root = spec
+        .isolation
+        .as_ref()
+        .map(|i| (&i.binds[..], &i.symlinks[..]));
+    prepare::make_dirs(&plan.dirs, plan.owner, root, created)?;
+    if !plan.artifacts.is_empty() {
+        let progress: Vec<_> = plan
+            .artifacts
+            .iter()
+            .map(crate::host::fetch::ArtifactProgress::new)
+            .collect();
+        entry.task.lock().artifacts = progress.clone();
+        crate::host::fetch::fetch_all(
+            &plan.artifacts,
+            &plan.dirs.task_dir,
+            &cfg.artifact,
+            &progress,
+        )?;
+    }
+    let (command, _) =
+        prepare::lookup_command(&plan.command, &plan.dirs.task_dir, root, &spec.cwd)?;
+    let go = Go {
+        command: Some(command),
+        root_id: exec
+            .then(|| crate::sys::file_id(&plan.dirs.task_dir))
+            .flatten(),
+        alloc_id: exec
+            .then(|| crate::sys::file_id(&plan.dirs.alloc_dir.join("alloc")))
+            .flatten(),
+    };
+    go.apply(&mut spec);
+    test_pause_before_go();
+    // Recorded before it may start: a task that cannot be (a full or read-only disk) does
+    // not run, and its exit status has its room.
+    let record = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
+    crate::proto::spec::record_start(&plan.dirs.state_dir, &record).map_err(|e| {
+        Error::new(
+            Code::Spawn,
+            format!("recording the task in its state dir: {e}"),
+        )
+    })?;
+    let started = lease.go(&go)?;
+
+    // Committed from here: nothing fails any more.
+    if let Some(cg) = &started.cgroup {
+        // Made by the supervisor: it reports where.
+        spec.cgroup_procs = cg.self_join_files();
+        spec.clone_into = cg.v2_dir();
+        spec.cgroup = Some(cg.clone());
+    }
+    cgroups.0 = None;
+    pool::replenish(cfg, plan.ns_flags);
+    let task = &entry.task;
+    let started_at = started.started_at.clone();
+    let handle = crate::host::handle::Handle {
+        version: crate::host::handle::VERSION,
+        task_id: id.clone(),
+        name: plan.name.clone(),
+        driver: plan.driver,
+        pid: started.pid,
+        start_time: started
+            .start_time
+            .or_else(|| crate::sys::proc_start_time(started.pid)),
+        state_dir: plan.dirs.state_dir.clone(),
+        task_dir: plan.dirs.task_dir.clone(),
+        alloc_dir: plan.dirs.alloc_dir.clone(),
+        cgroup: spec.cgroup.clone(),
+        kill_signal: task.kill_signal,
+        kill_timeout_ms: task.kill_timeout_ms,
+        started_at: started_at.clone(),
+        nonce: spec.nonce.clone(),
+    }
+    .signed(&key);
+    let cgroup = spec.cgroup.clone();
+    {
+        let mut g = task.lock();
+        g.reusable = started.reusable;
+        g.spec = Some(spec);
+    }
+    task.set_running(
+        started.pid,
+        started.pidfd,
+        started_at.clone(),
+        handle.clone(),
+        cgroup,
+        Some(started.chan),
+    );
+    Ok(
+        json!({"task_id": id, "pid": started.pid, "task_dir": plan.dirs.task_dir,
+              "started_at": started_at, "handle": handle}),
+    )
+}
+
+/// The fault tests' hook: with `EXECDRIVER_TEST_PAUSE_BEFORE_GO=<file>` in the host's
+/// environment, every start stops for good just before its go (the spec sent, the
+/// cgroups and directories made), after creating `<file>`, so that a test can kill the
+/// host there.
+fn test_pause_before_go() {
+    static AT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(marker) =
+        AT.get_or_init(|| std::env::var_os("EXECDRIVER_TEST_PAUSE_BEFORE_GO").map(Into::into))
+    {
+        let _ = std::fs::write(marker, b"");
+        loop {
+            std::thread::park();
+        }
+    }
+}
