@@ -9,7 +9,7 @@
 
 use crate::config::PluginConfig;
 use crate::error::{Code, Error, Result};
-use crate::proto::chan::{HostEnd, Incoming};
+use crate::proto::chan::{Channel, Incoming};
 use crate::proto::{self, ToHost, ToSupervisor};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -23,7 +23,7 @@ pub struct Started {
     pub pidfd: OwnedFd,
     pub started_at: String,
     /// The channel, kept for the exit report.
-    pub chan: HostEnd,
+    pub chan: Channel,
     /// The task's cgroups when the supervisor made them (see [`Lease::cgroups`]).
     pub cgroup: Option<crate::cgroup::TaskCgroup>,
 }
@@ -180,7 +180,7 @@ impl Lease {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
         let spec = self.spec.take().unwrap_or_default();
-        let mut host = HostEnd::new(chan);
+        let mut host = Channel::new(chan);
         // A supervisor that failed has said why before it exited: read it all the same.
         let _ = proto::send_to_supervisor(&host.fd, &ToSupervisor::Go(go.clone()));
         let report = host.next(true);

@@ -35,7 +35,7 @@ pub struct Inner {
     pub pid: Option<i32>,
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The channel to a supervisor this process started: its exit report arrives here.
-    pub chan: Option<crate::proto::chan::HostEnd>,
+    pub chan: Option<crate::proto::chan::Channel>,
     /// The launch spec of a task this process started (for `driver_exec`).
     pub spec: Option<crate::proto::spec::LaunchSpec>,
     pub started_at: Option<String>,
@@ -171,7 +171,7 @@ impl Task {
         started_at: String,
         handle: Value,
         cgroup: Option<crate::cgroup::TaskCgroup>,
-        chan: Option<crate::proto::chan::HostEnd>,
+        chan: Option<crate::proto::chan::Channel>,
     ) {
         let mut g = self.lock();
         g.state = Some(State::Running);

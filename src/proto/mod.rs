@@ -101,14 +101,12 @@ pub fn parse<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
 pub const MAX_LINE: usize = 64 << 20;
 
 /// Reads the next message from the host on `chan` (supervisor side): `None` at EOF (the
-/// host closed the channel: it gave up, or went away). Reads exactly one line (a standby
-/// and its supervisor may read successive messages of one channel).
-pub fn read_from_host(chan: &std::os::fd::OwnedFd) -> Result<Option<ToSupervisor>, String> {
-    let b = crate::proto::chan::read_line(chan, MAX_LINE).map_err(|e| e.to_string())?;
-    if b.is_empty() {
-        return Ok(None);
+/// host closed the channel: it gave up, or went away).
+pub fn read_from_host(chan: &mut chan::Channel) -> Result<Option<ToSupervisor>, String> {
+    match chan.line(true, MAX_LINE).map_err(|e| e.to_string())? {
+        chan::Line::Line(b) => parse(&b).map(Some),
+        _ => Ok(None),
     }
-    parse(&b).map(Some)
 }
 
 /// Sends `m` to the host (supervisor side).

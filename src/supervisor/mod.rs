@@ -10,7 +10,6 @@
 pub mod exec;
 pub mod launcher;
 pub mod logs;
-pub mod mountapi;
 pub mod net;
 pub mod privs;
 pub mod rootfs;
@@ -42,6 +41,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
     let Ok(chan) = fd1.try_clone_to_owned() else {
         return 1;
     };
+    let mut chan = proto::chan::Channel::new(chan);
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -57,7 +57,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         let Some(fds) = own.command_fds() else {
             return 1;
         };
-        let Some(incoming) = launcher.next_task(&chan, &fds) else {
+        let Some(incoming) = launcher.next_task(&mut chan, &fds) else {
             return 0;
         };
         if !first {
@@ -70,12 +70,12 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         first = false;
         let start_time = own.start_time;
         let mut reported = false;
-        let spec = match task::run(incoming, &chan, own, &mut launcher, &mut reported) {
+        let spec = match task::run(incoming, &mut chan, own, &mut launcher, &mut reported) {
             Ok(task::Outcome::Ran(spec)) => spec,
             Ok(task::Outcome::Abandoned) => return 0,
             Err(e) => {
                 if !reported {
-                    let _ = proto::send_to_host(&chan, &ToHost::Failed((&e).into()));
+                    let _ = proto::send_to_host(&chan.fd, &ToHost::Failed((&e).into()));
                 }
                 return 1;
             }
@@ -83,7 +83,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         // Nothing of the task is left (its processes, cgroup, pipes and log files are
         // gone): another, if the launcher may: fresh fds, made while idle.
         own = OwnSetup::fds(start_time);
-        if !launcher.another(&spec, &chan, std::process::id() == 1) {
+        if !launcher.another(&spec, &mut chan, std::process::id() == 1) {
             return 0;
         }
     }

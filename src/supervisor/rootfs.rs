@@ -7,7 +7,7 @@
 //! command process leaves the host's tree while it waits ([`Staged::enter_skeleton`]):
 //! at the start it mounts the task dir inside an empty skeleton root and `chroot`s.
 
-use super::mountapi;
+use crate::sys::mount as mountapi;
 use crate::error::{Code, Error, Result};
 use crate::proto::spec::{Bind, Isolation};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};

@@ -9,6 +9,7 @@ use super::watch::{self, Pump, kill_everything};
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error};
 use crate::proto::spec::{self as launch, ExitStatus, LaunchSpec};
+use crate::proto::chan::Channel;
 use crate::proto::{self, ToHost, ToSupervisor};
 use crate::supervisor::logs::RotatingLog;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -43,7 +44,7 @@ fn parse(line: &[u8]) -> Result<LaunchSpec, Error> {
 /// (`reported` is set once the report went out).
 pub fn run(
     incoming: Incoming,
-    chan: &OwnedFd,
+    chan: &mut Channel,
     own: OwnSetup,
     launcher: &mut Launcher,
     reported: &mut bool,
@@ -70,7 +71,7 @@ pub fn run(
     }
     drop((out_w, err_w, sync_w));
     let is_init = std::process::id() == 1;
-    started(&launched, sync_r, own.start_time, chan, is_init)?;
+    started(&launched, sync_r, own.start_time, &chan.fd, is_init)?;
     *reported = true;
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A
@@ -94,7 +95,7 @@ pub fn run(
                 started_at: launched.started_at.clone(),
                 finished_at: launch::rfc3339_now(),
             };
-            finish(&spec, cgroup, chan, &exit);
+            finish(&spec, cgroup, &chan.fd, &exit);
             return Ok(Outcome::Abandoned);
         }
     };
@@ -112,7 +113,7 @@ pub fn run(
     let status = watch::supervise(cgroup, child, is_init, &sfd, &mut pumps);
     let exit = exit_of(status, cgroup, &launched.started_at);
     // Every process of the task is gone and the logs are drained.
-    finish(&spec, cgroup, chan, &exit);
+    finish(&spec, cgroup, &chan.fd, &exit);
     drop(mount_ns);
     drop(launched);
     Ok(Outcome::Ran(Box::new(spec)))

@@ -19,6 +19,7 @@ mod vfork;
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
 use crate::proto::spec::{Go, LaunchSpec, Owned, Warm};
+use crate::proto::chan::{Channel, Line};
 use crate::proto::{self, ToSupervisor};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -97,7 +98,7 @@ impl Launcher {
     /// Waits for the next task on `chan`, preparing its command process meanwhile where
     /// this supervisor was started ahead. `None`: the host closed the channel (it gave up
     /// on the start, or went away): what it made for the first task is removed.
-    pub fn next_task(&mut self, chan: &OwnedFd, fds: &CommandFds) -> Option<Incoming> {
+    pub fn next_task(&mut self, chan: &mut Channel, fds: &CommandFds) -> Option<Incoming> {
         loop {
             if self.warm.is_some() {
                 crate::sys::set_idle_priority(true);
@@ -109,14 +110,12 @@ impl Launcher {
                         stdout: fds.stdout,
                         stderr: fds.stderr,
                         sync: fds.sync,
-                        chan: chan.as_raw_fd(),
-                        close: fds.close.clone(),
+                        close: fds.close.iter().copied().chain([chan.fd.as_raw_fd()]).collect(),
                         host_tree: None,
                     },
                 )
             });
-            // With a standby, the spec comes through it (it reads the channel); without
-            // one, or when it has none (it is then already reaped), from the channel.
+            // The spec from the channel; with a standby, passed on to it at once.
             let (standby, line) = match sb.map(|sb| sb.receive_spec(chan)) {
                 Some(standby::Received::Spec(sb, line)) => (sb, line),
                 Some(standby::Received::MountsChanged) => {
@@ -129,8 +128,8 @@ impl Launcher {
                 None => (None, vec![]),
             };
             let line = if line.is_empty() {
-                match crate::proto::chan::read_line(chan, proto::MAX_LINE) {
-                    Ok(b) if !b.is_empty() => b,
+                match chan.line(true, proto::MAX_LINE) {
+                    Ok(Line::Line(b)) => b,
                     _ => {
                         if self.first
                             && let Some(o) = &self.owns
@@ -158,7 +157,7 @@ impl Launcher {
         &mut self,
         incoming: Incoming,
         spec: Result<&mut LaunchSpec>,
-        chan: &OwnedFd,
+        chan: &mut Channel,
         fds: &CommandFds,
     ) -> Result<Option<Launched>> {
         // A standby takes the task or not (it decided while we parsed the spec).
@@ -173,11 +172,19 @@ impl Launcher {
         let spec = spec?;
         match standby {
             Some(mut sb) => {
-                // It reads the host's go itself, and builds the root meanwhile.
-                let started_at = crate::proto::spec::rfc3339_now();
+                // Its cgroups become the task's while the host makes the directories.
                 let host_tree = sb.take_host_tree();
                 let pid = sb.pid;
-                let cgroup = sb.hand_over(spec)?;
+                let cgroup = sb.adopt_cgroups(spec)?;
+                let Some(go) = read_go(chan) else {
+                    sb.discard();
+                    let made = cgroup.as_ref().filter(|_| spec.cgroup.is_none());
+                    abandon(spec.cgroup.as_ref(), made);
+                    return Ok(None);
+                };
+                go.apply(spec);
+                let started_at = crate::proto::spec::rfc3339_now();
+                sb.go(&go);
                 Ok(Some(Launched {
                     pid,
                     ours: spec.cgroup.is_none(),
@@ -194,7 +201,7 @@ impl Launcher {
     /// After a task (all of it gone): whether this supervisor runs another. Only where
     /// the host asked for it ([`LaunchSpec::recycle`]), after new namespaces for an exec
     /// task's next one, and once the host has taken us back.
-    pub fn another(&mut self, spec: &LaunchSpec, chan: &OwnedFd, is_init: bool) -> bool {
+    pub fn another(&mut self, spec: &LaunchSpec, chan: &mut Channel, is_init: bool) -> bool {
         let renewed = spec.recycle > 0
             && match &spec.isolation {
                 None => !is_init,
@@ -205,30 +212,34 @@ impl Launcher {
 }
 
 /// The host's go (see [`Go`]); `None` when it closed the channel instead.
-fn read_go(chan: &OwnedFd) -> Option<Go> {
+fn read_go(chan: &mut Channel) -> Option<Go> {
     match proto::read_from_host(chan) {
         Ok(Some(ToSupervisor::Go(g))) => Some(g),
         _ => None,
     }
 }
 
+/// The start failed on the host's side, or the host went away before its go: what we
+/// `made` goes, and what it made (`given`: empty, the command has not started).
+fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
+    if let Some(cg) = made {
+        let _ = cg.remove();
+    }
+    if let Some(cg) = given {
+        cg.remove_empty();
+    }
+}
+
 /// A command process made for the task now: its cgroups (when the host asked us to make
 /// them, while it made the directories), the go, then the process.
-fn fresh(spec: &mut LaunchSpec, chan: &OwnedFd, fds: &CommandFds) -> Result<Option<Launched>> {
+fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<Option<Launched>> {
     let given = spec.cgroup.clone();
     let made = match (&given, &spec.cgroup_request) {
         (None, Some(req)) => req.make(&spec.task_id)?,
         _ => None,
     };
     let Some(go) = read_go(chan) else {
-        // The start failed on the host's side, or the host went away: what we made goes,
-        // and what it made (empty: the command has not started).
-        if let Some(cg) = &made {
-            let _ = cg.remove();
-        }
-        if let Some(cg) = &given {
-            cg.remove_empty();
-        }
+        abandon(given.as_ref(), made.as_ref());
         return Ok(None);
     };
     go.apply(spec);

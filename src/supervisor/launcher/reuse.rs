@@ -3,20 +3,19 @@
 //! namespaces.
 
 use crate::proto::{self, ToHost, ToSupervisor};
-use std::os::fd::{AsRawFd, OwnedFd};
+use crate::proto::chan::Channel;
 
 /// After a task, when the host may give us another ([`crate::proto::spec::LaunchSpec::recycle`]):
 /// says it is idle, then waits for the host to take us back as a spare
 /// ([`ToSupervisor::Keep`], sent when it destroys the task). False when it does not
 /// within `unclaimed_ms` (a host that does not destroy its tasks), or closes the channel:
 /// we then exit.
-pub(in crate::supervisor) fn claimed(chan: &OwnedFd, unclaimed_ms: u64) -> bool {
-    if proto::send_to_host(chan, &ToHost::Idle).is_err()
-        || !crate::sys::poll_readable(chan.as_raw_fd(), unclaimed_ms as i64).unwrap_or(false)
+pub(in crate::supervisor) fn claimed(chan: &mut Channel, unclaimed_ms: u64) -> bool {
+    if proto::send_to_host(&chan.fd, &ToHost::Idle).is_err()
+        || !chan.readable_within(unclaimed_ms as i64)
     {
         return false;
     }
-    // Exactly the one message: the next spec may follow it at once.
     matches!(proto::read_from_host(chan), Ok(Some(ToSupervisor::Keep)))
 }
 

@@ -6,43 +6,40 @@
 //! - it makes its own mount namespace and prepares the `chroot_env` binds, /dev and
 //!   /proc as detached mounts ([`rootfs::stage`]).
 //!
-//! When the task arrives, the standby reads the launch spec from the host's channel
-//! itself (one process woken, not two), forwards it to the supervisor, and decides
-//! whether it takes the task ([`fits`]) while the supervisor parses it too. Taking it,
-//! it reads the host's go line (the task's directories are made) from the channel too;
-//! while it attaches its mounts into the task root and drops its privileges, the
-//! supervisor renames the cgroups to the task's id and writes the task's limits; the
-//! "go" byte then lets the standby exec the command. A standby that failed to prepare exits without reading the channel,
-//! and one that does not take the task exits after forwarding the spec: the supervisor
-//! then reads the go line and starts the task the usual way ([`super::vfork`]). Only
-//! one of them ever reads the go line, so it is never lost to a standby being killed.
+//! When the task arrives, the supervisor (the channel's one reader) passes the launch
+//! spec on to the standby at once, which decides whether it takes the task ([`fits`])
+//! while the supervisor parses it too. Taking it, the supervisor renames the placeholder
+//! cgroups to the task's id and writes its limits while the host makes the task's
+//! directories, then passes on the host's go; the standby attaches its mounts into the
+//! task root, drops its privileges and waits for the go byte to exec the command. A
+//! standby that failed to prepare exits; one that does not take the task exits after its
+//! verdict: the supervisor then starts the task the usual way.
 //!
-//! Pipes, both close-on-exec: `fwd` (standby → supervisor: the launch spec and a
-//! newline, then its verdict byte, then EOF; EOF before the newline means the standby has
-//! none: it failed, or the host closed the channel without a spec), `go` (supervisor →
-//! standby: one byte; EOF means give up). Errors of the standby after it forwarded the spec (the host closed the
-//! channel instead of sending the go line, too) come back on the supervisor's sync pipe,
-//! as for any command child.
+//! Pipes, all close-on-exec: `feed` (supervisor → standby: the spec's line, then the
+//! go's; EOF: give up), `verdict` (standby → supervisor: one [`Verdict`] byte; EOF
+//! before it: the standby is gone), `go` (supervisor → standby: one byte, the task's
+//! cgroups are ready; EOF: give up). Errors of the standby after its verdict come back on
+//! the supervisor's sync pipe, as for any command child.
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
-use crate::proto::spec::{LaunchSpec, Warm};
+use crate::proto::chan::{Channel, Line};
+use crate::proto::spec::{Go, LaunchSpec, Warm};
 use crate::proto::{self, ToSupervisor, Verdict};
 use crate::supervisor::rootfs;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::RawFd;
 
 pub struct Standby {
     pub pid: Pid,
-    fwd: std::fs::File,
+    feed: std::fs::File,
+    verdict: std::fs::File,
     go: std::fs::File,
     /// The placeholder cgroups it is in (none on pure v2: cgroup2 dirs cannot be renamed).
     cgroup: Option<TaskCgroup>,
-    /// The standby's verdict when it came with the spec (see [`Standby::takes`]).
-    verdict: Option<u8>,
     /// Our `/proc/self/mountinfo`, opened before the standby copied the host's mounts:
     /// `POLLPRI` says they changed (see [`Standby::receive_spec`]).
     mounts: Option<std::fs::File>,
@@ -56,7 +53,8 @@ pub struct Standby {
 /// What [`Standby::receive_spec`] got (one at a time, on the stack: its size is no matter).
 #[allow(clippy::large_enum_variant)]
 pub enum Received {
-    /// The launch spec, and the standby if it has one for it.
+    /// The launch spec's line (empty: the host closed the channel first), and the
+    /// standby if it has it.
     Spec(Option<Standby>, Vec<u8>),
     /// The host's mounts changed while the standby waited: it has been ended.
     MountsChanged,
@@ -66,15 +64,18 @@ pub enum Received {
 /// for a quarter of a second (so that a busy host does not have standbys made and
 /// ended over and over), or until the host writes on `chan`. True in the second case:
 /// the spec is there, and the task starts without a standby.
-pub fn mounts_settled(chan: &std::os::fd::OwnedFd) -> bool {
+pub fn mounts_settled(chan: &Channel) -> bool {
     use std::os::fd::AsRawFd;
     loop {
+        if chan.buffered() {
+            return true;
+        }
         // A fresh open: POLLPRI then says a change since now.
         let Ok(m) = std::fs::File::open("/proc/self/mountinfo") else {
             return false;
         };
         let fds = [
-            (chan.as_raw_fd(), libc::POLLIN),
+            (chan.fd.as_raw_fd(), libc::POLLIN),
             (m.as_raw_fd(), libc::POLLPRI),
         ];
         match crate::sys::poll_events(&fds, 250) {
@@ -120,9 +121,7 @@ pub struct ChildFds {
     pub stdout: RawFd,
     pub stderr: RawFd,
     pub sync: RawFd,
-    /// The channel to the host, which the standby reads the spec from.
-    pub chan: RawFd,
-    /// The supervisor's own fds, closed in the standby.
+    /// The supervisor's own fds (the channel among them), closed in the standby.
     pub close: Vec<RawFd>,
     /// Where the standby puts its copy of the host tree ([`Standby::prepare`] sets it).
     pub host_tree: Option<RawFd>,
@@ -137,8 +136,8 @@ impl Standby {
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
         fds.host_tree = host_slot.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let fds = &fds;
-        let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?)) })();
-        let Ok(((fwd_r, fwd_w), (go_r, go_w))) = made else {
+        let made = (|| -> std::io::Result<_> { Ok((pipe()?, pipe()?, pipe()?)) })();
+        let Ok(((feed_r, feed_w), (verdict_r, verdict_w), (go_r, go_w))) = made else {
             return None;
         };
         // The task's cgroups under the placeholder name, made first: the standby joins
@@ -185,8 +184,13 @@ impl Standby {
                     // SAFETY: closing fds of the supervisor in our own copy of its table.
                     unsafe { libc::close(*fd) };
                 }
-                drop((fwd_r, go_w));
-                let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), fwd_w, go_r, fds);
+                drop((feed_w, verdict_r, go_w));
+                let pipes = Pipes {
+                    feed: feed_r,
+                    verdict: verdict_w,
+                    go: go_r,
+                };
+                let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
                 // SAFETY: leave without running the supervisor's destructors.
                 unsafe { libc::_exit(code) }
             }
@@ -199,9 +203,9 @@ impl Standby {
             }
         };
         Some(Standby {
-            verdict: None,
             pid,
-            fwd: fwd_r,
+            feed: feed_w,
+            verdict: verdict_r,
             go: go_w,
             cgroup,
             mounts,
@@ -209,12 +213,10 @@ impl Standby {
         })
     }
 
-    /// Waits for the task. The launch spec as the standby read it from the host's
-    /// channel ([`Received::Spec`]); `None` in it when the standby has none (it failed to
-    /// prepare, or the host closed the channel without a spec): it is then reaped and its
-    /// cgroups are removed, and the supervisor reads the channel. Whether the standby
-    /// takes the task comes after ([`Standby::takes`]): it decides while we parse the spec
-    /// too.
+    /// Waits for the task: the launch spec's line from `chan`, passed on to the standby
+    /// ([`Received::Spec`], with no standby when it has gone: failed to prepare, or
+    /// died; it is then reaped and its cgroups removed). Whether the standby takes the
+    /// task comes after ([`Standby::takes`]): it decides while we parse the spec too.
     ///
     /// A standby holds copies of host mounts (its `chroot_env` binds, its copy of the
     /// host's tree): while it waits, a filesystem the host unmounts would stay alive in
@@ -225,56 +227,50 @@ impl Standby {
     /// It prepares at idle priority (see [`crate::sys::set_idle_priority`]). The host
     /// moves us out of it when it sends the spec; we then move the standby out of it, so
     /// that a start never waits for CPU time nothing else wants (on a busy node).
-    pub fn receive_spec(mut self, chan: &std::os::fd::OwnedFd) -> Received {
+    pub fn receive_spec(mut self, chan: &mut Channel) -> Received {
         use std::os::fd::AsRawFd;
         let mut fds = vec![
-            (self.fwd.as_raw_fd(), libc::POLLIN),
-            (chan.as_raw_fd(), libc::POLLIN),
+            (self.verdict.as_raw_fd(), libc::POLLIN),
+            (chan.fd.as_raw_fd(), libc::POLLIN),
         ];
         if let Some(m) = &self.mounts {
             fds.push((m.as_raw_fd(), libc::POLLPRI));
         }
-        if let Ok(ready) = crate::sys::poll_events(&fds, -1)
-            && !ready[0]
+        if !chan.buffered()
+            && let Ok(ready) = crate::sys::poll_events(&fds, -1)
+            && !ready[1]
         {
-            if ready[1] {
-                crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
-            } else if ready.get(2) == Some(&true) {
+            if ready.get(2) == Some(&true) {
                 self.discard();
                 return Received::MountsChanged;
             }
-        }
-        // The spec, to its newline (it has none inside); the verdict may have come with it.
-        let mut bytes = vec![];
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            match self.fwd.read(&mut chunk) {
-                Ok(0) | Err(_) => break None,
-                Ok(n) => {
-                    let from = bytes.len();
-                    bytes.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = bytes[from..].iter().position(|&b| b == b'\n') {
-                        break Some(from + i);
-                    }
-                }
-            }
-        };
-        let Some(end) = end else {
+            // The verdict pipe before any spec: the standby is gone.
             self.discard();
             return Received::Spec(None, vec![]);
+        }
+        crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
+        let mut line = match chan.line(true, proto::MAX_LINE) {
+            Ok(Line::Line(b)) => b,
+            _ => {
+                self.discard();
+                return Received::Spec(None, vec![]);
+            }
         };
-        self.verdict = bytes.get(end + 1).copied();
-        bytes.truncate(end);
-        Received::Spec(Some(self), bytes)
+        line.push(b'\n');
+        let passed = write_nosig(&mut self.feed, &line);
+        line.pop();
+        if !passed {
+            self.discard();
+            return Received::Spec(None, line);
+        }
+        Received::Spec(Some(self), line)
     }
 
     /// Whether the standby takes the task (see [`fits`]): it says so once it has parsed
     /// the spec. Not taking it, it is reaped and its cgroups are removed.
     pub fn takes(&mut self) -> bool {
-        let verdict = self.verdict.take().or_else(|| {
-            let mut b = [0u8; 1];
-            matches!(self.fwd.read(&mut b), Ok(1)).then_some(b[0])
-        });
+        let mut b = [0u8; 1];
+        let verdict = matches!(self.verdict.read(&mut b), Ok(1)).then_some(b[0]);
         let takes = verdict.map(Verdict::from_byte) == Some(Verdict::Takes);
         if !takes {
             self.discard();
@@ -292,11 +288,10 @@ impl Standby {
         crate::sys::pidfd_getfd(&pidfd, slot).ok()
     }
 
-    /// Hands the task over: the cgroups renamed to the task's id (or made for it, on
-    /// pure v2, and the standby moved in) with the task's limits, then the go byte. On
-    /// failure the standby is killed and reaped and the cgroups are removed. Returns the
-    /// task's cgroups.
-    pub fn hand_over(mut self, spec: &LaunchSpec) -> Result<Option<TaskCgroup>> {
+    /// The task's cgroups: the placeholder's renamed to the task's id (or made for it,
+    /// on pure v2, and the standby moved in) with the task's limits. On failure the
+    /// standby is killed and reaped and the cgroups are removed.
+    pub fn adopt_cgroups(&mut self, spec: &LaunchSpec) -> Result<Option<TaskCgroup>> {
         let placeholder = self.cgroup.take();
         let r = (|| -> Result<Option<TaskCgroup>> {
             let Some(req) = &spec.cgroup_request else {
@@ -332,16 +327,17 @@ impl Standby {
             };
             Ok(Some(cg))
         })();
-        match r {
-            Ok(cg) => {
-                // A standby that died meanwhile has said why on the sync pipe.
-                write_nosig(&mut self.go, &[proto::GO]);
-                Ok(cg)
-            }
-            Err(e) => {
-                self.discard();
-                Err(e)
-            }
+        if r.is_err() {
+            self.discard();
+        }
+        r
+    }
+
+    /// Passes on the host's go (the task's directories are made), then the go byte (its
+    /// cgroups are ready). A standby that died meanwhile has said why on the sync pipe.
+    pub fn go(mut self, go: &Go) {
+        if write_nosig(&mut self.feed, &proto::line(&ToSupervisor::Go(go.clone()))) {
+            write_nosig(&mut self.go, &[proto::GO]);
         }
     }
 
@@ -382,20 +378,23 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
     }
 }
 
-/// The standby process: prepares; reads its spec from the host's channel and forwards
-/// it, then its verdict ([`fits`]); reads the host's go line (the task's directories are
-/// made), builds the root, waits for the supervisor's go byte, execs the command.
+/// The standby's ends of its pipes (see the module doc).
+struct Pipes {
+    feed: std::fs::File,
+    verdict: std::fs::File,
+    go: std::fs::File,
+}
+
+/// The standby process: prepares; reads the spec its supervisor passes on and gives its
+/// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
+/// root, waits for the go byte, execs the command.
 fn standby_main(
     warm: &Warm,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
-    mut fwd: std::fs::File,
-    go: std::fs::File,
+    pipes: Pipes,
     fds: &ChildFds,
 ) -> i32 {
-    // SAFETY: our copy (from fork) of the supervisor's channel fd, owned by nothing else
-    // in this process.
-    let chan = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds.chan) };
     let prepared = (|| -> Result<rootfs::Staged> {
         if let Some(cg) = cgroup {
             cg.join_self()
@@ -414,8 +413,8 @@ fn standby_main(
         // detached tree only in the namespace it came from), at the number the supervisor
         // reserved, so that it can take a copy of the fd.
         if let Some(slot) = fds.host_tree
-            && let Ok(tree) = crate::supervisor::mountapi::clone_tree(std::path::Path::new("/"))
-            && crate::supervisor::mountapi::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
+            && let Ok(tree) = crate::sys::mount::clone_tree(std::path::Path::new("/"))
+            && crate::sys::mount::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
             // SAFETY: dup3(2) onto `slot`, our copy of the supervisor's /dev/null that
             // nothing in this process uses; the OwnedFd below then owns it.
             && unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&tree), slot, libc::O_CLOEXEC) }
@@ -430,22 +429,19 @@ fn standby_main(
         Ok(staged)
     })();
     let Ok(staged) = prepared else {
-        // EOF on `fwd`, the channel unread: the supervisor starts the task the usual way.
+        // EOF on `verdict`: the supervisor starts the task the usual way.
         return 1;
     };
-    let bytes = match crate::proto::chan::read_line(&chan, proto::MAX_LINE) {
-        Ok(b) if !b.is_empty() => {
-            crate::sys::set_idle_priority(false);
-            b
-        }
-        // The host ended the spare (or the spec was too large: the supervisor says so).
-        _ => return 0,
-    };
-    // The spec first, so that the supervisor parses it while we do, then our verdict.
-    let mut line = bytes;
-    line.push(b'\n');
-    if fwd.write_all(&line).is_err() {
-        return 1;
+    let Pipes {
+        feed,
+        mut verdict,
+        go,
+    } = pipes;
+    let mut feed = std::io::BufReader::new(feed);
+    let mut line = vec![];
+    if !matches!(feed.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+        // The spare was ended.
+        return 0;
     }
     line.pop();
     let spec = match proto::parse::<ToSupervisor>(&line) {
@@ -467,15 +463,15 @@ fn standby_main(
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
     let netns = netns.and_then(Result::ok);
-    let verdict = if spec.is_some() {
+    let said = if spec.is_some() {
         Verdict::Takes
     } else {
         Verdict::Declines
     };
-    if fwd.write_all(&[verdict.byte()]).is_err() {
+    if verdict.write_all(&[said.byte()]).is_err() {
         return 1;
     }
-    drop(fwd);
+    drop(verdict);
     let Some(mut spec) = spec else {
         // The supervisor starts the task the usual way (and reads the go line).
         return 0;
@@ -484,10 +480,14 @@ fn standby_main(
     // SAFETY: prctl on ourselves with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     // The host's go: its directories are made (EOF: it gave up on the start).
-    let from_host = proto::read_from_host(&chan);
-    drop(chan);
+    line.clear();
+    let from_host = match feed.read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 => proto::parse::<ToSupervisor>(&line[..n - 1]).ok(),
+        _ => None,
+    };
+    drop(feed);
     let e = match from_host {
-        Ok(Some(ToSupervisor::Go(g))) => {
+        Some(ToSupervisor::Go(g)) => {
             g.apply(&mut spec);
             super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
         }

@@ -1,7 +1,6 @@
 //! The fd-based mount API (Linux 5.2+; `mount_setattr` 5.12+) behind safe wrappers:
-//! detached mounts that a spare supervisor's command process prepares while it waits
-//! for a task, and attaches into the task's root when the task arrives (see
-//! [`super::rootfs::Staged`]). The only `unsafe` here is the raw syscalls.
+//! detached mounts made ahead and attached into a task's root later (see
+//! [`crate::supervisor::rootfs::Staged`]), and mount attributes set on a whole tree.
 
 use std::ffi::CString;
 use std::io;

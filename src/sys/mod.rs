@@ -1,5 +1,9 @@
-//! The few raw Linux syscalls std and nix do not wrap the way we need. Every `unsafe`
-//! block of the host side lives here, each with its reason.
+//! The syscall layer: the raw Linux calls std and nix do not wrap the way we need,
+//! behind safe functions. With the C ABI (`crate::ffi`) the only home of `unsafe`, each
+//! block with its reason.
+
+pub mod mount;
+pub mod socket;
 
 use std::ffi::{CStr, CString};
 use std::io;
