@@ -550,51 +550,9 @@ impl TaskRequest {
                 "alloc_dir must be an absolute path without '.' or '..' components",
             );
         }
-        let r = &self.resources;
-        if r.memory_max_mb > 0 && r.memory_max_mb < r.memory_mb {
-            return Err(Error::field(
-                Code::InvalidConfig,
-                "resources.memory_max_mb",
-                format!(
-                    "resources.memory_max_mb ({}) is below resources.memory_mb ({}); it is the hard limit and must be at least the reservation",
-                    r.memory_max_mb, r.memory_mb
-                ),
-            ));
-        }
-        let cpus = crate::sys::online_cpus();
-        if r.cores > cpus {
-            return Err(Error::field(
-                Code::InvalidConfig,
-                "resources.cores",
-                format!(
-                    "resources.cores ({}) is more than the {cpus} CPUs this host has",
-                    r.cores
-                ),
-            ));
-        }
+        validate_resources(&self.resources)?;
         if let Some(n) = &self.network_isolation {
-            if self.driver == DriverKind::RawExec && n.mode != NetworkMode::Host {
-                return bad(
-                    "network_isolation.mode",
-                    "network_isolation applies to exec tasks only; raw_exec runs in the host's network",
-                );
-            }
-            match (n.mode, &n.path) {
-                (NetworkMode::Group, Some(p)) if p.starts_with('/') => {}
-                (NetworkMode::Group, _) => {
-                    return bad(
-                        "network_isolation.path",
-                        "network_isolation mode \"group\" needs \"path\": the absolute path of a network namespace (e.g. /var/run/netns/<name>)",
-                    );
-                }
-                (_, Some(_)) => {
-                    return bad(
-                        "network_isolation.path",
-                        "network_isolation.path is only for mode \"group\"",
-                    );
-                }
-                _ => {}
-            }
+            validate_network(n, self.driver)?;
         }
         if self.logs.max_files == 0 {
             return bad("logs.max_files", "logs.max_files must be at least 1");
@@ -606,6 +564,57 @@ impl TaskRequest {
             );
         }
         Ok(())
+    }
+}
+
+/// `resources`: the hard memory limit at least the reservation, no more cores than the
+/// host has.
+fn validate_resources(r: &Resources) -> Result<()> {
+    if r.memory_max_mb > 0 && r.memory_max_mb < r.memory_mb {
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "resources.memory_max_mb",
+            format!(
+                "resources.memory_max_mb ({}) is below resources.memory_mb ({}); it is the hard limit and must be at least the reservation",
+                r.memory_max_mb, r.memory_mb
+            ),
+        ));
+    }
+    let cpus = crate::sys::online_cpus();
+    if r.cores > cpus {
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "resources.cores",
+            format!(
+                "resources.cores ({}) is more than the {cpus} CPUs this host has",
+                r.cores
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `network_isolation`: exec only (but mode `host`); a path for mode `group`, and only
+/// there.
+fn validate_network(n: &NetworkIsolation, driver: DriverKind) -> Result<()> {
+    let bad = |f: &str, m: &str| Err(Error::field(Code::InvalidConfig, f, m));
+    if driver == DriverKind::RawExec && n.mode != NetworkMode::Host {
+        return bad(
+            "network_isolation.mode",
+            "network_isolation applies to exec tasks only; raw_exec runs in the host's network",
+        );
+    }
+    match (n.mode, &n.path) {
+        (NetworkMode::Group, Some(p)) if p.starts_with('/') => Ok(()),
+        (NetworkMode::Group, _) => bad(
+            "network_isolation.path",
+            "network_isolation mode \"group\" needs \"path\": the absolute path of a network namespace (e.g. /var/run/netns/<name>)",
+        ),
+        (_, Some(_)) => bad(
+            "network_isolation.path",
+            "network_isolation.path is only for mode \"group\"",
+        ),
+        _ => Ok(()),
     }
 }
 

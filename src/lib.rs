@@ -12,19 +12,27 @@
 //! - [`proto`]: what the two say to each other (the launch spec, typed messages) and the
 //!   channel that carries it.
 //! - Below both: [`cgroup`] (cgroup v1 and v2 for tasks), [`caps`] (capability names
-//!   and sets), [`config`] (the typed requests of the contract), [`error`], and `sys`,
+//!   and sets), [`config`] (the typed requests of the contract), [`error`], and [`sys`],
 //!   the raw system calls.
+//!
+//! `unsafe` is allowed in two modules only: [`sys`] (system calls behind safe
+//! functions) and [`ffi`] (the C ABI's pointers).
+
+#![deny(unsafe_code)]
 
 #[cfg(feature = "abi")]
+#[allow(unsafe_code)]
 pub mod abi;
 pub mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod host;
 pub mod proto;
 pub mod supervisor;
+#[allow(unsafe_code)]
 pub mod sys;
 
 pub use error::{Code, Error, Result, Status};

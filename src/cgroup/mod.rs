@@ -626,8 +626,7 @@ impl TaskCgroup {
             let frozen = self.freeze(true);
             for p in self.pids() {
                 if p > 1 && p != me {
-                    // SAFETY: plain syscall; p is a positive pid other than our own.
-                    unsafe { libc::kill(p, libc::SIGKILL) };
+                    crate::sys::process::kill(p, libc::SIGKILL);
                 }
             }
             if frozen {
@@ -808,43 +807,12 @@ fn format_i32(v: i32, buf: &mut [u8; 12]) -> usize {
 
 /// `open(path, O_WRONLY)` + one `write`, with the path copied to a stack buffer: no heap.
 fn write_noalloc(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_noalloc_parts(&[path.as_os_str().as_bytes()], data)
+    crate::sys::write_noalloc_parts(&[path.as_os_str().as_bytes()], data)
 }
 
 /// [`write_noalloc`] of `dir/name`.
 fn write_noalloc_at(dir: &Path, name: &[u8], data: &[u8]) -> io::Result<()> {
-    write_noalloc_parts(&[dir.as_os_str().as_bytes(), b"/", name], data)
-}
-
-/// Writes `data` to the file whose path is the concatenation of `parts`, without
-/// allocating: the path is assembled in a stack buffer.
-fn write_noalloc_parts(parts: &[&[u8]], data: &[u8]) -> io::Result<()> {
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    for p in parts {
-        if len + p.len() >= buf.len() || p.contains(&0) {
-            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-        }
-        buf[len..len + p.len()].copy_from_slice(p);
-        len += p.len();
-    }
-    // SAFETY: buf is NUL-terminated (zero-filled past the copied bytes).
-    let fd = unsafe { libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is open; data is a valid slice.
-    let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    let res = if r < 0 {
-        Err(io::Error::last_os_error())
-    } else if r as usize != data.len() {
-        Err(io::Error::from_raw_os_error(libc::EIO))
-    } else {
-        Ok(())
-    };
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
-    res
+    crate::sys::write_noalloc_parts(&[dir.as_os_str().as_bytes(), b"/", name], data)
 }
 
 /// A fake kernel for unit tests against a cgroupfs made of plain directories: a new cgroup

@@ -67,12 +67,6 @@ struct Cpu {
     throttled_ns: u64,
 }
 
-fn clk_tck() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
-}
-
 pub(super) fn collect(t: &TaskCgroup) -> Value {
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -115,7 +109,7 @@ pub(super) fn collect(t: &TaskCgroup) -> Value {
             }
             _ => {
                 let st = read(&d.join("cpuacct.stat")).unwrap_or_default();
-                let ns = 1_000_000_000 / clk_tck();
+                let ns = 1_000_000_000 / crate::sys::process::clock_ticks();
                 c.user = keyed(&st, "user").unwrap_or(0) * ns;
                 c.system = keyed(&st, "system").unwrap_or(0) * ns;
             }

@@ -573,8 +573,7 @@ fn v1_oom_and_stats() {
 }
 
 fn stats_clk_tck() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as u64 }
+    crate::sys::process::clock_ticks()
 }
 
 #[test]

@@ -65,53 +65,11 @@ impl Plan {
         let exec = t.driver == DriverKind::Exec;
         let (pid_ns, ipc_ns) = namespaces(t, cfg)?;
         let seccomp = seccomp(t, cfg)?;
-        let mut ns_flags = 0;
-        if exec {
-            ns_flags |= libc::CLONE_NEWUTS;
-            if pid_ns {
-                ns_flags |= libc::CLONE_NEWPID;
-            }
-            if ipc_ns {
-                ns_flags |= libc::CLONE_NEWIPC;
-            }
-        }
-        let mut netns = None;
-        match &t.network_isolation {
-            Some(n) if exec && n.mode == config::NetworkMode::None => {
-                ns_flags |= libc::CLONE_NEWNET
-            }
-            Some(n) if exec && n.mode == config::NetworkMode::Group => {
-                netns = n.path.as_ref().map(PathBuf::from);
-            }
-            _ => {}
-        }
+        let (ns_flags, netns) = ns_flags(t, pid_ns, ipc_ns);
         let user = &facts.user;
-        let caps = if exec {
-            crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)?
-                & facts.supported_caps
-        } else {
-            0
-        };
-        // Without pivot_root the host's tree stays below the task's root in its mount
-        // namespace, and a chroot climbs out of a chroot: the task never holds
-        // CAP_SYS_CHROOT then (and may not leave the seccomp filter, see `seccomp`).
-        let caps = if exec && cfg.no_pivot_root {
-            caps & !(1u64 << crate::caps::parse_cap("SYS_CHROOT").unwrap_or(18))
-        } else {
-            caps
-        };
+        let caps = caps(t, cfg, facts.supported_caps)?;
         let raised = crate::caps::raised(caps, &t.config.cap_add, user.uid)?;
-        let cgroups = facts.layout.clone().map(|layout| CgroupRequest {
-            layout,
-            parent: cfg.cgroup_parent.clone(),
-            limits: if exec {
-                limits(t, pid_ns)
-            } else {
-                Default::default()
-            },
-            // raw_exec: one cgroup2 dir to track and kill its processes.
-            tracking: !exec,
-        });
+        let cgroups = cgroup_request(t, cfg, facts.layout.clone(), pid_ns);
         let env = environment(t, &facts, exec);
         crate::host::env::check_env(&env)?;
         let interp = |s: &str| crate::host::env::interpolate(s, &env, &t.node);
@@ -141,24 +99,7 @@ impl Plan {
             root_id: None,
             alloc_id: None,
         });
-        let spec = LaunchSpec {
-            task_id: facts.id.clone(),
-            argv,
-            env: env.into_iter().collect(),
-            cwd: work_dir,
-            isolation,
-            cgroup_procs: vec![],
-            clone_into: None,
-            cgroup: None,
-            cgroup_request: None,
-            log_dir: dirs.alloc_dir.join("alloc/logs"),
-            log_name: t.name.clone(),
-            log_max_files: t.logs.max_files,
-            log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
-            state_dir: dirs.state_dir.clone(),
-            recycle: 0,
-            nonce: String::new(),
-        };
+        let spec = launch_spec(t, &facts, argv, env, work_dir, isolation);
         Ok(Plan {
             id: facts.id,
             name: t.name.clone(),
@@ -178,6 +119,101 @@ impl Plan {
     /// Whether the task is isolated (`exec`).
     pub fn exec(&self) -> bool {
         self.driver == DriverKind::Exec
+    }
+}
+
+/// The namespaces the supervisor is started in (`CLONE_NEW*`: exec tasks only) and the
+/// network namespace of `network_isolation` mode `group` to join.
+fn ns_flags(t: &TaskRequest, pid_ns: bool, ipc_ns: bool) -> (libc::c_int, Option<PathBuf>) {
+    let exec = t.driver == DriverKind::Exec;
+    let mut ns_flags = 0;
+    if exec {
+        ns_flags |= libc::CLONE_NEWUTS;
+        if pid_ns {
+            ns_flags |= libc::CLONE_NEWPID;
+        }
+        if ipc_ns {
+            ns_flags |= libc::CLONE_NEWIPC;
+        }
+    }
+    let mut netns = None;
+    match &t.network_isolation {
+        Some(n) if exec && n.mode == config::NetworkMode::None => ns_flags |= libc::CLONE_NEWNET,
+        Some(n) if exec && n.mode == config::NetworkMode::Group => {
+            netns = n.path.as_ref().map(PathBuf::from);
+        }
+        _ => {}
+    }
+    (ns_flags, netns)
+}
+
+/// The task's capabilities (exec; none for raw_exec), of those the kernel has
+/// (`supported`).
+fn caps(t: &TaskRequest, cfg: &PluginConfig, supported: u64) -> Result<u64> {
+    let exec = t.driver == DriverKind::Exec;
+    let caps = if exec {
+        crate::caps::resolve(&cfg.allow_caps, &t.config.cap_drop, &t.config.cap_add)? & supported
+    } else {
+        0
+    };
+    // Without pivot_root the host's tree stays below the task's root in its mount
+    // namespace, and a chroot climbs out of a chroot: the task never holds
+    // CAP_SYS_CHROOT then (and may not leave the seccomp filter, see `seccomp`).
+    Ok(if exec && cfg.no_pivot_root {
+        caps & !(1u64 << crate::caps::parse_cap("SYS_CHROOT").unwrap_or(18))
+    } else {
+        caps
+    })
+}
+
+/// The task's cgroups to make, where the host may (`layout`): for exec with its limits.
+fn cgroup_request(
+    t: &TaskRequest,
+    cfg: &PluginConfig,
+    layout: Option<crate::cgroup::Layout>,
+    pid_ns: bool,
+) -> Option<CgroupRequest> {
+    let exec = t.driver == DriverKind::Exec;
+    layout.map(|layout| CgroupRequest {
+        layout,
+        parent: cfg.cgroup_parent.clone(),
+        limits: if exec {
+            limits(t, pid_ns)
+        } else {
+            Default::default()
+        },
+        // raw_exec: one cgroup2 dir to track and kill its processes.
+        tracking: !exec,
+    })
+}
+
+/// The launch spec of the task, but for what the start fills in.
+fn launch_spec(
+    t: &TaskRequest,
+    facts: &HostFacts,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: String,
+    isolation: Option<Isolation>,
+) -> LaunchSpec {
+    let dirs = &facts.dirs;
+    LaunchSpec {
+        task_id: facts.id.clone(),
+        argv,
+        env: env.into_iter().collect(),
+        cwd,
+        isolation,
+        cgroup_procs: vec![],
+        clone_into: None,
+        cgroup: None,
+        cgroup_request: None,
+        log_dir: dirs.alloc_dir.join("alloc/logs"),
+        log_name: t.name.clone(),
+        log_max_files: t.logs.max_files,
+        log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
+        state_dir: dirs.state_dir.clone(),
+        recycle: 0,
+        nonce: String::new(),
     }
 }
 

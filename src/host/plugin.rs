@@ -175,23 +175,8 @@ pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
 /// not change while we are loaded, so it is looked up once.
 fn loaded_object_path() -> Option<PathBuf> {
     static PATH: once_cell::sync::OnceCell<Option<PathBuf>> = once_cell::sync::OnceCell::new();
-    PATH.get_or_init(find_loaded_object_path).clone()
-}
-
-fn find_loaded_object_path() -> Option<PathBuf> {
-    // SAFETY: Dl_info is plain data; dladdr fills it for an address inside our object.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let addr = loaded_object_path as *const libc::c_void;
-    // SAFETY: addr is a function of ours; info is valid for writing.
-    if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(std::ffi::OsStr::new(
-        std::str::from_utf8(name.to_bytes()).ok()?,
-    ));
-    std::fs::canonicalize(p).ok()
+    PATH.get_or_init(|| crate::sys::object_path_of(loaded_object_path as *const () as usize))
+        .clone()
 }
 
 /// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the

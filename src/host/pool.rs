@@ -441,11 +441,8 @@ fn launch_via_mother(
     let pidfd = match crate::sys::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(_) => {
-            // SAFETY: kill(2) and waitpid(2) of this one child of ours, by its pid.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            crate::sys::process::kill(pid, libc::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             return None;
         }
     };

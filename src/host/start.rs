@@ -21,7 +21,7 @@ use crate::host::plan::{HostFacts, Plan};
 use crate::host::pool;
 use crate::host::prepare;
 use crate::host::task::{self, Task};
-use crate::proto::spec::Go;
+use crate::proto::spec::{Go, LaunchSpec};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -181,15 +181,42 @@ fn run(
     let mut cgroups = Cgroups(made);
     let mut spec = plan.spec.clone();
     if let Some(cg) = &cgroups.0 {
-        spec.cgroup_procs = cg.self_join_files();
-        spec.clone_into = cg.v2_dir();
-        spec.cgroup = Some(cg.clone());
+        set_cgroup(&mut spec, cg);
     }
     spec.cgroup_request = request;
     spec.recycle = lease.again_ms(cfg);
     spec.nonce = crate::sys::random_hex(16);
     lease.send_spec(&spec);
 
+    let go = prepare_command(plan, cfg, entry, created, &mut spec)?;
+    let started = lease.go(&go)?;
+
+    // Committed from here: nothing fails any more.
+    if let Some(cg) = &started.cgroup {
+        // Made by the supervisor: it reports where.
+        set_cgroup(&mut spec, cg);
+    }
+    cgroups.0 = None;
+    pool::replenish(cfg, plan.ns_flags);
+    Ok(commit(plan, entry, &key, spec, started))
+}
+
+/// Points `spec` at the task's cgroups `cg`.
+fn set_cgroup(spec: &mut LaunchSpec, cg: &crate::cgroup::TaskCgroup) {
+    spec.cgroup_procs = cg.self_join_files();
+    spec.clone_into = cg.v2_dir();
+    spec.cgroup = Some(cg.clone());
+}
+
+/// Steps 5 and 6 (see the module doc): the directories and artifacts, then the command
+/// looked up; returns the go, applied to `spec` and recorded in the state dir.
+fn prepare_command(
+    plan: &Plan,
+    cfg: &PluginConfig,
+    entry: &Entry,
+    created: &mut prepare::Created,
+    spec: &mut LaunchSpec,
+) -> Result<Go> {
     let exec = plan.exec();
     let root = spec
         .isolation
@@ -221,28 +248,30 @@ fn run(
             .then(|| crate::sys::file_id(&plan.dirs.alloc_dir.join("alloc")))
             .flatten(),
     };
-    go.apply(&mut spec);
+    go.apply(spec);
     test_pause_before_go();
     // Recorded before it may start: a task that cannot be (a full or read-only disk) does
     // not run, and its exit status has its room.
-    let record = serde_json::to_vec(&spec).map_err(|e| Error::internal(e.to_string()))?;
+    let record = serde_json::to_vec(&*spec).map_err(|e| Error::internal(e.to_string()))?;
     crate::proto::spec::record_start(&plan.dirs.state_dir, &record).map_err(|e| {
         Error::new(
             Code::Spawn,
             format!("recording the task in its state dir: {e}"),
         )
     })?;
-    let started = lease.go(&go)?;
+    Ok(go)
+}
 
-    // Committed from here: nothing fails any more.
-    if let Some(cg) = &started.cgroup {
-        // Made by the supervisor: it reports where.
-        spec.cgroup_procs = cg.self_join_files();
-        spec.clone_into = cg.v2_dir();
-        spec.cgroup = Some(cg.clone());
-    }
-    cgroups.0 = None;
-    pool::replenish(cfg, plan.ns_flags);
+/// Step 8 (see the module doc), but for the spare: the task's signed handle made and the
+/// task marked running in the table. Returns `driver_start`'s answer.
+fn commit(
+    plan: &Plan,
+    entry: &Entry,
+    key: &crate::host::handle::Key,
+    spec: LaunchSpec,
+    started: pool::Started,
+) -> Value {
+    let id = &plan.id;
     let task = &entry.task;
     let started_at = started.started_at.clone();
     let handle = crate::host::handle::Handle {
@@ -263,7 +292,7 @@ fn run(
         started_at: started_at.clone(),
         nonce: spec.nonce.clone(),
     }
-    .signed(&key);
+    .signed(key);
     let cgroup = spec.cgroup.clone();
     {
         let mut g = task.lock();
@@ -278,10 +307,8 @@ fn run(
         cgroup,
         Some(started.chan),
     );
-    Ok(
-        json!({"task_id": id, "pid": started.pid, "task_dir": plan.dirs.task_dir,
-              "started_at": started_at, "handle": handle}),
-    )
+    json!({"task_id": id, "pid": started.pid, "task_dir": plan.dirs.task_dir,
+          "started_at": started_at, "handle": handle})
 }
 
 /// The fault tests' hook: with `EXECDRIVER_TEST_PAUSE_BEFORE_GO=<file>` in the host's

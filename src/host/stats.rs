@@ -9,8 +9,8 @@ pub fn collect(cgroup: Option<&crate::cgroup::TaskCgroup>, supervisor: Option<i3
         return cg.stats();
     }
     let pids = supervisor.map(descendants).unwrap_or_default();
-    let tick_ns = 1_000_000_000u64 / clock_ticks();
-    let page = page_size();
+    let tick_ns = 1_000_000_000u64 / crate::sys::process::clock_ticks();
+    let page = crate::sys::process::page_size();
     let (mut rss, mut user, mut sys) = (0u64, 0u64, 0u64);
     for pid in &pids {
         if let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
@@ -39,18 +39,6 @@ fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as u64 } else { 4096 }
 }
 
 /// Fields of /proc/<pid>/stat after the command name (index 0 is the state).

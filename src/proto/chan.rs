@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-pub use crate::sys::socket::{send_all, send_with_fd, recv_with_fd, socketpair, socketpair_of};
+pub use crate::sys::socket::{recv_with_fd, send_all, send_with_fd, socketpair, socketpair_of};
 
 /// One end of a channel: the socket, and bytes received but not yet taken as a line.
 pub struct Channel {
@@ -95,8 +95,7 @@ impl Channel {
 
     /// Whether a line (or EOF) is there within `ms` (-1: no limit), without taking it.
     pub fn readable_within(&self, ms: i64) -> bool {
-        self.buffered()
-            || crate::sys::poll_readable(self.fd.as_raw_fd(), ms).unwrap_or(false)
+        self.buffered() || crate::sys::poll_readable(self.fd.as_raw_fd(), ms).unwrap_or(false)
     }
 
     /// Whether a line is waiting in the buffer (a poll of the socket would not show it).
@@ -164,10 +163,16 @@ mod tests {
         let (a, b) = socketpair().unwrap();
         let mut c = Channel::new(b);
         send_all(&a, b"{\"first\":1}\n").unwrap();
-        assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"{\"first\":1}".to_vec()));
+        assert_eq!(
+            line(&mut c, 100).unwrap(),
+            Line::Line(b"{\"first\":1}".to_vec())
+        );
         // The same socket carries the next one (a supervisor that runs another task).
         send_all(&a, b"{\"second\":2}\n").unwrap();
-        assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"{\"second\":2}".to_vec()));
+        assert_eq!(
+            line(&mut c, 100).unwrap(),
+            Line::Line(b"{\"second\":2}".to_vec())
+        );
         drop(a);
         assert_eq!(line(&mut c, 100).unwrap(), Line::Eof);
     }
@@ -179,9 +184,15 @@ mod tests {
         let (a, b) = socketpair().unwrap();
         let mut c = Channel::new(b);
         send_all(&a, b"{\"spec\":1}\n{\"go\":2}\nkeep\n").unwrap();
-        assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"{\"spec\":1}".to_vec()));
+        assert_eq!(
+            line(&mut c, 100).unwrap(),
+            Line::Line(b"{\"spec\":1}".to_vec())
+        );
         assert!(c.buffered() && c.readable_within(0));
-        assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"{\"go\":2}".to_vec()));
+        assert_eq!(
+            line(&mut c, 100).unwrap(),
+            Line::Line(b"{\"go\":2}".to_vec())
+        );
         assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"keep".to_vec()));
         assert!(!c.buffered() && !c.readable_within(0));
         assert_eq!(c.line(false, 100).unwrap(), Line::Pending);

@@ -4,10 +4,11 @@
 
 use crate::error::{Code, Error, Result};
 use crate::proto::spec::LaunchSpec;
+use crate::sys::process::Forked;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::Read;
@@ -51,69 +52,91 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
         })
         .collect::<Result<_>>()?;
     if spec.isolation.is_some() {
-        // Never outside the task's isolation: without its command there is nothing to
-        // enter.
-        let (Some(pid), Some(sup)) = (req.target_pid, req.supervisor_pid) else {
-            return Err(err(
-                "finding the task's command",
-                "it has no running command process; refusing to run outside its isolation",
-            ));
-        };
-        let target =
-            crate::sys::pidfd_open(pid).map_err(|e| err("opening the task's command", e))?;
-        if crate::sys::proc_parent(pid) != Some(sup) {
-            return Err(err(
-                "finding the task's command",
-                "its process is gone; refusing to run outside its isolation",
-            ));
-        }
-        // Open every namespace first: after entering the mount namespace /proc is the task's.
-        // The command's root too: it is not always its mount namespace's root (a spare's
-        // command process `chroot`s into the task root inside an otherwise empty one).
-        let root = std::fs::File::open(format!("/proc/{pid}/root"))
-            .map_err(|e| err("opening the root of the task", e))?;
-        let mut nss = vec![];
-        for (name, flag) in [
-            ("ipc", CloneFlags::CLONE_NEWIPC),
-            ("uts", CloneFlags::CLONE_NEWUTS),
-            ("net", CloneFlags::CLONE_NEWNET),
-            ("pid", CloneFlags::CLONE_NEWPID),
-            ("mnt", CloneFlags::CLONE_NEWNS),
-        ] {
-            let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))
-                .map_err(|e| err(&format!("opening {name} namespace of the task"), e))?;
-            nss.push((f, flag, name));
-        }
-        // Still the same process after every file was opened: they are its.
-        if crate::sys::poll_readable(target.as_raw_fd(), 0).unwrap_or(true) {
-            return Err(err(
-                "finding the task's command",
-                "it exited meanwhile; refusing to run outside its isolation",
-            ));
-        }
-        for (f, flag, name) in &nss {
-            nix::sched::setns(f, *flag)
-                .map_err(|e| err(&format!("entering {name} namespace"), e))?;
-        }
-        nix::unistd::fchdir(&root).map_err(|e| err("entering the root of the task", e))?;
-        nix::unistd::chroot(".").map_err(|e| err("chroot to the root of the task", e))?;
+        enter_task(req)?;
     }
+    let (child, out_r, err_r) = spawn(spec, req, &procs)?;
+    let (stdout, stderr, status) = collect(child, out_r, err_r, req.timeout_ms);
+    let (code, sig) = match status {
+        WaitStatus::Exited(_, c) => (c, 0),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, s as i32),
+        _ => (-1, 0),
+    };
+    Ok(serde_json::json!({"exit_code": code, "signal": sig,
+        "stdout": String::from_utf8_lossy(&stdout), "stderr": String::from_utf8_lossy(&stderr)}))
+}
+
+/// Enters the namespaces and the root of the task's command (`req.target_pid`): only
+/// while it is still the supervisor's child, every file opened before the first `setns`.
+fn enter_task(req: &ExecRequest) -> Result<()> {
+    // Never outside the task's isolation: without its command there is nothing to
+    // enter.
+    let (Some(pid), Some(sup)) = (req.target_pid, req.supervisor_pid) else {
+        return Err(err(
+            "finding the task's command",
+            "it has no running command process; refusing to run outside its isolation",
+        ));
+    };
+    let target = crate::sys::pidfd_open(pid).map_err(|e| err("opening the task's command", e))?;
+    if crate::sys::proc_parent(pid) != Some(sup) {
+        return Err(err(
+            "finding the task's command",
+            "its process is gone; refusing to run outside its isolation",
+        ));
+    }
+    // Open every namespace first: after entering the mount namespace /proc is the task's.
+    // The command's root too: it is not always its mount namespace's root (a spare's
+    // command process `chroot`s into the task root inside an otherwise empty one).
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))
+        .map_err(|e| err("opening the root of the task", e))?;
+    let mut nss = vec![];
+    for (name, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))
+            .map_err(|e| err(&format!("opening {name} namespace of the task"), e))?;
+        nss.push((f, flag, name));
+    }
+    // Still the same process after every file was opened: they are its.
+    if crate::sys::poll_readable(target.as_raw_fd(), 0).unwrap_or(true) {
+        return Err(err(
+            "finding the task's command",
+            "it exited meanwhile; refusing to run outside its isolation",
+        ));
+    }
+    for (f, flag, name) in &nss {
+        nix::sched::setns(f, *flag).map_err(|e| err(&format!("entering {name} namespace"), e))?;
+    }
+    nix::unistd::fchdir(&root).map_err(|e| err("entering the root of the task", e))?;
+    nix::unistd::chroot(".").map_err(|e| err("chroot to the root of the task", e))?;
+    Ok(())
+}
+
+/// Forks the command's process ([`child_exec`]) with its output on pipes; returns it
+/// and the read ends once it has exec'd, or the error it reported.
+fn spawn(
+    spec: &LaunchSpec,
+    req: &ExecRequest,
+    procs: &[std::fs::File],
+) -> Result<(Pid, OwnedFd, OwnedFd)> {
     let (out_r, out_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
     let (sync_r, sync_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    // SAFETY: the shim is single-threaded; the child may run arbitrary code.
-    let child = match unsafe { fork() }.map_err(|e| err("fork", e))? {
-        ForkResult::Child => {
+    // The shim is single-threaded: the child may run any code.
+    let child = match crate::sys::process::fork().map_err(|e| err("fork", e))? {
+        Forked::Child => {
             drop(sync_r);
-            let e = child_exec(spec, req, &procs, out_w.as_raw_fd(), err_w.as_raw_fd());
+            let e = child_exec(spec, req, procs, out_w.as_raw_fd(), err_w.as_raw_fd());
             let _ = std::fs::File::from(sync_w).write_all_json(&e);
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(127) };
+            crate::sys::process::exit_now(127);
         }
-        ForkResult::Parent { child } => child,
+        Forked::Parent(child) => Pid::from_raw(child),
     };
     drop((out_w, err_w, sync_w));
     let mut report = String::new();
@@ -123,14 +146,7 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
         let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
         return Err(Error::from_json(&v));
     }
-    let (stdout, stderr, status) = collect(child, out_r, err_r, req.timeout_ms);
-    let (code, sig) = match status {
-        WaitStatus::Exited(_, c) => (c, 0),
-        WaitStatus::Signaled(_, s, _) => (128 + s as i32, s as i32),
-        _ => (-1, 0),
-    };
-    Ok(serde_json::json!({"exit_code": code, "signal": sig,
-        "stdout": String::from_utf8_lossy(&stdout), "stderr": String::from_utf8_lossy(&stderr)}))
+    Ok((child, out_r, err_r))
 }
 
 trait WriteJson {
@@ -262,8 +278,7 @@ fn collect(
             })
             .collect();
         let wait = (deadline - now).as_millis().min(50) as i32;
-        // SAFETY: a valid pollfd array of its length.
-        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait) };
+        crate::sys::process::poll(&mut pfds, wait);
         for i in 0..2 {
             if pfds[i].revents == 0 {
                 continue;
@@ -285,8 +300,7 @@ fn collect(
 
 /// Entry point: `execdriver-shim --exec <request-file>`.
 pub fn main(request: &std::path::Path) -> i32 {
-    // SAFETY: closes only fds above 2 of this fresh process.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    crate::sys::process::close_fds_above_2();
     crate::sys::reset_ignored_signals();
     let result = (|| -> Result<serde_json::Value> {
         let mut req: ExecRequest =

@@ -31,25 +31,13 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
     // never end us before that.
     let _ = SigSet::all().thread_block();
     // Nothing of the host but fds 0-2 may stay open.
-    // SAFETY: closes only fds above 2 of this fresh process.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    crate::sys::process::close_fds_above_2();
     // The channel moves off fd 1 (which becomes /dev/null), so that nothing the command
     // inherits refers to it.
-    // (Not through std::io::stdout(), which would set up Rust's buffered stdout for it.)
-    // SAFETY: fd 1 is open for the whole of this call (the host gave it to us as stdout).
-    let fd1 = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
-    let Ok(chan) = fd1.try_clone_to_owned() else {
+    let Ok(chan) = crate::sys::process::take_stdout() else {
         return 1;
     };
     let mut chan = proto::chan::Channel::new(chan);
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        // SAFETY: dup2 onto our own stdout.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
-    }
     let mut launcher = Launcher::new(warm, owns);
     let mut own = prepare_self();
     let mut first = true;
@@ -116,8 +104,7 @@ fn prepare_self() -> OwnSetup {
     let _ = nix::unistd::chdir("/");
     if std::process::id() != 1 {
         // Orphans of the task come to us (as the pid namespace's init they do anyway).
-        // SAFETY: prctl on ourselves with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        crate::sys::process::set_child_subreaper();
     }
     crate::supervisor::privs::prime();
     OwnSetup::fds(crate::sys::self_start_time())

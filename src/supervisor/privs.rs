@@ -4,60 +4,7 @@ use crate::error::{Code, Error, Result};
 use crate::proto::spec::Isolation;
 use std::os::fd::RawFd;
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_V3: u32 = 0x2008_0522;
-
-fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> std::io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn capset(mask: u64) -> std::io::Result<()> {
-    let hdr = CapHeader {
-        version: CAP_V3,
-        pid: 0,
-    };
-    let lo = mask as u32;
-    let hi = (mask >> 32) as u32;
-    let data = [
-        CapData {
-            effective: lo,
-            permitted: lo,
-            inheritable: lo,
-        },
-        CapData {
-            effective: hi,
-            permitted: hi,
-            inheritable: hi,
-        },
-    ];
-    // SAFETY: header and a two-element data array as capset(2) v3 requires, both alive
-    // across the call.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+use crate::sys::privs::{capset, prctl};
 
 /// The highest capability number this kernel has, read once per process: the supervisor
 /// reads it while it waits for its spec ([`prime`]), so that the command process, after
@@ -145,23 +92,9 @@ pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
     for (from, to) in [(null.as_raw_fd(), 0), (stdout, 1), (stderr, 2)] {
-        // SAFETY: dup2 on fds we own; the targets 0-2 are replaced.
-        if unsafe { libc::dup2(from, to) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::sys::process::dup2(from, to)?;
     }
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    crate::sys::process::mark_fds_above_2_cloexec()?;
     Ok(())
 }
 
@@ -169,10 +102,5 @@ pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
 /// the defaults: the supervisor reset the ignored ones it inherited, has no handlers, and
 /// exec resets handled ones.)
 pub fn reset_signals() {
-    // SAFETY: an empty set, then set as the mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    crate::sys::process::clear_signal_mask();
 }

@@ -7,9 +7,9 @@
 //! command process leaves the host's tree while it waits ([`Staged::enter_skeleton`]):
 //! at the start it mounts the task dir inside an empty skeleton root and `chroot`s.
 
-use crate::sys::mount as mountapi;
 use crate::error::{Code, Error, Result};
 use crate::proto::spec::{Bind, Isolation};
+use crate::sys::mount as mountapi;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -300,19 +300,35 @@ fn attach(fd: &OwnedFd, at: &Path) -> Result<()> {
     mountapi::move_to(fd.as_fd(), at).map_err(|e| err("attaching a prepared mount at", at, e))
 }
 
+/// Builds the task's root, one stage of its mount plan after the other, and enters it.
 fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
     let host_tree = staged.as_mut().and_then(|s| s.host.take());
     let host = match &host_tree {
         Some(fd) => Host::Via(fd.as_fd()),
         None => Host::Here,
     };
+    let root = mount_root(iso, host)?;
+    make_symlinks(root, &iso.symlinks)?;
+    mount_binds(root, &iso.binds, host, &mut staged)?;
+    mount_alloc(root, &iso.alloc, host)?;
+    mount_secrets(root, iso, &mut staged)?;
+    make_tmp(root)?;
+    let (dev, proc_dir) = mount_dev_proc(root, staged.as_ref())?;
+    mask_proc(&proc_dir, &dev)?;
+    // A skeleton root holds nothing of the host to pivot away from: it is `chroot`ed.
+    enter_root(root, iso.no_pivot_root || host_tree.is_some())
+}
+
+/// Binds the task dir as the root (nosuid, nodev) and returns where it is mounted: in
+/// place, or at [`SKELETON_ROOT`] once its identity in the host's tree is checked.
+fn mount_root<'a>(iso: &'a Isolation, host: Host<'_>) -> Result<&'a Path> {
     // The root, like every writable mount of the task, is nosuid and nodev: a setuid
     // file or a device node the task makes there is inert, for the task and for the host
     // (the task dir is a host directory).
-    let root: &Path = match host {
+    match host {
         Host::Here => {
             bind(&iso.root, &iso.root, false, MsFlags::empty())?;
-            &iso.root
+            Ok(&iso.root)
         }
         Host::Via(h) => {
             // Before anything is written there: the host's mounts may have changed since
@@ -321,11 +337,15 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             same_dir(h, &iso.root, iso.root_id)?;
             same_dir(h, &iso.alloc, iso.alloc_id)?;
             host.bind(&iso.root, Path::new(SKELETON_ROOT), false, MsFlags::empty())?;
-            Path::new(SKELETON_ROOT)
+            Ok(Path::new(SKELETON_ROOT))
         }
-    };
+    }
+}
 
-    for (dst, target) in &iso.symlinks {
+/// The root's top-level links (`/bin -> usr/bin`): checked where the host made them,
+/// made where missing; anything else in their place is an error.
+fn make_symlinks(root: &Path, symlinks: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for (dst, target) in symlinks {
         // One readlink where the host made the link (`prepare::make_task_dirs`).
         let at = inside(root, dst);
         match std::fs::read_link(&at) {
@@ -351,7 +371,17 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             Err(e) => return Err(err("reading the symlink at", &at, e)),
         }
     }
-    for b in &iso.binds {
+    Ok(())
+}
+
+/// The `chroot_env` binds: attached where `staged` holds them, else bound now.
+fn mount_binds(
+    root: &Path,
+    binds: &[Bind],
+    host: Host<'_>,
+    staged: &mut Option<Staged>,
+) -> Result<()> {
+    for b in binds {
         let at = make_mountpoint(root, &b.dst, b.file)?;
         let ready = staged.as_mut().and_then(|s| {
             s.binds
@@ -364,16 +394,22 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             None => host.bind(&b.src, &at, b.readonly, MsFlags::empty())?,
         }
     }
+    Ok(())
+}
 
-    // /alloc shared and writable, its logs read-only.
+/// /alloc shared and writable, its logs read-only.
+fn mount_alloc(root: &Path, alloc_src: &Path, host: Host<'_>) -> Result<()> {
     let alloc = make_mountpoint(root, Path::new("alloc"), false)?;
-    host.bind(&iso.alloc, &alloc, false, MsFlags::empty())?;
+    host.bind(alloc_src, &alloc, false, MsFlags::empty())?;
     let logs = alloc.join("logs");
     if logs.is_dir() {
         bind(&logs, &logs, true, MsFlags::MS_NOEXEC)?;
     }
+    Ok(())
+}
 
-    // /secrets: small private tmpfs, noexec, 0700, owned by the task user.
+/// /secrets: small private tmpfs, noexec, 0700, owned by the task user.
+fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> Result<()> {
     let secrets = make_mountpoint(root, Path::new("secrets"), false)?;
     // Made ahead by a standby (the same options), or now; given to the task user by a
     // chown of its root either way (no uid= option: the two look alike in mountinfo).
@@ -407,15 +443,21 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             nix::unistd::chown(&secrets, owner.0, owner.1)
         }
     };
-    chowned.map_err(|e| err("giving the task user", &secrets, e))?;
+    chowned.map_err(|e| err("giving the task user", &secrets, e))
+}
 
+/// /tmp: a directory of the root, 1777.
+fn make_tmp(root: &Path) -> Result<()> {
     let tmp = make_mountpoint(root, Path::new("tmp"), false)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
-        .map_err(|e| err("chmod", &tmp, e))?;
+        .map_err(|e| err("chmod", &tmp, e))
+}
 
+/// /dev and /proc: attached from `staged`, else built now. Returns their paths.
+fn mount_dev_proc(root: &Path, staged: Option<&Staged>) -> Result<(PathBuf, PathBuf)> {
     let dev = make_mountpoint(root, Path::new("dev"), false)?;
     let proc_dir = make_mountpoint(root, Path::new("proc"), false)?;
-    match &staged {
+    match staged {
         Some(s) => {
             attach(&s.dev[0], &dev)?;
             attach(&s.dev[1], &dev.join("pts"))?;
@@ -432,11 +474,13 @@ fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
             )?;
         }
     }
+    Ok((dev, proc_dir))
+}
 
-    mask_proc(&proc_dir, &dev)?;
-
-    if iso.no_pivot_root || host_tree.is_some() {
-        // (In a skeleton root nothing of the host is left to pivot away from.)
+/// Makes `root` the process's root: `chroot` when `chroot` is set, else `pivot_root`
+/// with the old root detached; then `chdir("/")`.
+fn enter_root(root: &Path, chroot: bool) -> Result<()> {
+    if chroot {
         nix::unistd::chroot(root).map_err(|e| err("chroot to", root, e))?;
     } else {
         nix::unistd::chdir(root).map_err(|e| err("chdir to", root, e))?;
@@ -611,8 +655,7 @@ mod tests {
     /// (st_dev, st_ino) the host saw; a mismatch is an error, before anything is mounted.
     #[test]
     fn same_dir_checks_identity_in_a_detached_copy() {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::sys::euid() != 0 {
             eprintln!("SKIP: open_tree needs root");
             return;
         }

@@ -273,7 +273,9 @@ pub fn test_hook() {
     }
 }
 
+// The tests probe the installed filter with raw system calls in a forked child.
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 

@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// One of the command's output pipes and its log.
@@ -25,78 +25,22 @@ impl Pump {
         // Read into the spare capacity, never zeroed: only the pages that data lands in
         // are touched (a zeroed 64 KiB stack buffer cost 16 page faults per task, even for
         // a task that writes nothing).
-        buf.clear();
-        let room = buf.spare_capacity_mut();
-        // SAFETY: read(2) into `room`, writable memory of `room.len()` bytes that we own.
-        let r = unsafe { libc::read(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
-        match nix::errno::Errno::result(r).map(|n| n as usize) {
+        match crate::sys::process::read_into(fd.as_fd(), buf) {
             Ok(0) => {
                 self.fd = None;
                 false
             }
-            Ok(n) => {
-                // SAFETY: the kernel initialized the first n bytes of the spare capacity.
-                unsafe { buf.set_len(n) };
+            Ok(_) => {
                 let _ = self.log.write(buf);
                 true
             }
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => true,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => true,
             Err(_) => {
                 self.fd = None;
                 false
             }
         }
     }
-}
-
-/// Hands back the pages of our binary mapped so far. Start-up code and data (the spec
-/// parser, the command's set-up, relocation tables) are most of them, the kernel maps file
-/// pages 64 KiB at a time, and a supervisor may sit beside its task for months. Only
-/// read-only mappings of our binary with no private (copied-on-write) page are dropped:
-/// their pages refault unchanged from the page cache. They are then marked
-/// `MADV_RANDOM`, which makes the loop's refaults map less around each faulting page
-/// (measured, static build: 328 KiB of text back in instead of 424 KiB).
-fn drop_startup_pages() {
-    // All at once, after the parsing: the parser's own code is not faulted back in.
-    for (a, b) in clean_mappings_of_our_binary() {
-        // SAFETY: a read-only private file mapping of our binary without a single
-        // private page: after MADV_DONTNEED its pages refault with the same contents.
-        unsafe {
-            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
-            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
-        }
-    }
-}
-
-/// The read-only mappings of our binary that hold no private (copied-on-write) page.
-fn clean_mappings_of_our_binary() -> Vec<(usize, usize)> {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return vec![];
-    };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return vec![];
-    };
-    let mut current: Option<(usize, usize)> = None;
-    let mut ranges = Vec::new();
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let first = f.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        {
-            let perms = f.next().unwrap_or("");
-            let ours = f.nth(3).map(std::path::Path::new) == Some(exe.as_path());
-            current = (ours && !perms.contains('w')).then_some((a, b));
-            continue;
-        }
-        if first == "Anonymous:"
-            && let Some(r) = current.take()
-            && f.next() == Some("0")
-        {
-            ranges.push(r);
-        }
-    }
-    ranges
 }
 
 /// Kills every process of the task except the supervisor. `child`: the command's
@@ -168,7 +112,7 @@ pub fn supervise(
     let mut buf: Vec<u8> = Vec::with_capacity(65536);
     loop {
         if drop_pages_at.is_some_and(|at| Instant::now() >= at) {
-            drop_startup_pages();
+            crate::sys::process::drop_startup_pages();
             drop_pages_at = None;
         }
         // Reap whatever has exited.
@@ -221,9 +165,7 @@ pub fn supervise(
             }
             (false, None) => -1,
         };
-        // SAFETY: fds is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n <= 0 {
+        if crate::sys::process::poll(&mut fds, timeout) == 0 {
             continue;
         }
         for (i, p) in pumps.iter_mut().enumerate() {
@@ -244,16 +186,14 @@ pub fn supervise(
                     }
                     Some(proto::Control::Forward(sig)) => {
                         if status.is_none() {
-                            // SAFETY: plain kill(2) of our own child.
-                            unsafe { libc::kill(child.as_raw(), sig) };
+                            crate::sys::process::kill(child.as_raw(), sig);
                         }
                         continue;
                     }
                     None => {}
                 }
                 if status.is_none() {
-                    // SAFETY: plain kill(2) of our own child with the received signal number.
-                    unsafe { libc::kill(child.as_raw(), signo) };
+                    crate::sys::process::kill(child.as_raw(), signo);
                 }
             }
         }

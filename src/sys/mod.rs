@@ -2,8 +2,14 @@
 //! behind safe functions. With the C ABI (`crate::ffi`) the only home of `unsafe`, each
 //! block with its reason.
 
+pub mod bpf;
+pub mod clone;
 pub mod mount;
+pub mod net;
+pub mod privs;
+pub mod process;
 pub mod socket;
+pub mod trampoline;
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -574,6 +580,56 @@ pub fn cstring(s: &str, what: &str) -> io::Result<CString> {
             format!("{what} contains a NUL byte"),
         )
     })
+}
+
+/// Writes `data` to the file whose path is the concatenation of `parts`, without
+/// allocating: the path is assembled in a stack buffer.
+pub fn write_noalloc_parts(parts: &[&[u8]], data: &[u8]) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    for p in parts {
+        if len + p.len() >= buf.len() || p.contains(&0) {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf[len..len + p.len()].copy_from_slice(p);
+        len += p.len();
+    }
+    // SAFETY: buf is NUL-terminated (zero-filled past the copied bytes).
+    let fd = unsafe { libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is open; data is a valid slice.
+    let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let res = if r < 0 {
+        Err(io::Error::last_os_error())
+    } else if r as usize != data.len() {
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    } else {
+        Ok(())
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    res
+}
+
+/// The path of the loaded object (library or executable) `addr` lies in, canonical.
+/// `addr` is only looked up, never read.
+pub fn object_path_of(addr: usize) -> Option<std::path::PathBuf> {
+    // SAFETY: Dl_info is plain data; dladdr fills it for an address inside our object.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only looks `addr` up; info is valid for writing.
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let p = std::path::PathBuf::from(std::ffi::OsStr::new(
+        std::str::from_utf8(name.to_bytes()).ok()?,
+    ));
+    std::fs::canonicalize(p).ok()
 }
 
 #[cfg(test)]

@@ -183,4 +183,3 @@ pub fn recv_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option
         return Ok((n as usize, fd));
     }
 }
-

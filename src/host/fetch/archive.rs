@@ -404,20 +404,7 @@ fn tar_entries(r: &mut dyn Read, root: &Path, ctx: &mut Ctx, pool: &mut Pool) ->
                     .link_name_bytes()
                     .ok_or_else(|| entry_err(&name, "symlink without a target"))?
                     .into_owned();
-                let comps = safe::entry_components(&raw).map_err(|e| entry_err(&name, e))?;
-                if comps.is_empty() {
-                    return Err(entry_err(&name, "a symlink cannot replace the destination"));
-                }
-                safe::check_symlink_target(&target, comps.len() - 1).map_err(|e| {
-                    entry_err(
-                        &name,
-                        format!("{e} (target {:?})", String::from_utf8_lossy(&target)),
-                    )
-                })?;
-                let p = place(ctx, pool, root, &raw, &name, false)?.expect("non-empty");
-                use std::os::unix::ffi::OsStrExt;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &p)
-                    .map_err(|e| entry_err(&name, e))?;
+                unpack_symlink(ctx, pool, root, &raw, &name, &target)?;
             }
             T::Link => {
                 // The target may still be in the writers' hands.
@@ -426,30 +413,7 @@ fn tar_entries(r: &mut dyn Read, root: &Path, ctx: &mut Ctx, pool: &mut Pool) ->
                     .link_name_bytes()
                     .ok_or_else(|| entry_err(&name, "hard link without a target"))?
                     .into_owned();
-                let tname = String::from_utf8_lossy(&target).into_owned();
-                let tcomps = safe::entry_components(&target)
-                    .map_err(|e| entry_err(&name, format!("hard link target {tname:?}: {e}")))?;
-                let Some((tlast, tparents)) = tcomps.split_last() else {
-                    return Err(entry_err(&name, "hard link to the destination itself"));
-                };
-                let src = safe::ensure_dirs_existing(root, tparents)
-                    .map_err(|e| entry_err(&name, format!("hard link target {tname:?}: {e}")))?
-                    .join(tlast);
-                match fs::symlink_metadata(&src) {
-                    Ok(m) if m.file_type().is_file() => {}
-                    _ => {
-                        return Err(entry_err(
-                            &name,
-                            format!(
-                                "hard link target {tname:?} is not a regular file unpacked earlier from this archive"
-                            ),
-                        ));
-                    }
-                }
-                let p = place(ctx, pool, root, &raw, &name, false)?.ok_or_else(|| {
-                    entry_err(&name, "a hard link cannot replace the destination")
-                })?;
-                fs::hard_link(&src, &p).map_err(|e| entry_err(&name, e))?;
+                unpack_hard_link(ctx, pool, root, &raw, &name, &target)?;
             }
             T::Char | T::Block | T::Fifo => {
                 return Err(entry_err(&name, "device nodes and fifos are not allowed"));
@@ -463,6 +427,67 @@ fn tar_entries(r: &mut dyn Read, root: &Path, ctx: &mut Ctx, pool: &mut Pool) ->
         }
     }
     Ok(())
+}
+
+/// A symlink entry `raw` (shown as `name`) to `target`: relative, and staying inside the
+/// destination.
+fn unpack_symlink(
+    ctx: &mut Ctx,
+    pool: &mut Pool,
+    root: &Path,
+    raw: &[u8],
+    name: &str,
+    target: &[u8],
+) -> Result<()> {
+    let comps = safe::entry_components(raw).map_err(|e| entry_err(name, e))?;
+    if comps.is_empty() {
+        return Err(entry_err(name, "a symlink cannot replace the destination"));
+    }
+    safe::check_symlink_target(target, comps.len() - 1).map_err(|e| {
+        entry_err(
+            name,
+            format!("{e} (target {:?})", String::from_utf8_lossy(target)),
+        )
+    })?;
+    let p = place(ctx, pool, root, raw, name, false)?.expect("non-empty");
+    use std::os::unix::ffi::OsStrExt;
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &p)
+        .map_err(|e| entry_err(name, e))
+}
+
+/// A hard link entry `raw` (shown as `name`) to `target`: a regular file unpacked earlier
+/// from the same archive. The writer pool must have been flushed.
+fn unpack_hard_link(
+    ctx: &mut Ctx,
+    pool: &mut Pool,
+    root: &Path,
+    raw: &[u8],
+    name: &str,
+    target: &[u8],
+) -> Result<()> {
+    let tname = String::from_utf8_lossy(target).into_owned();
+    let tcomps = safe::entry_components(target)
+        .map_err(|e| entry_err(name, format!("hard link target {tname:?}: {e}")))?;
+    let Some((tlast, tparents)) = tcomps.split_last() else {
+        return Err(entry_err(name, "hard link to the destination itself"));
+    };
+    let src = safe::ensure_dirs_existing(root, tparents)
+        .map_err(|e| entry_err(name, format!("hard link target {tname:?}: {e}")))?
+        .join(tlast);
+    match fs::symlink_metadata(&src) {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => {
+            return Err(entry_err(
+                name,
+                format!(
+                    "hard link target {tname:?} is not a regular file unpacked earlier from this archive"
+                ),
+            ));
+        }
+    }
+    let p = place(ctx, pool, root, raw, name, false)?
+        .ok_or_else(|| entry_err(name, "a hard link cannot replace the destination"))?;
+    fs::hard_link(&src, &p).map_err(|e| entry_err(name, e))
 }
 
 /// Unpacks a zip file into `root`.

@@ -116,39 +116,7 @@ pub fn open(
             return Err(Failure::fatal(timeout_error(limits, start)));
         }
         let secs = remaining.as_millis().div_ceil(1000).max(1) as u64;
-        let mut req = minreq::get(url.request_string())
-            .with_follow_redirects(false)
-            .with_timeout(secs)
-            .with_max_headers_size(64 * 1024);
-        if !headers.keys().any(|k| k.eq_ignore_ascii_case("user-agent")) {
-            req = req.with_header(
-                "User-Agent",
-                concat!("execdriver/", env!("CARGO_PKG_VERSION")),
-            );
-        }
-        if start.same_origin(&url) {
-            let userinfo = url.userinfo.as_ref().or(start.userinfo.as_ref());
-            if let Some(ui) = userinfo {
-                req = req.with_header("Authorization", format!("Basic {}", base64(ui.as_bytes())));
-            }
-            for (k, v) in headers {
-                req = req.with_header(k.as_str(), v.as_str());
-            }
-        }
-        let resp = req.send_lazy().map_err(|e| {
-            let retryable = matches!(e, minreq::Error::IoError(_));
-            let msg = match &e {
-                minreq::Error::IoError(io) if io.kind() == io::ErrorKind::TimedOut => {
-                    return Failure::fatal(timeout_error(limits, &url));
-                }
-                minreq::Error::IoError(io) => io.to_string(),
-                other => other.to_string(),
-            };
-            Failure {
-                error: download_err(format!("GET {}: {msg}", url.redacted())),
-                retryable,
-            }
-        })?;
+        let resp = send(request(start, &url, headers, secs), limits, &url)?;
         let status = resp.status_code;
         match status {
             301 | 302 | 303 | 307 | 308 => {
@@ -162,61 +130,123 @@ pub fn open(
                 url = redirect_target(&url, status, header(&resp, "location"))
                     .map_err(Failure::fatal)?;
             }
-            200..=299 => {
-                let chunked = header(&resp, "transfer-encoding")
-                    .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-                let content_length = if chunked {
-                    None
-                } else {
-                    match header(&resp, "content-length") {
-                        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                            Failure::fatal(download_err(format!(
-                                "GET {}: invalid Content-Length header",
-                                url.redacted()
-                            )))
-                        })?),
-                        None => None,
-                    }
-                };
-                if let Some(n) = content_length.filter(|&n| n > limits.max_bytes) {
-                    return Err(Failure::fatal(Error::new(
-                        Code::ArtifactLimit,
-                        format!(
-                            "GET {}: Content-Length {n} exceeds the download limit of {} bytes (artifact.http_max_bytes)",
-                            url.redacted(),
-                            limits.max_bytes
-                        ),
-                    )));
-                }
-                return Ok(Body {
-                    inner: resp,
-                    what: url.redacted(),
-                    read: 0,
-                    content_length,
-                    max_bytes: Some(limits.max_bytes),
-                    deadline: Some((limits.deadline, limits.timeout_ms)),
-                    bytes,
-                    fault,
-                });
-            }
-            _ => {
-                let reason: String = resp
-                    .reason_phrase
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect();
-                let error = download_err(format!(
-                    "GET {}: HTTP {status} {}",
-                    url.redacted(),
-                    reason.trim()
-                ));
-                return Err(Failure {
-                    error,
-                    retryable: (500..=599).contains(&status),
-                });
-            }
+            200..=299 => return body(resp, &url, limits, bytes, fault),
+            _ => return Err(status_failure(&resp, &url, status)),
         }
+    }
+}
+
+/// The GET of `url`, a step of the redirects from `start`: custom headers, `Authorization`
+/// and userinfo only to the origin of `start`.
+fn request(
+    start: &Url,
+    url: &Url,
+    headers: &BTreeMap<String, String>,
+    secs: u64,
+) -> minreq::Request {
+    let mut req = minreq::get(url.request_string())
+        .with_follow_redirects(false)
+        .with_timeout(secs)
+        .with_max_headers_size(64 * 1024);
+    if !headers.keys().any(|k| k.eq_ignore_ascii_case("user-agent")) {
+        req = req.with_header(
+            "User-Agent",
+            concat!("execdriver/", env!("CARGO_PKG_VERSION")),
+        );
+    }
+    if start.same_origin(url) {
+        let userinfo = url.userinfo.as_ref().or(start.userinfo.as_ref());
+        if let Some(ui) = userinfo {
+            req = req.with_header("Authorization", format!("Basic {}", base64(ui.as_bytes())));
+        }
+        for (k, v) in headers {
+            req = req.with_header(k.as_str(), v.as_str());
+        }
+    }
+    req
+}
+
+/// Sends `req` (the GET of `url`): an I/O error other than a timeout is retryable.
+fn send(req: minreq::Request, limits: &Limits, url: &Url) -> Result<minreq::ResponseLazy, Failure> {
+    req.send_lazy().map_err(|e| {
+        let retryable = matches!(e, minreq::Error::IoError(_));
+        let msg = match &e {
+            minreq::Error::IoError(io) if io.kind() == io::ErrorKind::TimedOut => {
+                return Failure::fatal(timeout_error(limits, url));
+            }
+            minreq::Error::IoError(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        Failure {
+            error: download_err(format!("GET {}: {msg}", url.redacted())),
+            retryable,
+        }
+    })
+}
+
+/// The body of the 2xx response `resp`, once its Content-Length (unless chunked) is
+/// checked: valid, and within the download limit.
+fn body(
+    resp: minreq::ResponseLazy,
+    url: &Url,
+    limits: &Limits,
+    bytes: Arc<AtomicU64>,
+    fault: Fault,
+) -> Result<Body<minreq::ResponseLazy>, Failure> {
+    let chunked = header(&resp, "transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+    let content_length = if chunked {
+        None
+    } else {
+        match header(&resp, "content-length") {
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                Failure::fatal(download_err(format!(
+                    "GET {}: invalid Content-Length header",
+                    url.redacted()
+                )))
+            })?),
+            None => None,
+        }
+    };
+    if let Some(n) = content_length.filter(|&n| n > limits.max_bytes) {
+        return Err(Failure::fatal(Error::new(
+            Code::ArtifactLimit,
+            format!(
+                "GET {}: Content-Length {n} exceeds the download limit of {} bytes (artifact.http_max_bytes)",
+                url.redacted(),
+                limits.max_bytes
+            ),
+        )));
+    }
+    Ok(Body {
+        inner: resp,
+        what: url.redacted(),
+        read: 0,
+        content_length,
+        max_bytes: Some(limits.max_bytes),
+        deadline: Some((limits.deadline, limits.timeout_ms)),
+        bytes,
+        fault,
+    })
+}
+
+/// The failure of a response that is neither a redirect nor a success: a 5xx is
+/// retryable. The reason phrase is shown cut short and without control characters.
+fn status_failure(resp: &minreq::ResponseLazy, url: &Url, status: u16) -> Failure {
+    let reason: String = resp
+        .reason_phrase
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let error = download_err(format!(
+        "GET {}: HTTP {status} {}",
+        url.redacted(),
+        reason.trim()
+    ));
+    Failure {
+        error,
+        retryable: (500..=599).contains(&status),
     }
 }
 

@@ -267,43 +267,78 @@ fn fetch_one(
         _ => None,
     };
     if let (Some(cache), Some(ck)) = (&cache, &plan.checksum)
-        && let Some((file, len)) = cache.lookup(ck)
+        && from_cache(&plan, cfg, task_dir, p, cache, ck)?
     {
-        let staging = Staging::new(task_dir)?;
-        let fault = Fault::default();
-        let body = Body {
-            inner: file,
-            what: format!("cache entry {}", ck.cache_key()),
-            read: 0,
-            content_length: Some(len),
-            max_bytes: None,
-            deadline: None,
-            bytes: p.bytes.clone(),
-            fault: fault.clone(),
-        };
-        match attempt(&plan, cfg, &staging, body, None, fault, p) {
-            Ok(staged) => {
-                commit(&plan, task_dir, staged)?;
-                return Ok(true);
-            }
-            // A corrupt entry: drop it and fetch from the source.
-            Err(f) if f.error.code == Code::ArtifactChecksum => cache.remove(ck),
-            Err(f) => return Err(f.error),
-        }
+        return Ok(true);
     }
-    // 0 means no timeout.
-    let now = Instant::now();
-    let deadline = Some(cfg.http_read_timeout_ms)
-        .filter(|&ms| ms > 0)
-        .and_then(|ms| now.checked_add(Duration::from_millis(ms)))
-        .unwrap_or_else(|| now + Duration::from_secs(10 * 365 * 24 * 3600));
+    from_source(
+        &plan,
+        spec,
+        cfg,
+        task_dir,
+        file_source.as_deref(),
+        cache.as_ref(),
+        p,
+    )?;
+    Ok(false)
+}
+
+/// Unpacks the artifact from the cache's entry for `ck` and commits it. `Ok(false)` when
+/// there is none, or it was corrupt (it is dropped then).
+fn from_cache(
+    plan: &Plan,
+    cfg: &ArtifactConfig,
+    task_dir: &Path,
+    p: &ArtifactProgress,
+    cache: &cache::Cache,
+    ck: &checksum::Checksum,
+) -> Result<bool> {
+    let Some((file, len)) = cache.lookup(ck) else {
+        return Ok(false);
+    };
+    let staging = Staging::new(task_dir)?;
+    let fault = Fault::default();
+    let body = local_body(
+        file,
+        format!("cache entry {}", ck.cache_key()),
+        len,
+        p,
+        &fault,
+    );
+    match attempt(plan, cfg, &staging, body, None, fault, p) {
+        Ok(staged) => {
+            commit(plan, task_dir, staged)?;
+            Ok(true)
+        }
+        // A corrupt entry: drop it and fetch from the source.
+        Err(f) if f.error.code == Code::ArtifactChecksum => {
+            cache.remove(ck);
+            Ok(false)
+        }
+        Err(f) => Err(f.error),
+    }
+}
+
+/// Fetches the artifact from its source (`file_source`: a `file://` one resolved) and
+/// commits it, each attempt in a fresh staging dir; what may succeed again is retried
+/// with backoff while `http_read_timeout_ms` allows.
+fn from_source(
+    plan: &Plan,
+    spec: &FetchSpec,
+    cfg: &ArtifactConfig,
+    task_dir: &Path,
+    file_source: Option<&Path>,
+    cache: Option<&cache::Cache>,
+    p: &ArtifactProgress,
+) -> Result<()> {
+    let deadline = deadline(cfg);
     let mut tries = 0u32;
     loop {
         p.bytes.store(0, Ordering::Relaxed);
         p.entries.store(0, Ordering::Relaxed);
         let staging = Staging::new(task_dir)?;
         let fault = Fault::default();
-        let tmp = match (&cache, &plan.checksum) {
+        let tmp = match (cache, &plan.checksum) {
             (Some(c), Some(_)) => c.tmp(),
             _ => None,
         };
@@ -321,30 +356,18 @@ fn fetch_one(
                     p.bytes.clone(),
                     fault.clone(),
                 )
-                .and_then(|body| attempt(&plan, cfg, &staging, body, tmp, fault, p))
+                .and_then(|body| attempt(plan, cfg, &staging, body, tmp, fault, p))
             }
             Source::File(path) => {
-                let real = file_source.as_deref().expect("checked above");
+                let real = file_source.expect("checked above");
                 let (file, len) = open_file_source(real, path)?;
-                let body = Body {
-                    inner: file,
-                    what: format!("file://{path}"),
-                    read: 0,
-                    content_length: Some(len),
-                    max_bytes: None,
-                    deadline: None,
-                    bytes: p.bytes.clone(),
-                    fault: fault.clone(),
-                };
-                attempt(&plan, cfg, &staging, body, tmp, fault, p)
+                let body = local_body(file, format!("file://{path}"), len, p, &fault);
+                attempt(plan, cfg, &staging, body, tmp, fault, p)
                     .map_err(|f| Failure::fatal(f.error))
             }
         };
         match result {
-            Ok(staged) => {
-                commit(&plan, task_dir, staged)?;
-                return Ok(false);
-            }
+            Ok(staged) => return commit(plan, task_dir, staged),
             Err(f) if f.retryable && tries < cfg.retries => {
                 let delay = Duration::from_millis(200u64 << tries.min(6));
                 if Instant::now() + delay >= deadline {
@@ -356,6 +379,38 @@ fn fetch_one(
             }
             Err(f) => return Err(f.error),
         }
+    }
+}
+
+/// When a fetch from the source gives up: `http_read_timeout_ms` from now, retries and
+/// backoff included.
+fn deadline(cfg: &ArtifactConfig) -> Instant {
+    // 0 means no timeout.
+    let now = Instant::now();
+    Some(cfg.http_read_timeout_ms)
+        .filter(|&ms| ms > 0)
+        .and_then(|ms| now.checked_add(Duration::from_millis(ms)))
+        .unwrap_or_else(|| now + Duration::from_secs(10 * 365 * 24 * 3600))
+}
+
+/// The body of a local file (a cache entry, a `file://` source) of `len` bytes, shown as
+/// `what`: no byte limit or deadline of its own.
+fn local_body(
+    file: fs::File,
+    what: String,
+    len: u64,
+    p: &ArtifactProgress,
+    fault: &Fault,
+) -> Body<fs::File> {
+    Body {
+        inner: file,
+        what,
+        read: 0,
+        content_length: Some(len),
+        max_bytes: None,
+        deadline: None,
+        bytes: p.bytes.clone(),
+        fault: fault.clone(),
     }
 }
 

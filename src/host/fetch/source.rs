@@ -277,17 +277,7 @@ pub fn parse_source(source: &str, field: &str) -> Result<ParsedSource> {
             format!("{field}.source is required"),
         ));
     }
-    // go-getter forced getters: `git::https://…`, `s3::…`.
-    let mut s = s;
-    if let Some(i) = s.find("::") {
-        let forced = &s[..i];
-        if !forced.is_empty() && forced.chars().all(|c| c.is_ascii_alphanumeric()) {
-            match forced.to_ascii_lowercase().as_str() {
-                "http" | "https" | "file" => s = &s[i + 2..],
-                other => return Err(unsupported(field, other, source)),
-            }
-        }
-    }
+    let s = strip_forced_getter(s, field, source)?;
     if s.starts_with("git@") {
         return Err(unsupported(field, "git", source));
     }
@@ -308,7 +298,7 @@ pub fn parse_source(source: &str, field: &str) -> Result<ParsedSource> {
         None => (after, None),
     };
     let (query_options, rest_query) = query.map(split_query).unwrap_or_default();
-    match scheme.as_str() {
+    let parsed = match scheme.as_str() {
         "http" | "https" => {
             let rebuilt = match &rest_query {
                 Some(q) => format!("{scheme}://{before_q}?{q}"),
@@ -321,34 +311,48 @@ pub fn parse_source(source: &str, field: &str) -> Result<ParsedSource> {
                     format!("{field}.source is not a valid URL: {}", redact_url(source)),
                 )
             })?;
-            Ok(ParsedSource {
-                source: Source::Http(url),
-                query_options,
-            })
+            Source::Http(url)
         }
-        "file" => {
-            let before_q = before_q.split('#').next().unwrap_or("");
-            // file:///abs/path or file://localhost/abs/path
-            let path = if let Some(p) = before_q.strip_prefix("localhost/") {
-                format!("/{p}")
-            } else if before_q.starts_with('/') {
-                before_q.to_string()
-            } else {
-                return Err(Error::field(
-                    Code::ArtifactDenied,
-                    format!("{field}.source"),
-                    format!(
-                        "{field}: file:// sources must name an absolute local path (file:///path)"
-                    ),
-                ));
-            };
-            Ok(ParsedSource {
-                source: Source::File(percent_decode(&path)),
-                query_options,
-            })
+        "file" => Source::File(file_path(before_q, field)?),
+        other => return Err(unsupported(field, other, source)),
+    };
+    Ok(ParsedSource {
+        source: parsed,
+        query_options,
+    })
+}
+
+/// `s` without a go-getter forced getter (`git::https://…`, `s3::…`): only http, https
+/// and file are supported (`source` is the whole source, for the error).
+fn strip_forced_getter<'a>(s: &'a str, field: &str, source: &str) -> Result<&'a str> {
+    if let Some(i) = s.find("::") {
+        let forced = &s[..i];
+        if !forced.is_empty() && forced.chars().all(|c| c.is_ascii_alphanumeric()) {
+            match forced.to_ascii_lowercase().as_str() {
+                "http" | "https" | "file" => return Ok(&s[i + 2..]),
+                other => return Err(unsupported(field, other, source)),
+            }
         }
-        other => Err(unsupported(field, other, source)),
     }
+    Ok(s)
+}
+
+/// The local path of a `file://` source (`rest`: after the scheme, without the query):
+/// `file:///abs/path` or `file://localhost/abs/path`, percent-decoded.
+fn file_path(rest: &str, field: &str) -> Result<String> {
+    let rest = rest.split('#').next().unwrap_or("");
+    let path = if let Some(p) = rest.strip_prefix("localhost/") {
+        format!("/{p}")
+    } else if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        return Err(Error::field(
+            Code::ArtifactDenied,
+            format!("{field}.source"),
+            format!("{field}: file:// sources must name an absolute local path (file:///path)"),
+        ));
+    };
+    Ok(percent_decode(&path))
 }
 
 #[cfg(test)]

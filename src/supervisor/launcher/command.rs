@@ -111,22 +111,68 @@ fn prepare_and_exec(
     setup: Setup<'_>,
 ) -> Result<std::convert::Infallible> {
     if let Setup::Fresh { joined } = setup {
-        for f in spec
-            .cgroup_procs
-            .iter()
-            .filter(|f| Some(f.as_path()) != joined)
-        {
-            std::fs::write(f, "0").map_err(|e| {
-                io_err(
-                    Code::Isolation,
-                    &format!("joining cgroup {}", f.display()),
-                    e,
-                )
-            })?;
-        }
+        join_cgroups(spec, joined)?;
         nix::unistd::setsid().map_err(|e| io_err(Code::Spawn, "setsid", e))?;
     }
+    let (argv, envp, cwd) = exec_strings(spec)?;
 
+    let bounding = match &setup {
+        Setup::Standby { bounding, .. } => *bounding,
+        Setup::Fresh { .. } => u64::MAX,
+    };
+    let mut setup = setup;
+    if let Some(iso) = &spec.isolation {
+        join_network(iso, &mut setup)?;
+    }
+    let go = enter_root(spec, setup)?;
+    if let Some(iso) = &spec.isolation {
+        privs::drop_to(iso, bounding)?;
+    }
+    privs::redirect_stdio(stdout, stderr)
+        .map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;
+    privs::reset_signals();
+    nix::unistd::chdir(cwd.as_c_str()).map_err(|e| {
+        Error::field(
+            Code::Spawn,
+            "config.work_dir",
+            format!("cannot change to work_dir {}: {e}", spec.cwd),
+        )
+    })?;
+    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
+        // Last of the set-up: nothing of ours runs under the filter but the wait for the
+        // go byte (a read) and the exec. Before that wait, so that a standby installs it
+        // (~0.15 ms, the kernel checks and compiles it) while the supervisor readies the
+        // cgroups.
+        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
+        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
+    }
+    if let Some(go) = go {
+        wait_for_go(go)?;
+    }
+    Err(exec(spec, &argv, &envp))
+}
+
+/// Joins the task's cgroups, but `joined` (a `cgroup.procs` the process was cloned into).
+fn join_cgroups(spec: &LaunchSpec, joined: Option<&std::path::Path>) -> Result<()> {
+    for f in spec
+        .cgroup_procs
+        .iter()
+        .filter(|f| Some(f.as_path()) != joined)
+    {
+        std::fs::write(f, "0").map_err(|e| {
+            io_err(
+                Code::Isolation,
+                &format!("joining cgroup {}", f.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The command's argv, environment and work dir as C strings (a NUL byte is refused on
+/// its field).
+fn exec_strings(spec: &LaunchSpec) -> Result<(Vec<CString>, Vec<CString>, CString)> {
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -160,16 +206,13 @@ fn prepare_and_exec(
             "contains a NUL byte",
         )
     })?;
+    Ok((argv, envp, cwd))
+}
 
-    let bounding = match &setup {
-        Setup::Standby { bounding, .. } => *bounding,
-        Setup::Fresh { .. } => u64::MAX,
-    };
-    let mut setup = setup;
-    if let Some(iso) = &spec.isolation {
-        join_network(iso, &mut setup)?;
-    }
-    let go = match (setup, &spec.isolation) {
+/// Builds the task's root (an exec task), attaching a standby's staged mounts. Returns
+/// a standby's go pipe.
+fn enter_root(spec: &LaunchSpec, setup: Setup<'_>) -> Result<Option<std::fs::File>> {
+    Ok(match (setup, &spec.isolation) {
         (Setup::Fresh { .. }, Some(iso)) => {
             rootfs::enter(iso)?;
             None
@@ -180,46 +223,32 @@ fn prepare_and_exec(
         }
         (Setup::Standby { go, .. }, None) => Some(go),
         (Setup::Fresh { .. }, None) => None,
-    };
-    if let Some(iso) = &spec.isolation {
-        privs::drop_to(iso, bounding)?;
-    }
-    privs::redirect_stdio(stdout, stderr)
-        .map_err(|e| io_err(Code::Spawn, "setting up stdio", e))?;
-    privs::reset_signals();
-    nix::unistd::chdir(cwd.as_c_str()).map_err(|e| {
-        Error::field(
+    })
+}
+
+/// Waits for the supervisor's go byte; EOF means it gave up on the start.
+fn wait_for_go(mut go: std::fs::File) -> Result<()> {
+    let mut b = [0u8; 1];
+    if !matches!(std::io::Read::read(&mut go, &mut b), Ok(1)) {
+        return Err(io_err(
             Code::Spawn,
-            "config.work_dir",
-            format!("cannot change to work_dir {}: {e}", spec.cwd),
-        )
-    })?;
-    if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
-        // Last of the set-up: nothing of ours runs under the filter but the wait for the
-        // go byte (a read) and the exec. Before that wait, so that a standby installs it
-        // (~0.15 ms, the kernel checks and compiles it) while the supervisor readies the
-        // cgroups.
-        let prog = seccomp::default_filter().map_err(|e| io_err(Code::Isolation, "seccomp", e))?;
-        seccomp::install(prog).map_err(|e| io_err(Code::Isolation, "installing seccomp", e))?;
+            "waiting for the supervisor",
+            "it gave up on the start",
+        ));
     }
-    if let Some(mut go) = go {
-        let mut b = [0u8; 1];
-        if !matches!(std::io::Read::read(&mut go, &mut b), Ok(1)) {
-            return Err(io_err(
-                Code::Spawn,
-                "waiting for the supervisor",
-                "it gave up on the start",
-            ));
-        }
-    }
-    let err = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
+    Ok(())
+}
+
+/// Execs the command; returns only its failure.
+fn exec(spec: &LaunchSpec, argv: &[CString], envp: &[CString]) -> Error {
+    let err = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
     let code = match err {
         nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => Code::CommandNotFound,
         _ => Code::Spawn,
     };
-    Err(Error::field(
+    Error::field(
         code,
         "config.command",
         format!("cannot execute {}: {err}", spec.argv[0]),
-    ))
+    )
 }

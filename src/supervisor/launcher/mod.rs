@@ -7,19 +7,18 @@
 //!
 //! The command process of an exec task is made with fork semantics and runs
 //! [`command`]; a raw_exec task's shares our memory and runs only [`trampoline`]'s
-//! system calls ([`vfork`]).
+//! system calls ([`crate::sys::clone`]).
 
 pub mod command;
 pub mod fork_server;
 mod reuse;
 mod standby;
 mod trampoline;
-mod vfork;
 
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
-use crate::proto::spec::{Go, LaunchSpec, Owned, Warm};
 use crate::proto::chan::{Channel, Line};
+use crate::proto::spec::{Go, LaunchSpec, Owned, Warm};
 use crate::proto::{self, ToSupervisor};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -69,7 +68,10 @@ pub struct Launched {
 impl Launched {
     /// The error the command process reported on the sync pipe (`bytes`: not empty).
     pub fn failure(&self, bytes: &[u8]) -> Error {
-        match (trampoline::Failure::from_bytes(bytes), &self.raw) {
+        match (
+            crate::sys::trampoline::Failure::from_bytes(bytes),
+            &self.raw,
+        ) {
             (Some(f), Some(p)) => p.error(f),
             _ => proto::parse::<proto::Failure>(bytes)
                 .map(Error::from)
@@ -110,7 +112,12 @@ impl Launcher {
                         stdout: fds.stdout,
                         stderr: fds.stderr,
                         sync: fds.sync,
-                        close: fds.close.iter().copied().chain([chan.fd.as_raw_fd()]).collect(),
+                        close: fds
+                            .close
+                            .iter()
+                            .copied()
+                            .chain([chan.fd.as_raw_fd()])
+                            .collect(),
                         host_tree: None,
                     },
                 )
@@ -256,15 +263,14 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
     let mut raw = None;
     let spawned = match &spec.isolation {
         // An exec task's child builds its root: ordinary Rust, so fork semantics.
-        Some(_) => vfork::fork_into(cgroup_fd, &mut |in_cgroup| {
+        Some(_) => crate::sys::clone::fork_into(cgroup_fd, &mut |in_cgroup| {
             // Already in the cgroup2 dir (CLONE_INTO_CGROUP): no write to its cgroup.procs.
             let skip = in_cgroup
                 .then(|| spec.clone_into.as_ref().map(|d| d.join("cgroup.procs")))
                 .flatten();
             let e = command::exec_command(spec, fds.stdout, fds.stderr, skip.as_deref());
             let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
-            // SAFETY: write(2) of our own buffer to the sync pipe (the child's copy of it).
-            unsafe { libc::write(fds.sync, msg.as_ptr().cast(), msg.len()) };
+            crate::sys::process::write_raw(fds.sync, &msg);
             127
         }),
         // A raw_exec task's: system calls on data prepared here, in our memory.
@@ -278,7 +284,7 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
                 fds.stderr,
                 fds.sync,
             )?;
-            let r = vfork::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
+            let r = crate::sys::clone::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
             raw = Some(prepared);
             r
         }

@@ -2,8 +2,8 @@
 //! to be taken back as a spare, and, for an exec supervisor, leaving the last task's
 //! namespaces.
 
-use crate::proto::{self, ToHost, ToSupervisor};
 use crate::proto::chan::Channel;
+use crate::proto::{self, ToHost, ToSupervisor};
 
 /// After a task, when the host may give us another ([`crate::proto::spec::LaunchSpec::recycle`]):
 /// says it is idle, then waits for the host to take us back as a spare
@@ -45,8 +45,8 @@ pub(in crate::supervisor) fn renew_namespaces(
     }
     if now.domainname() != domain.as_os_str() {
         let d = domain.as_encoded_bytes();
-        // SAFETY: setdomainname(2) with a pointer to `d.len()` bytes we own.
-        nix::errno::Errno::result(unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) })?;
+        crate::sys::process::set_domainname(d)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)))?;
     }
     Ok(())
 }

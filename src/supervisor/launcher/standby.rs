@@ -168,21 +168,18 @@ impl Standby {
             .ok(),
         };
         let supervisor = nix::unistd::getpid();
-        // SAFETY: the supervisor is single-threaded; the child runs `standby_main` and
-        // leaves with `_exit`.
-        let pid = match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => {
+        use crate::sys::process::{self as process, Forked};
+        let pid = match process::fork() {
+            Ok(Forked::Child) => {
                 // It lives and dies with its supervisor: a spare killed while idle takes
                 // its standby (and the standby's hold on its cgroups) along.
-                // SAFETY: prctl on ourselves with integer arguments.
-                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                process::set_parent_death_signal(libc::SIGKILL);
                 if nix::unistd::getppid() != supervisor {
-                    // SAFETY: leave at once: the supervisor died before the prctl.
-                    unsafe { libc::_exit(1) }
+                    // The supervisor died before the prctl.
+                    process::exit_now(1);
                 }
                 for fd in &fds.close {
-                    // SAFETY: closing fds of the supervisor in our own copy of its table.
-                    unsafe { libc::close(*fd) };
+                    process::close_raw(*fd);
                 }
                 drop((feed_w, verdict_r, go_w));
                 let pipes = Pipes {
@@ -191,10 +188,9 @@ impl Standby {
                     go: go_r,
                 };
                 let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
-                // SAFETY: leave without running the supervisor's destructors.
-                unsafe { libc::_exit(code) }
+                process::exit_now(code);
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => child,
+            Ok(Forked::Parent(child)) => Pid::from_raw(child),
             Err(_) => {
                 if let Some(cg) = cgroup {
                     let _ = cg.remove();
@@ -236,14 +232,20 @@ impl Standby {
         if let Some(m) = &self.mounts {
             fds.push((m.as_raw_fd(), libc::POLLPRI));
         }
-        if !chan.buffered()
-            && let Ok(ready) = crate::sys::poll_events(&fds, -1)
-            && !ready[1]
-        {
-            if ready.get(2) == Some(&true) {
-                self.discard();
-                return Received::MountsChanged;
-            }
+        let ready = match chan.buffered() {
+            true => None,
+            false => crate::sys::poll_events(&fds, -1).ok(),
+        };
+        let spec_there = ready.as_ref().is_none_or(|r| r[1]);
+        // (The poll took the change note: the standby could not see it any more.)
+        if ready.as_ref().is_some_and(|r| r.get(2) == Some(&true)) {
+            self.discard();
+            return match spec_there {
+                true => Received::Spec(None, vec![]),
+                false => Received::MountsChanged,
+            };
+        }
+        if !spec_there {
             // The verdict pipe before any spec: the standby is gone.
             self.discard();
             return Received::Spec(None, vec![]);
@@ -360,18 +362,7 @@ fn write_nosig(f: &mut std::fs::File, bytes: &[u8]) -> bool {
         Ok(()) => true,
         Err(e) => {
             if e.raw_os_error() == Some(libc::EPIPE) {
-                // SAFETY: an initialised signal set and a zero timeout; only dequeues a
-                // pending SIGPIPE of this (single-threaded) process.
-                unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGPIPE);
-                    let zero = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 0,
-                    };
-                    libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
-                }
+                crate::sys::process::discard_pending(libc::SIGPIPE);
             }
             false
         }
@@ -385,66 +376,46 @@ struct Pipes {
     go: std::fs::File,
 }
 
-/// The standby process: prepares; reads the spec its supervisor passes on and gives its
-/// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
-/// root, waits for the go byte, execs the command.
-fn standby_main(
+/// The standby's work ahead of a task (see the module doc).
+fn prepare(warm: &Warm, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
+    if let Some(cg) = cgroup {
+        cg.join_self()
+            .map_err(|e| Error::new(Code::Isolation, format!("joining cgroups: {e}")))?;
+    }
+    nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
+    rootfs::private_namespace()?;
+    let mut staged = rootfs::stage(&warm.binds)?;
+    // What no task of this configuration may have goes now, not at the start.
+    crate::supervisor::privs::limit_bounding(warm.caps)?;
+    // The parsers' code mapped in now (see `Warm::sample_spec`).
+    let sample = warm.sample_spec();
+    let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
+    let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
+    // A copy of the host's tree made in our own namespace (the kernel clones from a
+    // detached tree only in the namespace it came from), at the number the supervisor
+    // reserved, so that it can take a copy of the fd.
+    if let Some(slot) = fds.host_tree
+        && let Ok(tree) = crate::sys::mount::clone_tree(std::path::Path::new("/"))
+        && crate::sys::mount::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
+        // `slot`: our copy of the supervisor's /dev/null, which nothing here uses.
+        && let Ok(host) = crate::sys::process::dup_onto(std::os::fd::AsFd::as_fd(&tree), slot)
+    {
+        drop(tree);
+        staged.enter_skeleton(host)?;
+    }
+    Ok(staged)
+}
+
+/// Whether the standby takes the task of the spec `line` (see [`fits`]), and the group's
+/// network namespace it then enters.
+fn decide(
+    line: &[u8],
     warm: &Warm,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
-    pipes: Pipes,
-    fds: &ChildFds,
-) -> i32 {
-    let prepared = (|| -> Result<rootfs::Staged> {
-        if let Some(cg) = cgroup {
-            cg.join_self()
-                .map_err(|e| Error::new(Code::Isolation, format!("joining cgroups: {e}")))?;
-        }
-        nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
-        rootfs::private_namespace()?;
-        let mut staged = rootfs::stage(&warm.binds)?;
-        // What no task of this configuration may have goes now, not at the start.
-        crate::supervisor::privs::limit_bounding(warm.caps)?;
-        // The parsers' code mapped in now (see `Warm::sample_spec`).
-        let sample = warm.sample_spec();
-        let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
-        let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
-        // A copy of the host's tree made in our own namespace (the kernel clones from a
-        // detached tree only in the namespace it came from), at the number the supervisor
-        // reserved, so that it can take a copy of the fd.
-        if let Some(slot) = fds.host_tree
-            && let Ok(tree) = crate::sys::mount::clone_tree(std::path::Path::new("/"))
-            && crate::sys::mount::can_clone_in(std::os::fd::AsFd::as_fd(&tree))
-            // SAFETY: dup3(2) onto `slot`, our copy of the supervisor's /dev/null that
-            // nothing in this process uses; the OwnedFd below then owns it.
-            && unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&tree), slot, libc::O_CLOEXEC) }
-                == slot
-        {
-            drop(tree);
-            // SAFETY: `slot` now holds our copy of the tree, owned by nothing else here.
-            let host =
-                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slot) };
-            staged.enter_skeleton(host)?;
-        }
-        Ok(staged)
-    })();
-    let Ok(staged) = prepared else {
-        // EOF on `verdict`: the supervisor starts the task the usual way.
-        return 1;
-    };
-    let Pipes {
-        feed,
-        mut verdict,
-        go,
-    } = pipes;
-    let mut feed = std::io::BufReader::new(feed);
-    let mut line = vec![];
-    if !matches!(feed.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-        // The spare was ended.
-        return 0;
-    }
-    line.pop();
-    let spec = match proto::parse::<ToSupervisor>(&line) {
+    staged: &rootfs::Staged,
+) -> (Option<LaunchSpec>, Option<std::fs::File>) {
+    let spec = match proto::parse::<ToSupervisor>(line) {
         Ok(ToSupervisor::Spec(s)) => Some(*s),
         _ => None,
     }
@@ -463,6 +434,37 @@ fn standby_main(
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
     let netns = netns.and_then(Result::ok);
+    (spec, netns)
+}
+
+/// The standby process: prepares; reads the spec its supervisor passes on and gives its
+/// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
+/// root, waits for the go byte, execs the command.
+fn standby_main(
+    warm: &Warm,
+    cgroup: Option<&TaskCgroup>,
+    mounts: Option<&std::fs::File>,
+    pipes: Pipes,
+    fds: &ChildFds,
+) -> i32 {
+    let prepared = prepare(warm, cgroup, fds);
+    let Ok(staged) = prepared else {
+        // EOF on `verdict`: the supervisor starts the task the usual way.
+        return 1;
+    };
+    let Pipes {
+        feed,
+        mut verdict,
+        go,
+    } = pipes;
+    let mut feed = std::io::BufReader::new(feed);
+    let mut line = vec![];
+    if !matches!(feed.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+        // The spare was ended.
+        return 0;
+    }
+    line.pop();
+    let (spec, netns) = decide(&line, warm, cgroup, mounts, &staged);
     let said = if spec.is_some() {
         Verdict::Takes
     } else {
@@ -477,8 +479,7 @@ fn standby_main(
         return 0;
     };
     // The task's command from here on: it outlives its supervisor as any command does.
-    // SAFETY: prctl on ourselves with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    crate::sys::process::set_parent_death_signal(0);
     // The host's go: its directories are made (EOF: it gave up on the start).
     line.clear();
     let from_host = match feed.read_until(b'\n', &mut line) {
@@ -494,7 +495,6 @@ fn standby_main(
         _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };
     let msg = serde_json::to_vec(&proto::Failure::from(&e)).unwrap_or_default();
-    // SAFETY: write(2) of our own buffer to the sync pipe.
-    unsafe { libc::write(fds.sync, msg.as_ptr().cast(), msg.len()) };
+    crate::sys::process::write_raw(fds.sync, &msg);
     127
 }

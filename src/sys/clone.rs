@@ -4,8 +4,8 @@
 //! tables are copied and no copy-on-write faults follow: on these machines a plain fork
 //! of the supervisor plus the child's first steps cost ~0.25 ms of every start.
 //!
-//! The child shares our memory, so it runs only [`super::trampoline`]'s system calls on
-//! data prepared before the clone: no allocation, no lock (a child killed in the middle of
+//! The child shares our memory, so it runs only system calls on data prepared before the
+//! clone ([`crate::sys::trampoline`]): no allocation, no lock (a child killed in the middle of
 //! `malloc`, by an OOM kill in the task's cgroup say, would leave our heap locked). A child
 //! that must run ordinary Rust (an exec task's, which builds its root) is made with fork
 //! semantics instead ([`fork_into`]). `clone3` has no libc wrapper that takes a function,
@@ -18,7 +18,7 @@ use std::os::fd::RawFd;
 /// The kernel's `struct clone_args` (`clone3(2)`); zero fields mean "not used".
 #[repr(C)]
 #[derive(Default)]
-pub(super) struct CloneArgs {
+struct CloneArgs {
     pub flags: u64,
     pub pidfd: u64,
     pub child_tid: u64,
@@ -202,6 +202,29 @@ pub fn fork_into(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> i
         }
     }
     fork(child)
+}
+
+/// clone3 with fork semantics and `flags` (namespaces, `CLONE_PARENT`; the exit signal
+/// then 0, as `CLONE_PARENT` wants). Like [`crate::sys::process::fork`]: for
+/// single-threaded callers; the child (0 returned) leaves with `exit_now`.
+pub fn fork_with(flags: libc::c_int) -> io::Result<i32> {
+    let args = CloneArgs {
+        flags: flags as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without a stack (the child runs on a copy of ours) in a
+    // single-threaded process, as fork.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
 }
 
 /// A plain fork (the supervisor is single-threaded, so the child may run any code), the
