@@ -20,20 +20,47 @@
 
 #![deny(unsafe_code)]
 
+/// An internal module: `pub(crate)`, so that the compiler flags what nothing uses; public
+/// (hidden from the docs) with the `testing` feature, which the integration tests,
+/// benchmarks and examples build with (`[dev-dependencies]`).
+macro_rules! internal {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$m])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    };
+}
+
 #[cfg(feature = "abi")]
 #[allow(unsafe_code)]
 pub mod abi;
-pub mod caps;
-pub mod cgroup;
-pub mod config;
+internal!(caps);
+internal!(cgroup);
+internal!(config);
 pub mod error;
 #[allow(unsafe_code)]
 pub mod ffi;
-pub mod host;
-pub mod proto;
-pub mod supervisor;
-#[allow(unsafe_code)]
-pub mod sys;
+internal!(host);
+internal!(proto);
+internal!(supervisor);
+internal!(
+    #[allow(unsafe_code)]
+    sys
+);
+
+/// The `execdriver-shim` executable's `main` (its arguments without the C runtime's
+/// help): the supervisor, the fork server, or `driver_exec`'s command.
+#[doc(hidden)]
+pub fn shim_main(args: &[std::ffi::OsString]) -> i32 {
+    supervisor::shim_main(args)
+}
 
 pub use error::{Code, Error, Result, Status};
-pub use host::{driver, fetch};
+pub use host::driver;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use host::fetch;

@@ -47,7 +47,7 @@ fn many_cycles_leave_nothing_behind() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    // Warm up once so lazily created process-wide state is not counted.
+    // Staging up once so lazily created process-wide state is not counted.
     run(
         json!({"name": "w", "driver": driver, "alloc_dir": d.path().join("w"), "config": {"command": "/bin/true"}}),
     );
@@ -55,7 +55,7 @@ fn many_cycles_leave_nothing_behind() {
     // there are depends on how the starts and destroys interleave): ended here and at the
     // end.
     execdriver::host::pool::settle();
-    execdriver::host::pool::drop_spares();
+    execdriver::host::pool::drop_idle();
     let fds = count_dir("/proc/self/fd");
     let threads = count_dir("/proc/self/task");
     let name = format!("cyc{}", std::process::id());
@@ -83,7 +83,7 @@ fn many_cycles_leave_nothing_behind() {
         op(execdriver::driver::destroy, json!({"task_id": id})).unwrap();
     }
     execdriver::host::pool::settle();
-    execdriver::host::pool::drop_spares();
+    execdriver::host::pool::drop_idle();
     assert_eq!(count_dir("/proc/self/fd"), fds, "fds leaked");
     assert_eq!(count_dir("/proc/self/task"), threads, "threads leaked");
     assert_eq!(ours(), 0, "cgroups leaked");

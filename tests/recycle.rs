@@ -1,4 +1,4 @@
-//! A raw_exec supervisor runs another task after its own (`LaunchSpec::recycle`): taken
+//! A raw_exec supervisor runs another task after its own (`LaunchSpec::again_ms`): taken
 //! back as a spare when its task is destroyed. One the host does not take back (a task
 //! never destroyed) exits by itself after a while. Its own test binary: it shortens that
 //! while through `$EXECDRIVER_IDLE_UNCLAIMED_MS`, which the library reads at each start.

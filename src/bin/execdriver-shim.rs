@@ -22,24 +22,5 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
             std::ffi::OsStr::from_bytes(s.to_bytes()).to_owned()
         })
         .collect();
-    // Every child it makes relies on this: a process that forks may run any code in the
-    // child only when it has a single thread.
-    if !execdriver::sys::single_threaded() {
-        eprintln!("execdriver-shim: started with more than one thread");
-        return 2;
-    }
-    execdriver::supervisor::seccomp::test_hook();
-    match args.as_slice() {
-        [_, flag, req] if flag == "--exec" => execdriver::supervisor::exec::main(req.as_ref()),
-        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "mother") => {
-            execdriver::supervisor::launcher::fork_server::main()
-        }
-        [_] => execdriver::supervisor::main(None, None),
-        [_, flag, warm] if flag == "--warm" => execdriver::supervisor::main(Some(warm), None),
-        [_, flag, owns] if flag == "--owns" => execdriver::supervisor::main(None, Some(owns)),
-        _ => {
-            eprintln!("usage: execdriver-shim (started by libexecdriver)");
-            2
-        }
-    }
+    execdriver::shim_main(&args)
 }

@@ -112,7 +112,7 @@ fn loaded() -> std::result::Result<&'static OwnedFd, String> {
 }
 
 /// Loads the device program ahead (~0.3 ms: the kernel verifies and compiles it), so that
-/// the first task's attach does not: a spare supervisor on a v2 host calls it while idle.
+/// the first task's attach does not: a prestarted supervisor on a v2 host calls it while idle.
 pub fn prime() {
     let _ = loaded();
 }

@@ -15,7 +15,7 @@ pub const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 pub const REQUIRED_V1_CONTROLLERS: [&str; 1] = ["devices"];
 
 /// How cgroups are mounted. Serializable so it can travel in a JSON message (e.g. to a
-/// spare supervisor); the JSON names the kind the way [`Layout::name`] does:
+/// prestarted supervisor); the JSON names the kind the way [`Layout::name`] does:
 /// `{"kind":"hybrid","controllers":{"cpu":"/sys/fs/cgroup/cpu",…},"unified":"/sys/fs/cgroup/unified"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -98,6 +98,7 @@ impl Layout {
 
     /// A v1 layout with every controller of [`V1_CONTROLLERS`] at `<root>/<controller>`
     /// (for tests against a fake cgroupfs directory).
+    #[cfg(any(test, feature = "testing"))]
     pub fn v1_at(root: &Path) -> Layout {
         Layout::V1 {
             controllers: Self::v1_map(root),
@@ -105,6 +106,7 @@ impl Layout {
     }
 
     /// A hybrid layout: v1 controllers at `<root>/<controller>`, unified at `<root>/unified`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn hybrid_at(root: &Path) -> Layout {
         Layout::Hybrid {
             controllers: Self::v1_map(root),
@@ -113,12 +115,14 @@ impl Layout {
     }
 
     /// A v2 layout rooted at `root`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn v2_at(root: &Path) -> Layout {
         Layout::V2 {
             root: root.to_path_buf(),
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn v1_map(root: &Path) -> BTreeMap<String, PathBuf> {
         V1_CONTROLLERS
             .iter()

@@ -94,7 +94,7 @@ pub struct Limits {
 }
 
 /// The kernel's default v1 `cpu.shares` (v2 `cpu.weight` 100): the weight of a cgroup
-/// that gets no task limits, such as a spare's placeholder.
+/// that gets no task limits, such as a prestarted supervisor's placeholder.
 pub const DEFAULT_CPU_SHARES: u64 = 1024;
 
 /// Nomad's clamp of cpu shares.

@@ -738,7 +738,7 @@ fn rename_refuses_a_cgroup2_directory() {
             fake_v2(&d.0, true);
             Layout::v2_at(&d.0)
         };
-        let mut t = TaskCgroup::create(&l, "p", "spare-1", &Limits::default()).unwrap();
+        let mut t = TaskCgroup::create(&l, "p", "ahead-1", &Limits::default()).unwrap();
         let before = t.clone();
         let e = t.rename("task").unwrap_err();
         assert_eq!(e.code, Code::Isolation);
@@ -767,7 +767,7 @@ fn v1_rename_moves_every_path_and_rolls_back_on_a_taken_name() {
         freezer: true,
         ..Limits::default()
     };
-    let mut t = TaskCgroup::create(&l, "p", "spare-1", &every_dir).unwrap();
+    let mut t = TaskCgroup::create(&l, "p", "ahead-1", &every_dir).unwrap();
     t.join(42).unwrap();
     let old = t.clone();
 
@@ -792,7 +792,7 @@ fn v1_rename_moves_every_path_and_rolls_back_on_a_taken_name() {
     assert_eq!(t.dirs.len(), 6);
     assert_eq!(t.v1["cpuacct"], dir("cpu"));
     for c in ["cpuset", "cpu", "memory", "pids", "freezer"] {
-        assert!(dir(c).is_dir() && !d.0.join(c).join("p/spare-1").exists());
+        assert!(dir(c).is_dir() && !d.0.join(c).join("p/ahead-1").exists());
         assert_eq!(t.v1[c], dir(c));
         assert_eq!(get(&dir(c).join("cgroup.procs")), "42", "{c}");
     }
@@ -821,15 +821,15 @@ fn named_describes_what_create_makes_and_removes_it() {
             freezer: true,
             ..Limits::default()
         };
-        let t = TaskCgroup::create(&l, "p/q", "spare-2", &every_dir).unwrap();
-        let n = TaskCgroup::named(&l, "p/q", "spare-2").unwrap();
+        let t = TaskCgroup::create(&l, "p/q", "ahead-2", &every_dir).unwrap();
+        let n = TaskCgroup::named(&l, "p/q", "ahead-2").unwrap();
         assert_eq!(n, t, "{}", l.name());
         n.remove().unwrap();
         assert!(t.dirs.iter().all(|d| !d.exists()));
         n.remove().unwrap(); // nothing left: still fine
         // Without (no cores, no freezer): a superset, which removes it all the same.
-        let t = TaskCgroup::create(&l, "p/q", "spare-3", &Limits::default()).unwrap();
-        let n = TaskCgroup::named(&l, "p/q", "spare-3").unwrap();
+        let t = TaskCgroup::create(&l, "p/q", "ahead-3", &Limits::default()).unwrap();
+        let n = TaskCgroup::named(&l, "p/q", "ahead-3").unwrap();
         assert!(t.dirs.iter().all(|d| n.dirs.contains(d)), "{}", l.name());
         n.remove().unwrap();
         assert!(t.dirs.iter().all(|d| !d.exists()));

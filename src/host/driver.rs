@@ -35,9 +35,9 @@ pub fn configure(req: Option<&str>) -> Result<Value> {
         None => crate::host::plugin::effective_json(&crate::host::plugin::current()),
         Some(t) => {
             let v = crate::host::plugin::configure(t)?;
-            // Spare supervisors were started for the previous configuration.
+            // Prestarted supervisors were started for the previous configuration.
             crate::host::pool::settle();
-            crate::host::pool::drop_spares();
+            crate::host::pool::drop_idle();
             Ok(v)
         }
     }
@@ -279,7 +279,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
         }
     }
     // The supervisor may still be tidying up after its exit report; then it is reaped,
-    // or goes back to the spares.
+    // or goes back to the pool.
     t.release_supervisor();
     if t.owns_its_paths() {
         if let Some(cg) = t.lock().cgroup.clone() {

@@ -239,6 +239,7 @@ pub fn interpolate(s: &str, env: &Env, node: &Node) -> String {
 }
 
 /// [`interpolate`] over a list (e.g. `args`).
+#[cfg(test)]
 pub fn interpolate_all(list: &[String], env: &Env, node: &Node) -> Vec<String> {
     list.iter().map(|s| interpolate(s, env, node)).collect()
 }
@@ -281,6 +282,7 @@ pub fn check_env(env: &Env) -> Result<()> {
 }
 
 /// The environment as `NAME=value` strings, in name order (for `execve`).
+#[cfg(test)]
 pub fn to_strings(env: &Env) -> Vec<String> {
     env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }

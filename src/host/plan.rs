@@ -212,7 +212,7 @@ fn launch_spec(
         log_max_files: t.logs.max_files,
         log_max_bytes: t.logs.max_file_size_mb.saturating_mul(1 << 20),
         state_dir: dirs.state_dir.clone(),
-        recycle: 0,
+        again_ms: 0,
         nonce: String::new(),
     }
 }

@@ -29,13 +29,13 @@ pub struct Started {
 }
 
 /// What it takes to make a supervisor a spare again after its task
-/// ([`crate::proto::spec::LaunchSpec::recycle`], [`release`]).
+/// ([`crate::proto::spec::LaunchSpec::again_ms`], [`release`]).
 pub struct Reusable {
     /// The configuration it was started for: after a `driver_configure` it is not reused.
     cfg: std::sync::Arc<PluginConfig>,
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Warm>,
+    warm: Option<crate::proto::spec::Staging>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -46,8 +46,8 @@ pub struct Lease {
     pidfd: Option<OwnedFd>,
     chan: Option<OwnedFd>,
     shim: std::path::PathBuf,
-    /// A spare exec supervisor, preparing what [`crate::proto::spec::Warm`] says.
-    warm: Option<crate::proto::spec::Warm>,
+    /// A spare exec supervisor, preparing what [`crate::proto::spec::Staging`] says.
+    warm: Option<crate::proto::spec::Staging>,
     ns_flags: libc::c_int,
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
@@ -64,7 +64,7 @@ pub struct Lease {
 pub fn launch_supervisor(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Warm>,
+    warm: Option<crate::proto::spec::Staging>,
     owns: Option<&crate::proto::spec::Owned>,
 ) -> Result<Lease> {
     let shim = crate::host::plugin::shim_path(cfg)?;
@@ -128,7 +128,7 @@ impl Lease {
     }
 
     /// How long the supervisor waits, after its task, to be taken back for another
-    /// ([`crate::proto::spec::LaunchSpec::recycle`]); 0 when it is not to be.
+    /// ([`crate::proto::spec::LaunchSpec::again_ms`]); 0 when it is not to be.
     pub fn again_ms(&self, cfg: &std::sync::Arc<PluginConfig>) -> u64 {
         if self.reusable(cfg).is_some() {
             crate::proto::spec::idle_unclaimed_ms()
@@ -257,7 +257,7 @@ impl Drop for Lease {
 
 /// A supervisor started ahead of any task ("prestarted"), idle until the next start of
 /// its kind takes it: one per kind (raw_exec, and exec per combination of pid and ipc
-/// namespaces). An exec spare also prepares its command process ([`crate::proto::spec::Warm`]):
+/// namespaces). An exec spare also prepares its command process ([`crate::proto::spec::Staging`]):
 /// cgroups, mount namespace, the root's shared mounts.
 struct Spare {
     shim: std::path::PathBuf,
@@ -326,8 +326,8 @@ fn drop_dead_spares() {
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
 /// placeholder name (`spare-<random>`, renamed to the task's id at the start).
-fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Warm> {
-    Some(crate::proto::spec::Warm {
+fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Staging> {
+    Some(crate::proto::spec::Staging {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
         name: format!("spare-{}", crate::sys::random_hex(12)),
@@ -337,7 +337,7 @@ fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::s
     })
 }
 
-/// The supervisors' fork server (`execdriver-shim`, `EXECDRIVER_SHIM_MODE=mother`,
+/// The supervisors' fork server (`execdriver-shim`, `EXECDRIVER_SHIM_MODE=fork-server`,
 /// [`crate::supervisor::mother`]):
 /// started once, it makes each spare by cloning itself (`CLONE_PARENT`: the spare is our
 /// child all the same) instead of us executing the shim again, which costs ~0.45 ms of
@@ -345,6 +345,7 @@ fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::s
 /// exit); if it is gone or fails, spares are executed directly.
 struct Mother {
     shim: std::path::PathBuf,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pid: i32,
     pidfd: OwnedFd,
     ctl: Option<OwnedFd>,
@@ -371,7 +372,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
     // The mode in the environment, not the arguments: the supervisors cloned from it
     // keep its command line, which is then a supervisor's.
     let args = [c("execdriver-shim")?];
-    let env = crate::host::plugin::shim_env(&["EXECDRIVER_SHIM_MODE=mother"])?;
+    let env = crate::host::plugin::shim_env(&["EXECDRIVER_SHIM_MODE=fork-server"])?;
     let err = |e: std::io::Error| Error::new(Code::Spawn, format!("fork server: {e}"));
     let (mine, theirs) = crate::proto::chan::socketpair_of(libc::SOCK_SEQPACKET).map_err(err)?;
     let (pid, pidfd) = crate::sys::spawn_with(&path, &args, &env, 0, theirs).map_err(err)?;
@@ -389,7 +390,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
 fn launch_via_mother(
     shim: &Path,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Warm>,
+    warm: Option<crate::proto::spec::Staging>,
 ) -> Option<Lease> {
     let mut g = mother();
     let usable = |m: &Mother| {
@@ -402,7 +403,7 @@ fn launch_via_mother(
     let m = g.as_ref()?;
     let ctl = m.ctl.as_ref()?;
     let (mine, theirs) = crate::proto::chan::socketpair().ok()?;
-    let msg = proto::SpareRequest {
+    let msg = proto::ForkRequest {
         ns_flags,
         warm: warm.clone(),
     }
@@ -419,7 +420,7 @@ fn launch_via_mother(
     drop(theirs);
     let pid = match answered.ok().and_then(|(n, fd)| {
         fd.is_none()
-            .then(|| proto::parse_spare_reply(&reply[..n]))
+            .then(|| proto::parse_fork_reply(&reply[..n]))
             .flatten()
     }) {
         Some(pid) => pid,
@@ -460,6 +461,7 @@ fn launch_via_mother(
 }
 
 /// The fork server's pid, if one runs (for tests).
+#[cfg(feature = "testing")]
 pub fn fork_server_pid() -> Option<i32> {
     mother().as_ref().map(|m| m.pid)
 }
@@ -496,7 +498,7 @@ fn prestart(ns_flags: libc::c_int) {
 }
 
 /// Takes back a supervisor that has run a task and is idle again
-/// ([`crate::proto::spec::LaunchSpec::recycle`]): it becomes a spare of its kind (an exec one
+/// ([`crate::proto::spec::LaunchSpec::again_ms`]): it becomes a spare of its kind (an exec one
 /// prepares its next command process meanwhile), unless there are two already, or the
 /// configuration changed since its task started (it then exits on EOF and is reaped).
 /// Back to back, a start then finds a spare made by an earlier task and starts none: no
@@ -584,7 +586,7 @@ pub fn settle() {
 
 /// Ends the spare supervisors (they exit on EOF and are reaped): `driver_configure`
 /// calls it, since they were started for the previous configuration.
-pub fn drop_spares() {
+pub fn drop_idle() {
     let all = std::mem::take(&mut *spares());
     drop(all);
     let m = mother().take();
@@ -592,6 +594,7 @@ pub fn drop_spares() {
 }
 
 /// The idle spare supervisors as (namespace flags, pid) (for tests).
+#[cfg(feature = "testing")]
 pub fn spare_pids() -> Vec<(libc::c_int, i32)> {
     spares()
         .iter()

@@ -27,7 +27,6 @@ pub fn recover(text: &str) -> Result<Value> {
         h.name,
         h.driver,
         h.task_dir,
-        h.alloc_dir,
         h.state_dir,
         h.kill_signal,
         h.kill_timeout_ms.min(cfg.max_kill_timeout_ms),
@@ -42,12 +41,12 @@ pub fn recover(text: &str) -> Result<Value> {
         return Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}));
     }
     let cgroup = h.cgroup;
-    // The pid names our supervisor only if its start time matches: a recycled pid never
+    // The pid names our supervisor only if its start time matches: a reused pid never
     // passes. The check is repeated after the pidfd is open, closing the race.
     let ours =
         |pid: i32| h.start_time.is_some() && crate::sys::proc_start_time(pid) == h.start_time;
     // The supervisor may have gone on to run another task
-    // ([`crate::proto::spec::LaunchSpec::recycle`]), always after writing this one's exit.json;
+    // ([`crate::proto::spec::LaunchSpec::again_ms`]), always after writing this one's exit.json;
     // a destroyed task has no state dir. Either way this task is over.
     let over =
         !task.state_dir.is_dir() || task.state_dir.join(crate::proto::spec::EXIT_FILE).exists();

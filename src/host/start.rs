@@ -10,7 +10,7 @@
 //!    alloc dir, shared with its siblings, stays) and the artifacts;
 //! 6. the command looked up in the task's root, the task recorded in its state dir;
 //! 7. the go: the supervisor starts the command and reports;
-//! 8. commit: the handle, the task running, a new spare of its kind in the background.
+//! 8. commit: the handle, the task running, a new prestarted supervisor of its kind in the background.
 //!
 //! A failure at any step undoes, through those owners, everything made for this task and
 //! nothing else.
@@ -123,7 +123,6 @@ impl Entry {
             plan.name.clone(),
             plan.driver,
             plan.dirs.task_dir.clone(),
-            plan.dirs.alloc_dir.clone(),
             plan.dirs.state_dir.clone(),
             plan.kill_signal,
             plan.kill_timeout_ms,
@@ -184,7 +183,7 @@ fn run(
         set_cgroup(&mut spec, cg);
     }
     spec.cgroup_request = request;
-    spec.recycle = lease.again_ms(cfg);
+    spec.again_ms = lease.again_ms(cfg);
     spec.nonce = crate::sys::random_hex(16);
     lease.send_spec(&spec);
 
@@ -262,7 +261,7 @@ fn prepare_command(
     Ok(go)
 }
 
-/// Step 8 (see the module doc), but for the spare: the task's signed handle made and the
+/// Step 8 (see the module doc), but for the new supervisor: the task's signed handle made and the
 /// task marked running in the table. Returns `driver_start`'s answer.
 fn commit(
     plan: &Plan,

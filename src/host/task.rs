@@ -50,7 +50,7 @@ pub struct Inner {
     /// [`Task::set_superseded`]).
     pub superseded: bool,
     /// A supervisor that may run another task after this one
-    /// ([`crate::proto::spec::LaunchSpec::recycle`]): its channel is kept after the exit
+    /// ([`crate::proto::spec::LaunchSpec::again_ms`]): its channel is kept after the exit
     /// report, for its [`crate::proto::ToHost::Idle`].
     pub reusable: Option<crate::host::pool::Reusable>,
 }
@@ -60,7 +60,6 @@ pub struct Task {
     pub name: String,
     pub driver: DriverKind,
     pub task_dir: PathBuf,
-    pub alloc_dir: PathBuf,
     pub state_dir: PathBuf,
     pub kill_signal: i32,
     pub kill_timeout_ms: u64,
@@ -121,11 +120,6 @@ pub fn running_in(task_dir: &std::path::Path, except: &str) -> Option<String> {
         .map(|t| t.id.clone())
 }
 
-/// Ids of all registered tasks.
-pub fn ids() -> Vec<String> {
-    table().keys().cloned().collect()
-}
-
 impl Task {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -133,7 +127,6 @@ impl Task {
         name: String,
         driver: DriverKind,
         task_dir: PathBuf,
-        alloc_dir: PathBuf,
         state_dir: PathBuf,
         kill_signal: i32,
         kill_timeout_ms: u64,
@@ -143,7 +136,6 @@ impl Task {
             name,
             driver,
             task_dir,
-            alloc_dir,
             state_dir,
             kill_signal,
             kill_timeout_ms,
@@ -336,7 +328,7 @@ impl Task {
     }
 
     /// After the exit (`driver_destroy`): a supervisor that may run another task goes
-    /// back to the spares once it says it has tidied up ([`crate::proto::ToHost::Idle`],
+    /// back to the pool once it says it has tidied up ([`crate::proto::ToHost::Idle`],
     /// within 5 s);
     /// any other is waited for and reaped ([`Task::reap_supervisor`]).
     pub fn release_supervisor(&self) {

@@ -1,7 +1,8 @@
 //! Every message between the host and a supervisor, typed: one enum per direction on
 //! the channel ([`ToSupervisor`], [`ToHost`]), each a line of JSON (serde_json escapes
-//! every newline inside it); the supervisor's standby's verdict and go byte
-//! ([`Verdict`]); the fork server's request and reply ([`SpareRequest`]); and the driver's
+//! every newline inside it); the verdict and go byte between a supervisor and its staged
+//! command process
+//! ([`Verdict`]); the fork server's request and reply ([`ForkRequest`]); and the driver's
 //! commands to a supervisor as queued signals ([`Control`]). No byte or string of these
 //! is compared anywhere else.
 //!
@@ -27,7 +28,7 @@ pub enum ToSupervisor {
     Spec(Box<LaunchSpec>),
     /// Its directories are made (and its artifacts in place): start it.
     Go(Go),
-    /// Stay, as a spare, for the next task.
+    /// Stay, prestarted, for the next task.
     Keep,
 }
 
@@ -119,7 +120,7 @@ pub fn send_to_supervisor(chan: &std::os::fd::OwnedFd, m: &ToSupervisor) -> std:
     crate::proto::chan::send_all(chan, &line(m))
 }
 
-/// A standby's verdict on a task, the byte it sends its supervisor after the spec it
+/// A staged command process's verdict on a task, the byte it sends its supervisor after the spec it
 /// forwarded; and the supervisor's go byte back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -146,18 +147,18 @@ impl Verdict {
     }
 }
 
-/// The supervisor's go to its standby (the task's cgroups are ready): one byte.
+/// The supervisor's go to its staged command process (the task's cgroups are ready): one byte.
 pub const GO: u8 = b'g';
 
-/// A request to the fork server (`SOCK_SEQPACKET`, one message each, the new spare's
-/// channel attached): the namespace flags, and what the spare prepares.
+/// A request to the fork server (`SOCK_SEQPACKET`, one message each, the new
+/// supervisor's channel attached): the namespace flags, and what it prepares.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpareRequest {
+pub struct ForkRequest {
     pub ns_flags: i32,
-    pub warm: Option<crate::proto::spec::Warm>,
+    pub warm: Option<crate::proto::spec::Staging>,
 }
 
-impl SpareRequest {
+impl ForkRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = self.ns_flags.to_le_bytes().to_vec();
         if let Some(w) = &self.warm {
@@ -166,19 +167,19 @@ impl SpareRequest {
         b
     }
 
-    /// The request, and its `warm` part as the raw JSON the spare parses itself.
+    /// The request, and its `warm` part as the raw JSON the new supervisor parses itself.
     pub fn decode(b: &[u8]) -> Option<(i32, &[u8])> {
         (b.len() >= 4).then(|| (i32::from_le_bytes([b[0], b[1], b[2], b[3]]), &b[4..]))
     }
 }
 
-/// The fork server's reply: the new spare's pid, or `-errno`.
-pub fn spare_reply(pid_or_errno: i32) -> [u8; 4] {
+/// The fork server's reply: the new supervisor's pid, or `-errno`.
+pub fn fork_reply(pid_or_errno: i32) -> [u8; 4] {
     pid_or_errno.to_le_bytes()
 }
 
-/// [`spare_reply`] read back.
-pub fn parse_spare_reply(b: &[u8]) -> Option<i32> {
+/// [`fork_reply`] read back.
+pub fn parse_fork_reply(b: &[u8]) -> Option<i32> {
     (b.len() == 4).then(|| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -281,19 +282,19 @@ mod tests {
     }
 
     #[test]
-    fn spare_requests_round_trip() {
-        let r = SpareRequest {
+    fn fork_requests_round_trip() {
+        let r = ForkRequest {
             ns_flags: libc::CLONE_NEWPID,
             warm: None,
         };
         assert_eq!(
-            SpareRequest::decode(&r.encode()),
+            ForkRequest::decode(&r.encode()),
             Some((libc::CLONE_NEWPID, &b""[..]))
         );
         assert_eq!(
-            parse_spare_reply(&spare_reply(-libc::EINVAL)),
+            parse_fork_reply(&fork_reply(-libc::EINVAL)),
             Some(-libc::EINVAL)
         );
-        assert_eq!(parse_spare_reply(b"abc"), None);
+        assert_eq!(parse_fork_reply(b"abc"), None);
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// How long a supervisor that has said it is idle after its task waits to be taken back
-/// as a spare (the host sends [`crate::proto::ToSupervisor::Keep`] when it destroys the
+/// (the host sends [`crate::proto::ToSupervisor::Keep`] when it destroys the
 /// task) before it exits: 10 s, or `$EXECDRIVER_IDLE_UNCLAIMED_MS` of the host (for
 /// tests).
 pub fn idle_unclaimed_ms() -> u64 {
@@ -63,7 +63,7 @@ pub struct Isolation {
     pub new_net: bool,
     /// Size of the /secrets tmpfs in bytes.
     pub secrets_size: u64,
-    /// (st_dev, st_ino) of `root` and `alloc` as the host made them: a standby that
+    /// (st_dev, st_ino) of `root` and `alloc` as the host made them: a command process that
     /// looks them up in its copy of the host's mount tree checks it finds those.
     #[serde(default)]
     pub root_id: Option<(u64, u64)>,
@@ -90,7 +90,7 @@ pub struct LaunchSpec {
     pub clone_into: Option<PathBuf>,
     /// The task's cgroups (to kill, read OOM and remove).
     pub cgroup: Option<crate::cgroup::TaskCgroup>,
-    /// Instead of `cgroup`: the supervisor makes the task's cgroups itself (a spare that
+    /// Instead of `cgroup`: the supervisor makes the task's cgroups itself (one that
     /// made them ahead renames them), and reports them in its start report.
     #[serde(default)]
     pub cgroup_request: Option<CgroupRequest>,
@@ -100,23 +100,23 @@ pub struct LaunchSpec {
     pub log_max_bytes: u64,
     pub state_dir: PathBuf,
     /// Non-zero: the supervisor may run another task after this one (with
-    /// `prestart_supervisor`: raw_exec, or an exec spare that prepares its tasks' command
-    /// processes). Once it has tidied up after the exit it says
-    /// `{"idle":true}` and waits this many milliseconds to be taken back as a spare
+    /// `prestart_supervisor`: raw_exec, or an exec supervisor that prepares its tasks'
+    /// command processes). Once it has tidied up after the exit it says
+    /// `{"idle":true}` and waits this many milliseconds to be taken back
     /// ([`KEEP`]), then for the next spec on its channel (see [`crate::proto::chan`]).
     #[serde(default)]
-    pub recycle: u64,
+    pub again_ms: u64,
     /// Random, one per start: the handle carries it too, so that a handle of an earlier
     /// task with the same id is told apart from this one (see `crate::host::recover`).
     #[serde(default)]
     pub nonce: String,
 }
 
-impl Warm {
-    /// A launch spec of the kind this spare takes, with every part filled in: parsed
-    /// once by the standby while it waits, so that the parser's code is mapped in and
-    /// the real spec's parse at the start does not fault it in page by page (~30 µs of a
-    /// forked standby's parse, against ~7 µs for the parse itself).
+impl Staging {
+    /// A launch spec of the kind this supervisor takes, with every part filled in:
+    /// parsed once by the staged command process while it waits, so that the parser's
+    /// code is mapped in and the real spec's parse at the start does not fault it in page
+    /// by page (~30 µs of a forked process's parse, against ~7 µs for the parse itself).
     pub fn sample_spec(&self) -> Vec<u8> {
         let bind = self.binds.first().cloned().unwrap_or(Bind {
             src: "/".into(),
@@ -167,7 +167,7 @@ impl Warm {
             log_max_files: 1,
             log_max_bytes: 1,
             state_dir: "/s".into(),
-            recycle: 1,
+            again_ms: 1,
             nonce: "0123456789abcdef".into(),
         };
         let mut line = crate::proto::line(&crate::proto::ToSupervisor::Spec(Box::new(spec)));
@@ -265,19 +265,19 @@ impl Go {
     }
 }
 
-/// What a spare exec supervisor prepares while it waits for a task
+/// What a prestarted exec supervisor prepares while it waits for a task
 /// (`execdriver-shim --warm <json>`): its command process, in the task's cgroups (made
 /// under the placeholder `name`, renamed at the start; v1 only, since cgroup2 dirs cannot
 /// be renamed) and in a mount namespace with the `chroot_env` binds, /dev and /proc
 /// made ready to attach.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Warm {
+pub struct Staging {
     pub layout: crate::cgroup::Layout,
     pub parent: String,
     pub name: String,
     pub binds: Vec<Bind>,
     /// The placeholder gets a freezer cgroup of its own ([`crate::cgroup::Limits::freezer`]:
-    /// a spare for tasks without a pid namespace of their own).
+    /// a supervisor for tasks without a pid namespace of their own).
     #[serde(default)]
     pub freezer: bool,
     /// The bounding set the command process keeps while it waits
@@ -520,13 +520,13 @@ mod tests {
     }
 
     #[test]
-    fn a_spares_sample_spec_parses_with_every_part() {
-        let warm = super::Warm {
+    fn a_sample_spec_parses_with_every_part() {
+        let warm = super::Staging {
             layout: crate::cgroup::Layout::V2 {
                 root: "/sys/fs/cgroup".into(),
             },
             parent: "p".into(),
-            name: "spare-x".into(),
+            name: "ahead-x".into(),
             binds: vec![],
             freezer: false,
             caps: 1,

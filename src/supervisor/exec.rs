@@ -84,7 +84,7 @@ fn enter_task(req: &ExecRequest) -> Result<()> {
         ));
     }
     // Open every namespace first: after entering the mount namespace /proc is the task's.
-    // The command's root too: it is not always its mount namespace's root (a spare's
+    // The command's root too: it is not always its mount namespace's root (a prestarted supervisor's
     // command process `chroot`s into the task root inside an otherwise empty one).
     let root = std::fs::File::open(format!("/proc/{pid}/root"))
         .map_err(|e| err("opening the root of the task", e))?;

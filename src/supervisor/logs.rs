@@ -18,6 +18,7 @@ pub struct RotatingLog {
 
 impl RotatingLog {
     /// Opens (appending) the newest existing file of this stream, or index 0.
+    #[cfg(test)]
     pub fn open(
         dir: &Path,
         name: &str,

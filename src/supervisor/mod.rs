@@ -23,6 +23,32 @@ use nix::sys::signal::SigSet;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+/// The `execdriver-shim` executable (see [`crate::shim_main`]).
+pub fn shim_main(args: &[std::ffi::OsString]) -> i32 {
+    // Every child it makes relies on this: a process that forks may run any code in the
+    // child only when it has a single thread.
+    if !crate::sys::single_threaded() {
+        eprintln!("execdriver-shim: started with more than one thread");
+        return 2;
+    }
+    seccomp::test_hook();
+    match args {
+        [_, flag, req] if flag == "--exec" => exec::main(req.as_ref()),
+        // The mode in the environment, not the arguments: the supervisors cloned from the
+        // fork server keep its command line, which is then a supervisor's.
+        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "fork-server") => {
+            launcher::fork_server::main()
+        }
+        [_] => main(None, None),
+        [_, flag, warm] if flag == "--warm" => main(Some(warm), None),
+        [_, flag, owns] if flag == "--owns" => main(None, Some(owns)),
+        _ => {
+            eprintln!("usage: execdriver-shim (started by libexecdriver)");
+            2
+        }
+    }
+}
+
 /// Entry point of the supervisor binary. Its stdout is the channel socket to the host
 /// ([`crate::proto::chan`]): the launch spec arrives on it, the reports go back on it.
 /// `warm` (`--warm <json>`) and `owns` (`--owns <json>`) are the [`Launcher`]'s.

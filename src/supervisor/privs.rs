@@ -28,7 +28,7 @@ fn err(step: &str, e: impl std::fmt::Display) -> Error {
 /// permitted, effective, inheritable and ambient sets (see [`Isolation::raised`]); then
 /// no_new_privs, so that no setuid or file-capability binary gives back more.
 ///
-/// `bounding`: the bounding set as it is (a standby limited it ahead, see
+/// `bounding`: the bounding set as it is (a staged command process limited it ahead, see
 /// [`limit_bounding`]); only those outside the task's set are dropped here.
 pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
     let last = last_cap();
@@ -74,7 +74,7 @@ pub fn drop_to(iso: &Isolation, bounding: u64) -> Result<()> {
 }
 
 /// Drops from the bounding set every capability outside `keep`, ahead of a task (a
-/// standby: `keep` is the plugin's `allow_caps`, which holds every task's set). Our
+/// staged command process: `keep` is the plugin's `allow_caps`, which holds every task's set). Our
 /// effective and permitted sets stay as they are.
 pub fn limit_bounding(keep: u64) -> Result<()> {
     for c in 0..=last_cap() {

@@ -3,7 +3,7 @@
 //! `/secrets` a private tmpfs, `/dev` minimal and `/proc` fresh. Nothing propagates back
 //! to the host: the namespace is made a slave of the host's before any mount.
 //!
-//! A fresh start `pivot_root`s into the task dir and detaches the host's tree. A spare's
+//! A fresh start `pivot_root`s into the task dir and detaches the host's tree. A prestarted supervisor's
 //! command process leaves the host's tree while it waits ([`Staged::enter_skeleton`]):
 //! at the start it mounts the task dir inside an empty skeleton root and `chroot`s.
 
@@ -105,7 +105,7 @@ fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> 
         .map_err(|e| err(&format!("mounting {fstype} at"), dst, e))
 }
 
-/// Mounts made ahead of a task, detached, by a spare supervisor's command process while
+/// Mounts made ahead of a task, detached, by a prestarted supervisor's command process while
 /// it waits in its own mount namespace (see [`stage`]): at the start each is attached
 /// into the root with one `move_mount` instead of being built then.
 pub struct Staged {
@@ -123,7 +123,7 @@ pub struct Staged {
     host: Option<OwnedFd>,
 }
 
-/// Where a standby that sits in its skeleton root mounts the task root, then `chroot`s.
+/// Where a staged command process that sits in its skeleton root mounts the task root, then `chroot`s.
 const SKELETON_ROOT: &str = "/root";
 
 impl Staged {
@@ -159,7 +159,7 @@ impl Staged {
 }
 
 impl Staged {
-    /// Opens the host file `path` for reading, looked up where this standby finds the
+    /// Opens the host file `path` for reading, looked up where this command process finds the
     /// host's paths (in its copy of the host's mount tree once it left it).
     pub fn open_host(&self, path: &Path) -> std::io::Result<std::fs::File> {
         let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
@@ -191,7 +191,7 @@ fn same_dir(host: BorrowedFd<'_>, path: &Path, id: Option<(u64, u64)>) -> Result
         return Err(err(
             "looking up",
             path,
-            "not the directory the host made (its mounts changed since the spare was prepared)",
+            "not the directory the host made (its mounts changed since the supervisor was prepared)",
         ));
     }
     Ok(())
@@ -411,7 +411,7 @@ fn mount_alloc(root: &Path, alloc_src: &Path, host: Host<'_>) -> Result<()> {
 /// /secrets: small private tmpfs, noexec, 0700, owned by the task user.
 fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> Result<()> {
     let secrets = make_mountpoint(root, Path::new("secrets"), false)?;
-    // Made ahead by a standby (the same options), or now; given to the task user by a
+    // Made ahead by a staged command process (the same options), or now; given to the task user by a
     // chown of its root either way (no uid= option: the two look alike in mountinfo).
     let ready = staged
         .as_mut()

@@ -224,7 +224,7 @@ pub fn background(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
     })
 }
 
-/// Puts the calling process in (`idle`) or out of the `SCHED_IDLE` class: a spare
+/// Puts the calling process in (`idle`) or out of the `SCHED_IDLE` class: a prestarted supervisor
 /// prepares its next task's command process in it, so that the work only gets CPU time
 /// nothing else wants (back to back, it would otherwise compete with the start under
 /// way); a task's processes leave it as soon as its spec arrives.
@@ -352,9 +352,8 @@ extern "C" fn clone_child(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// A process started by [`spawn`]: its pid, a pidfd, and the read end of its stdout.
+/// A process started by [`spawn`]: a pidfd, and the read end of its stdout.
 pub struct Spawned {
-    pub pid: i32,
     pub pidfd: OwnedFd,
     pub stdout: std::fs::File,
 }
@@ -382,9 +381,8 @@ pub fn spawn(
     // SAFETY: pipe2 returned two fresh fds we own.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let r = fd_above_2(r)?;
-    let (pid, pidfd) = spawn_with(path, args, env, ns_flags, w)?;
+    let (_, pidfd) = spawn_with(path, args, env, ns_flags, w)?;
     Ok(Spawned {
-        pid,
         pidfd,
         stdout: std::fs::File::from(r),
     })

@@ -1,4 +1,4 @@
-//! Unix sockets: pairs, whole sends without SIGPIPE, receives into a buffer's spare
+//! Unix sockets: pairs, whole sends without SIGPIPE, receives into a buffer's unused
 //! room, one fd passed with a message.
 
 use std::io;
@@ -60,6 +60,7 @@ pub fn shutdown_write(fd: &OwnedFd) {
 }
 
 /// One `recv`; `None` when non-blocking and nothing is there (or interrupted).
+#[cfg(test)]
 pub fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Option<usize>> {
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     // SAFETY: buf is valid for buf.len() bytes.

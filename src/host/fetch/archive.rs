@@ -62,13 +62,6 @@ impl Kind {
             .map(|(n, k)| (*k, *n))
     }
 
-    pub fn is_tar(self) -> bool {
-        matches!(
-            self,
-            Kind::Tar | Kind::TarGz | Kind::TarBz2 | Kind::TarXz | Kind::TarZst
-        )
-    }
-
     /// A single compressed file (no directory structure).
     pub fn is_single(self) -> bool {
         matches!(self, Kind::Gz | Kind::Bz2 | Kind::Xz | Kind::Zst)

@@ -173,6 +173,7 @@ impl<R: Read> HashingReader<R> {
     }
 
     /// The digest of what was read so far (consumes the running hash).
+    #[cfg(feature = "testing")]
     pub fn hex_digest(&mut self) -> Option<String> {
         self.hasher.take().map(|h| hex::encode(h.finish()))
     }

@@ -30,12 +30,6 @@ impl Failure {
             retryable: false,
         }
     }
-    pub fn transient(error: Error) -> Failure {
-        Failure {
-            error,
-            retryable: true,
-        }
-    }
 }
 
 fn download_err(msg: String) -> Error {

@@ -1,4 +1,4 @@
-//! The supervisors' fork server (`execdriver-shim` with `EXECDRIVER_SHIM_MODE=mother` in its
+//! The supervisors' fork server (`execdriver-shim` with `EXECDRIVER_SHIM_MODE=fork-server` in its
 //! environment, so that the supervisors cloned from it show the plain command line of
 //! one the host executed; its process name is `execdriver-fork`, theirs
 //! `execdriver-shim`): one idle process per host,
@@ -44,11 +44,11 @@ pub fn main() -> i32 {
         if n == 0 {
             return 0;
         }
-        let reply = match (chan, crate::proto::SpareRequest::decode(&buf[..n])) {
+        let reply = match (chan, crate::proto::ForkRequest::decode(&buf[..n])) {
             (Some(chan), Some((flags, warm))) if flags & !ALLOWED == 0 => spawn(flags, warm, chan),
             _ => -libc::EINVAL,
         };
-        if crate::proto::chan::send_all(&ctl, &crate::proto::spare_reply(reply)).is_err() {
+        if crate::proto::chan::send_all(&ctl, &crate::proto::fork_reply(reply)).is_err() {
             return 1;
         }
     }

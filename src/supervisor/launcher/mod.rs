@@ -18,7 +18,7 @@ mod trampoline;
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
-use crate::proto::spec::{Go, LaunchSpec, Owned, Warm};
+use crate::proto::spec::{Go, LaunchSpec, Owned, Staging};
 use crate::proto::{self, ToSupervisor};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -36,7 +36,7 @@ pub struct CommandFds {
 /// What starts this supervisor's tasks.
 pub struct Launcher {
     /// What to prepare ahead of a task (an exec supervisor started ahead).
-    warm: Option<Warm>,
+    warm: Option<Staging>,
     /// The cgroups the host makes for the first task (see [`Owned`]).
     owns: Option<Owned>,
     first: bool,
@@ -206,15 +206,15 @@ impl Launcher {
     }
 
     /// After a task (all of it gone): whether this supervisor runs another. Only where
-    /// the host asked for it ([`LaunchSpec::recycle`]), after new namespaces for an exec
+    /// the host asked for it ([`LaunchSpec::again_ms`]), after new namespaces for an exec
     /// task's next one, and once the host has taken us back.
     pub fn another(&mut self, spec: &LaunchSpec, chan: &mut Channel, is_init: bool) -> bool {
-        let renewed = spec.recycle > 0
+        let renewed = spec.again_ms > 0
             && match &spec.isolation {
                 None => !is_init,
                 Some(iso) => reuse::renew_namespaces(iso).is_ok(),
             };
-        renewed && reuse::claimed(chan, spec.recycle)
+        renewed && reuse::claimed(chan, spec.again_ms)
     }
 }
 

@@ -1,11 +1,11 @@
-//! Between two tasks of one supervisor ([`crate::proto::spec::LaunchSpec::recycle`]): waiting
+//! Between two tasks of one supervisor ([`crate::proto::spec::LaunchSpec::again_ms`]): waiting
 //! to be taken back as a spare, and, for an exec supervisor, leaving the last task's
 //! namespaces.
 
 use crate::proto::chan::Channel;
 use crate::proto::{self, ToHost, ToSupervisor};
 
-/// After a task, when the host may give us another ([`crate::proto::spec::LaunchSpec::recycle`]):
+/// After a task, when the host may give us another ([`crate::proto::spec::LaunchSpec::again_ms`]):
 /// says it is idle, then waits for the host to take us back as a spare
 /// ([`ToSupervisor::Keep`], sent when it destroys the task). False when it does not
 /// within `unclaimed_ms` (a host that does not destroy its tasks), or closes the channel:

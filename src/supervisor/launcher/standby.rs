@@ -1,5 +1,5 @@
 //! A spare exec supervisor's command process ("standby"), made while the spare waits for
-//! a task (`execdriver-shim --warm <json>`, see [`crate::proto::spec::Warm`]). It does ahead
+//! a task (`execdriver-shim --warm <json>`, see [`crate::proto::spec::Staging`]). It does ahead
 //! what costs most in an exec start and does not depend on the task:
 //! - it joins the task's v1 cgroups, made under a placeholder name (mkdir in five
 //!   hierarchies: ~0.3 ms);
@@ -24,7 +24,7 @@
 use crate::cgroup::TaskCgroup;
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
-use crate::proto::spec::{Go, LaunchSpec, Warm};
+use crate::proto::spec::{Go, LaunchSpec, Staging};
 use crate::proto::{self, ToSupervisor, Verdict};
 use crate::supervisor::rootfs;
 use nix::sys::signal::{Signal, kill};
@@ -130,7 +130,7 @@ pub struct ChildFds {
 impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
-    pub fn prepare(warm: &Warm, mut fds: ChildFds) -> Option<Standby> {
+    pub fn prepare(warm: &Staging, mut fds: ChildFds) -> Option<Standby> {
         // Without it the standby builds the root in the host's tree, as before.
         let host_slot = std::fs::File::open("/dev/null").ok();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
@@ -377,7 +377,7 @@ struct Pipes {
 }
 
 /// The standby's work ahead of a task (see the module doc).
-fn prepare(warm: &Warm, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
+fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
     if let Some(cg) = cgroup {
         cg.join_self()
             .map_err(|e| Error::new(Code::Isolation, format!("joining cgroups: {e}")))?;
@@ -387,7 +387,7 @@ fn prepare(warm: &Warm, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<r
     let mut staged = rootfs::stage(&warm.binds)?;
     // What no task of this configuration may have goes now, not at the start.
     crate::supervisor::privs::limit_bounding(warm.caps)?;
-    // The parsers' code mapped in now (see `Warm::sample_spec`).
+    // The parsers' code mapped in now (see `Staging::sample_spec`).
     let sample = warm.sample_spec();
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
@@ -410,7 +410,7 @@ fn prepare(warm: &Warm, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<r
 /// network namespace it then enters.
 fn decide(
     line: &[u8],
-    warm: &Warm,
+    warm: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     staged: &rootfs::Staged,
@@ -441,7 +441,7 @@ fn decide(
 /// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
 /// root, waits for the go byte, execs the command.
 fn standby_main(
-    warm: &Warm,
+    warm: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     pipes: Pipes,
