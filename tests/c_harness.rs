@@ -3,11 +3,11 @@
 //! sample jobs. Also under valgrind (definite leaks and memory errors fail the test).
 //!
 //! Run: `cargo test --test c_harness` (needs gcc; valgrind tests skip with a message when
-//! valgrind is not installed).
+//! valgrind is not installed, and fail in CI, which installs it).
 
 mod common;
-use common::TempDir;
 use common::built_lib as lib;
+use common::{TempDir, skip};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -197,10 +197,10 @@ fn hello_exec_when_exec_is_healthy() {
     let o = run(&["fingerprint"], d.path());
     let fp: Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
     if fp["attributes"]["driver.exec"] != "1" || fp["health"] != "healthy" {
-        eprintln!(
-            "SKIP hello_exec_when_exec_is_healthy: exec is not available here: health={} ({})",
+        skip(&format!(
+            "hello_exec_when_exec_is_healthy: exec is not available here: health={} ({})",
             fp["health"], fp["health_description"]
-        );
+        ));
         return;
     }
     let o = run(&["-p", "run", &job("hello-exec.json")], d.path());
@@ -220,7 +220,7 @@ fn valgrind_available() -> bool {
     match Command::new("valgrind").arg("--version").output() {
         Ok(o) if o.status.success() => true,
         _ => {
-            eprintln!("SKIP valgrind test: valgrind is not installed (CI installs it)");
+            skip("valgrind test: valgrind is not installed (CI installs it)");
             false
         }
     }

@@ -2,6 +2,8 @@
 //! directory `execdriver-test-<pid>-<n>` and a Drop guard that kills, removes the task
 //! cgroup and then the (empty) test parent, even when the test fails.
 
+mod common;
+
 use execdriver::Code;
 use execdriver::cgroup::{Layout, Limits, TaskCgroup, detect};
 use std::fs;
@@ -16,16 +18,17 @@ const MIB: u64 = 1024 * 1024;
 /// Serialises `Layout::usable` probes within this test binary.
 static PROBE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The layout, or None (with the reason printed) when these tests cannot run here.
+/// The layout, or None (with the reason printed) when these tests cannot run here; in CI
+/// (root, cgroups) that fails the test instead.
 fn layout() -> Option<Layout> {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: cgroup integration tests need root");
+    if !common::is_root() {
+        common::skip("cgroup integration tests need root");
         return None;
     }
     let l = match detect() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("SKIP: no cgroups: {e}");
+            common::skip(&format!("no cgroups: {e}"));
             return None;
         }
     };
@@ -34,7 +37,7 @@ fn layout() -> Option<Layout> {
     let usable = l.usable();
     drop(probe);
     if let Err(e) = usable {
-        eprintln!("SKIP: cgroups not usable: {e}");
+        common::skip(&format!("cgroups not usable: {e}"));
         return None;
     }
     Some(l)

@@ -363,7 +363,10 @@ fn the_fingerprint_names_net_where_it_works() {
     setup();
     let f = execdriver::driver::fingerprint(None).unwrap();
     if f["attributes"]["driver.exec"] != "1" {
-        eprintln!("SKIP: exec unavailable here: {}", f["health_description"]);
+        skip(&format!(
+            "exec unavailable here: {}",
+            f["health_description"]
+        ));
         return;
     }
     let ns = f["attributes"]["driver.exec.namespaces"].as_str().unwrap();

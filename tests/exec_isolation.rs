@@ -1,5 +1,5 @@
 //! exec isolation end to end (root and cgroups needed; skipped with a printed reason
-//! otherwise): the task's view of the filesystem, user, pid namespace, limits.
+//! otherwise, a failure in CI): the task's view of the filesystem, user, pid namespace, limits.
 
 mod common;
 use common::*;
@@ -19,7 +19,10 @@ fn exec_ok() -> bool {
     });
     let f = execdriver::driver::fingerprint(None).unwrap();
     if f["attributes"]["driver.exec"] != "1" {
-        eprintln!("SKIP: exec unavailable here: {}", f["health_description"]);
+        skip(&format!(
+            "exec unavailable here: {}",
+            f["health_description"]
+        ));
         return false;
     }
     true

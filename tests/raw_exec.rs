@@ -26,6 +26,42 @@ fn signal_death_reports_128_plus_n() {
     assert_eq!(w["exit_code"], 139);
 }
 
+/// A real-time signal (34 and up) is a status like any other: the task does not hang,
+/// and the number comes back exactly, for the task and for a command run in it.
+#[test]
+fn real_time_signal_death_is_reported_exactly() {
+    let d = TempDir::new("rtsig");
+    let (w, _) = run(raw_task("t", d.path(), "kill -40 $$$$"));
+    assert_eq!(
+        (w["signal"].as_i64(), w["exit_code"].as_i64()),
+        (Some(40), Some(168)),
+        "{w}"
+    );
+
+    let r = start(raw_task("s", d.path(), "exec sleep 60")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let out = op(
+        execdriver::driver::exec,
+        json!({"task_id": id, "command": "/bin/sh", "args": ["-c", "kill -36 $$"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        (out["signal"].as_i64(), out["exit_code"].as_i64()),
+        (Some(36), Some(164)),
+        "{out}"
+    );
+    op(
+        execdriver::driver::signal,
+        json!({"task_id": id, "signal": "SIGRTMIN+1"}),
+    )
+    .unwrap();
+    let w = wait(&id, 10_000).unwrap();
+    let rt1 = libc::SIGRTMIN() as i64 + 1;
+    assert_eq!(w["signal"].as_i64(), Some(rt1), "{w}");
+    assert_eq!(w["exit_code"].as_i64(), Some(128 + rt1));
+    destroy(&id);
+}
+
 #[test]
 fn env_is_built_not_inherited() {
     let d = TempDir::new("env");
@@ -157,11 +193,15 @@ fn duplicate_id_conflicts() {
 
 #[test]
 fn raw_exec_as_root_is_tracked_in_a_cgroup2_dir() {
-    if !is_root()
-        || !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
-            && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    if !is_root() {
+        skip("raw_exec tracking in a cgroup2 dir needs root");
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     {
-        eprintln!("SKIP: needs root and a cgroup2 mount");
+        // A v1-only host: no cgroup2 mount to track raw_exec tasks in.
+        eprintln!("SKIP: no cgroup2 mount here (a v1-only host)");
         return;
     }
     let d = TempDir::new("track");
@@ -283,4 +323,68 @@ fn supervisor_hands_back_its_startup_pages_once_the_task_runs() {
         now + 256 <= at_start,
         "read-only pages of the supervisor's binary: {at_start} KiB at start, still {now} KiB"
     );
+}
+
+/// A task id whose state dir holds a task that may still run (started by an earlier host
+/// process, not recovered yet) is `task_exists`, found before anything is made: no task
+/// dir, no cgroup.
+#[test]
+fn an_id_with_live_state_from_an_earlier_host_is_task_exists() {
+    init();
+    let d = TempDir::new("earlier");
+    let alloc = d.path().join("a");
+    let id = format!("earlier-{}", std::process::id());
+    let cfg = execdriver::host::plugin::current();
+    let state = execdriver::host::plugin::data_dir(&cfg)
+        .join("tasks")
+        .join(&id);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("launch.json"), "{}").unwrap();
+    let e = start(
+        json!({"id": id, "name": "x", "driver": "raw_exec", "alloc_dir": alloc,
+        "config": {"command": "/bin/true"}}),
+    )
+    .unwrap_err();
+    let cgroups = std::process::Command::new("find")
+        .args(["/sys/fs/cgroup", "-name", &id])
+        .output()
+        .unwrap()
+        .stdout;
+    std::fs::remove_dir_all(&state).unwrap();
+    assert_eq!(e.code, execdriver::Code::TaskExists, "{e}");
+    assert_eq!(e.field.as_deref(), Some("id"));
+    assert!(!alloc.join("x").exists(), "task dir made");
+    assert!(
+        cgroups.is_empty(),
+        "cgroup made: {}",
+        String::from_utf8_lossy(&cgroups)
+    );
+}
+
+/// Bad input names its field with `invalid_config`, whether in the plugin configuration
+/// (an absolute `cgroup_parent` is refused at configure, not at every start later) or in
+/// the task (`kill_signal`); a refused configuration changes nothing.
+#[test]
+fn bad_configuration_fields_are_invalid_config() {
+    init();
+    let before = execdriver::host::plugin::current();
+    for parent in ["/nomad", "", "a/../b", "a//b"] {
+        let e = op(
+            execdriver::driver::configure,
+            json!({"cgroup_parent": parent}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, execdriver::Code::InvalidConfig, "{parent:?}: {e}");
+        assert_eq!(e.field.as_deref(), Some("cgroup_parent"), "{parent:?}");
+    }
+    assert!(std::sync::Arc::ptr_eq(
+        &before,
+        &execdriver::host::plugin::current()
+    ));
+    let d = TempDir::new("badsig");
+    let mut req = raw_task("t", d.path(), "true");
+    req["kill_signal"] = json!("SIGNOPE");
+    let e = start(req).unwrap_err();
+    assert_eq!(e.code, execdriver::Code::InvalidConfig, "{e}");
+    assert_eq!(e.field.as_deref(), Some("kill_signal"));
 }

@@ -169,6 +169,12 @@ fn check_component(what: &str, c: &str) -> std::result::Result<(), String> {
 
 /// `parent` is a relative path (`a` or `a/b`), `name` one path component.
 fn validate(parent: &str, name: &str) -> Result<()> {
+    validate_parent(parent)?;
+    validate_name(name)
+}
+
+/// The plugin's `cgroup_parent`: a non-empty relative path of ordinary components.
+pub fn validate_parent(parent: &str) -> Result<()> {
     if parent.is_empty() || parent.starts_with('/') {
         return Err(Error::field(
             Code::InvalidConfig,
@@ -187,7 +193,7 @@ fn validate(parent: &str, name: &str) -> Result<()> {
             )
         })?;
     }
-    validate_name(name)
+    Ok(())
 }
 
 /// `name` is one path component.

@@ -124,7 +124,9 @@ pub(crate) fn exec_support_cached() -> std::result::Result<String, (&'static str
 }
 
 /// Parses a signal given as "SIGHUP", "HUP", "hup" or a number.
-pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
+/// The signal number of `s` (a name or a number); a bad one is an error of `code` on
+/// `field` (the task's config, or an operation's request).
+pub fn parse_signal(s: &str, field: &str, code: Code) -> Result<i32> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i32>() {
         if (1..=64).contains(&n) {
@@ -153,7 +155,7 @@ pub fn parse_signal(s: &str, field: &str) -> Result<i32> {
         }
     }
     Err(Error::field(
-        Code::InvalidRequest,
+        code,
         field,
         format!("{s:?} is not a signal name (e.g. SIGTERM, HUP) or number 1-64"),
     ))
@@ -193,7 +195,7 @@ pub fn stop(req: Option<&str>) -> Result<Value> {
     let r: StopReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
     let t = task::get(&r.task_id)?;
     let sig = match &r.signal {
-        Some(s) => parse_signal(s, "signal")?,
+        Some(s) => parse_signal(s, "signal", Code::InvalidRequest)?,
         None => t.kill_signal,
     };
     let grace = r
@@ -329,7 +331,7 @@ struct SignalReq {
 /// `driver_signal`: delivered to the task's command through its supervisor.
 pub fn signal(req: Option<&str>) -> Result<Value> {
     let r: SignalReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
-    let sig = parse_signal(&r.signal, "signal")?;
+    let sig = parse_signal(&r.signal, "signal", Code::InvalidRequest)?;
     let t = task::get(&r.task_id)?;
     let pidfd = t.lock().pidfd.clone();
     match pidfd {

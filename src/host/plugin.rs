@@ -50,13 +50,7 @@ pub fn configure(request: &str) -> Result<serde_json::Value> {
             "data_dir must be an absolute path",
         ));
     }
-    if cfg.cgroup_parent.is_empty() || cfg.cgroup_parent.split('/').any(|c| c == ".." || c == ".") {
-        return Err(Error::field(
-            Code::InvalidConfig,
-            "cgroup_parent",
-            "cgroup_parent must be a relative path without '..'",
-        ));
-    }
+    crate::cgroup::validate_parent(&cfg.cgroup_parent)?;
     check_data_dir(&data_dir(&cfg))?;
     let cfg = Arc::new(cfg);
     *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();

@@ -258,21 +258,30 @@ fn make_state_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
             .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", tasks.display())))?;
     }
     if std::fs::symlink_metadata(s).is_ok() {
-        let live = s.join(crate::proto::spec::LAUNCH_FILE).exists()
-            && !s.join(crate::proto::spec::EXIT_FILE).exists();
-        if live {
-            return Err(Error::field(
-                Code::TaskExists,
-                "id",
-                format!(
-                    "{} holds the state of a task with this id that may still run: recover it (driver_recover) and destroy it, or choose another id",
-                    s.display()
-                ),
-            ));
-        }
+        refuse_live_state(dirs)?;
         let _ = std::fs::remove_dir_all(s);
     }
     mkdir_own(s, 0o700, created)
+}
+
+/// `task_exists` when the task's state dir holds the state of a task with this id that
+/// may still run (started by an earlier host process, not recovered yet). Checked first
+/// thing at a start, before anything is made, and again when the state dir is made.
+pub fn refuse_live_state(dirs: &Dirs) -> Result<()> {
+    let s = &dirs.state_dir;
+    let live = s.join(crate::proto::spec::LAUNCH_FILE).exists()
+        && !s.join(crate::proto::spec::EXIT_FILE).exists();
+    if live {
+        return Err(Error::field(
+            Code::TaskExists,
+            "id",
+            format!(
+                "{} holds the state of a task with this id that may still run: recover it (driver_recover) and destroy it, or choose another id",
+                s.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `<alloc_dir>/<task>/{local,secrets,tmp}`, `local` and `secrets` owned by `owner`.

@@ -60,7 +60,7 @@ pub fn start(text: &str) -> Result<Value> {
 fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
     let exec = t.driver == DriverKind::Exec;
     crate::host::env::validate_env(t)?;
-    let kill_signal = crate::host::driver::parse_signal(&t.kill_signal, "kill_signal")?;
+    let kill_signal = crate::host::driver::parse_signal(&t.kill_signal, "kill_signal", Code::InvalidConfig)?;
     if let Some(n) = &t.network_isolation
         && exec
         && n.mode == config::NetworkMode::Group
@@ -128,10 +128,13 @@ impl Entry {
             plan.kill_timeout_ms,
         );
         task::insert(task.clone())?;
-        Ok(Entry {
+        let entry = Entry {
             task,
             committed: std::cell::Cell::new(false),
-        })
+        };
+        // One this process does not know (an earlier host's, not recovered yet).
+        prepare::refuse_live_state(&plan.dirs)?;
+        Ok(entry)
     }
 
     fn commit(&self) {

@@ -7,7 +7,8 @@ use crate::proto::spec::LaunchSpec;
 use crate::sys::process::Forked;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use crate::sys::process::Ended;
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -56,11 +57,7 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
     }
     let (child, out_r, err_r) = spawn(spec, req, &procs)?;
     let (stdout, stderr, status) = collect(child, out_r, err_r, req.timeout_ms);
-    let (code, sig) = match status {
-        WaitStatus::Exited(_, c) => (c, 0),
-        WaitStatus::Signaled(_, s, _) => (128 + s as i32, s as i32),
-        _ => (-1, 0),
-    };
+    let (code, sig) = status.map_or((-1, 0), Ended::code_and_signal);
     Ok(serde_json::json!({"exit_code": code, "signal": sig,
         "stdout": String::from_utf8_lossy(&stdout), "stderr": String::from_utf8_lossy(&stderr)}))
 }
@@ -242,7 +239,7 @@ fn collect(
     out: OwnedFd,
     errfd: OwnedFd,
     timeout_ms: u64,
-) -> (Vec<u8>, Vec<u8>, WaitStatus) {
+) -> (Vec<u8>, Vec<u8>, Option<Ended>) {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut bufs = [Vec::new(), Vec::new()];
     let mut fds = [
@@ -252,10 +249,9 @@ fn collect(
     let mut status = None;
     loop {
         if status.is_none()
-            && let Ok(ws) = waitpid(child, Some(WaitPidFlag::WNOHANG))
-            && ws != WaitStatus::StillAlive
+            && let Ok(Some((_, how))) = crate::sys::process::reap(Some(child.as_raw()), false)
         {
-            status = Some(ws);
+            status = Some(how);
         }
         if status.is_some() && fds.iter().all(Option::is_none) {
             break;
@@ -265,7 +261,10 @@ fn collect(
             let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
             let _ = kill(child, Signal::SIGKILL);
             if status.is_none() {
-                status = waitpid(child, None).ok();
+                status = crate::sys::process::reap(Some(child.as_raw()), true)
+                    .ok()
+                    .flatten()
+                    .map(|(_, how)| how);
             }
             break;
         }
@@ -295,7 +294,7 @@ fn collect(
         }
     }
     let [o, e] = bufs;
-    (o, e, status.unwrap_or(WaitStatus::StillAlive))
+    (o, e, status)
 }
 
 /// Entry point: `execdriver-shim --exec <request-file>`.

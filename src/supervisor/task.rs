@@ -12,7 +12,8 @@ use crate::proto::chan::Channel;
 use crate::proto::spec::{self as launch, ExitStatus, LaunchSpec};
 use crate::proto::{self, ToHost, ToSupervisor};
 use crate::supervisor::logs::RotatingLog;
-use nix::sys::wait::{WaitStatus, waitpid};
+use crate::sys::process::Ended;
+use nix::sys::wait::waitpid;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -198,19 +199,15 @@ fn record(spec: &LaunchSpec) -> Result<(RotatingLog, RotatingLog), Error> {
 
 /// The exit status of a command that ended with `status`.
 fn exit_of(
-    status: Option<WaitStatus>,
+    status: Option<Ended>,
     cgroup: Option<&TaskCgroup>,
     started_at: &str,
 ) -> ExitStatus {
     // A command that exited 0 was not killed by the OOM killer (and the read of the
     // memory cgroup's counters is one of the slower calls of an exit).
-    let clean = matches!(status, Some(WaitStatus::Exited(_, 0)));
+    let clean = status == Some(Ended::Exited(0));
     let oom = !clean && cgroup.is_some_and(|c| c.oom_killed());
-    let (exit_code, signal) = match status {
-        Some(WaitStatus::Exited(_, c)) => (c, 0),
-        Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, s as i32),
-        _ => (-1, 0),
-    };
+    let (exit_code, signal) = status.map_or((-1, 0), Ended::code_and_signal);
     ExitStatus {
         exit_code,
         signal,

@@ -7,7 +7,7 @@ use crate::proto;
 use crate::supervisor::logs::RotatingLog;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use crate::sys::process::Ended;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -102,8 +102,8 @@ pub fn supervise(
     is_init: bool,
     sfd: &SignalFd,
     pumps: &mut [Pump; 2],
-) -> Option<WaitStatus> {
-    let mut status: Option<WaitStatus> = None;
+) -> Option<Ended> {
+    let mut status: Option<Ended> = None;
     let mut children_gone = false;
     let mut drain_deadline: Option<Instant> = None;
     // The start-up pages go back once the task has run a second: off the start's path,
@@ -117,15 +117,14 @@ pub fn supervise(
         }
         // Reap whatever has exited.
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(ws) => {
-                    if ws.pid() == Some(child) {
-                        status = Some(ws);
+            match crate::sys::process::reap(None, false) {
+                Ok(None) => break,
+                Ok(Some((pid, how))) => {
+                    if pid == child.as_raw() {
+                        status = Some(how);
                         kill_everything(cgroup, None, is_init);
                     }
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => {
                     children_gone = true;
                     break;

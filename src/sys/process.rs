@@ -251,3 +251,48 @@ fn clean_mappings_of_our_binary() -> Vec<(usize, usize)> {
     }
     ranges
 }
+
+/// How a child ended. Any signal number, real-time ones too (nix's `WaitStatus` cannot
+/// hold those, and would turn a task killed by `SIGRTMIN+n` into an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Ended {
+    /// The exit code as a shell reports it (128 + the signal) and the signal (0: none).
+    pub fn code_and_signal(self) -> (i32, i32) {
+        match self {
+            Ended::Exited(c) => (c, 0),
+            Ended::Signaled(s) => (128 + s, s),
+        }
+    }
+}
+
+/// Reaps the child `pid` (`None`: any child) that has ended: its pid and how. With
+/// `block` false, `Ok(None)` when none has ended yet. `ECHILD`: no such child left.
+pub fn reap(pid: Option<i32>, block: bool) -> io::Result<Option<(i32, Ended)>> {
+    let mut st = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: waitpid(2) with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid.unwrap_or(-1), &mut st, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let how = if libc::WIFSIGNALED(st) {
+            Ended::Signaled(libc::WTERMSIG(st))
+        } else {
+            Ended::Exited(libc::WEXITSTATUS(st))
+        };
+        return Ok(Some((r, how)));
+    }
+}

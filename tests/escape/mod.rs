@@ -27,12 +27,10 @@ pub fn exec_ok() -> bool {
     if f["attributes"]["driver.exec"] == "1" {
         return true;
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "exec must be available in CI: {}",
+    skip(&format!(
+        "exec unavailable here: {}",
         f["health_description"]
-    );
-    eprintln!("SKIP: exec unavailable here: {}", f["health_description"]);
+    ));
     false
 }
 
@@ -637,7 +635,7 @@ pub fn idle_spares_release_host_mounts(route: Route) {
         return;
     }
     if !Path::new("/dev/loop-control").exists() {
-        eprintln!("SKIP: no loop devices here (/dev/loop-control) to mount a filesystem with");
+        skip("no loop devices here (/dev/loop-control) to mount a filesystem with");
         return;
     }
     let run = |cmd: &str, args: &[&str]| {

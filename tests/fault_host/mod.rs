@@ -207,8 +207,7 @@ pub fn drivers() -> Vec<&'static str> {
     if exec_here() {
         vec!["exec", "raw_exec"]
     } else {
-        assert!(std::env::var_os("CI").is_none(), "exec must run in CI");
-        eprintln!("SKIP (exec part): exec unavailable here");
+        skip("exec part: exec unavailable here");
         vec!["raw_exec"]
     }
 }
