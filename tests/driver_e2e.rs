@@ -177,3 +177,43 @@ fn concurrent_starts_from_many_threads() {
         h.join().unwrap();
     }
 }
+
+/// What the task dir's `secrets/` holds at the start (an artifact fetched there, a file
+/// the host put there) is in the task's `/secrets`, which for exec is a tmpfs mounted over
+/// it; a link placed there is not followed into the copy.
+#[test]
+fn secrets_placed_before_the_start_reach_the_task() {
+    let exec = is_root()
+        && execdriver::driver::fingerprint(None).unwrap()["attributes"]["driver.exec"] == "1";
+    let driver = if exec { "exec" } else { "raw_exec" };
+    // Twice: the first start may be cold, the second takes a prestarted supervisor.
+    for round in 0..2 {
+        let d = TempDir::new("secrets");
+        let task_secrets = d.path().join("s/secrets");
+        std::fs::create_dir_all(&task_secrets).unwrap();
+        std::fs::write(task_secrets.join("placed"), "by-host").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", task_secrets.join("link")).unwrap();
+        let (url, h) = serve(b"from-artifact".to_vec(), 1);
+        let dir = if exec {
+            "/secrets"
+        } else {
+            "${NOMAD_SECRETS_DIR}"
+        };
+        let script = format!("cat {dir}/token {dir}/placed; test -e {dir}/link && echo link");
+        let (w, out) = run(json!({"name": "s", "driver": driver, "alloc_dir": d.path(),
+            "artifacts": [{"source": format!("{url}/token"), "destination": "secrets/"}],
+            "config": {"command": "/bin/sh", "args": ["-c", script]}}));
+        h.join().unwrap();
+        assert_eq!(
+            w["exit_code"],
+            if exec { 1 } else { 0 },
+            "round {round}: {w} {out}"
+        );
+        let want = if exec {
+            "from-artifactby-host"
+        } else {
+            "from-artifactby-hostlink\n"
+        };
+        assert_eq!(out, want, "round {round}");
+    }
+}

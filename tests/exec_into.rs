@@ -88,3 +88,19 @@ fn exec_sees_task_world_and_timeout_kills_only_it() {
     assert_eq!(e.code, execdriver::Code::TaskNotFound);
     destroy(id);
 }
+
+/// A bare command name is found in the task's `local/` whatever the task's `work_dir`
+/// (raw_exec: the task dir's `local/` on the host, not `<work_dir>/local`).
+#[test]
+fn raw_exec_exec_finds_a_local_command_with_a_work_dir() {
+    let d = TempDir::new("execwd");
+    let r = start(json!({"name": "w", "driver": "raw_exec", "alloc_dir": d.path(),
+        "config": {"command": "/bin/sh", "work_dir": "/tmp",
+            "args": ["-c", "printf '#!/bin/sh\\necho tool-ran\\n' > ${NOMAD_TASK_DIR}/tool; chmod 755 ${NOMAD_TASK_DIR}/tool; echo ready; exec sleep 60"]}}))
+    .unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    wait_for_output(d.path(), "w", "ready");
+    let out = exec(json!({"task_id": id, "command": "tool"})).unwrap();
+    destroy(&id);
+    assert_eq!(out["stdout"], "tool-ran\n", "{out}");
+}

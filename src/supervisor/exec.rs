@@ -168,7 +168,7 @@ fn child_exec(
                 .map_err(|e| err("joining the task's cgroup", e))?;
         }
         nix::unistd::setsid().map_err(|e| err("setsid", e))?;
-        let path = resolve(&req.command, spec.isolation.is_some(), &spec.cwd);
+        let path = resolve(&req.command, &task_local_dir(spec));
         let mut argv = vec![
             CString::new(path.clone())
                 .map_err(|_| Error::field(Code::InvalidRequest, "command", "contains NUL"))?,
@@ -212,18 +212,23 @@ fn child_exec(
     }
 }
 
+/// The task's `local/` as the command sees it: `/local` in an exec task's root, the
+/// host path (`NOMAD_TASK_DIR`, whatever the task's `work_dir`) for raw_exec.
+fn task_local_dir(spec: &LaunchSpec) -> String {
+    let env = spec.env.iter().find(|(k, _)| k == "NOMAD_TASK_DIR");
+    match (&spec.isolation, env.map(|(_, v)| v)) {
+        (None, Some(dir)) => dir.clone(),
+        _ => "/local".to_string(),
+    }
+}
+
 /// The command as given when it contains '/', else the first of the task's search dirs
-/// holding it.
-fn resolve(cmd: &str, isolated: bool, cwd: &str) -> String {
+/// (its `local` first) holding it.
+fn resolve(cmd: &str, local: &str) -> String {
     if cmd.contains('/') {
         return cmd.to_string();
     }
-    let local = if isolated {
-        "/local".to_string()
-    } else {
-        format!("{}/local", cwd.trim_end_matches('/'))
-    };
-    for d in [local.as_str(), "/usr/local/bin", "/usr/bin", "/bin"] {
+    for d in [local, "/usr/local/bin", "/usr/bin", "/bin"] {
         let p = format!("{d}/{cmd}");
         if std::path::Path::new(&p).is_file() {
             return p;

@@ -14,6 +14,7 @@ pub mod net;
 pub mod privs;
 pub mod rootfs;
 pub mod seccomp;
+mod secrets;
 mod task;
 mod watch;
 

@@ -408,9 +408,13 @@ fn mount_alloc(root: &Path, alloc_src: &Path, host: Host<'_>) -> Result<()> {
     Ok(())
 }
 
-/// /secrets: small private tmpfs, noexec, 0700, owned by the task user.
+/// /secrets: small private tmpfs, noexec, 0700, owned by the task user, holding a copy of
+/// what the host's `secrets/` held (see [`crate::supervisor::secrets`]).
 fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> Result<()> {
     let secrets = make_mountpoint(root, Path::new("secrets"), false)?;
+    // What the host put there, before the tmpfs covers it.
+    let source = crate::supervisor::secrets::open_source(&secrets)
+        .map_err(|e| err("opening", &secrets, e))?;
     // Made ahead by a staged command process (the same options), or now; given to the task user by a
     // chown of its root either way (no uid= option: the two look alike in mountinfo).
     let ready = staged
@@ -443,7 +447,11 @@ fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> R
             nix::unistd::chown(&secrets, owner.0, owner.1)
         }
     };
-    chowned.map_err(|e| err("giving the task user", &secrets, e))
+    chowned.map_err(|e| err("giving the task user", &secrets, e))?;
+    let copied = crate::supervisor::secrets::open_source(&secrets).and_then(|to| {
+        crate::supervisor::secrets::copy(source.as_fd(), to.as_fd(), (iso.uid, iso.gid))
+    });
+    copied.map_err(|e| err("copying the task's secrets into", &secrets, e))
 }
 
 /// /tmp: a directory of the root, 1777.
