@@ -131,7 +131,7 @@ impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
     pub fn prepare(warm: &Staging, mut fds: ChildFds) -> Option<Standby> {
-        // Without it the standby builds the root in the host's tree, as before.
+        // Without it the standby builds the root from the host's tree (no skeleton root).
         let host_slot = std::fs::File::open("/dev/null").ok();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
         fds.host_tree = host_slot.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
