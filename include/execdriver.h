@@ -8,6 +8,15 @@
 
 #include <stdint.h>
 
+/** The C ABI version this header describes (driver_abi_version() returns it). */
+#define EXECDRIVER_ABI_VERSION 1
+/** The library version this header comes with (driver_version() returns it). */
+#define EXECDRIVER_VERSION "0.1.0"
+#define EXECDRIVER_VERSION_MAJOR 0
+#define EXECDRIVER_VERSION_MINOR 1
+#define EXECDRIVER_VERSION_PATCH 0
+
+
 /**
  * Status codes returned by every `driver_<op>` function.
  */
@@ -69,6 +78,13 @@ extern "C" {
  * Version of this C ABI: 1 for this contract. Never fails; safe from any thread.
  */
 uint32_t driver_abi_version(void);
+
+/**
+ * A short English text for a status code (`DRIVER_OK` → "ok"), for logs: a static
+ * NUL-terminated string owned by the library, never NULL. Never free it. An unknown
+ * value gives "unknown status". Safe from any thread.
+ */
+const char *driver_status_str(int32_t status);
 
 /**
  * The library version, e.g. "0.1.0": a static NUL-terminated string owned by the

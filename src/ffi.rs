@@ -96,10 +96,33 @@ fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
     status as i32
 }
 
+/// The version of this C ABI, also `EXECDRIVER_ABI_VERSION` in the header.
+pub const ABI_VERSION: u32 = 1;
+
 /// Version of this C ABI: 1 for this contract. Never fails; safe from any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn driver_abi_version() -> u32 {
-    1
+    ABI_VERSION
+}
+
+/// A short English text for a status code (`DRIVER_OK` → "ok"), for logs: a static
+/// NUL-terminated string owned by the library, never NULL. Never free it. An unknown
+/// value gives "unknown status". Safe from any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn driver_status_str(status: i32) -> *const c_char {
+    let s: &'static CStr = match status {
+        0 => c"ok",
+        1 => c"invalid request or configuration",
+        2 => c"task not found",
+        3 => c"timed out",
+        4 => c"not supported here",
+        5 => c"artifact failed",
+        6 => c"start failed",
+        7 => c"conflict with the task's state",
+        8 => c"internal error",
+        _ => c"unknown status",
+    };
+    s.as_ptr()
 }
 
 /// The library version, e.g. "0.1.0": a static NUL-terminated string owned by the

@@ -11,8 +11,25 @@ use std::process::Command;
 
 fn generate() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config =
+    let mut config =
         cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    // The version macros, from the crate's version and ABI version.
+    let v = env!("CARGO_PKG_VERSION");
+    let [major, minor, patch] = [
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    ];
+    config.after_includes = Some(format!(
+        "\n/** The C ABI version this header describes (driver_abi_version() returns it). */\n\
+         #define EXECDRIVER_ABI_VERSION {abi}\n\
+         /** The library version this header comes with (driver_version() returns it). */\n\
+         #define EXECDRIVER_VERSION \"{v}\"\n\
+         #define EXECDRIVER_VERSION_MAJOR {major}\n\
+         #define EXECDRIVER_VERSION_MINOR {minor}\n\
+         #define EXECDRIVER_VERSION_PATCH {patch}\n",
+        abi = execdriver::ffi::ABI_VERSION
+    ));
     let bindings = cbindgen::Builder::new()
         .with_crate(root)
         .with_config(config)
@@ -99,7 +116,10 @@ fn header_compiles() {
     let probe = std::env::temp_dir().join(format!("execdriver-hdr-{}.c", std::process::id()));
     std::fs::write(
         &probe,
-        "#include \"execdriver.h\"\nint main(void) { return (int)driver_abi_version() - 1 + DRIVER_OK; }\n",
+        "#include \"execdriver.h\"\n\
+         #if EXECDRIVER_ABI_VERSION != 1 || EXECDRIVER_VERSION_MAJOR < 0\n#error versions\n#endif\n\
+         int main(void) { return (int)driver_abi_version() - EXECDRIVER_ABI_VERSION + DRIVER_OK\n\
+         + (driver_status_str(DRIVER_OK)[0] != 'o'); }\n",
     )
     .unwrap();
     for (cc, args) in [

@@ -32,32 +32,52 @@ fn c_example_compiles_and_runs() {
     assert!(c[0].lines().count() < 20);
     let d = TempDir::new("readme-c");
     std::fs::write(d.path().join("hello.c"), &c[0]).unwrap();
-    let lib = Path::new(env!("CARGO_BIN_EXE_execdriver-shim")).with_file_name("libexecdriver.so");
-    let libdir = [
-        lib.parent().unwrap().to_path_buf(),
-        lib.parent().unwrap().join("deps"),
-    ]
-    .into_iter()
-    .max_by_key(|p| {
-        std::fs::metadata(p.join("libexecdriver.so"))
-            .and_then(|m| m.modified())
-            .ok()
-    })
-    .unwrap();
+    // Installed into a temporary prefix, built with pkg-config, run as it is: the
+    // library found through the rpath (its SONAME libexecdriver.so.1), the shim through
+    // the install layout.
+    if std::process::Command::new("pkg-config")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("pkg-config is not installed");
+        return;
+    }
+    let build = Path::new(env!("CARGO_BIN_EXE_execdriver-shim"))
+        .parent()
+        .unwrap();
+    let prefix = d.path().join("prefix");
+    let o = std::process::Command::new(root().join("install.sh"))
+        .arg(&prefix)
+        .env("BUILD_DIR", build)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(prefix.join("libexec/execdriver/execdriver-shim").is_file());
+    let flags = std::process::Command::new("pkg-config")
+        .args(["--cflags", "--libs", "execdriver"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .unwrap();
+    assert!(
+        flags.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flags.stderr)
+    );
+    let flags = String::from_utf8(flags.stdout).unwrap();
     let exe = d.path().join("hello");
     let o = std::process::Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(root().join("include"))
+        .args(["-Wall", "-Wextra", "-Werror"])
         .arg(d.path().join("hello.c"))
-        .arg("-L")
-        .arg(&libdir)
-        .args(["-lexecdriver", "-o"])
+        .args(flags.split_whitespace())
+        .arg("-o")
         .arg(&exe)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = std::process::Command::new(&exe)
-        .env("LD_LIBRARY_PATH", &libdir)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("EXECDRIVER_SHIM")
         .env("EXECDRIVER_DATA_DIR", d.path().join("data"))
         .output()
         .unwrap();

@@ -140,7 +140,8 @@ pub fn data_dir(cfg: &PluginConfig) -> PathBuf {
 }
 
 /// `shim_path`: configured, else `$EXECDRIVER_SHIM`, else `execdriver-shim` next to the
-/// loaded library (or, for Rust tests linking the rlib, next to or one above the binary).
+/// loaded library, or where `install.sh` puts it (`<libdir>/../libexec/execdriver/`), or
+/// (for Rust tests linking the rlib) one above the binary.
 pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
     if let Some(p) = &cfg.shim_path {
         return Ok(p.into());
@@ -154,6 +155,7 @@ pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
     {
         candidates.push(dir.join("execdriver-shim"));
         if let Some(up) = dir.parent() {
+            candidates.push(up.join("libexec/execdriver/execdriver-shim"));
             candidates.push(up.join("execdriver-shim"));
         }
     }
