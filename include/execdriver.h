@@ -8,6 +8,18 @@
 
 #include <stdint.h>
 
+/**
+ * Calling convention of every `driver_<op>(request_json, response_json)`:
+ *
+ * - `request_json`: NULL or a NUL-terminated UTF-8 JSON object, read only during the
+ *   call (NULL means "no fields" where the operation has no required ones).
+ * - `response_json`: NULL or valid for writing one pointer; if not NULL it receives a
+ *   JSON object the caller owns (the result, or `{"error": {...}}`), which the caller
+ *   frees with driver_free().
+ * - Returns a DriverStatus (driver_status_str() gives it as text).
+ * - Safe to call from any thread, concurrently; a panic inside becomes DRIVER_INTERNAL.
+ */
+
 /** The C ABI version this header describes (driver_abi_version() returns it). */
 #define EXECDRIVER_ABI_VERSION 1
 /** The library version this header comes with (driver_version() returns it). */
@@ -104,31 +116,19 @@ void driver_free(char *response_json);
 /**
  * Sets the plugin configuration for tasks started afterwards (all fields optional)
  * and returns the effective configuration. NULL returns the current one.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_configure(const char *request_json, char **response_json);
 
 /**
  * Reports health and attributes (`driver.exec`, `driver.raw_exec`, …). Never blocks.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_fingerprint(const char *request_json, char **response_json);
 
@@ -136,139 +136,85 @@ int32_t driver_fingerprint(const char *request_json, char **response_json);
  * Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
  * starts the command; returns `{task_id, pid, task_dir, started_at, handle}`. Blocks
  * the calling thread while it fetches.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_start(const char *request_json, char **response_json);
 
 /**
  * Waits for a task to exit, up to `timeout_ms` (absent or negative: forever; 0:
  * poll). `DRIVER_TIMEOUT` while it runs. Any number of threads may wait on a task.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_wait(const char *request_json, char **response_json);
 
 /**
  * Sends the stop signal, waits up to the timeout, then kills every process of the
  * task; returns the wait object once none remains. Blocks the calling thread.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_stop(const char *request_json, char **response_json);
 
 /**
  * Releases a task (cgroups, state). A running task needs `"force": true`.
  * `"purge": true` also removes the task's directory.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_destroy(const char *request_json, char **response_json);
 
 /**
  * Describes a task: state, pid, exit, handle, artifact progress.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_inspect(const char *request_json, char **response_json);
 
 /**
  * Resource usage of a task from its cgroups.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_stats(const char *request_json, char **response_json);
 
 /**
  * Sends a signal (name with or without SIG, or number) to the task's command.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_signal(const char *request_json, char **response_json);
 
 /**
  * Re-registers a task from the handle `driver_start` returned.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_recover(const char *request_json, char **response_json);
 
 /**
  * Runs a command inside a running task's isolation and returns its output.
- *
- * `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
- * (NULL means "no fields" where the operation has no required ones).
- * `response_json`: if not NULL, receives a JSON object the caller owns (the
- * result, or `{"error": {...}}`); free it with `driver_free`. Returns a
- * `DriverStatus`. Safe to call from any thread, concurrently.
+ * Calling convention and safety: see the top of this header.
  *
  * # Safety
- * `request_json` is NULL or a valid NUL-terminated string; `response_json` is
- * NULL or valid for writing one pointer.
+ * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_exec(const char *request_json, char **response_json);
 

@@ -158,16 +158,10 @@ pub unsafe extern "C" fn driver_free(response_json: *mut c_char) {
 
 /// Sets the plugin configuration for tasks started afterwards (all fields optional)
 /// and returns the effective configuration. NULL returns the current one.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_configure(
     request_json: *const c_char,
@@ -177,16 +171,10 @@ pub unsafe extern "C" fn driver_configure(
 }
 
 /// Reports health and attributes (`driver.exec`, `driver.raw_exec`, …). Never blocks.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_fingerprint(
     request_json: *const c_char,
@@ -198,16 +186,10 @@ pub unsafe extern "C" fn driver_fingerprint(
 /// Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
 /// starts the command; returns `{task_id, pid, task_dir, started_at, handle}`. Blocks
 /// the calling thread while it fetches.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_start(
     request_json: *const c_char,
@@ -218,16 +200,10 @@ pub unsafe extern "C" fn driver_start(
 
 /// Waits for a task to exit, up to `timeout_ms` (absent or negative: forever; 0:
 /// poll). `DRIVER_TIMEOUT` while it runs. Any number of threads may wait on a task.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_wait(
     request_json: *const c_char,
@@ -238,16 +214,10 @@ pub unsafe extern "C" fn driver_wait(
 
 /// Sends the stop signal, waits up to the timeout, then kills every process of the
 /// task; returns the wait object once none remains. Blocks the calling thread.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_stop(
     request_json: *const c_char,
@@ -258,16 +228,10 @@ pub unsafe extern "C" fn driver_stop(
 
 /// Releases a task (cgroups, state). A running task needs `"force": true`.
 /// `"purge": true` also removes the task's directory.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_destroy(
     request_json: *const c_char,
@@ -277,16 +241,10 @@ pub unsafe extern "C" fn driver_destroy(
 }
 
 /// Describes a task: state, pid, exit, handle, artifact progress.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_inspect(
     request_json: *const c_char,
@@ -296,16 +254,10 @@ pub unsafe extern "C" fn driver_inspect(
 }
 
 /// Resource usage of a task from its cgroups.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_stats(
     request_json: *const c_char,
@@ -315,16 +267,10 @@ pub unsafe extern "C" fn driver_stats(
 }
 
 /// Sends a signal (name with or without SIG, or number) to the task's command.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_signal(
     request_json: *const c_char,
@@ -334,16 +280,10 @@ pub unsafe extern "C" fn driver_signal(
 }
 
 /// Re-registers a task from the handle `driver_start` returned.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_recover(
     request_json: *const c_char,
@@ -353,16 +293,10 @@ pub unsafe extern "C" fn driver_recover(
 }
 
 /// Runs a command inside a running task's isolation and returns its output.
-///
-/// `request_json`: NUL-terminated UTF-8 JSON object, read only during the call
-/// (NULL means "no fields" where the operation has no required ones).
-/// `response_json`: if not NULL, receives a JSON object the caller owns (the
-/// result, or `{"error": {...}}`); free it with `driver_free`. Returns a
-/// `DriverStatus`. Safe to call from any thread, concurrently.
+/// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
-/// `request_json` is NULL or a valid NUL-terminated string; `response_json` is
-/// NULL or valid for writing one pointer.
+/// As for every `driver_<op>` (see the top of this header).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn driver_exec(
     request_json: *const c_char,

@@ -9,6 +9,21 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+/// Written once at the top of the header, for every `driver_<op>`.
+const CONVENTION: &str = r#"
+/**
+ * Calling convention of every `driver_<op>(request_json, response_json)`:
+ *
+ * - `request_json`: NULL or a NUL-terminated UTF-8 JSON object, read only during the
+ *   call (NULL means "no fields" where the operation has no required ones).
+ * - `response_json`: NULL or valid for writing one pointer; if not NULL it receives a
+ *   JSON object the caller owns (the result, or `{"error": {...}}`), which the caller
+ *   frees with driver_free().
+ * - Returns a DriverStatus (driver_status_str() gives it as text).
+ * - Safe to call from any thread, concurrently; a panic inside becomes DRIVER_INTERNAL.
+ */
+"#;
+
 fn generate() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config =
@@ -21,7 +36,7 @@ fn generate() -> String {
         env!("CARGO_PKG_VERSION_PATCH"),
     ];
     config.after_includes = Some(format!(
-        "\n/** The C ABI version this header describes (driver_abi_version() returns it). */\n\
+        "{CONVENTION}\n/** The C ABI version this header describes (driver_abi_version() returns it). */\n\
          #define EXECDRIVER_ABI_VERSION {abi}\n\
          /** The library version this header comes with (driver_version() returns it). */\n\
          #define EXECDRIVER_VERSION \"{v}\"\n\
