@@ -74,8 +74,9 @@ class NotFoundError(DriverError):
     """DRIVER_NOT_FOUND: task_not_found."""
 
 
-class DriverTimeout(DriverError):
-    """DRIVER_TIMEOUT: the task is still running when the timeout passed."""
+class DriverTimeout(DriverError, TimeoutError):
+    """DRIVER_TIMEOUT: the task is still running when the timeout passed (also a
+    built-in TimeoutError)."""
 
 
 class UnsupportedError(DriverError):
@@ -110,6 +111,15 @@ _ERRORS: Dict[int, Type[DriverError]] = {
 }
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ms(timeout: Optional[float], timeout_ms: Optional[int]) -> Optional[int]:
+    """A timeout in milliseconds from seconds (`timeout`, a float) or `timeout_ms`."""
+    if timeout is not None and timeout_ms is not None:
+        raise TypeError("give timeout (seconds) or timeout_ms, not both")
+    if timeout is not None:
+        return -1 if timeout < 0 else int(round(timeout * 1000))
+    return timeout_ms
 
 
 def find_library(path: Optional[str] = None) -> str:
@@ -210,9 +220,11 @@ class Driver:
     # -- library info -----------------------------------------------------------------
 
     def abi_version(self) -> int:
+        """The C ABI version of the loaded library (1)."""
         return int(self._lib.driver_abi_version())
 
     def version(self) -> str:
+        """The loaded library's version, e.g. "0.1.0"."""
         return self._lib.driver_version().decode()
 
     # -- one method per operation ------------------------------------------------------
@@ -222,45 +234,65 @@ class Driver:
         return self.call("configure", config)
 
     def fingerprint(self) -> JSON:
+        """What this host can run: {health, health_description, attributes}."""
         return self.call("fingerprint")
 
     def start(self, task: Mapping[str, Any]) -> JSON:
         """Starts a task; returns {task_id, pid, task_dir, started_at, handle}."""
         return self.call("start", task)
 
-    def wait(self, task_id: str, timeout_ms: Optional[int] = None) -> JSON:
-        """The wait object; DriverTimeout while the task runs past timeout_ms (None: forever)."""
+    def wait(
+        self,
+        task_id: str,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> JSON:
+        """The task's exit: {exit_code, signal, oom_killed, err, ...}. Waits up to
+        `timeout` seconds (or `timeout_ms`; neither: forever, 0: poll); raises
+        DriverTimeout (a TimeoutError) while the task still runs then."""
         req: JSON = {"task_id": task_id}
-        if timeout_ms is not None:
-            req["timeout_ms"] = timeout_ms
+        ms = _ms(timeout, timeout_ms)
+        if ms is not None:
+            req["timeout_ms"] = ms
         return self.call("wait", req)
 
     def stop(
         self,
         task_id: str,
         signal: Union[str, int, None] = None,
+        timeout: Optional[float] = None,
         timeout_ms: Optional[int] = None,
     ) -> JSON:
+        """Sends `signal` (default: the task's kill_signal), waits up to `timeout` seconds
+        (or `timeout_ms`; default: the task's kill_timeout_ms), then kills what is left;
+        returns the exit, as wait() does."""
         req: JSON = {"task_id": task_id}
         if signal is not None:
             req["signal"] = signal
-        if timeout_ms is not None:
-            req["timeout_ms"] = timeout_ms
+        ms = _ms(timeout, timeout_ms)
+        if ms is not None:
+            req["timeout_ms"] = ms
         return self.call("stop", req)
 
     def destroy(self, task_id: str, force: bool = False, purge: bool = False) -> JSON:
+        """Forgets an exited task and removes its state (`force`: a running one is
+        killed first, else ConflictError; `purge`: its task dir goes too)."""
         return self.call("destroy", {"task_id": task_id, "force": force, "purge": purge})
 
     def inspect(self, task_id: str) -> JSON:
+        """The task's state, pid, handle, artifacts and exit once it has one."""
         return self.call("inspect", {"task_id": task_id})
 
     def stats(self, task_id: str) -> JSON:
+        """The task's resource use now (cpu, memory, pids)."""
         return self.call("stats", {"task_id": task_id})
 
     def signal(self, task_id: str, signal: Union[str, int]) -> JSON:
+        """Sends `signal` (a name such as "SIGHUP", or a number) to the task's command."""
         return self.call("signal", {"task_id": task_id, "signal": signal})
 
     def recover(self, handle: Mapping[str, Any]) -> JSON:
+        """Re-registers a task from the handle driver_start returned (after a restart)."""
         return self.call("recover", {"handle": dict(handle)})
 
     def exec(
@@ -268,12 +300,15 @@ class Driver:
         task_id: str,
         command: str,
         args: Optional[list] = None,
+        timeout: Optional[float] = None,
         timeout_ms: Optional[int] = None,
     ) -> JSON:
-        """Runs a command inside the running task; returns {exit_code, signal, stdout, stderr}."""
+        """Runs a command inside the running task, killed after `timeout` seconds (or
+        `timeout_ms`); returns {exit_code, signal, stdout, stderr}."""
         req: JSON = {"task_id": task_id, "command": command, "args": list(args or [])}
-        if timeout_ms is not None:
-            req["timeout_ms"] = timeout_ms
+        ms = _ms(timeout, timeout_ms)
+        if ms is not None:
+            req["timeout_ms"] = ms
         return self.call("exec", req)
 
     # -- Task objects ------------------------------------------------------------------
@@ -304,28 +339,44 @@ class Task:
     def __repr__(self) -> str:
         return "Task(id=%r, pid=%r)" % (self.id, self.pid)
 
-    def wait(self, timeout_ms: Optional[int] = None) -> JSON:
-        return self.driver.wait(self.id, timeout_ms)
+    def wait(self, timeout: Optional[float] = None, timeout_ms: Optional[int] = None) -> JSON:
+        """See Driver.wait."""
+        return self.driver.wait(self.id, timeout, timeout_ms)
 
-    def stop(self, signal: Union[str, int, None] = None, timeout_ms: Optional[int] = None) -> JSON:
-        return self.driver.stop(self.id, signal, timeout_ms)
+    def stop(
+        self,
+        signal: Union[str, int, None] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> JSON:
+        """See Driver.stop."""
+        return self.driver.stop(self.id, signal, timeout, timeout_ms)
 
-    def destroy(self, force: bool = True, purge: bool = False) -> JSON:
+    def destroy(self, force: bool = False, purge: bool = False) -> JSON:
+        """See Driver.destroy (the same defaults)."""
         return self.driver.destroy(self.id, force=force, purge=purge)
 
     def inspect(self) -> JSON:
+        """See Driver.inspect."""
         return self.driver.inspect(self.id)
 
     def stats(self) -> JSON:
+        """See Driver.stats."""
         return self.driver.stats(self.id)
 
     def signal(self, signal: Union[str, int]) -> JSON:
+        """See Driver.signal."""
         return self.driver.signal(self.id, signal)
 
     def exec(
-        self, command: str, args: Optional[list] = None, timeout_ms: Optional[int] = None
+        self,
+        command: str,
+        args: Optional[list] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
     ) -> JSON:
-        return self.driver.exec(self.id, command, args, timeout_ms)
+        """See Driver.exec."""
+        return self.driver.exec(self.id, command, args, timeout, timeout_ms)
 
     def __enter__(self) -> "Task":
         return self
