@@ -181,43 +181,25 @@ pub fn fork_into(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> i
             cgroup: fd as u64,
             ..Default::default()
         };
-        // SAFETY: clone3 with fork semantics (no stack: the child runs on a copy of ours)
-        // in this single-threaded process; the child runs `child` and leaves with _exit.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        match r {
-            0 => {
-                let code = child(true);
-                // SAFETY: leave without running the parent's destructors or atexit handlers.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => return Ok(pid as i32),
+        match clone3_fork(&args) {
+            Ok(0) => crate::sys::process::exit_now(child(true)),
+            Ok(pid) => return Ok(pid),
             // Without clone3 or CLONE_INTO_CGROUP: a fork, the child joining by writing.
-            _ => {}
+            Err(_) => {}
         }
     }
     fork(child)
 }
 
-/// clone3 with fork semantics and `flags` (namespaces, `CLONE_PARENT`; the exit signal
-/// then 0, as `CLONE_PARENT` wants). Like [`crate::sys::process::fork`]: for
-/// single-threaded callers; the child (0 returned) leaves with `exit_now`.
-pub fn fork_with(flags: libc::c_int) -> io::Result<i32> {
-    let args = CloneArgs {
-        flags: flags as u64,
-        ..Default::default()
-    };
-    // SAFETY: clone3 without a stack (the child runs on a copy of ours) in a
-    // single-threaded process, as fork.
+/// clone3 with fork semantics (no stack: the child runs on a copy of ours): 0 in the
+/// child, its pid in the parent. For single-threaded callers, as fork.
+fn clone3_fork(args: &CloneArgs) -> io::Result<i32> {
+    // SAFETY: clone3 without a stack in a single-threaded process, as fork; `args` lives
+    // across the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
@@ -225,6 +207,16 @@ pub fn fork_with(flags: libc::c_int) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(r as i32)
+}
+
+/// clone3 with fork semantics and `flags` (namespaces, `CLONE_PARENT`; the exit signal
+/// then 0, as `CLONE_PARENT` wants). Like [`crate::sys::process::fork`]: for
+/// single-threaded callers; the child (0 returned) leaves with `exit_now`.
+pub fn fork_with(flags: libc::c_int) -> io::Result<i32> {
+    clone3_fork(&CloneArgs {
+        flags: flags as u64,
+        ..Default::default()
+    })
 }
 
 /// A plain fork (the supervisor is single-threaded, so the child may run any code), the
