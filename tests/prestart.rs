@@ -1026,3 +1026,69 @@ fn driver_configure_ends_the_exec_spares_and_their_cgroups() {
     assert!(memory_cgroups(&parent).is_empty());
     configure(json!({}));
 }
+
+/// The mount table of a root, as the task sees it: per mount its place, its own options,
+/// its filesystem type and the filesystem's options (not ids, devices or sources, which
+/// differ between two tasks), sorted.
+fn mount_table(mountinfo: &str) -> Vec<String> {
+    let mut t: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (mine, fs) = l.split_once(" - ")?;
+            let f: Vec<&str> = mine.split(' ').collect();
+            let g: Vec<&str> = fs.split(' ').collect();
+            Some(format!(
+                "{} {} {} {}",
+                f.get(4)?,
+                f.get(5)?,
+                g.first()?,
+                g.get(2)?
+            ))
+        })
+        .collect();
+    t.sort();
+    t
+}
+
+/// One mount plan, two ways of carrying it out: a root whose task-independent steps a
+/// spare's command process made ahead has the mount table of one made wholly at the
+/// start (no spare).
+#[test]
+fn a_root_made_ahead_has_the_mount_table_of_one_made_at_the_start() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = ExecParent::new("table") else {
+        return;
+    };
+    let s = two_exec_spares(&env.0);
+    let standby = children(s[0]);
+    assert_eq!(standby.len(), 1);
+    let mut held = Held::default();
+    let d = TempDir::new("pre-table");
+    let script = "cat /proc/self/mountinfo; echo end; exec sleep 60";
+    let r = start(exec_task("ahead", d.path(), script)).unwrap();
+    held.0.push(r["task_id"].as_str().unwrap().to_string());
+    assert_eq!(supervisor_pid(&r), s[0]);
+    assert_eq!(
+        children(s[0]),
+        standby,
+        "the prepared command process ran it"
+    );
+    let mut ahead = String::new();
+    until(|| {
+        ahead = stdout_of(d.path(), "ahead");
+        ahead.ends_with("end\n")
+    });
+    drop(held);
+    configure(json!({"cgroup_parent": env.0, "prestart_supervisor": false}));
+    let (_, code, fresh) = run_task(
+        exec_task("fresh", d.path(), "cat /proc/self/mountinfo"),
+        d.path(),
+    );
+    assert_eq!(code, 0, "{fresh}");
+    let (ahead, fresh) = (mount_table(&ahead), mount_table(&fresh));
+    assert!(
+        ahead.iter().any(|l| l.starts_with("/dev/pts ")),
+        "{ahead:#?}"
+    );
+    assert_eq!(ahead, fresh);
+}

@@ -8,7 +8,8 @@ use crate::config::{self, DriverKind, NsMode, PluginConfig, TaskRequest};
 use crate::error::{Code, Error, Result};
 use crate::host::fetch::FetchSpec;
 use crate::host::prepare::{Dirs, User};
-use crate::proto::spec::{Bind, CgroupRequest, Isolation, LaunchSpec};
+use crate::proto::mounts::Step;
+use crate::proto::spec::{CgroupRequest, Isolation, LaunchSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -19,9 +20,9 @@ pub struct HostFacts {
     pub dirs: Dirs,
     /// The task's user (exec), or the host process's (raw_exec).
     pub user: User,
-    /// The `chroot_env` entries as the host has them: binds and top-level links.
-    pub binds: Vec<Bind>,
-    pub links: Vec<(PathBuf, PathBuf)>,
+    /// The exec task's mount plan, from the `chroot_env` entries as the host has them
+    /// (empty for raw_exec).
+    pub mounts: Vec<Step>,
     /// The cgroup layout, when this process may make cgroups (root).
     pub layout: Option<crate::cgroup::Layout>,
     /// The host variables of `env_passthrough` that are set.
@@ -82,8 +83,7 @@ impl Plan {
         let isolation = exec.then(|| Isolation {
             root: dirs.task_dir.clone(),
             alloc: dirs.alloc_dir.join("alloc"),
-            binds: facts.binds.clone(),
-            symlinks: facts.links.clone(),
+            mounts: facts.mounts.clone(),
             pid_ns,
             ipc_ns,
             no_pivot_root: cfg.no_pivot_root,
@@ -95,7 +95,6 @@ impl Plan {
             seccomp,
             netns,
             new_net: ns_flags & libc::CLONE_NEWNET != 0,
-            secrets_size: crate::proto::spec::SECRETS_SIZE,
             root_id: None,
             alloc_id: None,
         });
@@ -394,8 +393,7 @@ mod tests {
                 groups: vec![65534],
                 home: "/nonexistent".into(),
             },
-            binds: vec![],
-            links: vec![],
+            mounts: vec![],
             layout: None,
             passthrough: vec![],
             supported_caps: crate::caps::ALL_MASK,

@@ -331,7 +331,7 @@ fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::s
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
         name: format!("spare-{}", crate::sys::random_hex(12)),
-        binds: crate::host::prepare::chroot_binds(cfg).0,
+        mounts: crate::proto::mounts::ahead(&crate::host::prepare::root_plan(cfg)),
         freezer: ns_flags & libc::CLONE_NEWPID == 0,
         caps: crate::caps::ceiling(&cfg.allow_caps),
     })

@@ -3,6 +3,7 @@
 
 use crate::config::{PluginConfig, TaskRequest};
 use crate::error::{Code, Error, Result};
+use crate::proto::mounts::Step;
 use crate::proto::spec::Bind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -307,20 +308,16 @@ fn make_task_dirs(
             let _ = std::os::unix::fs::chown(t.join(d), Some(uid), Some(gid));
         }
     }
-    if let Some((binds, links)) = root {
+    if let Some(plan) = root {
         let top = |p: &Path| match p.components().collect::<Vec<_>>()[..] {
             [Component::RootDir, Component::Normal(n)] => Some(t.join(n)),
             _ => None,
         };
-        let dirs = binds
-            .iter()
-            .filter(|b| !b.file)
-            .filter_map(|b| top(&b.dst))
-            .chain(["alloc", "dev", "proc"].map(|n| t.join(n)));
-        for d in dirs {
+        // `/secrets` and `/tmp` are made above, with their own modes.
+        for d in plan.iter().filter_map(|s| s.mount_point()).filter_map(top) {
             let _ = std::fs::DirBuilder::new().mode(0o755).create(d);
         }
-        for (dst, target) in links {
+        for (dst, target) in crate::proto::mounts::symlinks(plan) {
             if let Some(at) = top(dst) {
                 let _ = std::os::unix::fs::symlink(target, at);
             }
@@ -512,10 +509,11 @@ fn lookup_current_user() -> User {
     }
 }
 
-/// The bind mounts and top-level symlinks of an exec task's root, from `chroot_env`
-/// (missing host paths skipped; a host path that is a symlink, such as `/bin -> usr/bin`,
-/// is recreated as the same symlink).
-pub fn chroot_binds(cfg: &PluginConfig) -> (Vec<Bind>, Vec<(PathBuf, PathBuf)>) {
+/// The mount plan of an exec task's root ([`crate::proto::mounts`]), from `chroot_env`
+/// as the host has it: a directory or file is bound (missing host paths skipped); a
+/// top-level host path that is a symlink, such as `/bin -> usr/bin`, is recreated as the
+/// same symlink.
+pub fn root_plan(cfg: &PluginConfig) -> Vec<Step> {
     let mut binds = vec![];
     let mut links = vec![];
     for (src, dst) in &cfg.chroot_env {
@@ -542,32 +540,25 @@ pub fn chroot_binds(cfg: &PluginConfig) -> (Vec<Bind>, Vec<(PathBuf, PathBuf)>) 
     }
     // Parents before children.
     binds.sort_by_key(|b| b.dst.components().count());
-    (binds, links)
+    crate::proto::mounts::plan(binds, links)
 }
 
 /// Maps a path inside an exec task's root to the host path that will be visible there.
-fn host_view(
-    inner: &Path,
-    task_dir: &Path,
-    binds: &[Bind],
-    links: &[(PathBuf, PathBuf)],
-    depth: u32,
-) -> Option<PathBuf> {
+fn host_view(inner: &Path, task_dir: &Path, plan: &[Step], depth: u32) -> Option<PathBuf> {
     if depth > 8 {
         return None;
     }
-    for (dst, target) in links {
+    for (dst, target) in crate::proto::mounts::symlinks(plan) {
         if let Ok(rest) = inner.strip_prefix(dst) {
             let t = if target.is_absolute() {
-                target.clone()
+                target.to_path_buf()
             } else {
                 dst.parent().unwrap_or(Path::new("/")).join(target)
             };
-            return host_view(&t.join(rest), task_dir, binds, links, depth + 1);
+            return host_view(&t.join(rest), task_dir, plan, depth + 1);
         }
     }
-    let best = binds
-        .iter()
+    let best = crate::proto::mounts::binds(plan)
         .filter(|b| inner.starts_with(&b.dst))
         .max_by_key(|b| b.dst.components().count());
     match best {
@@ -602,8 +593,8 @@ fn make_executable(path: &Path) -> std::io::Result<()> {
     ))
 }
 
-/// The bind mounts and top-level symlinks that make up an exec task's root.
-pub type RootView<'a> = (&'a [Bind], &'a [(PathBuf, PathBuf)]);
+/// An exec task's root, as its mount plan makes it.
+pub type RootView<'a> = &'a [Step];
 
 /// Looks the command up per SPEC §3: as given when it contains `/`, else in `/local`,
 /// `/usr/local/bin`, `/usr/bin`, `/bin` of the task's root (exec) or of the host with
@@ -630,7 +621,7 @@ pub fn lookup_command(
     for c in &candidates {
         let inner = Path::new(c);
         let host = match root {
-            Some((binds, links)) => host_view(inner, task_dir, binds, links, 0),
+            Some(plan) => host_view(inner, task_dir, plan, 0),
             None => match inner.strip_prefix("/local") {
                 Ok(rest) => Some(task_dir.join("local").join(rest)),
                 Err(_) => Some(inner.to_path_buf()),

@@ -78,10 +78,10 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
     } else {
         prepare::current_user()
     };
-    let (binds, links) = if exec {
-        prepare::chroot_binds(cfg)
+    let mounts = if exec {
+        prepare::root_plan(cfg)
     } else {
-        (vec![], vec![])
+        vec![]
     };
     // The task's cgroups (as root): for exec all of them; for raw_exec one to track its
     // processes, where the host has cgroup2.
@@ -96,8 +96,7 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         dirs: prepare::paths(t, &id, cfg),
         id,
         user,
-        binds,
-        links,
+        mounts,
         layout,
         passthrough: cfg
             .env_passthrough
@@ -220,10 +219,7 @@ fn prepare_command(
     spec: &mut LaunchSpec,
 ) -> Result<Go> {
     let exec = plan.exec();
-    let root = spec
-        .isolation
-        .as_ref()
-        .map(|i| (&i.binds[..], &i.symlinks[..]));
+    let root = spec.isolation.as_ref().map(|i| &i.mounts[..]);
     prepare::make_dirs(&plan.dirs, plan.owner, root, created)?;
     if !plan.artifacts.is_empty() {
         let progress: Vec<_> = plan

@@ -13,6 +13,7 @@
 //! waits for [`ToSupervisor::Keep`] (then the next spec) or EOF.
 
 pub mod chan;
+pub mod mounts;
 pub mod spec;
 
 use crate::error::{Code, Error};

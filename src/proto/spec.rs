@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use crate::proto::mounts::Step;
 
 /// How long a supervisor that has said it is idle after its task waits to be taken back
 /// (the host sends [`crate::proto::ToSupervisor::Keep`] when it destroys the
@@ -37,9 +38,11 @@ pub struct Isolation {
     pub root: PathBuf,
     /// Host path of the shared alloc dir (`<alloc_dir>/alloc`).
     pub alloc: PathBuf,
-    pub binds: Vec<Bind>,
-    /// Top-level symlinks to recreate in the root (dst in root, link target).
-    pub symlinks: Vec<(PathBuf, PathBuf)>,
+    /// How the root is built, step by step ([`crate::proto::mounts`]). Defaults to
+    /// none: `driver_exec` reads the `launch.json` of tasks that earlier releases started,
+    /// which has none, and only a start carries a plan out (it refuses an empty one).
+    #[serde(default)]
+    pub mounts: Vec<Step>,
     pub pid_ns: bool,
     pub ipc_ns: bool,
     pub no_pivot_root: bool,
@@ -61,8 +64,6 @@ pub struct Isolation {
     /// `none`): the command brings its loopback up.
     #[serde(default)]
     pub new_net: bool,
-    /// Size of the /secrets tmpfs in bytes.
-    pub secrets_size: u64,
     /// (st_dev, st_ino) of `root` and `alloc` as the host made them: a command process that
     /// looks them up in its copy of the host's mount tree checks it finds those.
     #[serde(default)]
@@ -118,12 +119,16 @@ impl Staging {
     /// code is mapped in and the real spec's parse at the start does not fault it in page
     /// by page (~30 µs of a forked process's parse, against ~7 µs for the parse itself).
     pub fn sample_spec(&self) -> Vec<u8> {
-        let bind = self.binds.first().cloned().unwrap_or(Bind {
+        let bind = Bind {
             src: "/".into(),
             dst: "/".into(),
             readonly: true,
             file: false,
-        });
+        };
+        let bind = crate::proto::mounts::binds(&self.mounts)
+            .next()
+            .cloned()
+            .unwrap_or(bind);
         let spec = LaunchSpec {
             task_id: "sample".into(),
             argv: vec!["/bin/true".into()],
@@ -132,8 +137,7 @@ impl Staging {
             isolation: Some(Isolation {
                 root: "/r".into(),
                 alloc: "/a".into(),
-                binds: vec![bind],
-                symlinks: vec![("/bin".into(), "usr/bin".into())],
+                mounts: crate::proto::mounts::plan(vec![bind], vec![("/bin".into(), "usr/bin".into())]),
                 pid_ns: true,
                 ipc_ns: true,
                 no_pivot_root: false,
@@ -145,7 +149,6 @@ impl Staging {
                 seccomp: true,
                 netns: Some("/n".into()),
                 new_net: false,
-                secrets_size: SECRETS_SIZE,
                 root_id: Some((1, 2)),
                 alloc_id: Some((3, 4)),
             }),
@@ -275,7 +278,9 @@ pub struct Staging {
     pub layout: crate::cgroup::Layout,
     pub parent: String,
     pub name: String,
-    pub binds: Vec<Bind>,
+    /// The steps of the configuration's mount plan its command process makes ahead
+    /// ([`crate::proto::mounts::ahead`]).
+    pub mounts: Vec<Step>,
     /// The placeholder gets a freezer cgroup of its own ([`crate::cgroup::Limits::freezer`]:
     /// a supervisor for tasks without a pid namespace of their own).
     #[serde(default)]
@@ -289,9 +294,6 @@ pub struct Staging {
 fn all_caps() -> u64 {
     u64::MAX
 }
-
-/// Size of a task's `/secrets` tmpfs.
-pub const SECRETS_SIZE: u64 = 1 << 20;
 
 /// The supervisor's report when the task has ended (`exit.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -527,7 +529,7 @@ mod tests {
             },
             parent: "p".into(),
             name: "ahead-x".into(),
-            binds: vec![],
+            mounts: vec![],
             freezer: false,
             caps: 1,
         };
@@ -536,7 +538,8 @@ mod tests {
             panic!("not a spec");
         };
         let iso = s.isolation.expect("isolation");
-        assert!(!iso.binds.is_empty() && !iso.symlinks.is_empty() && iso.root_id.is_some());
+        assert!(crate::proto::mounts::binds(&iso.mounts).count() == 1);
+        assert!(crate::proto::mounts::symlinks(&iso.mounts).count() == 1 && iso.root_id.is_some());
         assert!(s.cgroup_request.is_some() && !s.env.is_empty());
     }
 }

@@ -1,14 +1,19 @@
-//! The task's root: a private mount namespace in which the task dir is the root, the
-//! `chroot_env` entries are read-only bind mounts (never copies), `/alloc` is shared,
-//! `/secrets` a private tmpfs, `/dev` minimal and `/proc` fresh. Nothing propagates back
-//! to the host: the namespace is made a slave of the host's before any mount.
+//! The task's root, built by carrying out its mount plan ([`crate::proto::mounts`]) in a
+//! private mount namespace: the task dir is the root, the `chroot_env` entries are
+//! read-only bind mounts (never copies), `/alloc` is shared, `/secrets` a private tmpfs,
+//! `/dev` minimal and `/proc` fresh. Nothing propagates back to the host: the namespace
+//! is made a slave of the host's before any mount.
 //!
-//! A fresh start `pivot_root`s into the task dir and detaches the host's tree. A prestarted supervisor's
-//! command process leaves the host's tree while it waits ([`Staged::enter_skeleton`]):
-//! at the start it mounts the task dir inside an empty skeleton root and `chroot`s.
+//! Each step is carried out in one place ([`carry_out`]): with what was made for it
+//! ahead when there is one ([`stage`]: a prestarted command process makes the
+//! task-independent steps as detached mounts while it waits), else made there and then.
+//! A fresh start `pivot_root`s into the task dir and detaches the host's tree. A prestarted
+//! command process leaves the host's tree while it waits ([`Staged::enter_skeleton`]): at
+//! the start it mounts the task dir inside an empty skeleton root and `chroot`s.
 
 use crate::error::{Code, Error, Result};
-use crate::proto::spec::{Bind, Isolation};
+use crate::proto::mounts::Step;
+use crate::proto::spec::Isolation;
 use crate::sys::mount as mountapi;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -105,22 +110,36 @@ fn mount_fs(fstype: &str, dst: &Path, flags: MsFlags, data: &str) -> Result<()> 
         .map_err(|e| err(&format!("mounting {fstype} at"), dst, e))
 }
 
-/// Mounts made ahead of a task, detached, by a prestarted supervisor's command process while
-/// it waits in its own mount namespace (see [`stage`]): at the start each is attached
-/// into the root with one `move_mount` instead of being built then.
+/// Steps of the mount plan made ahead of a task, detached, by a prestarted command process
+/// while it waits in its own mount namespace (see [`stage`]): at the start each is
+/// attached into the root with one `move_mount` instead of being made then.
 pub struct Staged {
-    /// The `chroot_env` binds, read-only, nosuid, nodev.
-    binds: Vec<(Bind, OwnedFd)>,
-    /// /dev (a tmpfs with its nodes and links), its devpts and its shm tmpfs.
-    dev: [OwnedFd; 3],
-    /// A procfs of our pid namespace.
-    proc_fs: OwnedFd,
-    /// The task's `/secrets`: a tmpfs of [`crate::proto::spec::SECRETS_SIZE`], 0700, given to
-    /// the task user at the start (`fchownat` of its root).
-    secrets: Option<OwnedFd>,
+    /// Each step made ahead, with what it made.
+    made: Vec<(Step, Made)>,
     /// Set once we sit in a skeleton root ([`Staged::enter_skeleton`]): a detached copy
     /// of the host's mount tree, where the task's host paths are looked up.
     host: Option<OwnedFd>,
+}
+
+/// What a step made ahead: detached mounts, attached at the start.
+enum Made {
+    /// A bind (its flags set), a tmpfs or a procfs.
+    Mount(OwnedFd),
+    /// `/dev` (read-only once populated), its devpts and its shm tmpfs: attached one
+    /// below the other.
+    Dev {
+        dev: OwnedFd,
+        pts: OwnedFd,
+        shm: OwnedFd,
+    },
+}
+
+impl Staged {
+    /// What was made ahead for `step`, if it was (once).
+    fn take(&mut self, step: &Step) -> Option<Made> {
+        let i = self.made.iter().position(|(s, _)| s == step)?;
+        Some(self.made.swap_remove(i).1)
+    }
 }
 
 /// Where a staged command process that sits in its skeleton root mounts the task root, then `chroot`s.
@@ -238,46 +257,60 @@ pub fn private_namespace() -> Result<()> {
     .map_err(|e| err("making mounts private at", Path::new("/"), e))
 }
 
-/// Prepares, detached, what every exec task's root has: the `binds` (the plugin's
-/// `chroot_env`), /dev and /proc. Call in a [`private_namespace`], in the pid namespace
-/// the command will run in (procfs shows the pid namespace of its creator).
-pub fn stage(binds: &[Bind]) -> Result<Staged> {
-    let mut staged = vec![];
-    for b in binds {
-        let fd = mountapi::clone_tree(&b.src).map_err(|e| err("cloning the mount", &b.src, e))?;
-        mountapi::set_attrs_fd(fd.as_fd(), bind_attrs(b.readonly, false))
-            .map_err(|e| err("setting flags of the clone of", &b.src, e))?;
-        staged.push((b.clone(), fd));
+/// Makes the task-independent steps of a mount plan ([`Step::ahead`]; others are left
+/// for the start), detached. Call in a [`private_namespace`], in the pid namespace the
+/// command will run in (procfs shows the pid namespace of its creator).
+pub fn stage(steps: &[Step]) -> Result<Staged> {
+    let mut made = vec![];
+    for step in steps.iter().filter(|s| s.ahead()) {
+        if let Some(m) = make_ahead(step)? {
+            made.push((step.clone(), m));
+        }
     }
-    let fs = |t: &str, opts: &[&str], attrs: u64| {
-        mountapi::new_fs(t, opts, attrs)
-            .map_err(|e| err(&format!("creating a {t} for"), Path::new("/dev"), e))
-    };
+    Ok(Staged { made, host: None })
+}
+
+/// `step` made as detached mounts (see [`stage`]); `None` for a step that is not.
+fn make_ahead(step: &Step) -> Result<Option<Made>> {
     let (nosuid, nodev, noexec) = (
         mountapi::ATTR_NOSUID,
         mountapi::ATTR_NODEV,
         mountapi::ATTR_NOEXEC,
     );
-    let dev = fs("tmpfs", &DEV_OPTS, nosuid | noexec)?;
-    populate_dev(dev.as_fd(), Path::new("/dev"))?;
-    // Read-only once populated (nothing is attached below it yet: pts and shm are
-    // attached at the start and stay writable).
-    mountapi::set_attrs_fd(dev.as_fd(), mountapi::ATTR_RDONLY)
-        .map_err(|e| err("making read-only", Path::new("/dev"), e))?;
-    let pts = fs("devpts", &PTS_OPTS, nosuid | noexec)?;
-    let shm = fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec)?;
-    let proc_fs = mountapi::new_fs("proc", &[PROC_HIDEPID], nosuid | nodev | noexec)
-        .map_err(|e| err("creating a procfs for", Path::new("/proc"), e))?;
-    let size = format!("size={}", crate::proto::spec::SECRETS_SIZE);
-    let secrets = mountapi::new_fs("tmpfs", &[&size, "mode=0700"], nosuid | nodev | noexec)
-        .map_err(|e| err("creating a tmpfs for", Path::new("/secrets"), e))?;
-    Ok(Staged {
-        binds: staged,
-        dev: [dev, pts, shm],
-        proc_fs,
-        secrets: Some(secrets),
-        host: None,
-    })
+    let fs = |t: &str, opts: &[&str], attrs: u64, at: &str| {
+        mountapi::new_fs(t, opts, attrs)
+            .map_err(|e| err(&format!("creating a {t} for"), Path::new(at), e))
+    };
+    let made = match step {
+        Step::Bind(b) => {
+            let fd =
+                mountapi::clone_tree(&b.src).map_err(|e| err("cloning the mount", &b.src, e))?;
+            mountapi::set_attrs_fd(fd.as_fd(), bind_attrs(b.readonly, false))
+                .map_err(|e| err("setting flags of the clone of", &b.src, e))?;
+            Made::Mount(fd)
+        }
+        Step::Secrets { size } => {
+            let size = format!("size={size}");
+            let opts = [size.as_str(), "mode=0700"];
+            Made::Mount(fs("tmpfs", &opts, nosuid | nodev | noexec, "/secrets")?)
+        }
+        Step::Dev => {
+            let dev = fs("tmpfs", &DEV_OPTS, nosuid | noexec, "/dev")?;
+            populate_dev(dev.as_fd(), Path::new("/dev"))?;
+            // Read-only once populated (nothing is attached below it yet: pts and shm are
+            // attached at the start and stay writable).
+            mountapi::set_attrs_fd(dev.as_fd(), mountapi::ATTR_RDONLY)
+                .map_err(|e| err("making read-only", Path::new("/dev"), e))?;
+            Made::Dev {
+                dev,
+                pts: fs("devpts", &PTS_OPTS, nosuid | noexec, "/dev/pts")?,
+                shm: fs("tmpfs", &SHM_OPTS, nosuid | nodev | noexec, "/dev/shm")?,
+            }
+        }
+        Step::Proc => Made::Mount(fs("proc", &[PROC_HIDEPID], nosuid | nodev | noexec, "/proc")?),
+        _ => return Ok(None),
+    };
+    Ok(Some(made))
 }
 
 const DEV_OPTS: [&str; 2] = ["mode=755", "size=65536k"];
@@ -300,23 +333,80 @@ fn attach(fd: &OwnedFd, at: &Path) -> Result<()> {
     mountapi::move_to(fd.as_fd(), at).map_err(|e| err("attaching a prepared mount at", at, e))
 }
 
-/// Builds the task's root, one stage of its mount plan after the other, and enters it.
+/// Builds the task's root, carrying out its mount plan step by step, and enters it.
 fn build(iso: &Isolation, mut staged: Option<Staged>) -> Result<()> {
     let host_tree = staged.as_mut().and_then(|s| s.host.take());
     let host = match &host_tree {
         Some(fd) => Host::Via(fd.as_fd()),
         None => Host::Here,
     };
-    let root = mount_root(iso, host)?;
-    make_symlinks(root, &iso.symlinks)?;
-    mount_binds(root, &iso.binds, host, &mut staged)?;
-    mount_alloc(root, &iso.alloc, host)?;
-    mount_secrets(root, iso, &mut staged)?;
-    make_tmp(root)?;
-    let (dev, proc_dir) = mount_dev_proc(root, staged.as_ref())?;
-    mask_proc(&proc_dir, &dev)?;
+    let mut root = None;
+    for step in &iso.mounts {
+        let ready = staged.as_mut().and_then(|s| s.take(step));
+        match (step, root) {
+            (Step::Root, None) => root = Some(mount_root(iso, host)?),
+            (_, Some(root)) if *step != Step::Root => {
+                carry_out(step, root, iso, host, ready)?;
+            }
+            _ => return Err(plan_error(step)),
+        }
+    }
+    let root = root.ok_or_else(|| plan_error(&Step::Root))?;
     // A skeleton root holds nothing of the host to pivot away from: it is `chroot`ed.
     enter_root(root, iso.no_pivot_root || host_tree.is_some())
+}
+
+/// A plan that does not start with its one [`Step::Root`]: the host never makes one.
+fn plan_error(step: &Step) -> Error {
+    Error::new(
+        Code::Internal,
+        format!("mount plan: {step:?} out of place (the root comes first, once)"),
+    )
+}
+
+/// Carries out one step of the plan (any but [`Step::Root`]) inside `root`: with what
+/// was made for it ahead (`ready`), else making it now.
+fn carry_out(
+    step: &Step,
+    root: &Path,
+    iso: &Isolation,
+    host: Host<'_>,
+    ready: Option<Made>,
+) -> Result<()> {
+    match (step, ready) {
+        (Step::Root, _) => Err(plan_error(step)),
+        (Step::Symlink { at, target }, _) => make_symlink(root, at, target),
+        (Step::Bind(b), ready) => {
+            let at = make_mountpoint(root, &b.dst, b.file)?;
+            match ready {
+                Some(Made::Mount(fd)) => attach(&fd, &at),
+                _ => host.bind(&b.src, &at, b.readonly, MsFlags::empty()),
+            }
+        }
+        (Step::Alloc, _) => mount_alloc(root, &iso.alloc, host),
+        (Step::Secrets { size }, ready) => mount_secrets(root, *size, iso, ready),
+        (Step::Tmp, _) => make_tmp(root),
+        (Step::Dev, Some(Made::Dev { dev, pts, shm })) => {
+            let at = make_mountpoint(root, Path::new("dev"), false)?;
+            attach(&dev, &at)?;
+            attach(&pts, &at.join("pts"))?;
+            attach(&shm, &at.join("shm"))
+        }
+        (Step::Dev, _) => build_dev(&make_mountpoint(root, Path::new("dev"), false)?),
+        (Step::Proc, ready) => {
+            let at = make_mountpoint(root, Path::new("proc"), false)?;
+            match ready {
+                Some(Made::Mount(fd)) => attach(&fd, &at),
+                _ => mount_fs(
+                    "proc",
+                    &at,
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    PROC_HIDEPID,
+                ),
+            }
+        }
+        (Step::MaskProc, _) => mask_proc(&root.join("proc"), &root.join("dev")),
+    }
 }
 
 /// Binds the task dir as the root (nosuid, nodev) and returns where it is mounted: in
@@ -342,59 +432,28 @@ fn mount_root<'a>(iso: &'a Isolation, host: Host<'_>) -> Result<&'a Path> {
     }
 }
 
-/// The root's top-level links (`/bin -> usr/bin`): checked where the host made them,
-/// made where missing; anything else in their place is an error.
-fn make_symlinks(root: &Path, symlinks: &[(PathBuf, PathBuf)]) -> Result<()> {
-    for (dst, target) in symlinks {
-        // One readlink where the host made the link (`prepare::make_task_dirs`).
-        let at = inside(root, dst);
-        match std::fs::read_link(&at) {
-            Ok(t) if t == *target => {}
-            Ok(_) => {
-                return Err(err(
-                    "unexpected symlink at",
-                    &at,
-                    "it does not match the host's",
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::os::unix::fs::symlink(target, &at)
-                    .map_err(|e| err("creating symlink", &at, e))?
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                return Err(err(
-                    "expected a symlink at",
-                    &at,
-                    "found a file or directory",
-                ));
-            }
-            Err(e) => return Err(err("reading the symlink at", &at, e)),
+/// A top-level link of the root (`/bin -> usr/bin`): checked where the host made it,
+/// made where missing; anything else in its place is an error.
+fn make_symlink(root: &Path, dst: &Path, target: &Path) -> Result<()> {
+    // One readlink where the host made the link (`prepare::make_task_dirs`).
+    let at = inside(root, dst);
+    match std::fs::read_link(&at) {
+        Ok(t) if t == target => Ok(()),
+        Ok(_) => Err(err(
+            "unexpected symlink at",
+            &at,
+            "it does not match the host's",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::os::unix::fs::symlink(target, &at).map_err(|e| err("creating symlink", &at, e))
         }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(err(
+            "expected a symlink at",
+            &at,
+            "found a file or directory",
+        )),
+        Err(e) => Err(err("reading the symlink at", &at, e)),
     }
-    Ok(())
-}
-
-/// The `chroot_env` binds: attached where `staged` holds them, else bound now.
-fn mount_binds(
-    root: &Path,
-    binds: &[Bind],
-    host: Host<'_>,
-    staged: &mut Option<Staged>,
-) -> Result<()> {
-    for b in binds {
-        let at = make_mountpoint(root, &b.dst, b.file)?;
-        let ready = staged.as_mut().and_then(|s| {
-            s.binds
-                .iter()
-                .position(|(sb, _)| sb == b)
-                .map(|i| s.binds.swap_remove(i).1)
-        });
-        match ready {
-            Some(fd) => attach(&fd, &at)?,
-            None => host.bind(&b.src, &at, b.readonly, MsFlags::empty())?,
-        }
-    }
-    Ok(())
 }
 
 /// /alloc shared and writable, its logs read-only.
@@ -410,23 +469,19 @@ fn mount_alloc(root: &Path, alloc_src: &Path, host: Host<'_>) -> Result<()> {
 
 /// /secrets: small private tmpfs, noexec, 0700, owned by the task user, holding a copy of
 /// what the host's `secrets/` held (see [`crate::supervisor::secrets`]).
-fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> Result<()> {
+fn mount_secrets(root: &Path, size: u64, iso: &Isolation, ready: Option<Made>) -> Result<()> {
     let secrets = make_mountpoint(root, Path::new("secrets"), false)?;
     // What the host put there, before the tmpfs covers it.
     let source = crate::supervisor::secrets::open_source(&secrets)
         .map_err(|e| err("opening", &secrets, e))?;
-    // Made ahead by a staged command process (the same options), or now; given to the task user by a
-    // chown of its root either way (no uid= option: the two look alike in mountinfo).
-    let ready = staged
-        .as_mut()
-        .and_then(|s| s.secrets.take())
-        .filter(|_| iso.secrets_size == crate::proto::spec::SECRETS_SIZE);
+    // Made ahead (the same options), or now; given to the task user by a chown of its
+    // root either way (no uid= option: the two look alike in mountinfo).
     let owner = (
         Some(nix::unistd::Uid::from_raw(iso.uid)),
         Some(nix::unistd::Gid::from_raw(iso.gid)),
     );
     let chowned = match ready {
-        Some(fd) => {
+        Some(Made::Mount(fd)) => {
             let r = nix::unistd::fchownat(
                 fd.as_fd(),
                 "",
@@ -437,12 +492,12 @@ fn mount_secrets(root: &Path, iso: &Isolation, staged: &mut Option<Staged>) -> R
             attach(&fd, &secrets)?;
             r
         }
-        None => {
+        _ => {
             mount_fs(
                 "tmpfs",
                 &secrets,
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                &format!("size={},mode=0700", iso.secrets_size),
+                &format!("size={size},mode=0700"),
             )?;
             nix::unistd::chown(&secrets, owner.0, owner.1)
         }
@@ -459,30 +514,6 @@ fn make_tmp(root: &Path) -> Result<()> {
     let tmp = make_mountpoint(root, Path::new("tmp"), false)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
         .map_err(|e| err("chmod", &tmp, e))
-}
-
-/// /dev and /proc: attached from `staged`, else built now. Returns their paths.
-fn mount_dev_proc(root: &Path, staged: Option<&Staged>) -> Result<(PathBuf, PathBuf)> {
-    let dev = make_mountpoint(root, Path::new("dev"), false)?;
-    let proc_dir = make_mountpoint(root, Path::new("proc"), false)?;
-    match staged {
-        Some(s) => {
-            attach(&s.dev[0], &dev)?;
-            attach(&s.dev[1], &dev.join("pts"))?;
-            attach(&s.dev[2], &dev.join("shm"))?;
-            attach(&s.proc_fs, &proc_dir)?;
-        }
-        None => {
-            build_dev(&dev)?;
-            mount_fs(
-                "proc",
-                &proc_dir,
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                PROC_HIDEPID,
-            )?;
-        }
-    }
-    Ok((dev, proc_dir))
 }
 
 /// Makes `root` the process's root: `chroot` when `chroot` is set, else `pivot_root`

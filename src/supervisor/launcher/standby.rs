@@ -384,7 +384,7 @@ fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Resul
     }
     nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
     rootfs::private_namespace()?;
-    let mut staged = rootfs::stage(&warm.binds)?;
+    let mut staged = rootfs::stage(&warm.mounts)?;
     // What no task of this configuration may have goes now, not at the start.
     crate::supervisor::privs::limit_bounding(warm.caps)?;
     // The parsers' code mapped in now (see `Staging::sample_spec`).
