@@ -35,6 +35,16 @@ fn exec_sees_task_world_and_timeout_kills_only_it() {
     let out = exec(json!({"task_id": id, "command": "/bin/cat", "args": [f]})).unwrap();
     assert_eq!(out["stdout"], "secret-42\n", "{out}");
     assert_eq!(out["exit_code"], 0);
+    assert_eq!(out["truncated"], false, "{out}");
+    // Output past 1 MiB a stream is dropped, and the response says so.
+    let out = exec(json!({"task_id": id, "command": "/bin/sh",
+        "args": ["-c", "head -c 1048577 /dev/zero | tr '\\0' x; echo small >&2"]}))
+    .unwrap();
+    assert_eq!(out["stdout"].as_str().unwrap().len(), 1 << 20);
+    assert_eq!(
+        (&out["stderr"], &out["truncated"]),
+        (&json!("small\n"), &json!(true))
+    );
     if driver == "exec" {
         let out = exec(json!({"task_id": id, "command": "id", "args": ["-u"]})).unwrap();
         assert_eq!(out["stdout"], "65534\n", "{out}");

@@ -56,10 +56,12 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
         enter_task(req)?;
     }
     let (child, out_r, err_r) = spawn(spec, req, &procs)?;
-    let (stdout, stderr, status) = collect(child, out_r, err_r, req.timeout_ms);
-    let (code, sig) = status.map_or((-1, 0), Ended::code_and_signal);
+    let out = collect(child, out_r, err_r, req.timeout_ms);
+    let (code, sig) = out.status.map_or((-1, 0), Ended::code_and_signal);
+    let [stdout, stderr] = &out.bufs;
     Ok(serde_json::json!({"exit_code": code, "signal": sig,
-        "stdout": String::from_utf8_lossy(&stdout), "stderr": String::from_utf8_lossy(&stderr)}))
+        "stdout": String::from_utf8_lossy(stdout), "stderr": String::from_utf8_lossy(stderr),
+        "truncated": out.cut}))
 }
 
 /// Enters the namespaces and the root of the task's command (`req.target_pid`): only
@@ -237,14 +239,18 @@ fn resolve(cmd: &str, local: &str) -> String {
     cmd.to_string()
 }
 
+/// What [`collect`] gathered.
+struct Output {
+    /// stdout, stderr: each at most [`MAX_OUTPUT`] bytes.
+    bufs: [Vec<u8>; 2],
+    /// Some of either was read and dropped.
+    cut: bool,
+    status: Option<Ended>,
+}
+
 /// Collects output (each stream capped at 1 MiB) until the command exits, killing its
 /// process group when the timeout passes.
-fn collect(
-    child: Pid,
-    out: OwnedFd,
-    errfd: OwnedFd,
-    timeout_ms: u64,
-) -> (Vec<u8>, Vec<u8>, Option<Ended>) {
+fn collect(child: Pid, out: OwnedFd, errfd: OwnedFd, timeout_ms: u64) -> Output {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut bufs = [Vec::new(), Vec::new()];
     let mut fds = [
@@ -252,6 +258,7 @@ fn collect(
         Some(std::fs::File::from(errfd)),
     ];
     let mut status = None;
+    let mut cut = false;
     loop {
         if status.is_none()
             && let Ok(Some((_, how))) = crate::sys::process::reap(Some(child.as_raw()), false)
@@ -293,13 +300,13 @@ fn collect(
                 Some(Ok(n)) => {
                     let room = MAX_OUTPUT.saturating_sub(bufs[i].len());
                     bufs[i].extend_from_slice(&chunk[..n.min(room)]);
+                    cut |= n > room;
                 }
                 None => {}
             }
         }
     }
-    let [o, e] = bufs;
-    (o, e, status)
+    Output { bufs, cut, status }
 }
 
 /// Entry point: `execdriver-shim --exec <request-file>`.
