@@ -15,6 +15,7 @@ pub mod driver;
 pub mod env;
 pub mod exec_into;
 pub mod fetch;
+pub mod loadable;
 pub mod handle;
 pub mod plan;
 pub mod plugin;

@@ -544,7 +544,7 @@ pub fn root_plan(cfg: &PluginConfig) -> Vec<Step> {
 }
 
 /// Maps a path inside an exec task's root to the host path that will be visible there.
-fn host_view(inner: &Path, task_dir: &Path, plan: &[Step], depth: u32) -> Option<PathBuf> {
+pub fn host_view(inner: &Path, task_dir: &Path, plan: &[Step], depth: u32) -> Option<PathBuf> {
     if depth > 8 {
         return None;
     }
@@ -562,7 +562,12 @@ fn host_view(inner: &Path, task_dir: &Path, plan: &[Step], depth: u32) -> Option
         .filter(|b| inner.starts_with(&b.dst))
         .max_by_key(|b| b.dst.components().count());
     match best {
-        Some(b) => Some(b.src.join(inner.strip_prefix(&b.dst).ok()?)),
+        // (A bind's own path joined with nothing would gain a `/`, which a file bind's
+        // source does not take.)
+        Some(b) => match inner.strip_prefix(&b.dst).ok()? {
+            rest if rest.as_os_str().is_empty() => Some(b.src.clone()),
+            rest => Some(b.src.join(rest)),
+        },
         None => {
             let mut p = task_dir.to_path_buf();
             for c in inner.components() {

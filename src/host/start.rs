@@ -211,6 +211,31 @@ fn set_cgroup(spec: &mut LaunchSpec, cg: &crate::cgroup::TaskCgroup) {
 
 /// Steps 5 and 6 (see the module doc): the directories and artifacts, then the command
 /// looked up; returns the go, applied to `spec` and recorded in the state dir.
+/// Refuses an exec task whose command's interpreter or libraries its root lacks, naming
+/// what is missing ([`crate::host::loadable`]).
+fn loadable_in_root(
+    command: &str,
+    task_dir: &Path,
+    steps: &[crate::proto::mounts::Step],
+    spec: &LaunchSpec,
+) -> Result<()> {
+    let view = |p: &Path| prepare::host_view(p, task_dir, steps, 0);
+    let ld_path = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "LD_LIBRARY_PATH")
+        .map(|(_, v)| v.as_str());
+    let root = crate::host::loadable::Root::new(&view, ld_path, task_dir, steps);
+    match crate::host::loadable::check(command, &root) {
+        Some(m) => Err(Error::field(
+            Code::CommandNotFound,
+            "config.command",
+            m.message(command),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn prepare_command(
     plan: &Plan,
     cfg: &PluginConfig,
@@ -237,6 +262,9 @@ fn prepare_command(
     }
     let (command, _) =
         prepare::lookup_command(&plan.command, &plan.dirs.task_dir, root, &spec.cwd)?;
+    if let Some(steps) = root {
+        loadable_in_root(&command, &plan.dirs.task_dir, steps, spec)?;
+    }
     let go = Go {
         command: Some(command),
         root_id: exec
