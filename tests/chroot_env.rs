@@ -7,19 +7,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn exec_here() -> bool {
-    init();
-    let f = execdriver::driver::fingerprint(None).unwrap();
-    if f["attributes"]["driver.exec"] != "1" {
-        skip(&format!(
-            "exec unavailable here: {}",
-            f["health_description"]
-        ));
-        return false;
-    }
-    true
-}
-
 /// The start of `/bin/sh` under `chroot_env`: refused with `command_not_found` naming
 /// `config.command`, its message containing each of `says`, and nothing of the task left.
 fn refused(chroot_env: serde_json::Value, says: &[&str]) {
@@ -45,7 +32,7 @@ fn refused(chroot_env: serde_json::Value, says: &[&str]) {
 
 #[test]
 fn a_root_without_the_loader_or_a_library_is_refused_naming_it() {
-    if !exec_here() {
+    if !exec_available() {
         return;
     }
     let sh = std::fs::canonicalize("/bin/sh").unwrap();

@@ -241,7 +241,7 @@ fn a_failed_start_leaves_its_siblings_alone() {
 #[test]
 fn a_killed_supervisor_does_not_free_the_task() {
     setup();
-    if !escape::exec_ok() {
+    if !common::exec_available() {
         return;
     }
     let d = TempDir::new("killsup");

@@ -17,15 +17,7 @@ fn exec_ok() -> bool {
         )
         .unwrap();
     });
-    let f = execdriver::driver::fingerprint(None).unwrap();
-    if f["attributes"]["driver.exec"] != "1" {
-        skip(&format!(
-            "exec unavailable here: {}",
-            f["health_description"]
-        ));
-        return false;
-    }
-    true
+    exec_available()
 }
 
 fn exec_task(name: &str, alloc: &std::path::Path, script: &str) -> Value {

@@ -42,20 +42,10 @@ fn check(out: &str, what: &str) {
     assert!(!has("usr-writable"), "{what}: {out}");
 }
 
-fn exec_ok() -> bool {
-    init();
-    let f = execdriver::driver::fingerprint(None).unwrap();
-    if f["attributes"]["driver.exec"] == "1" {
-        return true;
-    }
-    skip(&format!("exec unavailable here: {f}"));
-    false
-}
-
 /// One function: the hook is in the process's environment, which every start reads.
 #[test]
 fn tasks_start_confined_without_each_newer_kernel_feature() {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let cases = [

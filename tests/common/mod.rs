@@ -45,6 +45,21 @@ pub fn init() {
     });
 }
 
+/// Whether exec isolation can be tried here (root and cgroups); says why not (a failure
+/// in CI, which is root: see [`skip`]).
+pub fn exec_available() -> bool {
+    init();
+    let f = execdriver::driver::fingerprint(None).unwrap();
+    if f["attributes"]["driver.exec"] == "1" {
+        return true;
+    }
+    skip(&format!(
+        "exec unavailable here: {}",
+        f["health_description"]
+    ));
+    false
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -19,20 +19,6 @@ pub enum Route {
     Prestarted,
 }
 
-/// Whether exec isolation can be tried here (root and cgroups). CI is root: there a
-/// refusal fails the test instead.
-pub fn exec_ok() -> bool {
-    init();
-    let f = execdriver::driver::fingerprint(None).unwrap();
-    if f["attributes"]["driver.exec"] == "1" {
-        return true;
-    }
-    skip(&format!(
-        "exec unavailable here: {}",
-        f["health_description"]
-    ));
-    false
-}
 
 /// The configuration of a red-team test process: root tasks, the host's pid and ipc
 /// namespaces and unconfined seccomp allowed (so that what such a task cannot do is tried
@@ -338,7 +324,7 @@ const ALWAYS: &[&str] = &[
 
 /// `nobody` (the default user): no capability held, none to gain; every try fails.
 pub fn nobody_gains_nothing(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let mut tries = vec!["caps", "setuid", "setgid", "kill-parent", "proc1"];
@@ -374,7 +360,7 @@ pub fn nobody_gains_nothing(path: Route) {
 /// A root task (where the operator allowed uid 0): it holds the task's set, yet it
 /// cannot reach the host's kernel tunables, devices, keyring or mounts.
 pub fn root_stays_inside(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let mut tries = vec!["caps"];
@@ -402,7 +388,7 @@ pub fn root_stays_inside(path: Route) {
 
 /// With `pid_mode: host`, a non-root task sees its supervisor but cannot signal it.
 pub fn host_pid_mode_cannot_kill_the_supervisor(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let p = start_probe(
@@ -419,7 +405,7 @@ pub fn host_pid_mode_cannot_kill_the_supervisor(path: Route) {
 /// `network_isolation: none`: only loopback, up, and the host's loopback services are out
 /// of reach.
 pub fn network_none_reaches_nothing(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -454,7 +440,7 @@ pub fn network_none_reaches_nothing(path: Route) {
 /// `network_isolation: group`: the task joins the namespace at the path (here one of
 /// this test's own), and a path that is not a network namespace is refused on the field.
 pub fn network_group_joins_the_namespace(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     // A network namespace held by a helper process; its /proc/<pid>/ns/net is the path.
@@ -528,7 +514,7 @@ pub fn network_group_joins_the_namespace(path: Route) {
 
 /// `driver_exec` into a task runs under the same confinement as the task.
 pub fn exec_into_is_confined(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let p = start_probe(path, "execinto", json!({}), &[]);
@@ -549,7 +535,7 @@ pub fn exec_into_is_confined(path: Route) {
 /// to the task) fail with EPERM under it, and get through with `config.seccomp:
 /// "unconfined"` (which this test process's operator allows).
 pub fn the_filter_is_what_refuses(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let tries = ["keyctl", "x32", "clone3", "pvm-read", "personality"];
@@ -575,7 +561,7 @@ pub fn the_filter_is_what_refuses(path: Route) {
 /// The task's view of `/proc`'s protected entries in its mount table: read-only and
 /// masked as SPEC §3 lists.
 pub fn proc_is_masked_in_the_mount_table(path: Route) {
-    if !exec_ok() {
+    if !exec_available() {
         return;
     }
     let p = start_probe(path, "procmask", json!({}), &[]);
@@ -631,7 +617,7 @@ pub fn proc_is_masked_in_the_mount_table(path: Route) {
 /// superblock gone, as `/sys/fs/ext4/<device>` shows) although a standby had copied the
 /// host's mounts while it was there.
 pub fn idle_spares_release_host_mounts(route: Route) {
-    if !exec_ok() || route != Route::Prestarted {
+    if !exec_available() || route != Route::Prestarted {
         return;
     }
     if !Path::new("/dev/loop-control").exists() {
