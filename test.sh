@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the Rust unit and integration tests (which also
-# build and run the C harness under valgrind and the Python ctypes suite), and checks the
-# committed C header is current.
+# build and run the C harness under valgrind, the Python ctypes suite, and gofmt, go vet and
+# go test of examples-go), and checks the committed C header is current.
 set -euo pipefail
 cd "$(dirname "$0")"
 # What the tests need besides the Rust toolchain: as root with apt-get, installed now;
@@ -26,7 +26,6 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo build --quiet
-(cd examples-go && GOPROXY=off GOCACHE=$PWD/../target/tmp/gocache go vet ./...)
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The abi_stable root module (off by default): its own feature build and host test.
 # Set SKIP_ABI_TEST=1 to leave it out.

@@ -1,14 +1,31 @@
-package main
-
-// A thin cgo binding to libexecdriver.so, loaded at run time with dlopen (SPEC §1).
-// Every response the library returns is copied into a Go string and released with
-// driver_free before Call returns.
+// Package execdriver is a Go binding to libexecdriver.so, loaded at run time with
+// dlopen (cgo, standard library only).
+//
+// Open loads the library; the methods of Driver are its operations (docs/api.md), each
+// taking a context.Context first. Failures are *Error values that match the sentinel
+// errors of this package with errors.Is:
+//
+//	_, err := drv.Wait(ctx, "no-such-task")
+//	errors.Is(err, execdriver.ErrNotFound) // true
+//
+// A C call cannot be interrupted, so the context is honoured as follows: Wait and
+// WaitFor never keep a C thread in driver_wait for more than 100 ms, checking the
+// context in between, and return ctx.Err() promptly once it is done; every other
+// operation checks the context before it calls the library and then runs to its end,
+// which the library bounds (Stop by the grace period plus the final kill, Exec by its
+// timeout, Start by the artifact fetch limits).
+//
+// A Driver is safe for concurrent use by many goroutines, including several calls on
+// the same task (e.g. Stop while other goroutines Wait): it holds no mutable state and
+// the library is thread-safe.
+package execdriver
 
 /*
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef int32_t (*op_fn)(const char *, char **);
 typedef void (*free_fn)(char *);
@@ -25,83 +42,49 @@ static const char *ed_dlerror(void) { const char *e = dlerror(); return e ? e : 
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"unsafe"
 )
 
-// Status is a DriverStatus from include/execdriver.h.
-type Status int32
+// ABIVersion is the C ABI version (EXECDRIVER_ABI_VERSION) this package speaks; Open
+// refuses a library with another one.
+const ABIVersion = 1
 
-// The DriverStatus values.
-const (
-	StatusOK          Status = 0
-	StatusInvalid     Status = 1
-	StatusNotFound    Status = 2
-	StatusTimeout     Status = 3
-	StatusUnsupported Status = 4
-	StatusArtifact    Status = 5
-	StatusStart       Status = 6
-	StatusConflict    Status = 7
-	StatusInternal    Status = 8
-)
-
-func (s Status) String() string {
-	names := []string{"DRIVER_OK", "DRIVER_INVALID", "DRIVER_NOT_FOUND", "DRIVER_TIMEOUT",
-		"DRIVER_UNSUPPORTED", "DRIVER_ARTIFACT", "DRIVER_START", "DRIVER_CONFLICT", "DRIVER_INTERNAL"}
-	if s >= 0 && int(s) < len(names) {
-		return names[s]
-	}
-	return fmt.Sprintf("unknown status %d", int32(s))
-}
-
-// DriverError is a failed driver_<op> call: its status and the library's error object.
-type DriverError struct {
-	Op      string
-	Status  Status
-	Code    string
-	Message string
-	Field   string
-	Raw     string
-}
-
-func (e *DriverError) Error() string {
-	s := fmt.Sprintf("driver_%s failed: status %d (%s), error code %q", e.Op, int32(e.Status), e.Status, e.Code)
-	if e.Field != "" {
-		s += fmt.Sprintf(", field %q", e.Field)
-	}
-	if e.Message != "" {
-		s += ": " + e.Message
-	}
-	return s
-}
-
-// Driver is a loaded library. Safe for concurrent use (the library is).
+// Driver is a loaded libexecdriver.so. Safe for concurrent use.
+//
+// The task table belongs to the loaded library, so Drivers opened on the same file in
+// one process share their tasks; a task started by another process is reached only
+// after Recover.
 type Driver struct {
 	free unsafe.Pointer
-	ops  map[string]unsafe.Pointer
-	abi  uint32
+	ops  map[string]unsafe.Pointer // read-only after Open
 	ver  string
 }
 
 var opNames = []string{"configure", "fingerprint", "start", "wait", "stop", "destroy",
 	"inspect", "stats", "signal", "recover", "exec"}
 
-// Load dlopens the library at path and resolves every driver_<op>. It is never
-// unloaded: a Rust cdylib keeps threads and thread-locals alive.
-func Load(path string) (*Driver, error) {
+// Open dlopens the library at path, checks its C ABI version and resolves every
+// driver_<op>. The library is never unloaded (there is no Close): a Rust cdylib keeps
+// threads and thread-locals alive, and its tasks' supervisors keep running anyway.
+func Open(path string) (*Driver, error) {
+	if path == "" {
+		return nil, fmt.Errorf("execdriver: no library path (set EXECDRIVER_LIB?)")
+	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	h := C.ed_open(cpath)
 	if h == nil {
-		return nil, fmt.Errorf("dlopen(%s): %s", path, C.GoString(C.ed_dlerror()))
+		return nil, fmt.Errorf("execdriver: dlopen(%s): %s", path, C.GoString(C.ed_dlerror()))
 	}
 	sym := func(name string) (unsafe.Pointer, error) {
 		cname := C.CString(name)
 		defer C.free(unsafe.Pointer(cname))
 		p := C.dlsym(h, cname)
 		if p == nil {
-			return nil, fmt.Errorf("%s: symbol %s not found", path, name)
+			return nil, fmt.Errorf("execdriver: %s: symbol %s not found", path, name)
 		}
 		return p, nil
 	}
@@ -114,8 +97,8 @@ func Load(path string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.abi = uint32(C.ed_abi(abi)); d.abi != 1 {
-		return nil, fmt.Errorf("%s has C ABI %d; this host speaks 1", path, d.abi)
+	if v := uint32(C.ed_abi(abi)); v != ABIVersion {
+		return nil, fmt.Errorf("execdriver: %s has C ABI %d; this package speaks %d", path, v, ABIVersion)
 	}
 	ver, err := sym("driver_version")
 	if err != nil {
@@ -130,59 +113,74 @@ func Load(path string) (*Driver, error) {
 	return d, nil
 }
 
-// Version is driver_version().
+// Version is the library's version (driver_version(), e.g. "0.1.0").
 func (d *Driver) Version() string { return d.ver }
 
-// Raw calls driver_<op> with request (empty: NULL) and returns the status and the
-// response text. The response is freed with driver_free before Raw returns.
-func (d *Driver) Raw(op, request string) (Status, string) {
+// Call is the low-level form of every operation: it calls driver_<op> (op is
+// "configure", "start", "wait", …) with request (nil: a NULL request) and returns the
+// response object. A failure is an *Error. ctx is checked before the call only; the
+// call itself blocks as the library's operation does (see docs/api.md).
+func (d *Driver) Call(ctx context.Context, op string, request json.RawMessage) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	f, ok := d.ops[op]
 	if !ok {
-		panic("execdriver: unknown operation " + op)
+		return nil, fmt.Errorf("execdriver: unknown operation %q", op)
 	}
 	var creq *C.char
-	if request != "" {
-		creq = C.CString(request)
+	if request != nil {
+		creq = C.CString(string(request))
 		defer C.free(unsafe.Pointer(creq))
 	}
 	var resp *C.char
 	st := Status(C.ed_call(f, creq, &resp))
-	out := ""
+	var out []byte
 	if resp != nil {
-		out = C.GoString(resp)
+		out = C.GoBytes(unsafe.Pointer(resp), C.int(C.strlen(resp)))
 		C.ed_free(d.free, resp)
 	}
-	return st, out
+	if st != StatusOK {
+		return nil, newError(op, st, out)
+	}
+	return out, nil
 }
 
-// Call is Raw with the error object decoded into a *DriverError on failure.
-func (d *Driver) Call(op, request string) (string, error) {
-	st, resp := d.Raw(op, request)
-	if st == StatusOK {
-		return resp, nil
+// call marshals request (nil: NULL), calls op and decodes its response into out (nil:
+// discarded).
+func (d *Driver) call(ctx context.Context, op string, request interface{}, out interface{}) (json.RawMessage, error) {
+	var req json.RawMessage
+	if request != nil {
+		var err error
+		if req, err = marshalRequest(request); err != nil {
+			return nil, err
+		}
 	}
-	e := &DriverError{Op: op, Status: st, Raw: resp}
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-			Field   string `json:"field"`
-		} `json:"error"`
+	resp, err := d.Call(ctx, op, req)
+	if err != nil {
+		return nil, err
 	}
-	if json.Unmarshal([]byte(resp), &body) == nil {
-		e.Code, e.Message, e.Field = body.Error.Code, body.Error.Message, body.Error.Field
-	} else {
-		e.Message = "unreadable response: " + resp
+	if out != nil {
+		if err := json.Unmarshal(resp, out); err != nil {
+			return resp, fmt.Errorf("execdriver: driver_%s: unreadable response %s: %w", op, resp, err)
+		}
 	}
-	return "", e
+	return resp, nil
 }
 
-// taskRequest is the JSON `{"task_id": id}` plus extra fields.
-func taskRequest(id string, extra map[string]interface{}) string {
-	m := map[string]interface{}{"task_id": id}
-	for k, v := range extra {
-		m[k] = v
+// marshalRequest passes JSON through as it is and marshals anything else.
+func marshalRequest(v interface{}) (json.RawMessage, error) {
+	switch r := v.(type) {
+	case json.RawMessage:
+		return r, nil
+	case []byte:
+		return r, nil
+	case string:
+		return json.RawMessage(r), nil
 	}
-	b, _ := json.Marshal(m)
-	return string(b)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("execdriver: encoding the request: %w", err)
+	}
+	return b, nil
 }

@@ -1,3 +1,3 @@
-module execdriver/examples-go
+module execdriver
 
 go 1.19

@@ -1,4 +1,4 @@
-// Command agent is a small Go host for libexecdriver.so (cgo + dlopen).
+// Command agent is a small Go host for libexecdriver.so, on the execdriver package.
 //
 //	agent [-lib PATH] [-purge] JOB.json...
 //
@@ -18,7 +18,7 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +26,8 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+
+	"execdriver"
 )
 
 const exitAgent = 2
@@ -36,9 +38,9 @@ type task struct {
 }
 
 type result struct {
-	t    *task
-	resp string
-	err  error
+	t   *task
+	res *execdriver.ExitResult
+	err error
 }
 
 func main() {
@@ -77,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		jobs[i] = string(b)
 	}
 
-	d, err := Load(*libPath)
+	d, err := execdriver.Open(*libPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
 		return exitAgent
@@ -94,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(w, format+"\n", a...)
 	}
 
+	// Nothing cancels it: on a signal the tasks are stopped, which ends their waits.
+	ctx := context.Background()
 	results := make(chan result)
 	running := map[*task]bool{}
 	var caught os.Signal
@@ -107,26 +111,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if caught != nil {
 			break
 		}
-		resp, err := d.Call("start", jobs[i])
+		started, err := d.Start(ctx, jobs[i])
 		if err != nil {
 			say(stderr, "agent: %s: %v", path, err)
-			startFailed = true
-			break
-		}
-		var started struct {
-			TaskID string `json:"task_id"`
-		}
-		if err := json.Unmarshal([]byte(resp), &started); err != nil || started.TaskID == "" {
-			say(stderr, "agent: %s: driver_start returned no task_id: %s", path, resp)
 			startFailed = true
 			break
 		}
 		t := &task{job: path, id: started.TaskID}
 		running[t] = true
 		go func() {
-			// No timeout_ms: wait until the task exits (or is stopped).
-			resp, err := d.Call("wait", taskRequest(t.id, nil))
-			results <- result{t, resp, err}
+			res, err := d.Wait(ctx, t.id)
+			results <- result{t, res, err}
 		}()
 	}
 
@@ -134,8 +129,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for t := range running {
 			t := t
 			go func() {
-				// No signal/timeout_ms: the task's own kill_signal and kill_timeout_ms.
-				if _, err := d.Call("stop", taskRequest(t.id, nil)); err != nil {
+				// nil: the task's own kill_signal and kill_timeout_ms.
+				if _, err := d.Stop(ctx, t.id, nil); err != nil {
 					say(stderr, "agent: %s: %v", t.job, err)
 				}
 			}()
@@ -161,15 +156,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				failed = true
 				continue
 			}
-			say(stdout, "%s: %s", r.t.job, r.resp)
-			var w struct {
-				ExitCode int         `json:"exit_code"`
-				Err      interface{} `json:"err"`
-			}
-			if json.Unmarshal([]byte(r.resp), &w) != nil || w.ExitCode != 0 || w.Err != nil {
+			say(stdout, "%s: %s", r.t.job, r.res.Raw)
+			if r.res.ExitCode != 0 || r.res.Err != "" {
 				failed = true
 			}
-			if _, err := d.Call("destroy", taskRequest(r.t.id, map[string]interface{}{"force": true, "purge": *purge})); err != nil {
+			if err := d.Destroy(ctx, r.t.id, execdriver.DestroyOptions{Force: true, Purge: *purge}); err != nil {
 				say(stderr, "agent: %s: %v", r.t.job, err)
 			}
 		}

@@ -1,0 +1,185 @@
+package execdriver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// waitSlice is the longest a Wait keeps a C thread in driver_wait before it looks at its
+// context again: a blocked C call cannot be interrupted, so this bounds how late a
+// cancelled Wait returns.
+const waitSlice = 100 * time.Millisecond
+
+// taskReq is a request naming a task, with the fields an operation adds.
+type taskReq struct {
+	TaskID    string   `json:"task_id"`
+	TimeoutMS *int64   `json:"timeout_ms,omitempty"`
+	Signal    string   `json:"signal,omitempty"`
+	Force     bool     `json:"force,omitempty"`
+	Purge     bool     `json:"purge,omitempty"`
+	Command   string   `json:"command,omitempty"`
+	Args      []string `json:"args,omitempty"`
+}
+
+func ms(d time.Duration) *int64 {
+	v := int64((d + time.Millisecond - 1) / time.Millisecond) // rounded up: never 0 by truncation
+	return &v
+}
+
+// Configure replaces the plugin configuration (docs/configuration.md; fields left out
+// take their defaults) and returns the effective one. A nil config changes nothing and
+// returns the current configuration.
+func (d *Driver) Configure(ctx context.Context, config json.RawMessage) (json.RawMessage, error) {
+	return d.Call(ctx, "configure", config)
+}
+
+// Fingerprint reports the host's health and attributes (driver.exec, driver.raw_exec, …).
+func (d *Driver) Fingerprint(ctx context.Context) (*Fingerprint, error) {
+	var f Fingerprint
+	if _, err := d.call(ctx, "fingerprint", nil, &f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Start starts a task and returns once its command runs. task is a TaskConfig, or the
+// request's JSON (json.RawMessage, []byte or string), or any value that encoding/json
+// turns into it. Start blocks while artifacts are fetched; ctx is checked before.
+func (d *Driver) Start(ctx context.Context, task interface{}) (*Started, error) {
+	var s Started
+	if _, err := d.call(ctx, "start", task, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Wait waits for the task to exit and returns its exit result; every waiter gets the
+// same one, until Destroy. When ctx is done first it returns ctx.Err() within about
+// waitSlice, leaving the task running, with no goroutine or C call left behind.
+func (d *Driver) Wait(ctx context.Context, taskID string) (*ExitResult, error) {
+	return d.wait(ctx, taskID, time.Time{})
+}
+
+// WaitFor is Wait for at most timeout: an error matching ErrTimeout when the task is
+// still running then (0 only polls). ctx ends it earlier, as it does Wait.
+func (d *Driver) WaitFor(ctx context.Context, taskID string, timeout time.Duration) (*ExitResult, error) {
+	return d.wait(ctx, taskID, time.Now().Add(timeout))
+}
+
+// wait calls driver_wait in slices of at most waitSlice until the task exits, ctx is done
+// or limit (zero: none) passes.
+func (d *Driver) wait(ctx context.Context, taskID string, limit time.Time) (*ExitResult, error) {
+	end, endIsCtx := limit, false
+	if dl, ok := ctx.Deadline(); ok && (limit.IsZero() || dl.Before(limit)) {
+		end, endIsCtx = dl, true
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		slice, last := waitSlice, false
+		if !end.IsZero() {
+			if rest := time.Until(end); rest <= slice {
+				slice, last = rest, true
+			}
+		}
+		if slice < 0 {
+			slice = 0
+		}
+		var r ExitResult
+		raw, err := d.call(ctx, "wait", taskReq{TaskID: taskID, TimeoutMS: ms(slice)}, &r)
+		if err == nil {
+			r.Raw = raw
+			return &r, nil
+		}
+		if !errors.Is(err, ErrTimeout) {
+			return nil, err
+		}
+		if !last {
+			continue
+		}
+		if endIsCtx {
+			// The deadline has passed (the slice was rounded up to it); its timer is
+			// about to close Done.
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nil, err // WaitFor's limit
+	}
+}
+
+// Stop sends the task its stop signal, waits up to the grace period, then kills every
+// process of the task, and returns the exit result once none remains. It blocks until
+// then (up to the grace period plus the final kill); ctx is checked before. Stopping an
+// exited task returns its result.
+func (d *Driver) Stop(ctx context.Context, taskID string, opts *StopOptions) (*ExitResult, error) {
+	req := taskReq{TaskID: taskID}
+	if opts != nil {
+		req.Signal = opts.Signal
+		switch {
+		case opts.Timeout < 0:
+			req.TimeoutMS = ms(0)
+		case opts.Timeout > 0:
+			req.TimeoutMS = ms(opts.Timeout)
+		}
+	}
+	var r ExitResult
+	raw, err := d.call(ctx, "stop", req, &r)
+	if err != nil {
+		return nil, err
+	}
+	r.Raw = raw
+	return &r, nil
+}
+
+// Destroy releases the task: its cgroups, its state and its id. A running task needs
+// opts.Force (it is then SIGKILLed); opts.Purge also removes its task dir.
+func (d *Driver) Destroy(ctx context.Context, taskID string, opts DestroyOptions) error {
+	_, err := d.call(ctx, "destroy", taskReq{TaskID: taskID, Force: opts.Force, Purge: opts.Purge}, nil)
+	return err
+}
+
+// Inspect describes the task (state, pid, exit, handle, artifact progress; docs/api.md,
+// "driver_inspect").
+func (d *Driver) Inspect(ctx context.Context, taskID string) (json.RawMessage, error) {
+	return d.call(ctx, "inspect", taskReq{TaskID: taskID}, nil)
+}
+
+// Stats returns the task's resource usage (docs/api.md, "driver_stats").
+func (d *Driver) Stats(ctx context.Context, taskID string) (json.RawMessage, error) {
+	return d.call(ctx, "stats", taskReq{TaskID: taskID}, nil)
+}
+
+// Signal sends sig ("SIGHUP", "hup", "1", "SIGRTMIN+3") to the task's command.
+func (d *Driver) Signal(ctx context.Context, taskID, sig string) error {
+	_, err := d.call(ctx, "signal", taskReq{TaskID: taskID, Signal: sig}, nil)
+	return err
+}
+
+// Exec runs a command inside the running task's isolation and returns its output. It
+// blocks until the command ends or its timeout kills it; ctx is checked before.
+func (d *Driver) Exec(ctx context.Context, taskID string, req ExecRequest) (*ExecResult, error) {
+	r := taskReq{TaskID: taskID, Command: req.Command, Args: req.Args}
+	if req.Timeout > 0 {
+		r.TimeoutMS = ms(req.Timeout)
+	}
+	var out ExecResult
+	if _, err := d.call(ctx, "exec", r, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Recover registers in this process the task of a handle from Start (Started.Handle),
+// e.g. after the host restarted while the task ran on.
+func (d *Driver) Recover(ctx context.Context, handle json.RawMessage) (*Recovered, error) {
+	var r Recovered
+	if _, err := d.call(ctx, "recover", struct {
+		Handle json.RawMessage `json:"handle"`
+	}{handle}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
