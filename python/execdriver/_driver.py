@@ -123,9 +123,9 @@ def _ms(timeout: Optional[float], timeout_ms: Optional[int]) -> Optional[int]:
 
 
 def find_library(path: Optional[str] = None) -> str:
-    """The library path: `path`, else $EXECDRIVER_LIB, else libexecdriver.so next to this
-    package (python/execdriver/libexecdriver.so), else "libexecdriver.so" (the dynamic
-    loader's search path)."""
+    """The library path: `path`, else $EXECDRIVER_LIB, else libexecdriver.so in this
+    package's directory (where the wheel puts it, beside execdriver-shim), else
+    "libexecdriver.so" (the dynamic loader's search path)."""
     if path:
         return str(path)
     env = os.environ.get("EXECDRIVER_LIB")
