@@ -135,3 +135,79 @@ fn stats_follow_memory_and_children() {
         "the alloc dir belongs to the host"
     );
 }
+
+/// `driver_stats` in Nomad's shape: CPU `percent` (of one core) and `total_ticks` (MHz)
+/// since the previous call (the first: since the start), and per group the counters that
+/// were measured: one left out reads 0 but is not listed.
+#[test]
+fn stats_give_cpu_percent_ticks_and_what_was_measured() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let d = TempDir::new("stats-pct");
+    let driver = if is_root() { "exec" } else { "raw_exec" };
+    let r = start(json!({"name": "p", "driver": driver, "alloc_dir": d.path(),
+        "config": {"command": "/bin/sh", "args": ["-c",
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo spun; exec sleep 60"]}}))
+    .unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    wait_for_output(d.path(), "p", "spun");
+    let stats = || op(execdriver::driver::stats, json!({"task_id": id})).unwrap();
+    let measured = |s: &serde_json::Value, group: &str| -> Vec<String> {
+        s[group]["measured"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {group}.measured: {s}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let busy = stats();
+    let cpu = measured(&busy, "cpu");
+    assert!(
+        cpu.contains(&"total_ns".into()) && cpu.contains(&"percent".into()),
+        "{busy}"
+    );
+    assert!(
+        busy["cpu"]["percent"].as_f64().unwrap() > 1.0,
+        "spun since the start: {busy}"
+    );
+    if cpu.contains(&"total_ticks".into()) {
+        assert!(busy["cpu"]["total_ticks"].as_f64().unwrap() > 0.0, "{busy}");
+    }
+    assert!(
+        measured(&busy, "pids").contains(&"current".into()),
+        "{busy}"
+    );
+    // Every counter listed is a key of its group; one not listed reads 0.
+    for group in ["memory", "cpu", "pids"] {
+        let g = busy[group].as_object().unwrap();
+        for m in measured(&busy, group) {
+            assert!(g.contains_key(&m), "{group}.{m} listed but absent: {busy}");
+        }
+        for (k, v) in g {
+            if k != "measured" && !measured(&busy, group).contains(k) {
+                assert_eq!(
+                    v.as_f64(),
+                    Some(0.0),
+                    "{group}.{k} not measured but not 0: {busy}"
+                );
+            }
+        }
+    }
+    if driver == "exec" {
+        assert!(
+            measured(&busy, "memory").contains(&"rss_bytes".into()),
+            "{busy}"
+        );
+    }
+    // Since the last call the task only slept.
+    let idle = stats();
+    assert!(
+        idle["cpu"]["percent"].as_f64().unwrap() < 50.0,
+        "{busy} then {idle}"
+    );
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 100}),
+    )
+    .unwrap();
+    destroy(&id);
+}

@@ -59,7 +59,7 @@
 
 pub mod devices;
 mod layout;
-mod stats;
+pub(crate) mod stats;
 mod v1;
 mod v2;
 

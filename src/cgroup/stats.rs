@@ -49,22 +49,40 @@ pub(super) fn v2_oom_killed(events: &str) -> bool {
     keyed(events, "oom_kill").is_some_and(|n| n > 0)
 }
 
+/// Each counter: `None` when its source is missing (reported as 0 and left out of the
+/// group's `measured` list, so that "not measured" differs from 0).
 #[derive(Default)]
 struct Mem {
-    rss: u64,
-    cache: u64,
-    swap: u64,
-    usage: u64,
-    max: u64,
+    rss: Option<u64>,
+    cache: Option<u64>,
+    swap: Option<u64>,
+    usage: Option<u64>,
+    max: Option<u64>,
 }
 
 #[derive(Default)]
 struct Cpu {
-    user: u64,
-    system: u64,
-    total: u64,
-    throttled_periods: u64,
-    throttled_ns: u64,
+    user: Option<u64>,
+    system: Option<u64>,
+    total: Option<u64>,
+    throttled_periods: Option<u64>,
+    throttled_ns: Option<u64>,
+}
+
+/// A group of counters as JSON: each by name (0 when not measured), and `measured`, the
+/// names of those that are.
+pub(crate) fn group(counters: &[(&str, Option<u64>)]) -> Value {
+    let mut g = serde_json::Map::new();
+    for (name, v) in counters {
+        g.insert((*name).into(), json!(v.unwrap_or(0)));
+    }
+    let measured: Vec<&str> = counters
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(n, _)| *n)
+        .collect();
+    g.insert("measured".into(), json!(measured));
+    Value::Object(g)
 }
 
 pub(super) fn collect(t: &TaskCgroup) -> Value {
@@ -79,18 +97,18 @@ pub(super) fn collect(t: &TaskCgroup) -> Value {
     if let Some(d) = t.v1.get("memory") {
         let st = read(&d.join("memory.stat")).unwrap_or_default();
         let pick = |k: &str| keyed(&st, &format!("total_{k}")).or_else(|| keyed(&st, k));
-        m.rss = pick("rss").unwrap_or(0);
-        m.cache = pick("cache").unwrap_or(0);
-        m.swap = pick("swap").unwrap_or(0);
-        m.usage = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
-        m.max = read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0);
+        m.rss = pick("rss");
+        m.cache = pick("cache");
+        m.swap = pick("swap");
+        m.usage = read_u64(&d.join("memory.usage_in_bytes"));
+        m.max = read_u64(&d.join("memory.max_usage_in_bytes"));
     } else if let Some(d) = v2c {
         let st = read(&d.join("memory.stat")).unwrap_or_default();
-        m.rss = keyed(&st, "anon").unwrap_or(0);
-        m.cache = keyed(&st, "file").unwrap_or(0);
-        m.swap = read_u64(&d.join("memory.swap.current")).unwrap_or(0);
-        m.usage = read_u64(&d.join("memory.current")).unwrap_or(0);
-        m.max = read_u64(&d.join("memory.peak")).unwrap_or(0);
+        m.rss = keyed(&st, "anon");
+        m.cache = keyed(&st, "file");
+        m.swap = read_u64(&d.join("memory.swap.current"));
+        m.usage = read_u64(&d.join("memory.current"));
+        m.max = read_u64(&d.join("memory.peak"));
     }
 
     let mut c = Cpu::default();
@@ -98,36 +116,36 @@ pub(super) fn collect(t: &TaskCgroup) -> Value {
         t.v1.get("cpuacct")
             .filter(|d| d.join("cpuacct.usage").exists());
     if let Some(d) = v1_acct {
-        c.total = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
+        c.total = read_u64(&d.join("cpuacct.usage"));
         match (
             read_u64(&d.join("cpuacct.usage_user")),
             read_u64(&d.join("cpuacct.usage_sys")),
         ) {
             (Some(u), Some(s)) => {
-                c.user = u;
-                c.system = s;
+                c.user = Some(u);
+                c.system = Some(s);
             }
             _ => {
                 let st = read(&d.join("cpuacct.stat")).unwrap_or_default();
                 let ns = 1_000_000_000 / crate::sys::process::clock_ticks();
-                c.user = keyed(&st, "user").unwrap_or(0) * ns;
-                c.system = keyed(&st, "system").unwrap_or(0) * ns;
+                c.user = keyed(&st, "user").map(|v| v * ns);
+                c.system = keyed(&st, "system").map(|v| v * ns);
             }
         }
     } else if let Some(d) = v2 {
         let st = read(&d.join("cpu.stat")).unwrap_or_default();
-        c.total = keyed(&st, "usage_usec").unwrap_or(0) * 1000;
-        c.user = keyed(&st, "user_usec").unwrap_or(0) * 1000;
-        c.system = keyed(&st, "system_usec").unwrap_or(0) * 1000;
+        c.total = keyed(&st, "usage_usec").map(|v| v * 1000);
+        c.user = keyed(&st, "user_usec").map(|v| v * 1000);
+        c.system = keyed(&st, "system_usec").map(|v| v * 1000);
     }
     if let Some(d) = t.v1.get("cpu") {
         let st = read(&d.join("cpu.stat")).unwrap_or_default();
-        c.throttled_periods = keyed(&st, "nr_throttled").unwrap_or(0);
-        c.throttled_ns = keyed(&st, "throttled_time").unwrap_or(0);
+        c.throttled_periods = keyed(&st, "nr_throttled");
+        c.throttled_ns = keyed(&st, "throttled_time");
     } else if let Some(d) = v2c {
         let st = read(&d.join("cpu.stat")).unwrap_or_default();
-        c.throttled_periods = keyed(&st, "nr_throttled").unwrap_or(0);
-        c.throttled_ns = keyed(&st, "throttled_usec").unwrap_or(0) * 1000;
+        c.throttled_periods = keyed(&st, "nr_throttled");
+        c.throttled_ns = keyed(&st, "throttled_usec").map(|v| v * 1000);
     }
 
     let pids_dir = t.v1.get("pids").map(|p| p.as_path()).or(v2c);
@@ -137,10 +155,10 @@ pub(super) fn collect(t: &TaskCgroup) -> Value {
 
     json!({
         "timestamp_ns": ts,
-        "memory": {"rss_bytes": m.rss, "cache_bytes": m.cache, "swap_bytes": m.swap,
-                   "usage_bytes": m.usage, "max_usage_bytes": m.max},
-        "cpu": {"user_ns": c.user, "system_ns": c.system, "total_ns": c.total,
-                "throttled_periods": c.throttled_periods, "throttled_ns": c.throttled_ns},
-        "pids": {"current": pids},
+        "memory": group(&[("rss_bytes", m.rss), ("cache_bytes", m.cache), ("swap_bytes", m.swap),
+                          ("usage_bytes", m.usage), ("max_usage_bytes", m.max)]),
+        "cpu": group(&[("user_ns", c.user), ("system_ns", c.system), ("total_ns", c.total),
+                       ("throttled_periods", c.throttled_periods), ("throttled_ns", c.throttled_ns)]),
+        "pids": group(&[("current", Some(pids))]),
     })
 }

@@ -369,7 +369,10 @@ pub fn stats(req: Option<&str>) -> Result<Value> {
         let g = t.lock();
         (g.cgroup.clone(), g.pid)
     };
-    Ok(crate::host::stats::collect(cgroup.as_ref(), pid))
+    let mut v = crate::host::stats::collect(cgroup.as_ref(), pid);
+    let mut g = t.lock();
+    g.cpu_sample = crate::host::stats::rates(&mut v, g.cpu_sample);
+    Ok(v)
 }
 
 /// `driver_recover`.

@@ -324,6 +324,7 @@ fn commit(
         let mut g = task.lock();
         g.reusable = started.reusable;
         g.spec = Some(spec);
+        g.cpu_sample = Some(crate::host::stats::Sample::at_start());
     }
     task.set_running(
         started.pid,

@@ -26,12 +26,108 @@ pub fn collect(cgroup: Option<&crate::cgroup::TaskCgroup>, supervisor: Option<i3
             sys += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * tick_ns;
         }
     }
+    use crate::cgroup::stats::group;
     json!({
         "timestamp_ns": now_ns(),
-        "memory": {"rss_bytes": rss, "cache_bytes": 0, "swap_bytes": 0, "usage_bytes": rss, "max_usage_bytes": 0},
-        "cpu": {"user_ns": user, "system_ns": sys, "total_ns": user + sys, "throttled_periods": 0, "throttled_ns": 0},
-        "pids": {"current": pids.len()},
+        "memory": group(&[("rss_bytes", Some(rss)), ("cache_bytes", None), ("swap_bytes", None),
+                          ("usage_bytes", Some(rss)), ("max_usage_bytes", None)]),
+        "cpu": group(&[("user_ns", Some(user)), ("system_ns", Some(sys)), ("total_ns", Some(user + sys)),
+                       ("throttled_periods", None), ("throttled_ns", None)]),
+        "pids": group(&[("current", Some(pids.len() as u64))]),
     })
+}
+
+/// CPU counters at one moment (ns).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub at_ns: u64,
+    pub user: u64,
+    pub system: u64,
+    pub total: u64,
+}
+
+impl Sample {
+    /// A task's counters when it starts.
+    pub fn at_start() -> Sample {
+        Sample {
+            at_ns: now_ns(),
+            user: 0,
+            system: 0,
+            total: 0,
+        }
+    }
+
+    /// The counters of a `driver_stats` response, if its CPU time was measured.
+    fn of(stats: &Value) -> Option<Sample> {
+        let cpu = &stats["cpu"];
+        let measured = |k: &str| cpu["measured"].as_array()?.iter().any(|m| m == k).then_some(());
+        measured("total_ns")?;
+        let n = |k: &str| cpu[k].as_u64().unwrap_or(0);
+        Some(Sample {
+            at_ns: stats["timestamp_ns"].as_u64()?,
+            user: n("user_ns"),
+            system: n("system_ns"),
+            total: n("total_ns"),
+        })
+    }
+}
+
+/// Adds to `stats` (a [`collect`] response) the CPU use since `prev` as Nomad reports it:
+/// `percent` (of one core: 250 is two and a half cores), `user_percent`,
+/// `system_percent`, and `total_ticks` (the percent of one core's clock, in MHz: what
+/// Nomad's `cpu` resource counts). Each is listed in `cpu.measured` only when computed
+/// (a measured CPU time, a previous sample). Returns the sample to keep for the next call.
+pub fn rates(stats: &mut Value, prev: Option<Sample>) -> Option<Sample> {
+    let now = Sample::of(stats);
+    let pct = |a: u64, b: u64, dt: u64| a.saturating_sub(b) as f64 * 100.0 / dt as f64;
+    let computed = match (now, prev) {
+        (Some(n), Some(p)) if n.at_ns > p.at_ns => {
+            let dt = n.at_ns - p.at_ns;
+            Some((
+                pct(n.total, p.total, dt),
+                pct(n.user, p.user, dt),
+                pct(n.system, p.system, dt),
+            ))
+        }
+        _ => None,
+    };
+    let cpu = &mut stats["cpu"];
+    let (total, user, system) = computed.unwrap_or_default();
+    let ticks = core_mhz().map(|mhz| total / 100.0 * mhz);
+    cpu["percent"] = json!(total);
+    cpu["user_percent"] = json!(user);
+    cpu["system_percent"] = json!(system);
+    cpu["total_ticks"] = json!(ticks.filter(|_| computed.is_some()).unwrap_or(0.0));
+    if let Some(m) = cpu["measured"].as_array_mut()
+        && computed.is_some()
+    {
+        m.extend(["percent", "user_percent", "system_percent"].map(Value::from));
+        if ticks.is_some() {
+            m.push("total_ticks".into());
+        }
+    }
+    now.or(prev)
+}
+
+/// One core's clock in MHz, as Nomad counts CPU: its maximum frequency (cpufreq), else
+/// what `/proc/cpuinfo` says; `None` when neither tells.
+fn core_mhz() -> Option<f64> {
+    static MHZ: once_cell::sync::Lazy<Option<f64>> = once_cell::sync::Lazy::new(|| {
+        let max_khz = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        if let Some(khz) = max_khz.filter(|k| *k > 0.0) {
+            return Some(khz / 1000.0);
+        }
+        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let mhz: Vec<f64> = info
+            .lines()
+            .filter(|l| l.starts_with("cpu MHz"))
+            .filter_map(|l| l.split(':').nth(1)?.trim().parse().ok())
+            .collect();
+        (!mhz.is_empty()).then(|| mhz.iter().sum::<f64>() / mhz.len() as f64)
+    });
+    *MHZ
 }
 
 fn now_ns() -> u64 {

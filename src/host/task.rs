@@ -53,6 +53,9 @@ pub struct Inner {
     /// ([`crate::proto::spec::LaunchSpec::again_ms`]): its channel is kept after the exit
     /// report, for its [`crate::proto::ToHost::Idle`].
     pub reusable: Option<crate::host::pool::Reusable>,
+    /// The CPU counters at the previous `driver_stats` (at the start, zeros), whence its
+    /// percentages ([`crate::host::stats::rates`]).
+    pub cpu_sample: Option<crate::host::stats::Sample>,
 }
 
 pub struct Task {

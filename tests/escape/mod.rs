@@ -19,7 +19,6 @@ pub enum Route {
     Prestarted,
 }
 
-
 /// The configuration of a red-team test process: root tasks, the host's pid and ipc
 /// namespaces and unconfined seccomp allowed (so that what such a task cannot do is tried
 /// too), network namespaces under the temp dir (the tests make theirs there), a short
