@@ -39,6 +39,9 @@ pub fn init() {
     ONCE.call_once(|| {
         // SAFETY: set once before any test thread reads the environment through us.
         unsafe { std::env::set_var("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim")) };
+        // Each test process has its own; those of processes that have ended go now
+        // (a process cannot remove its own at exit).
+        sweep_data_dirs();
         let data =
             std::env::temp_dir().join(format!("execdriver-test-data-{}", std::process::id()));
         unsafe { std::env::set_var("EXECDRIVER_DATA_DIR", &data) };
@@ -58,6 +61,26 @@ pub fn exec_available() -> bool {
         f["health_description"]
     ));
     false
+}
+
+/// Removes the data dirs of test processes that are gone.
+fn sweep_data_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("execdriver-test-data-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub fn is_root() -> bool {
