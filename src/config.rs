@@ -70,19 +70,36 @@ pub fn parse_value<T: DeserializeOwned>(
 }
 
 /// `driver_configure` request and the effective plugin configuration.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
+    /// Absolute; the driver's state and the default alloc dirs. `null`:
+    /// `$EXECDRIVER_DATA_DIR`, else `/var/lib/execdriver` as root, else a per-user
+    /// directory. Created if missing and must be writable.
     pub data_dir: Option<String>,
+    /// The `execdriver-shim` binary. `null`: `$EXECDRIVER_SHIM`, else next to the loaded
+    /// library.
     pub shim_path: Option<String>,
+    /// Relative path of the task cgroups' parent under each controller's mount: no `.`,
+    /// `..` or empty components (`nomad`, not `/nomad`).
     pub cgroup_parent: String,
+    /// Exec tasks' `pid_mode` when they set none; `host` also allows tasks to ask for it.
     pub default_pid_mode: NsMode,
+    /// Exec tasks' `ipc_mode` when they set none; `host` also allows tasks to ask for it.
     pub default_ipc_mode: NsMode,
+    /// Enter the task's root with `chroot` instead of `pivot_root` (a host on a ramdisk).
     pub no_pivot_root: bool,
+    /// Read-only bind mounts in every exec task: absolute host path to absolute task path.
     pub chroot_env: BTreeMap<String, String>,
+    /// The ceiling of every exec task's capabilities: names (case-insensitive, `CAP_`
+    /// optional) or `all`.
     pub allow_caps: Vec<String>,
+    /// Comma-separated uids and ranges `a-b` an exec task's user may not have.
     pub denied_host_uids: String,
+    /// The same for the user's primary and supplementary groups.
     pub denied_host_gids: String,
+    /// Host environment variables copied into every task (an allow-list).
     pub env_passthrough: Vec<String>,
     /// The longest grace period a task's `kill_timeout_ms` or a stop's `timeout_ms` may
     /// ask for (Nomad's client `max_kill_timeout`): longer ones are clamped to it.
@@ -99,6 +116,7 @@ pub struct PluginConfig {
     /// Where a group's network namespaces may be (`network_isolation.path`): the
     /// directories in which the host agent keeps them, as `ip netns` does.
     pub netns_dirs: Vec<String>,
+    /// How artifacts are fetched.
     pub artifact: ArtifactConfig,
     /// After a start, keep one supervisor of that kind started ahead, idle (for exec with
     /// its command process prepared), so that the next start of that kind skips most of
@@ -148,16 +166,26 @@ impl Default for PluginConfig {
 }
 
 /// `artifact` section of the plugin configuration (SPEC §2, §4).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactConfig {
+    /// Directories `file://` sources may come from; empty: `file://` is refused.
     pub file_roots: Vec<String>,
+    /// Bound on one artifact's whole fetch, retries included; `0`: none.
     pub http_read_timeout_ms: u64,
+    /// Largest download, in bytes.
     pub http_max_bytes: u64,
+    /// Largest total unpacked size of an archive, in bytes.
     pub decompression_size_limit: u64,
+    /// Most entries in one archive.
     pub decompression_file_count_limit: u64,
+    /// Retries of a transient failure (connection error, 5xx, a short body).
     pub retries: u32,
+    /// Artifacts of one task fetched at once (0 counts as 1).
     pub concurrency: u32,
+    /// Where verified artifacts with a sha256/sha512 checksum are kept, by checksum, and
+    /// served from to later identical requests; `null`: no cache.
     pub cache_dir: Option<String>,
 }
 
@@ -176,19 +204,27 @@ impl Default for ArtifactConfig {
     }
 }
 
+/// A namespace (pid, ipc) of an exec task.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NsMode {
+    /// A namespace of the task's own.
     #[default]
     Private,
+    /// The host's namespace.
     Host,
 }
 
+/// `driver` of a task.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DriverKind {
+    /// Isolated: needs root and cgroups.
     #[default]
     Exec,
+    /// Not isolated: the host's filesystem, user and network.
     RawExec,
 }
 
@@ -202,56 +238,88 @@ impl DriverKind {
 }
 
 /// The task of `driver_start` (SPEC §2).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
+    /// Identifier unique among the live tasks; absent: `<name>-<16 hex>`.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ID_CHARS)))]
     pub id: Option<String>,
+    /// Identifier, not `alloc`: the task dir's and the log files' name.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ID_CHARS)))]
     pub name: String,
+    /// Which driver runs the task.
     #[serde(default)]
     pub driver: DriverKind,
+    /// Identifier when not empty; `NOMAD_ALLOC_ID`.
     #[serde(default)]
     pub alloc_id: String,
+    /// `NOMAD_ALLOC_NAME`.
     #[serde(default)]
     pub alloc_name: String,
+    /// `NOMAD_ALLOC_INDEX`.
     #[serde(default)]
     pub alloc_index: i64,
+    /// `NOMAD_JOB_ID`.
     #[serde(default)]
     pub job_id: String,
+    /// `NOMAD_JOB_NAME`.
     #[serde(default)]
     pub job_name: String,
+    /// `NOMAD_GROUP_NAME`.
     #[serde(default)]
     pub group_name: String,
+    /// `NOMAD_NAMESPACE`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// `NOMAD_DC`.
     #[serde(default)]
     pub datacenter: String,
+    /// `NOMAD_REGION`.
     #[serde(default)]
     pub region: String,
+    /// Absolute, without `.` or `..` components; absent: `<data_dir>/alloc/<alloc_id>`
+    /// (`<data_dir>/alloc/<id>` without an `alloc_id`).
     #[serde(default)]
     pub alloc_dir: Option<String>,
+    /// What to run, and how.
     pub config: TaskConfig,
+    /// Fetched into the task dir before the command starts.
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
+    /// The task's own variables (names non-empty, without `=` or NUL), values
+    /// interpolated.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `NOMAD_META_<key>`.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// The node, for interpolation only (`${node.class}`, `${attr.<key>}`, …).
     #[serde(default)]
     pub node: Node,
+    /// By label: `NOMAD_IP_<label>`, `NOMAD_PORT_<label>`, `NOMAD_ADDR_<label>`.
     #[serde(default)]
     pub ports: BTreeMap<String, Port>,
+    /// exec only: the user the command runs as; absent: `nobody`.
     #[serde(default)]
     pub user: Option<String>,
+    /// exec only: the task's cgroup limits.
     #[serde(default)]
     pub resources: Resources,
     /// exec only: the task's network (SPEC §2); absent means the host's.
     #[serde(default)]
     pub network_isolation: Option<NetworkIsolation>,
+    /// What `driver_stop` sends the command first: a name (`SIGTERM`, `TERM`, `term`,
+    /// `SIGRTMIN+3`) or a number.
     #[serde(default = "default_kill_signal", deserialize_with = "de_signal")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "signal_schema"))]
     pub kill_signal: String,
+    /// The grace period after `kill_signal` before SIGKILL; clamped to the plugin's
+    /// `max_kill_timeout_ms`.
     #[serde(default = "default_kill_timeout")]
     pub kill_timeout_ms: u64,
+    /// Rotation of the task's log files.
     #[serde(default)]
     pub logs: Logs,
 }
@@ -267,36 +335,53 @@ fn default_kill_timeout() -> u64 {
 }
 
 /// `config` of a task.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
+    /// Interpolated, then looked up: an absolute path, a path relative to `work_dir`, or
+    /// a name in `/local`, `/usr/local/bin`, `/usr/bin`, `/bin`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub command: String,
+    /// A list (numbers and booleans taken as their text), a string split on white space,
+    /// or a scalar; each interpolated.
     #[serde(default, deserialize_with = "de_args")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "args_schema"))]
     pub args: Vec<String>,
+    /// Fetched to `local/` and, when a plain file, made executable (0755).
     #[serde(default)]
     pub artifact_source: Option<String>,
+    /// `md5|sha1|sha256|sha512:<hex>` of `artifact_source`.
     #[serde(default)]
     pub checksum: Option<String>,
+    /// Interpolated; exec: an absolute path in the task (default `/`); raw_exec: default
+    /// the task dir.
     #[serde(default)]
     pub work_dir: Option<String>,
+    /// exec only: absent means the plugin's `default_pid_mode`; `host` needs
+    /// `allow_host_pid_mode` unless that is the default.
     #[serde(default)]
     pub pid_mode: Option<NsMode>,
+    /// exec only: the same for `ipc_mode`.
     #[serde(default)]
     pub ipc_mode: Option<NsMode>,
+    /// exec only: capabilities to add (within the plugin's `allow_caps`).
     #[serde(default)]
     pub cap_add: Vec<String>,
+    /// exec only: capabilities to drop from the default set.
     #[serde(default)]
     pub cap_drop: Vec<String>,
-    /// exec only: the seccomp filter; absent means [`Seccomp::Default`].
+    /// exec only: the seccomp filter; absent means `default`.
     #[serde(default)]
     pub seccomp: Option<Seccomp>,
 }
 
 /// `config.seccomp`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Seccomp {
-    /// The driver's filter (`crate::supervisor::seccomp`).
+    /// The driver's filter (see docs/task.md).
     #[default]
     Default,
     /// No filter: only where the plugin's `allow_unconfined_seccomp` is set.
@@ -304,9 +389,11 @@ pub enum Seccomp {
 }
 
 /// `network_isolation` of a task (Nomad's `NetworkIsolationSpec`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkIsolation {
+    /// Which network namespace.
     pub mode: NetworkMode,
     /// `group`: the network namespace to join (a bind mount of one, such as
     /// `/var/run/netns/<name>`).
@@ -314,6 +401,8 @@ pub struct NetworkIsolation {
     pub path: Option<String>,
 }
 
+/// `network_isolation.mode`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
@@ -378,48 +467,90 @@ pub(crate) fn de_signal_opt<'de, D: Deserializer<'de>>(
     de_signal(d).map(Some)
 }
 
+/// The schema of what [`de_args`] takes.
+#[cfg(feature = "schema")]
+fn args_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["array", "string", "number", "boolean", "null"],
+        "items": {"type": ["string", "number", "boolean"]}
+    })
+}
+
+/// The schema of what [`de_signal`] takes (a number that names no signal, such as
+/// `1.5`, passes it but fails the start).
+#[cfg(feature = "schema")]
+fn signal_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "integer"]
+    })
+}
+
 /// One entry of `artifacts` (SPEC §4).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
+    /// `http://`, `https://` or `file:///abs/path` (under `artifact.file_roots`); a
+    /// go-getter forced prefix `http::`, `https::`, `file::` is accepted.
     pub source: String,
+    /// Relative to the task dir, which it may not leave; absent: `local/`.
     #[serde(default)]
     pub destination: Option<String>,
+    /// What `destination` names.
     #[serde(default)]
     pub mode: ArtifactMode,
+    /// `checksum`, `archive`, `filename`; other keys join an HTTP source's query.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// HTTP request headers, not sent to another host after a redirect.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
 
+/// `mode` of an artifact.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactMode {
+    /// A file, or an archive unpacked, into the directory `destination`.
     #[default]
     Any,
+    /// `destination` names the file.
     File,
+    /// The source must be an archive, unpacked into `destination`.
     Dir,
 }
 
+/// `node` of a task: the node's fields for interpolation.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Node {
+    /// `${node.unique.id}`.
     #[serde(rename = "unique.id")]
     pub unique_id: String,
+    /// `${node.unique.name}`.
     #[serde(rename = "unique.name")]
     pub unique_name: String,
+    /// `${node.datacenter}`.
     pub datacenter: String,
+    /// `${node.class}`.
     pub class: String,
+    /// `${attr.<key>}`.
     pub attr: BTreeMap<String, String>,
+    /// `${meta.<key>}`.
     pub meta: BTreeMap<String, String>,
 }
 
+/// One entry of `ports`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
+    /// `NOMAD_IP_<label>`.
     #[serde(default = "default_ip")]
     pub ip: String,
+    /// `NOMAD_PORT_<label>`.
     pub port: u16,
 }
 
@@ -427,13 +558,20 @@ fn default_ip() -> String {
     "127.0.0.1".into()
 }
 
+/// `resources` of a task (exec only; raw_exec gets no limits).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
+    /// A cpu weight, not a cap (v1 `cpu.shares`, v2 `cpu.weight`).
     pub cpu_mhz: u64,
+    /// Pins the first N CPUs of the parent cgroup's set; at most the host's online CPUs.
     pub cores: u64,
+    /// The hard memory limit when `memory_max_mb` is 0; `NOMAD_MEMORY_LIMIT`.
     pub memory_mb: u64,
+    /// The hard memory limit when > 0; at least `memory_mb`.
     pub memory_max_mb: u64,
+    /// `pids.max` when > 0.
     pub pids_max: u64,
 }
 
@@ -449,10 +587,16 @@ impl Default for Resources {
     }
 }
 
+/// `logs` of a task.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Logs {
+    /// Log files of each stream kept (the newest).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_files: u32,
+    /// Size at which the next file is opened, in MiB.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_file_size_mb: u64,
 }
 

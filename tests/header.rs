@@ -57,28 +57,12 @@ fn generate() -> String {
 
 #[test]
 fn header_is_up_to_date() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/execdriver.h");
-    let now = generate();
-    if std::env::var_os("UPDATE_HEADER").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &now).unwrap();
-        eprintln!("rewrote {}", path.display());
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != now {
-        let first = committed
-            .lines()
-            .zip(now.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| committed.lines().count().min(now.lines().count()));
-        panic!(
-            "include/execdriver.h is stale (first difference at line {}).\n\
-             Regenerate it with:  UPDATE_HEADER=1 cargo test --test header\n\
-             and commit the result.",
-            first + 1
-        );
-    }
+    common::committed_is_up_to_date(
+        "include/execdriver.h",
+        &generate(),
+        "UPDATE_HEADER",
+        "header",
+    );
 }
 
 #[test]

@@ -20,6 +20,17 @@ pub fn current() -> Arc<PluginConfig> {
 
 /// Replaces the configuration (for tasks started afterwards) and returns the effective one.
 pub fn configure(request: &str) -> Result<serde_json::Value> {
+    let cfg = validate(request)?;
+    check_data_dir(&data_dir(&cfg))?;
+    let cfg = Arc::new(cfg);
+    *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
+    effective_json(&cfg)
+}
+
+/// Parses and checks a `driver_configure` request, touching nothing (the data dir's
+/// check is [`configure`]'s): the document checks alone, which the JSON Schema's
+/// examples are held to (tests/schema.rs).
+pub fn validate(request: &str) -> Result<PluginConfig> {
     let cfg: PluginConfig = config::parse(request, Code::InvalidConfig, "")?;
     for (i, c) in cfg.allow_caps.iter().enumerate() {
         if c != "all" && crate::caps::parse_cap(c).is_none() {
@@ -51,10 +62,7 @@ pub fn configure(request: &str) -> Result<serde_json::Value> {
         ));
     }
     crate::cgroup::validate_parent(&cfg.cgroup_parent)?;
-    check_data_dir(&data_dir(&cfg))?;
-    let cfg = Arc::new(cfg);
-    *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
-    effective_json(&cfg)
+    Ok(cfg)
 }
 
 /// The data dir must be one tasks can be recorded in: made when missing, and writable

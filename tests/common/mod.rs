@@ -108,6 +108,33 @@ pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
+/// A committed generated file (`rel` below the crate) must be `now`, else the test fails
+/// with the command that regenerates it: `cargo test --test {test}` with `{var}=1` set,
+/// which rewrites the file instead.
+pub fn committed_is_up_to_date(rel: &str, now: &str, var: &str, test: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var_os(var).is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, now).unwrap();
+        eprintln!("rewrote {}", path.display());
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != now {
+        let first = committed
+            .lines()
+            .zip(now.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(now.lines().count()));
+        panic!(
+            "{rel} is stale (first difference at line {}).\n\
+             Regenerate it with:  {var}=1 cargo test --test {test}\n\
+             and commit the result.",
+            first + 1
+        );
+    }
+}
+
 /// Calls a driver operation with a JSON value; Ok(response) or Err(error object).
 pub fn op(
     f: fn(Option<&str>) -> execdriver::Result<Value>,
