@@ -25,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The library as shipped (without the `testing` feature its internals are private, which
+# some lints only then look at).
+cargo clippy --lib --bins --quiet -- -D warnings
 cargo build --quiet
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The abi_stable root module (off by default): its own feature build and host test.

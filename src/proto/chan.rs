@@ -25,7 +25,7 @@ pub struct Channel {
 #[derive(Debug, PartialEq)]
 pub enum Line {
     /// A line, without its newline.
-    Line(Vec<u8>),
+    Complete(Vec<u8>),
     /// Nothing complete yet (non-blocking only).
     Pending,
     /// The peer closed its end (a last line without a newline is dropped).
@@ -69,7 +69,7 @@ impl Channel {
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();
                 self.scanned = 0;
-                return Ok(Line::Line(line));
+                return Ok(Line::Complete(line));
             }
             self.scanned = self.buf.len();
             if self.buf.len() > limit {
@@ -107,7 +107,7 @@ impl Channel {
     /// a report is an error.
     pub fn next(&mut self, blocking: bool) -> io::Result<Incoming> {
         match self.line(blocking, crate::proto::MAX_LINE)? {
-            Line::Line(l) => crate::proto::parse(&l)
+            Line::Complete(l) => crate::proto::parse(&l)
                 .map(Incoming::Message)
                 .map_err(io::Error::other),
             Line::Pending => Ok(Incoming::Pending),
@@ -165,13 +165,13 @@ mod tests {
         send_all(&a, b"{\"first\":1}\n").unwrap();
         assert_eq!(
             line(&mut c, 100).unwrap(),
-            Line::Line(b"{\"first\":1}".to_vec())
+            Line::Complete(b"{\"first\":1}".to_vec())
         );
         // The same socket carries the next one (a supervisor that runs another task).
         send_all(&a, b"{\"second\":2}\n").unwrap();
         assert_eq!(
             line(&mut c, 100).unwrap(),
-            Line::Line(b"{\"second\":2}".to_vec())
+            Line::Complete(b"{\"second\":2}".to_vec())
         );
         drop(a);
         assert_eq!(line(&mut c, 100).unwrap(), Line::Eof);
@@ -186,14 +186,14 @@ mod tests {
         send_all(&a, b"{\"spec\":1}\n{\"go\":2}\nkeep\n").unwrap();
         assert_eq!(
             line(&mut c, 100).unwrap(),
-            Line::Line(b"{\"spec\":1}".to_vec())
+            Line::Complete(b"{\"spec\":1}".to_vec())
         );
         assert!(c.buffered() && c.readable_within(0));
         assert_eq!(
             line(&mut c, 100).unwrap(),
-            Line::Line(b"{\"go\":2}".to_vec())
+            Line::Complete(b"{\"go\":2}".to_vec())
         );
-        assert_eq!(line(&mut c, 100).unwrap(), Line::Line(b"keep".to_vec()));
+        assert_eq!(line(&mut c, 100).unwrap(), Line::Complete(b"keep".to_vec()));
         assert!(!c.buffered() && !c.readable_within(0));
         assert_eq!(c.line(false, 100).unwrap(), Line::Pending);
     }
@@ -246,7 +246,7 @@ mod tests {
             drop(c);
             t.join().unwrap();
             match got {
-                Ok(Line::Line(v)) => assert!(whole && v == data, "{} bytes", v.len()),
+                Ok(Line::Complete(v)) => assert!(whole && v == data, "{} bytes", v.len()),
                 Ok(other) => panic!("{other:?}"),
                 Err(e) => assert!(!whole && e.to_string().contains("too large"), "{e}"),
             }

@@ -106,7 +106,7 @@ pub const MAX_LINE: usize = 64 << 20;
 /// host closed the channel: it gave up, or went away).
 pub fn read_from_host(chan: &mut chan::Channel) -> Result<Option<ToSupervisor>, String> {
     match chan.line(true, MAX_LINE).map_err(|e| e.to_string())? {
-        chan::Line::Line(b) => parse(&b).map(Some),
+        chan::Line::Complete(b) => parse(&b).map(Some),
         _ => Ok(None),
     }
 }

@@ -136,7 +136,7 @@ impl Launcher {
             };
             let line = if line.is_empty() {
                 match chan.line(true, proto::MAX_LINE) {
-                    Ok(Line::Line(b)) => b,
+                    Ok(Line::Complete(b)) => b,
                     _ => {
                         if self.first
                             && let Some(o) = &self.owns

@@ -252,7 +252,7 @@ impl Standby {
         }
         crate::sys::set_idle_priority_of(self.pid.as_raw(), false);
         let mut line = match chan.line(true, proto::MAX_LINE) {
-            Ok(Line::Line(b)) => b,
+            Ok(Line::Complete(b)) => b,
             _ => {
                 self.discard();
                 return Received::Spec(None, vec![]);
