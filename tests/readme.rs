@@ -1,9 +1,10 @@
-//! The README's snippets are real: the C example compiles and runs against the built
-//! library; the shell and Python snippets are the ones the host tests run.
+//! Every snippet of the README is run as written, by a test here or by the test named
+//! in [`SNIPPETS`]; a block that no test runs fails [`every_snippet_is_run`].
 
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,17 +12,154 @@ fn root() -> PathBuf {
 
 /// Fenced blocks of `lang` in a Markdown file.
 fn blocks(file: &Path, lang: &str) -> Vec<String> {
+    all_blocks(file)
+        .into_iter()
+        .filter(|(l, _)| l == lang)
+        .map(|(_, b)| b)
+        .collect()
+}
+
+/// Every fenced block of a Markdown file: (language, body).
+fn all_blocks(file: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(file).unwrap();
-    let open = format!("```{lang}\n");
     let mut out = vec![];
     let mut rest = text.as_str();
-    while let Some(i) = rest.find(&open) {
-        let body = &rest[i + open.len()..];
+    while let Some(i) = rest.find("```") {
+        let after = &rest[i + 3..];
+        let Some(nl) = after.find('\n') else { break };
+        let lang = after[..nl].trim().to_string();
+        let body = &after[nl + 1..];
         let end = body.find("```").unwrap();
-        out.push(body[..end].to_string());
-        rest = &body[end..];
+        out.push((lang, body[..end].to_string()));
+        rest = &body[end + 3..];
     }
     out
+}
+
+/// The README's blocks in order: language, first line, and what runs it.
+const SNIPPETS: [(&str, &str, &str); 8] = [
+    (
+        "sh",
+        "./demo.sh",
+        ".ci/run runs ./test.sh and ./demo.sh (quick_start_is_what_ci_runs)",
+    ),
+    ("c", "#include <stdio.h>", "c_example_compiles_and_runs"),
+    (
+        "sh",
+        "./install.sh /opt/execdriver",
+        "c_example_compiles_and_runs",
+    ),
+    (
+        "sh",
+        "h=$(mktemp)",
+        "tests/c_harness.rs (README_STEPS, the same text)",
+    ),
+    (
+        "python",
+        "from execdriver import Driver, DriverTimeout",
+        "tests/python_pkg (python/README.md's, the same text)",
+    ),
+    ("gomod", "module hello", "examples-go/readme_test.go"),
+    ("go", "package main", "examples-go/readme_test.go"),
+    ("sh", "cargo build", "go_agent_snippet_runs"),
+];
+
+#[test]
+fn every_snippet_is_run() {
+    let found: Vec<(String, String)> = all_blocks(&root().join("README.md"))
+        .into_iter()
+        .map(|(l, b)| (l, b.lines().next().unwrap_or("").to_string()))
+        .collect();
+    let known: Vec<(String, String)> = SNIPPETS
+        .iter()
+        .map(|(l, first, _)| {
+            (
+                l.to_string(),
+                first.split("   ").next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let found_short: Vec<(String, String)> = found
+        .iter()
+        .map(|(l, first)| {
+            (
+                l.clone(),
+                first.split("   ").next().unwrap().trim_end().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found_short, known,
+        "the README's blocks changed: give each new one a test and list it in SNIPPETS"
+    );
+}
+
+/// The quick start's two commands are what CI runs on a fresh machine.
+#[test]
+fn quick_start_is_what_ci_runs() {
+    let qs = &blocks(&root().join("README.md"), "sh")[0];
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    for cmd in ["./demo.sh", "./test.sh"] {
+        assert!(qs.lines().any(|l| l.starts_with(cmd)), "{qs}");
+        assert!(
+            ci.lines().any(|l| l.trim() == cmd),
+            ".ci/run does not run {cmd}"
+        );
+    }
+}
+
+/// The README's Go agent block, run as written from the repository's root: `cargo`
+/// on its `PATH` is a stand-in that checks it is asked to `build` (this test's own build
+/// made the library: a second build here would replace it under the other tests).
+#[test]
+fn go_agent_snippet_runs() {
+    init();
+    if Command::new("go").arg("version").output().is_err() {
+        skip("go is not installed");
+        return;
+    }
+    let block = blocks(&root().join("README.md"), "sh")
+        .into_iter()
+        .find(|b| b.starts_with("cargo build"))
+        .unwrap();
+    let d = TempDir::new("readme-agent");
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let stub = bin.join("cargo");
+    std::fs::write(&stub, "#!/bin/sh\n[ \"$*\" = build ] || exit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("EXECDRIVER_DATA_DIR", d.path().join("data"))
+        .env("GOCACHE", tmp.join("go-cache"))
+        .env("GOPATH", tmp.join("go-path"))
+        .env("GOPROXY", "off")
+        .env_remove("EXECDRIVER_SHIM")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("../examples-c/jobs/hello-raw.json: {"))
+        .unwrap_or_else(|| panic!("no result line: {out}"));
+    assert!(
+        line.contains("\"exit_code\":0") && line.contains("\"task_id\":\"hello-"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -35,7 +173,7 @@ fn c_example_compiles_and_runs() {
     // Installed into a temporary prefix, built with pkg-config, run as it is: the
     // library found through the rpath (its SONAME libexecdriver.so.1), the shim through
     // the install layout.
-    if std::process::Command::new("pkg-config")
+    if Command::new("pkg-config")
         .arg("--version")
         .output()
         .is_err()
@@ -43,39 +181,27 @@ fn c_example_compiles_and_runs() {
         skip("pkg-config is not installed");
         return;
     }
+    // The install block as written, in a directory of its own holding `hello.c` and what
+    // `./install.sh` reads (itself, `Cargo.toml`, `include/`), with the one change of its
+    // prefix for a temporary one; `BUILD_DIR` installs this test's build (no release
+    // build here). The library is then found through the rpath (its SONAME
+    // libexecdriver.so.1), the shim through the install layout.
+    let install = blocks(&root().join("README.md"), "sh")
+        .into_iter()
+        .find(|b| b.starts_with("./install.sh"))
+        .unwrap();
+    for f in ["install.sh", "Cargo.toml", "include"] {
+        std::os::unix::fs::symlink(root().join(f), d.path().join(f)).unwrap();
+    }
+    let prefix = d.path().join("prefix");
+    let script = install.replace("/opt/execdriver", prefix.to_str().unwrap());
     let build = Path::new(env!("CARGO_BIN_EXE_execdriver-shim"))
         .parent()
         .unwrap();
-    let prefix = d.path().join("prefix");
-    let o = std::process::Command::new(root().join("install.sh"))
-        .arg(&prefix)
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(d.path())
         .env("BUILD_DIR", build)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(prefix.join("libexec/execdriver/execdriver-shim").is_file());
-    let flags = std::process::Command::new("pkg-config")
-        .args(["--cflags", "--libs", "execdriver"])
-        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
-        .output()
-        .unwrap();
-    assert!(
-        flags.status.success(),
-        "{}",
-        String::from_utf8_lossy(&flags.stderr)
-    );
-    let flags = String::from_utf8(flags.stdout).unwrap();
-    let exe = d.path().join("hello");
-    let o = std::process::Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror"])
-        .arg(d.path().join("hello.c"))
-        .args(flags.split_whitespace())
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = std::process::Command::new(&exe)
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("EXECDRIVER_SHIM")
         .env("EXECDRIVER_DATA_DIR", d.path().join("data"))
@@ -87,6 +213,7 @@ fn c_example_compiles_and_runs() {
         "{out} {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    assert!(prefix.join("libexec/execdriver/execdriver-shim").is_file());
     assert!(
         out.lines().nth(1).unwrap().starts_with("0 {") && out.contains("\"exit_code\":0"),
         "{out}"
@@ -118,9 +245,9 @@ fn python_and_shell_snippets_are_the_tested_ones() {
         readme.contains(steps),
         "README's harness snippet differs from tests/c_harness.rs README_STEPS"
     );
-    let go_test = std::fs::read_to_string(root().join("examples-go/agent_test.go")).unwrap();
+    let go_test = std::fs::read_to_string(root().join("examples-go/readme_test.go")).unwrap();
     assert!(
-        readme.contains("go build -o agent .") && go_test.contains("go"),
-        "Go snippet missing"
+        go_test.contains("../README.md"),
+        "examples-go/readme_test.go no longer runs the README's Go snippet"
     );
 }
