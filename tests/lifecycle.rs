@@ -211,3 +211,56 @@ fn stats_give_cpu_percent_ticks_and_what_was_measured() {
     .unwrap();
     destroy(&id);
 }
+
+/// `driver_inspect`'s events, as Nomad shows a task's: each step of its life with a time,
+/// a type and a message, in order.
+#[test]
+fn inspect_lists_the_tasks_events() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let d = TempDir::new("events");
+    let r = start(raw_task(
+        "e",
+        d.path(),
+        "trap 'echo hup' HUP; echo ready; while :; do sleep 0.05; done",
+    ))
+    .unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    wait_for_output(d.path(), "e", "ready");
+    op(
+        execdriver::driver::signal,
+        json!({"task_id": id, "signal": "SIGHUP"}),
+    )
+    .unwrap();
+    wait_for_output(d.path(), "e", "hup");
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "signal": "SIGUSR1", "timeout_ms": 2000}),
+    )
+    .unwrap();
+    let i = op(execdriver::driver::inspect, json!({"task_id": id})).unwrap();
+    let events = i["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["received", "started", "signaled", "killing", "exited"],
+        "{i}"
+    );
+    assert_eq!(events[2]["message"], "signal 1");
+    assert!(
+        events[3]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("signal 10;"),
+        "{i}"
+    );
+    assert_eq!(
+        events[4]["message"], "killed by signal 10 (exit code 138)",
+        "{i}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    destroy(&id);
+}

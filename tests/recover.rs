@@ -126,6 +126,19 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
     )
     .unwrap();
     assert_eq!(w["signal"], 15, "{w}");
+    // The history the first host recorded, then this one's.
+    let i = op(execdriver::driver::inspect, json!({"task_id": id})).unwrap();
+    let kinds: Vec<&str> = i["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["received", "started", "recovered", "killing", "exited"],
+        "{i}"
+    );
     // The ticks are in order.
     let out = stdout_of(d.path(), "r");
     let ticks: Vec<u64> = out.lines().map(|l| l[5..].parse().unwrap()).collect();

@@ -224,10 +224,16 @@ fn stop_task(t: &Arc<Task>, sig: i32, grace_ms: u64) -> Result<Value> {
         }
         return Ok(t.finalize());
     };
+    use crate::host::events::Kind;
+    t.event(
+        Kind::Killing,
+        format!("signal {sig}; every process is SIGKILLed {grace_ms} ms later if it runs on"),
+    );
     let _ = crate::proto::Control::Forward(sig).send(&pidfd);
     if let Ok(v) = t.wait(i64::try_from(grace_ms).unwrap_or(i64::MAX)) {
         return Ok(v);
     }
+    t.event(Kind::Killing, "the grace period is over: SIGKILL to every process");
     let _ = crate::proto::Control::KillAll.send(&pidfd);
     if let Ok(v) = t.wait(10_000) {
         return Ok(v);
@@ -317,6 +323,7 @@ pub fn inspect(req: Option<&str>) -> Result<Value> {
         "state": g.state.unwrap_or(State::Starting).as_str(), "pid": g.pid, "started_at": g.started_at,
         "exit": g.exit, "task_dir": t.task_dir, "handle": g.handle,
         "artifacts": g.artifacts.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+        "events": g.events.to_json(),
     }))
 }
 
@@ -336,6 +343,7 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     let pidfd = t.lock().pidfd.clone();
     match pidfd {
         Some(fd) if !t.supervisor_exited() => {
+            t.event(crate::host::events::Kind::Signaled, format!("signal {sig}"));
             crate::proto::Control::Forward(sig).send(&fd).map_err(|e| {
                 Error::new(
                     Code::Internal,

@@ -13,6 +13,7 @@
 
 pub mod driver;
 pub mod env;
+pub mod events;
 pub mod exec_into;
 pub mod fetch;
 pub mod loadable;

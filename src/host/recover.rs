@@ -40,6 +40,8 @@ pub fn recover(text: &str) -> Result<Value> {
         task::insert(task.clone())?;
         return Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}));
     }
+    task.lock().events = crate::host::events::Events::load(&task.state_dir);
+    task.event(crate::host::events::Kind::Recovered, "from its handle");
     let cgroup = h.cgroup;
     // The pid names our supervisor only if its start time matches: a reused pid never
     // passes. The check is repeated after the pidfd is open, closing the race.

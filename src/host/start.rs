@@ -127,6 +127,7 @@ impl Entry {
             plan.kill_timeout_ms,
         );
         task::insert(task.clone())?;
+        task.event(crate::host::events::Kind::Received, "");
         let entry = Entry {
             task,
             committed: std::cell::Cell::new(false),
@@ -253,12 +254,18 @@ fn prepare_command(
             .map(crate::host::fetch::ArtifactProgress::new)
             .collect();
         entry.task.lock().artifacts = progress.clone();
+        let n = plan.artifacts.len();
+        entry.task.event(
+            crate::host::events::Kind::DownloadingArtifacts,
+            format!("{n} artifact(s)"),
+        );
         crate::host::fetch::fetch_all(
             &plan.artifacts,
             &plan.dirs.task_dir,
             &cfg.artifact,
             &progress,
         )?;
+        entry.task.event(crate::host::events::Kind::ArtifactsDownloaded, "");
     }
     let (command, _) =
         prepare::lookup_command(&plan.command, &plan.dirs.task_dir, root, &spec.cwd)?;
@@ -325,6 +332,11 @@ fn commit(
         g.reusable = started.reusable;
         g.spec = Some(spec);
         g.cpu_sample = Some(crate::host::stats::Sample::at_start());
+        let pid = started.pid;
+        let events = &mut g.events;
+        events.push(&plan.dirs.state_dir, crate::host::events::Kind::Started, format!("supervisor pid {pid}"));
+        // One write for the whole start, off nothing but this return.
+        events.persist(&plan.dirs.state_dir);
     }
     task.set_running(
         started.pid,

@@ -56,6 +56,8 @@ pub struct Inner {
     /// The CPU counters at the previous `driver_stats` (at the start, zeros), whence its
     /// percentages ([`crate::host::stats::rates`]).
     pub cpu_sample: Option<crate::host::stats::Sample>,
+    /// What happened to it ([`crate::host::events`]).
+    pub events: crate::host::events::Events,
 }
 
 pub struct Task {
@@ -156,6 +158,11 @@ impl Task {
 
     pub fn state(&self) -> State {
         self.lock().state.unwrap_or(State::Starting)
+    }
+
+    /// Records an event of the task ([`crate::host::events`]).
+    pub fn event(&self, kind: crate::host::events::Kind, message: impl Into<String>) {
+        self.lock().events.push(&self.state_dir, kind, message);
     }
 
     /// Marks the task running with its supervisor.
@@ -306,6 +313,8 @@ impl Task {
             match chan.next(false) {
                 Ok(crate::proto::chan::Incoming::Message(crate::proto::ToHost::Exited(s))) => {
                     let v = self.wait_object(&s);
+                    let (kind, message) = crate::host::events::of_exit(&v);
+                    g.events.push(&self.state_dir, kind, message);
                     g.exit = Some(v.clone());
                     g.state = Some(State::Exited);
                     if g.reusable.is_none() {
@@ -440,6 +449,11 @@ impl Task {
                        "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
             }
         };
+        // (A recovered task's earlier host may have recorded its end already.)
+        let (kind, message) = crate::host::events::of_exit(&v);
+        if g.events.last_kind() != Some(kind.as_str()) {
+            g.events.push(&self.state_dir, kind, message);
+        }
         g.exit = Some(v.clone());
         g.state = Some(State::Exited);
         g.pidfd = None;
