@@ -13,6 +13,9 @@
  *   harness [-l LIB] inspect|stats HANDLEFILE      recover the task from HANDLEFILE, then
  *                                                  call driver_OP on it and print the JSON
  *   harness [-l LIB] [-p] destroy HANDLEFILE       recover, then destroy (force; -p: purge)
+ *   harness [-l LIB] logs [-f] [-stderr] HANDLEFILE  recover, then copy the task's stdout
+ *                                                  (or stderr) to stdout; -f: follow it
+ *                                                  until the task ends
  *
  * The library is loaded with dlopen() from, in order: -l PATH, $EXECDRIVER_LIB,
  * ./target/debug/libexecdriver.so (the repository root after `cargo build`), then plain
@@ -409,11 +412,46 @@ static int soft_fail(const char *name, int32_t st, const char *resp) {
     return (int)st;
 }
 
+/* Recovers the task of the handle in `handle_path`. Returns its task_id (malloc'd), or
+ * NULL with *rc set (the failure reported). *req (malloc'd, *rl bytes) is room for a
+ * request about the task. */
+static char *recover_handle(const char *handle_path, char **req, size_t *rl, int *rc) {
+    char *handle = read_file(handle_path), *resp = NULL, *id;
+    int32_t st;
+    id = string_value(handle, "task_id");
+    if (id == NULL) {
+        fprintf(stderr, "harness: %s holds no task_id; is it a handle from `harness start`?\n",
+                handle_path);
+        free(handle);
+        *rc = HARNESS_FAIL;
+        return NULL;
+    }
+    *rl = strlen(handle) + strlen(id) + 160;
+    *req = malloc(*rl);
+    if (*req == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        exit(HARNESS_FAIL);
+    }
+    snprintf(*req, *rl, "{\"handle\":%s}", handle);
+    free(handle);
+    st = call("driver_recover", *req, &resp, 1);
+    if (st != DRIVER_OK) {
+        *rc = soft_fail("driver_recover", st, resp);
+        p_free(resp);
+        free(*req);
+        free(id);
+        return NULL;
+    }
+    p_free(resp);
+    return id;
+}
+
 /* wait|stop|inspect|stats HANDLEFILE [TIMEOUT_MS]: recover, then the operation. */
 static int cmd_step(const char *opname, const char *handle_path, const char *timeout) {
-    char *handle = read_file(handle_path), *resp = NULL, *id, *req, name[32];
-    size_t hl = strlen(handle), rl;
+    char *resp = NULL, *id, *req, name[32];
+    size_t rl;
     int32_t st;
+    int rc;
     long tmo = -1;
     if (timeout != NULL) {
         char *end;
@@ -421,35 +459,12 @@ static int cmd_step(const char *opname, const char *handle_path, const char *tim
         tmo = strtol(timeout, &end, 10);
         if (errno != 0 || end == timeout || *end != '\0' || tmo < 0) {
             fprintf(stderr, "harness: TIMEOUT_MS must be a number of milliseconds >= 0\n");
-            free(handle);
             return HARNESS_FAIL;
         }
     }
-    id = string_value(handle, "task_id");
-    if (id == NULL) {
-        fprintf(stderr, "harness: %s holds no task_id; is it a handle from `harness start`?\n",
-                handle_path);
-        free(handle);
-        return HARNESS_FAIL;
-    }
-    rl = hl + strlen(id) + 96;
-    req = malloc(rl);
-    if (req == NULL) {
-        fprintf(stderr, "harness: out of memory\n");
-        exit(HARNESS_FAIL);
-    }
-    snprintf(req, rl, "{\"handle\":%s}", handle);
-    free(handle);
-    st = call("driver_recover", req, &resp, 1);
-    if (st != DRIVER_OK) {
-        int rc = soft_fail("driver_recover", st, resp);
-        p_free(resp);
-        free(req);
-        free(id);
+    id = recover_handle(handle_path, &req, &rl, &rc);
+    if (id == NULL)
         return rc;
-    }
-    p_free(resp);
-    resp = NULL;
 
     if (strcmp(opname, "destroy") == 0)
         snprintf(req, rl, "{\"task_id\":\"%s\",\"force\":true,\"purge\":%s}", id,
@@ -470,12 +485,85 @@ static int cmd_step(const char *opname, const char *handle_path, const char *tim
     return (int)st;
 }
 
+/* Decodes standard base64 `in` into `out` (room for 3/4 of its length); returns the
+ * number of bytes. */
+static size_t unbase64(const char *in, size_t len, unsigned char *out) {
+    size_t n = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len && in[i] != '='; i++) {
+        const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *p = strchr(a, in[i]);
+        if (p == NULL || in[i] == '\0')
+            continue;
+        acc = (acc << 6) | (unsigned)(p - a);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+/* logs [-f] [-stderr] HANDLEFILE: recover, then copy the task's stream to stdout (exact
+ * bytes: base64 on the wire) from its start; with -f, follow it until the task ends. */
+static int cmd_logs(int follow, const char *stream, const char *handle_path) {
+    char *resp = NULL, *req, *id;
+    size_t rl;
+    int rc;
+    long offset = 0;
+    id = recover_handle(handle_path, &req, &rl, &rc);
+    if (id == NULL)
+        return rc;
+    for (;;) {
+        int32_t st;
+        char *data;
+        snprintf(req, rl,
+                 "{\"task_id\":\"%s\",\"stream\":\"%s\",\"offset\":%ld,\"follow_ms\":%d}", id,
+                 stream, offset, follow ? 10000 : 0);
+        st = call("driver_logs", req, &resp, 1);
+        if (st != DRIVER_OK) {
+            rc = soft_fail("driver_logs", st, resp);
+            p_free(resp);
+            break;
+        }
+        data = string_value(resp, "data");
+        if (data != NULL) {
+            size_t len = strlen(data);
+            unsigned char *bytes = malloc(len / 4 * 3 + 3);
+            if (bytes == NULL) {
+                fprintf(stderr, "harness: out of memory\n");
+                exit(HARNESS_FAIL);
+            }
+            fwrite(bytes, 1, unbase64(data, len, bytes), stdout);
+            fflush(stdout);
+            free(bytes);
+        }
+        offset = int_value(resp, "offset", offset);
+        rc = 0;
+        {
+            const char *eof = find_key(resp, "eof");
+            int done = eof != NULL && strncmp(eof, "true", 4) == 0;
+            int empty = data == NULL || *data == '\0';
+            free(data);
+            p_free(resp);
+            if (done || (!follow && empty))
+                break;
+        }
+    }
+    free(req);
+    free(id);
+    return rc;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: harness [-l LIB] [-q] [-p] fingerprint | version | run JOB.json | call OP [JSON]\n"
             "       harness [-l LIB] start JOB.json HANDLEFILE\n"
             "       harness [-l LIB] wait|stop HANDLEFILE [TIMEOUT_MS]\n"
             "       harness [-l LIB] [-p] inspect|stats|destroy HANDLEFILE\n"
+            "       harness [-l LIB] logs [-f] [-stderr] HANDLEFILE\n"
             "  -l LIB  library to dlopen (default: $EXECDRIVER_LIB, ./target/debug/libexecdriver.so,\n"
             "          then libexecdriver.so on the loader's path)\n"
             "  -q      run: do not copy the task's logs to stdout/stderr\n"
@@ -512,7 +600,21 @@ int main(int argc, char **argv) {
     else if ((strcmp(argv[i], "wait") == 0 || strcmp(argv[i], "stop") == 0) &&
              (i + 2 == argc || i + 3 == argc))
         rc = cmd_step(argv[i], argv[i + 1], i + 3 == argc ? argv[i + 2] : NULL);
-    else if ((strcmp(argv[i], "inspect") == 0 || strcmp(argv[i], "stats") == 0 ||
+    else if (strcmp(argv[i], "logs") == 0 && i + 2 <= argc) {
+        int follow = 0, j = i + 1;
+        const char *stream = "stdout";
+        for (; j < argc - 1; j++) {
+            if (strcmp(argv[j], "-f") == 0)
+                follow = 1;
+            else if (strcmp(argv[j], "-stderr") == 0)
+                stream = "stderr";
+            else
+                usage();
+        }
+        if (j != argc - 1)
+            usage();
+        rc = cmd_logs(follow, stream, argv[j]);
+    } else if ((strcmp(argv[i], "inspect") == 0 || strcmp(argv[i], "stats") == 0 ||
               strcmp(argv[i], "destroy") == 0) &&
              i + 2 == argc)
         rc = cmd_step(argv[i], argv[i + 1], NULL);

@@ -218,6 +218,16 @@ int32_t driver_recover(const char *request_json, char **response_json);
  */
 int32_t driver_exec(const char *request_json, char **response_json);
 
+/**
+ * Reads a task's stdout or stderr as one stream across its rotated files, from a byte
+ * offset (from the start or back from the end), waiting up to `follow_ms` for more.
+ * Calling convention and safety: see the top of this header.
+ *
+ * # Safety
+ * As for every `driver_<op>` (see the top of this header).
+ */
+int32_t driver_logs(const char *request_json, char **response_json);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

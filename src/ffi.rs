@@ -304,3 +304,17 @@ pub unsafe extern "C" fn driver_exec(
 ) -> i32 {
     call(driver::exec, request_json, response_json)
 }
+
+/// Reads a task's stdout or stderr as one stream across its rotated files, from a byte
+/// offset (from the start or back from the end), waiting up to `follow_ms` for more.
+/// Calling convention and safety: see the top of this header.
+///
+/// # Safety
+/// As for every `driver_<op>` (see the top of this header).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_logs(
+    request_json: *const c_char,
+    response_json: *mut *mut c_char,
+) -> i32 {
+    call(driver::logs, request_json, response_json)
+}

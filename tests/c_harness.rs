@@ -381,6 +381,30 @@ fn step_by_step_across_processes() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(!Path::new(started["task_dir"].as_str().unwrap()).exists());
 
+    // A task's output, recovered from its handle: followed to its end, exact bytes.
+    let h2 = d.path().join("h2.json");
+    let h2 = h2.to_str().unwrap();
+    let o = run(&["start", "examples-c/jobs/hello-raw.json", h2], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let want = "hello from raw_exec\nGREETING=hi from hello task=hello\n";
+    let o = run(&["logs", "-f", h2], d.path());
+    assert_eq!(
+        (o.status.code(), text(&o.stdout)),
+        (Some(0), want.to_string()),
+        "{}",
+        text(&o.stderr)
+    );
+    if valgrind_available() {
+        let o = under_valgrind_in(&["logs", h2], 0, d.path());
+        assert_eq!(text(&o.stdout), want);
+    }
+    let o = run(&["logs", "-stderr", h2], d.path());
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(0), String::new()));
+    let o = run(&["logs", "-x", h2], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["-p", "destroy", h2], d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
     // Bad usage and a missing handle file are clear errors.
     let o = run(&["inspect", h, "5"], d.path());
     assert_eq!(o.status.code(), Some(2));

@@ -18,6 +18,7 @@ const EXPORTS: &[(&str, Export)] = &[
     ("signal", ffi::driver_signal),
     ("recover", ffi::driver_recover),
     ("exec", ffi::driver_exec),
+    ("logs", ffi::driver_logs),
 ];
 
 /// Calls `f` and returns (status, response JSON), freeing the response.

@@ -112,6 +112,13 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
             || s["memory"]["rss_bytes"].as_u64().unwrap() > 0,
         "{s}"
     );
+    // Its logs, found from the launch.json the supervisor wrote.
+    let l = op(
+        execdriver::driver::logs,
+        json!({"task_id": id, "limit_bytes": 7, "encoding": "text"}),
+    )
+    .unwrap();
+    assert_eq!(l["data"], "tick 0\n", "{l}");
     // driver_exec of a recovered task: this host never had its spec in memory, so the
     // exec shim reads the launch.json the supervisor wrote.
     let out = op(

@@ -388,6 +388,11 @@ pub fn recover(req: Option<&str>) -> Result<Value> {
     crate::host::recover::recover(required(req)?)
 }
 
+/// `driver_logs`: see [`crate::host::logs`].
+pub fn logs(req: Option<&str>) -> Result<Value> {
+    crate::host::logs::logs(required(req)?)
+}
+
 /// `driver_exec`: one command inside a running task's isolation, output captured.
 pub fn exec(req: Option<&str>) -> Result<Value> {
     crate::host::exec_into::exec(required(req)?)

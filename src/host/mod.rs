@@ -17,6 +17,7 @@ pub mod events;
 pub mod exec_into;
 pub mod fetch;
 pub mod loadable;
+pub mod logs;
 pub mod handle;
 pub mod plan;
 pub mod plugin;

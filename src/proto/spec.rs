@@ -295,6 +295,12 @@ fn all_caps() -> u64 {
     u64::MAX
 }
 
+/// The start of the names of a task's log files of `stream` (`stdout`, `stderr`):
+/// `<name>.<stream>.<N>`, as Nomad's logmon names them.
+pub fn log_prefix(name: &str, stream: &str) -> String {
+    format!("{name}.{stream}.")
+}
+
 /// The supervisor's report when the task has ended (`exit.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExitStatus {

@@ -56,7 +56,7 @@ impl RotatingLog {
         max_files: u32,
         max_bytes: u64,
     ) -> io::Result<RotatingLog> {
-        let prefix = format!("{name}.{stream}.");
+        let prefix = crate::proto::spec::log_prefix(name, stream);
         let index = indexes(names, &prefix).max().unwrap_or(0);
         let (file, size) = open_index(dir, &prefix, index)?;
         Ok(RotatingLog {
