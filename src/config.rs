@@ -310,6 +310,11 @@ pub struct TaskRequest {
     /// exec only: the task's network (SPEC §2); absent means the host's.
     #[serde(default)]
     pub network_isolation: Option<NetworkIsolation>,
+    /// Return a `wait_fd` with the start: a file descriptor (the read end of a pipe,
+    /// close-on-exec, owned by the caller) that becomes readable (EOF) once the task's
+    /// exit is known, for epoll, asyncio or Go's poller instead of a blocked thread.
+    #[serde(default)]
+    pub wait_fd: bool,
     /// What `driver_stop` sends the command first: a name (`SIGTERM`, `TERM`, `term`,
     /// `SIGRTMIN+3`) or a number.
     #[serde(default = "default_kill_signal", deserialize_with = "de_signal")]

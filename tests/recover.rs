@@ -102,7 +102,27 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
         "config": {"command": "/bin/sh", "args": ["-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.01; done"]}});
     let h = start_in_child_host(&task, "kill");
     let id = h["task_id"].as_str().unwrap();
-    recover(&h).unwrap();
+    // With a wait fd: its supervisor's pidfd, readable once the task has ended.
+    let r = op(
+        execdriver::driver::recover,
+        json!({"handle": h, "wait_fd": true}),
+    )
+    .unwrap();
+    // SAFETY: the library handed this fd over to us.
+    let wait_fd = unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(
+            r["wait_fd"].as_i64().unwrap() as i32,
+        )
+    };
+    let readable = |ms: u16| {
+        use std::os::fd::AsFd;
+        let mut p = [nix::poll::PollFd::new(
+            wait_fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, nix::poll::PollTimeout::from(ms)).unwrap() == 1
+    };
+    assert!(!readable(0));
     assert_eq!(wait(id, 0).unwrap_err().code, execdriver::Code::Timeout);
     wait_for_output(d.path(), "r", "tick 5");
     let s = op(execdriver::driver::stats, json!({"task_id": id})).unwrap();
@@ -133,6 +153,10 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
     )
     .unwrap();
     assert_eq!(w["signal"], 15, "{w}");
+    assert!(
+        readable(10_000),
+        "the wait fd of a recovered task is not readable at its end"
+    );
     // The history the first host recorded, then this one's.
     let i = op(execdriver::driver::inspect, json!({"task_id": id})).unwrap();
     let kinds: Vec<&str> = i["events"]

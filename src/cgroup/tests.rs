@@ -378,18 +378,20 @@ fn v2_oom_and_stats() {
     assert_eq!(
         s["memory"],
         serde_json::json!({"rss_bytes": 1000, "cache_bytes": 2000, "swap_bytes": 7,
-                           "usage_bytes": 5000, "max_usage_bytes": 6000})
+                           "usage_bytes": 5000, "max_usage_bytes": 6000, "measured": ["rss_bytes", "cache_bytes", "swap_bytes", "usage_bytes", "max_usage_bytes"]})
     );
     assert_eq!(
         s["cpu"],
         serde_json::json!({"user_ns": 6000, "system_ns": 4000, "total_ns": 10000,
-                           "throttled_periods": 3, "throttled_ns": 2000})
+                           "throttled_periods": 3, "throttled_ns": 2000, "measured": ["user_ns", "system_ns", "total_ns", "throttled_periods", "throttled_ns"]})
     );
-    assert_eq!(s["pids"], serde_json::json!({"current": 5}));
+    assert_eq!(s["pids"], serde_json::json!({"current": 5, "measured": ["current"]}));
     assert!(s["timestamp_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
     t.remove().unwrap();
-    // after removal every number reads 0, nothing panics
-    assert_eq!(t.stats()["memory"]["usage_bytes"], 0);
+    // after removal every number reads 0 and is not measured, nothing panics
+    let gone = t.stats();
+    assert_eq!(gone["memory"]["usage_bytes"], 0);
+    assert_eq!(gone["memory"]["measured"], serde_json::json!([]));
 }
 
 #[test]
@@ -554,12 +556,12 @@ fn v1_oom_and_stats() {
     assert_eq!(
         s["memory"],
         serde_json::json!({"rss_bytes": 200, "cache_bytes": 100, "swap_bytes": 300,
-                           "usage_bytes": 400, "max_usage_bytes": 500})
+                           "usage_bytes": 400, "max_usage_bytes": 500, "measured": ["rss_bytes", "cache_bytes", "swap_bytes", "usage_bytes", "max_usage_bytes"]})
     );
     assert_eq!(
         s["cpu"],
         serde_json::json!({"user_ns": 6000, "system_ns": 3000, "total_ns": 9000,
-                           "throttled_periods": 2, "throttled_ns": 777})
+                           "throttled_periods": 2, "throttled_ns": 777, "measured": ["user_ns", "system_ns", "total_ns", "throttled_periods", "throttled_ns"]})
     );
     assert_eq!(s["pids"]["current"], 3);
 

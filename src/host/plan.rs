@@ -45,6 +45,8 @@ pub struct Plan {
     pub owner: Option<(u32, u32)>,
     pub kill_signal: i32,
     pub kill_timeout_ms: u64,
+    /// The start returns a wait fd ([`crate::config::TaskRequest::wait_fd`]).
+    pub wait_fd: bool,
     /// The task's cgroups to make, when any.
     pub cgroups: Option<CgroupRequest>,
     /// The command as the task names it (interpolated), looked up once its artifacts
@@ -107,6 +109,7 @@ impl Plan {
             owner: exec.then_some((user.uid, user.gid)),
             kill_signal: facts.kill_signal,
             kill_timeout_ms: t.kill_timeout_ms.min(cfg.max_kill_timeout_ms),
+            wait_fd: t.wait_fd,
             cgroups,
             command,
             artifacts,

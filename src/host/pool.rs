@@ -176,13 +176,21 @@ impl Lease {
     /// Tells the supervisor that the task's directories are ready ([`ToSupervisor::Go`])
     /// and returns once the command has exec'd (or failed to). Needs [`Lease::send_spec`]
     /// first.
-    pub fn go(mut self, go: &crate::proto::spec::Go) -> Result<Started> {
+    pub fn go(
+        mut self,
+        go: &crate::proto::spec::Go,
+        wait_pipe: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<Started> {
         let chan = self.chan.take().expect("channel");
         let pidfd = self.pidfd.take().expect("pidfd");
         let spec = self.spec.take().unwrap_or_default();
         let mut host = Channel::new(chan);
         // A supervisor that failed has said why before it exited: read it all the same.
-        let _ = proto::send_to_supervisor(&host.fd, &ToSupervisor::Go(go.clone()));
+        let msg = ToSupervisor::Go(go.clone());
+        let _ = match wait_pipe {
+            Some(w) => proto::send_to_supervisor_with_fd(&host.fd, &msg, w),
+            None => proto::send_to_supervisor(&host.fd, &msg),
+        };
         let report = host.next(true);
         if let Ok(Incoming::Message(ToHost::Started(s))) = report {
             return Ok(Started {
@@ -219,7 +227,7 @@ impl Lease {
                 let _ = crate::proto::chan::send_all(c, &spec);
             }
             fresh.spec = Some(spec);
-            return fresh.go(go);
+            return fresh.go(go, wait_pipe);
         }
         Err(Error::new(
             Code::Spawn,

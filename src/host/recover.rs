@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 #[serde(deny_unknown_fields)]
 struct Req {
     handle: Value,
+    /// Return a `wait_fd`, as `driver_start` does ([`wait_fd`]).
+    #[serde(default)]
+    wait_fd: bool,
 }
 
 /// Recovers the task of `handle`. Recovering a registered task is not an error. The
@@ -20,7 +23,7 @@ pub fn recover(text: &str) -> Result<Value> {
     let cfg = crate::host::plugin::current();
     let h = crate::host::handle::Handle::verify(&r.handle, &cfg)?;
     if let Ok(t) = task::get(&h.task_id) {
-        return Ok(json!({"task_id": t.id, "recovered": true, "state": t.state().as_str()}));
+        return reply(&t, r.wait_fd);
     }
     let task = Task::new(
         h.task_id.clone(),
@@ -38,7 +41,7 @@ pub fn recover(text: &str) -> Result<Value> {
     if !ours {
         task.set_superseded(started_at, r.handle);
         task::insert(task.clone())?;
-        return Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}));
+        return reply(&task, r.wait_fd);
     }
     task.lock().events = crate::host::events::Events::load(&task.state_dir);
     task.event(crate::host::events::Kind::Recovered, "from its handle");
@@ -62,5 +65,31 @@ pub fn recover(text: &str) -> Result<Value> {
         None => task.set_gone(started_at, r.handle, cgroup),
     }
     task::insert(task.clone())?;
-    Ok(json!({"task_id": task.id, "recovered": true, "state": task.state().as_str()}))
+    reply(&task, r.wait_fd)
+}
+
+/// The response, with a wait fd when asked for.
+fn reply(t: &Task, want_fd: bool) -> Result<Value> {
+    let mut v = json!({"task_id": t.id, "recovered": true, "state": t.state().as_str()});
+    if want_fd {
+        let fd = wait_fd(t)
+            .map_err(|e| crate::error::Error::new(Code::Internal, format!("wait_fd: {e}")))?;
+        // Handed over: the caller closes it.
+        v["wait_fd"] = json!(std::os::fd::IntoRawFd::into_raw_fd(fd));
+    }
+    Ok(v)
+}
+
+/// A recovered task's wait fd: a pidfd of its supervisor, which ends once it has recorded
+/// the task's exit (no host is there to take it back); for a task known to be over, the
+/// read end of a pipe whose write end is closed. Readable either way once the exit is
+/// known.
+fn wait_fd(t: &Task) -> std::io::Result<std::os::fd::OwnedFd> {
+    let pidfd = t.lock().pidfd.clone();
+    match pidfd {
+        Some(fd) if t.state() != task::State::Exited => fd.try_clone(),
+        _ => nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map(|(r, _)| r)
+            .map_err(std::io::Error::from),
+    }
 }

@@ -191,7 +191,17 @@ fn run(
     lease.send_spec(&spec);
 
     let go = prepare_command(plan, cfg, entry, created, &mut spec)?;
-    let started = lease.go(&go)?;
+    // The wait fd's pipe: its write end goes to the supervisor with the go.
+    let wait_pipe = match plan.wait_fd {
+        true => Some(
+            // Non-blocking, for a host's poller (Go's takes only such fds).
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| Error::new(Code::Spawn, format!("pipe: {e}")))?,
+        ),
+        false => None,
+    };
+    let started = lease.go(&go, wait_pipe.as_ref().map(|(_, w)| w))?;
+    let wait_fd = wait_pipe.map(|(r, _)| r);
 
     // Committed from here: nothing fails any more.
     if let Some(cg) = &started.cgroup {
@@ -200,7 +210,12 @@ fn run(
     }
     cgroups.0 = None;
     pool::replenish(cfg, plan.ns_flags);
-    Ok(commit(plan, entry, &key, spec, started))
+    let mut v = commit(plan, entry, &key, spec, started);
+    if let Some(r) = wait_fd {
+        // Handed over: the caller closes it.
+        v["wait_fd"] = json!(std::os::fd::IntoRawFd::into_raw_fd(r));
+    }
+    Ok(v)
 }
 
 /// Points `spec` at the task's cgroups `cg`.
@@ -280,6 +295,7 @@ fn prepare_command(
         alloc_id: exec
             .then(|| crate::sys::file_id(&plan.dirs.alloc_dir.join("alloc")))
             .flatten(),
+        wait_pipe: plan.wait_fd,
     };
     go.apply(spec);
     test_pause_before_go();

@@ -19,6 +19,8 @@ pub struct Channel {
     /// Where the search for a newline in `buf` resumes.
     scanned: usize,
     eof: bool,
+    /// Fds that came with the bytes received (the host's wait pipe, with its go).
+    fds: Vec<OwnedFd>,
 }
 
 /// What [`Channel::line`] found.
@@ -49,6 +51,7 @@ impl Channel {
             buf: vec![],
             scanned: 0,
             eof: false,
+            fds: vec![],
         }
     }
 
@@ -84,13 +87,24 @@ impl Channel {
                 self.buf.reserve(self.buf.capacity().max(16384));
             }
             let max = limit + 1 - self.buf.len();
-            match crate::sys::socket::recv_append(&self.fd, &mut self.buf, max, !blocking)? {
+            match crate::sys::socket::recv_append(
+                &self.fd,
+                &mut self.buf,
+                max,
+                !blocking,
+                &mut self.fds,
+            )? {
                 Some(0) => self.eof = true,
                 Some(_) => {}
                 None if blocking => continue,
                 None => return Ok(Line::Pending),
             }
         }
+    }
+
+    /// The first fd received and not taken yet.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
     }
 
     /// Whether a line (or EOF) is there within `ms` (-1: no limit), without taking it.

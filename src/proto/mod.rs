@@ -121,6 +121,15 @@ pub fn send_to_supervisor(chan: &std::os::fd::OwnedFd, m: &ToSupervisor) -> std:
     crate::proto::chan::send_all(chan, &line(m))
 }
 
+/// [`send_to_supervisor`] with an fd attached (the go's wait pipe, [`spec::Go::wait_pipe`]).
+pub fn send_to_supervisor_with_fd(
+    chan: &std::os::fd::OwnedFd,
+    m: &ToSupervisor,
+    fd: &std::os::fd::OwnedFd,
+) -> std::io::Result<()> {
+    crate::sys::socket::send_with_fd(chan, &line(m), fd)
+}
+
 /// A staged command process's verdict on a task, the byte it sends its supervisor after the spec it
 /// forwarded; and the supervisor's go byte back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -254,6 +254,11 @@ pub struct Go {
     pub root_id: Option<(u64, u64)>,
     #[serde(default)]
     pub alloc_id: Option<(u64, u64)>,
+    /// The go carries the write end of a pipe (`SCM_RIGHTS`), which the supervisor
+    /// closes once it has sent the exit report: the host's `wait_fd` (the read end)
+    /// then reads EOF.
+    #[serde(default)]
+    pub wait_pipe: bool,
 }
 
 impl Go {

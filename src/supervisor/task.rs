@@ -61,7 +61,7 @@ pub fn run(
         close: vec![],
     };
     let spec = parsed.as_mut().map_err(|e| e.clone());
-    let Some(launched) = launcher.launch(incoming, spec, chan, &fds)? else {
+    let Some(mut launched) = launcher.launch(incoming, spec, chan, &fds)? else {
         return Ok(Outcome::Abandoned);
     };
     let mut spec = parsed?;
@@ -81,6 +81,7 @@ pub fn run(
         .isolation
         .as_ref()
         .and_then(|_| mount_namespace(&launched));
+    let wait_pipe = launched.wait_pipe.take();
     let cgroup = launched.cgroup.as_ref();
     let child = launched.pid;
     let (out_log, err_log) = match record(&spec) {
@@ -96,7 +97,7 @@ pub fn run(
                 started_at: launched.started_at.clone(),
                 finished_at: launch::rfc3339_now(),
             };
-            finish(&spec, cgroup, &chan.fd, &exit);
+            finish(&spec, cgroup, &chan.fd, &exit, wait_pipe);
             return Ok(Outcome::Abandoned);
         }
     };
@@ -114,7 +115,7 @@ pub fn run(
     let status = watch::supervise(cgroup, child, is_init, &sfd, &mut pumps);
     let exit = exit_of(status, cgroup, &launched.started_at);
     // Every process of the task is gone and the logs are drained.
-    finish(&spec, cgroup, &chan.fd, &exit);
+    finish(&spec, cgroup, &chan.fd, &exit, wait_pipe);
     drop(mount_ns);
     drop(launched);
     Ok(Outcome::Ran(Box::new(spec)))
@@ -222,11 +223,20 @@ fn exit_of(
 
 /// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
 /// written (the host waits for our exit before it removes anything).
-fn finish(spec: &LaunchSpec, cgroup: Option<&TaskCgroup>, chan: &OwnedFd, exit: &ExitStatus) {
+/// `wait_pipe` (the host's wait fd's other end) is closed right after the report: its
+/// EOF tells a host that polls the wait fd that the report is there.
+fn finish(
+    spec: &LaunchSpec,
+    cgroup: Option<&TaskCgroup>,
+    chan: &OwnedFd,
+    exit: &ExitStatus,
+    wait_pipe: Option<OwnedFd>,
+) {
     // The tidying up in SCHED_IDLE, as after the start report: the host, woken by this
     // report, takes the CPU at once.
     crate::sys::set_idle_priority(true);
     let _ = proto::send_to_host(chan, &ToHost::Exited(exit.clone()));
+    drop(wait_pipe);
     if let Some(cg) = cgroup {
         let _ = cg.remove();
     }

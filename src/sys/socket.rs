@@ -75,26 +75,58 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Optio
     Ok(Some(n as usize))
 }
 
-/// One `recv` appended to `buf` (at most `max` bytes, into its spare capacity, never
-/// zeroed: only the pages the bytes land in are touched); `None` when non-blocking and
+/// One `recvmsg` appended to `buf` (at most `max` bytes, into its spare capacity, never
+/// zeroed: only the pages the bytes land in are touched), and the fds that came with
+/// them (`SCM_RIGHTS`, close-on-exec) pushed onto `fds`; `None` when non-blocking and
 /// nothing is there (or interrupted).
 pub fn recv_append(
     fd: &OwnedFd,
     buf: &mut Vec<u8>,
     max: usize,
     nonblocking: bool,
+    fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
-    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     let room = buf.spare_capacity_mut();
     let take = room.len().min(max);
-    // SAFETY: recv(2) into `room`, writable memory of at least `take` bytes that we own.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), room.as_mut_ptr().cast(), take, flags) };
+    let mut iov = libc::iovec {
+        iov_base: room.as_mut_ptr().cast(),
+        iov_len: take,
+    };
+    // Room for a few fds: one message carries at most one.
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(4 * std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let mut cbuf = [0u64; 8];
+    debug_assert!(space <= std::mem::size_of_val(&cbuf));
+    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: recvmsg(2) into `room` (writable, at least `take` bytes, ours) and `cbuf`.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.kind() {
             io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(None),
             _ => Err(e),
         };
+    }
+    // SAFETY: the kernel filled msg_control; the macros walk it within msg_controllen,
+    // and an SCM_RIGHTS payload holds ints that are new fds of ours.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
     }
     // SAFETY: the kernel initialized the n bytes after the current length.
     unsafe { buf.set_len(buf.len() + n as usize) };

@@ -63,6 +63,8 @@ pub struct Launched {
     /// A standby's copy of the host's mount tree, kept until the task has ended: its
     /// dissolution waits for an RCU grace period, so it goes when nothing waits for us.
     _host_tree: Option<OwnedFd>,
+    /// The host's wait pipe ([`Go::wait_pipe`]): closed once the exit report is sent.
+    pub wait_pipe: Option<OwnedFd>,
 }
 
 impl Launched {
@@ -183,7 +185,7 @@ impl Launcher {
                 let host_tree = sb.take_host_tree();
                 let pid = sb.pid;
                 let cgroup = sb.adopt_cgroups(spec)?;
-                let Some(go) = read_go(chan) else {
+                let Some((go, wait_pipe)) = read_go(chan) else {
                     sb.discard();
                     let made = cgroup.as_ref().filter(|_| spec.cgroup.is_none());
                     abandon(spec.cgroup.as_ref(), made);
@@ -199,6 +201,7 @@ impl Launcher {
                     started_at,
                     raw: None,
                     _host_tree: host_tree,
+                    wait_pipe,
                 }))
             }
             None => fresh(spec, chan, fds),
@@ -218,10 +221,16 @@ impl Launcher {
     }
 }
 
-/// The host's go (see [`Go`]); `None` when it closed the channel instead.
-fn read_go(chan: &mut Channel) -> Option<Go> {
+/// The host's go (see [`Go`]) and its wait pipe, if it sent one; `None` when it closed
+/// the channel instead.
+fn read_go(chan: &mut Channel) -> Option<(Go, Option<OwnedFd>)> {
     match proto::read_from_host(chan) {
-        Ok(Some(ToSupervisor::Go(g))) => Some(g),
+        Ok(Some(ToSupervisor::Go(g))) => {
+            let pipe = if g.wait_pipe { chan.take_fd() } else { None };
+            // Nothing else comes with a go.
+            while chan.take_fd().is_some() {}
+            Some((g, pipe))
+        }
         _ => None,
     }
 }
@@ -245,7 +254,7 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
         (None, Some(req)) => req.make(&spec.task_id)?,
         _ => None,
     };
-    let Some(go) = read_go(chan) else {
+    let Some((go, wait_pipe)) = read_go(chan) else {
         abandon(given.as_ref(), made.as_ref());
         return Ok(None);
     };
@@ -305,5 +314,6 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
         started_at,
         raw,
         _host_tree: None,
+        wait_pipe,
     }))
 }
