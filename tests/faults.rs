@@ -154,6 +154,18 @@ fn a_killed_supervisor_is_reported_and_its_task_ended() {
             w["err"].as_str().is_some_and(|e| e.contains("supervisor")),
             "{driver}: {w}"
         );
+        // Its log says how far it got, and the wait object names it.
+        let log =
+            std::path::Path::new(r["handle"]["state_dir"].as_str().unwrap()).join("supervisor.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains(&format!("task {id} started")),
+            "{driver}: {text:?}"
+        );
+        assert!(
+            w["err"].as_str().unwrap().contains(log.to_str().unwrap()),
+            "{driver}: {w}"
+        );
         if cgroups_of(&id).is_empty() {
             // raw_exec without a cgroup (no cgroup2 here): the orphans are the host's to
             // see; nothing to check through a cgroup.

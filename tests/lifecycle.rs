@@ -262,5 +262,16 @@ fn inspect_lists_the_tasks_events() {
             .iter()
             .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z')))
     );
+    // The supervisor's own log: its stderr once the task started.
+    let log =
+        std::fs::read_to_string(i["supervisor_log"].as_str().expect("a supervisor log")).unwrap();
+    assert!(
+        log.contains(&format!("task {id} started: /bin/sh")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("task {id} ended: exit code 138, signal 10")),
+        "{log}"
+    );
     destroy(&id);
 }

@@ -324,7 +324,15 @@ pub fn inspect(req: Option<&str>) -> Result<Value> {
         "exit": g.exit, "task_dir": t.task_dir, "handle": g.handle,
         "artifacts": g.artifacts.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
         "events": g.events.to_json(),
+        "supervisor_log": supervisor_log(&t.state_dir, g.superseded),
     }))
+}
+
+/// The task's supervisor log, when there is one ([`crate::proto::spec::SUPERVISOR_LOG`])
+/// and its state dir is its own (not `superseded`).
+fn supervisor_log(state_dir: &Path, superseded: bool) -> Option<std::path::PathBuf> {
+    let p = state_dir.join(crate::proto::spec::SUPERVISOR_LOG);
+    (!superseded && p.is_file()).then_some(p)
 }
 
 #[derive(Deserialize, Default)]

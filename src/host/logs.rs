@@ -146,7 +146,8 @@ pub fn logs(text: &str) -> Result<Value> {
     loop {
         // Whether it has ended, before the read: output written before the end is then
         // all there.
-        let ended = t.state() == State::Exited || t.supervisor_exited();
+        // (A supervisor kept for reuse outlives its task: its exit report says it.)
+        let ended = t.state() == State::Exited || t.supervisor_exited() || t.wait(0).is_ok();
         let indexes = files.indexes();
         let (first, end) = files.span(&indexes);
         let from = *at.get_or_insert(match r.origin {

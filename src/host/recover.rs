@@ -23,6 +23,15 @@ pub fn recover(text: &str) -> Result<Value> {
     let cfg = crate::host::plugin::current();
     let h = crate::host::handle::Handle::verify(&r.handle, &cfg)?;
     if let Ok(t) = task::get(&h.task_id) {
+        // Started by this process: its supervisor may outlive it (kept for reuse), so
+        // its pidfd is no wait fd; the start's own `wait_fd` is.
+        if r.wait_fd && t.state() != task::State::Exited && t.lock().spec.is_some() {
+            return Err(crate::error::Error::field(
+                Code::InvalidRequest,
+                "wait_fd",
+                "this process started the task: ask driver_start for its wait_fd",
+            ));
+        }
         return reply(&t, r.wait_fd);
     }
     let task = Task::new(

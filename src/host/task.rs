@@ -445,6 +445,12 @@ impl Task {
                     ),
                     None => "the task's supervisor is gone and left no exit status".to_string(),
                 };
+                // (The lock is held: the log's path from what it guards.)
+                let log = self.state_dir.join(launch::SUPERVISOR_LOG);
+                let why = match !g.superseded && log.is_file() {
+                    true => format!("{why} (its log: {})", log.display()),
+                    false => why,
+                };
                 json!({"task_id": self.id, "exit_code": -1, "signal": 0, "oom_killed": false, "err": why,
                        "started_at": g.started_at, "finished_at": launch::rfc3339_now()})
             }

@@ -300,6 +300,10 @@ fn all_caps() -> u64 {
     u64::MAX
 }
 
+/// The supervisor's own log in a task's state dir: its stderr once the task has started
+/// (exit handling, clean-up, anything unexpected), and why a start failed.
+pub const SUPERVISOR_LOG: &str = "supervisor.log";
+
 /// The start of the names of a task's log files of `stream` (`stdout`, `stderr`):
 /// `<name>.<stream>.<N>`, as Nomad's logmon names them.
 pub fn log_prefix(name: &str, stream: &str) -> String {

@@ -98,6 +98,12 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         // Nothing of the task is left (its processes, cgroup, pipes and log files are
         // gone): another, if the launcher may: fresh fds, made while idle.
         own = OwnSetup::fds(start_time);
+        // Our stderr was that task's supervisor.log: nothing more of ours goes there.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null")
+            && let Ok(fd) = crate::sys::process::dup_onto(std::os::fd::AsFd::as_fd(&null), 2)
+        {
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        }
         if !launcher.another(&spec, &mut chan, std::process::id() == 1) {
             return 0;
         }

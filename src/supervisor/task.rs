@@ -72,8 +72,20 @@ pub fn run(
     }
     drop((out_w, err_w, sync_w));
     let is_init = std::process::id() == 1;
-    started(&launched, sync_r, own.start_time, &chan.fd, is_init)?;
+    if let Err(e) = started(&launched, sync_r, own.start_time, &chan.fd, is_init) {
+        log_to_state_dir(&spec);
+        note(&format!("task {} did not start: {}", spec.task_id, e.message));
+        return Err(e);
+    }
     *reported = true;
+    // Off the start's path: from here our stderr is the task's supervisor.log.
+    log_to_state_dir(&spec);
+    note(&format!(
+        "task {} started: {} (command pid {})",
+        spec.task_id,
+        spec.argv.first().map_or("", String::as_str),
+        launched.pid
+    ));
     // The command's mount namespace, kept open until the exit report is sent, so that
     // the command's exit does not wait for the namespace's mounts to be torn down. (A
     // command that has already exited has taken it down.)
@@ -114,6 +126,14 @@ pub fn run(
     ];
     let status = watch::supervise(cgroup, child, is_init, &sfd, &mut pumps);
     let exit = exit_of(status, cgroup, &launched.started_at);
+    note(&format!(
+        "task {} ended: exit code {}, signal {}{}{}",
+        spec.task_id,
+        exit.exit_code,
+        exit.signal,
+        if exit.oom_killed { ", OOM killed" } else { "" },
+        exit.err.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    ));
     // Every process of the task is gone and the logs are drained.
     finish(&spec, cgroup, &chan.fd, &exit, wait_pipe);
     drop(mount_ns);
@@ -219,6 +239,34 @@ fn exit_of(
         started_at: started_at.to_string(),
         finished_at: launch::rfc3339_now(),
     }
+}
+
+/// Makes `<state_dir>/supervisor.log` our stderr (appended to: a reused supervisor moves
+/// on to its next task's). Best effort: without it, stderr stays where it was.
+fn log_to_state_dir(spec: &LaunchSpec) {
+    use std::os::fd::{AsFd, IntoRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(spec.state_dir.join(launch::SUPERVISOR_LOG));
+    if let Ok(f) = log
+        && let Ok(fd) = crate::sys::process::dup_onto(f.as_fd(), 2)
+    {
+        // Fd 2 is stderr for good: not closed when this goes.
+        let _ = fd.into_raw_fd();
+    }
+}
+
+/// A line of our log: time, who, what.
+fn note(what: &str) {
+    eprintln!(
+        "{} execdriver-shim[{}]: {what}",
+        launch::rfc3339_now(),
+        std::process::id()
+    );
 }
 
 /// Tells the host how the task ended, then tidies up: cgroups removed, `exit.json`
