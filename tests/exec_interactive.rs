@@ -297,3 +297,205 @@ fn bad_requests() {
     assert_eq!(e.code, execdriver::Code::TaskNotFound);
     destroy(&id);
 }
+
+/// A tmux server of our own (its socket in a temp dir), killed on drop.
+struct Tmux(std::path::PathBuf);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p"]).stdout).into_owned()
+    }
+
+    /// Polls the pane until `ok` holds of it (20 s at most).
+    fn until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = self.pane();
+            if ok(&p) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pane never showed {what}:\n{p}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// The lines of `stty size` output in the pane ("ROWS COLS").
+fn sizes(pane: &str) -> Vec<String> {
+    pane.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            w.len() == 2 && w.iter().all(|n| n.parse::<u16>().is_ok())
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The `stty size` output on the line after the line `mark`.
+fn size_after(pane: &str, mark: &str) -> Option<String> {
+    let mut lines = pane.lines().map(str::trim).skip_while(|l| *l != mark);
+    lines.next()?;
+    sizes(lines.next()?).pop()
+}
+
+/// `harness exec -it HANDLE /bin/sh` in a real terminal (a tmux pane): typed keys reach
+/// the shell, its output the pane, the pane's size is the shell's and follows a resize,
+/// and the harness exits with the shell's exit code.
+#[test]
+fn harness_exec_it_in_tmux() {
+    let _g = serial();
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        skip("tmux is not installed (test.sh installs it)");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let made = std::process::Command::new("make")
+        .args(["-s", "-C"])
+        .arg(root.join("examples-c"))
+        .output()
+        .expect("make runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let harness = root.join("examples-c/harness");
+    let d = TempDir::new("ittmux");
+    let driver = if exec_available() { "exec" } else { "raw_exec" };
+    let job = d.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({"name": "tm", "driver": driver, "alloc_dir": d.path().join("alloc"),
+            "config": {"command": "/bin/sleep", "args": ["600"]}})
+        .to_string(),
+    )
+    .unwrap();
+    let (handle, rc) = (d.path().join("handle"), d.path().join("rc"));
+    let env = [
+        ("EXECDRIVER_LIB", built_lib()),
+        (
+            "EXECDRIVER_SHIM",
+            env!("CARGO_BIN_EXE_execdriver-shim").into(),
+        ),
+        ("EXECDRIVER_DATA_DIR", d.path().join("data")),
+    ];
+    let harness_run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(&harness)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "harness {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    harness_run(&["start".as_ref(), job.as_os_str(), handle.as_os_str()]);
+    // Without a terminal: `-i` pipes stdin in and the output out, stdout and stderr apart.
+    let mut child = std::process::Command::new(&harness)
+        .args(["exec", "-i"])
+        .arg(&handle)
+        .args([
+            "/bin/sh",
+            "-c",
+            "read l; echo got:$l; echo e:$l >&2; exit 5",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got:x\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "e:x\n");
+    let tmux = Tmux(d.path().join("tmux.sock"));
+    let envs: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'", v.display()))
+        .collect();
+    let shell = format!(
+        "env {} '{}' exec -it '{}' /bin/sh; echo $? > '{}'",
+        envs.join(" "),
+        harness.display(),
+        handle.display(),
+        rc.display()
+    );
+    let o = tmux.cmd(&["new-session", "-d", "-x", "80", "-y", "24", &shell]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The shell's prompt: the session is up.
+    tmux.until("a prompt", |p| {
+        p.lines().any(|l| matches!(l.trim(), "$" | "#"))
+    });
+    tmux.cmd(&["send-keys", "echo hel\"\"lo; stty size", "Enter"]);
+    tmux.until("hello and 24 80", |p| {
+        p.lines().any(|l| l.trim() == "hello") && sizes(p).last().is_some_and(|s| s == "24 80")
+    });
+    // A resize reaches the shell through SIGWINCH, the harness, driver_exec_resize; each
+    // `stty size` is read back before the next is typed.
+    tmux.cmd(&["resize-window", "-x", "100", "-y", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0.. {
+        // `m""k<i>` is typed, `mk<i>` printed: the size after it is this round's.
+        let mark = format!("mk{i}");
+        tmux.cmd(&["send-keys", &format!("echo m\"\"k{i}; stty size"), "Enter"]);
+        let p = tmux.until(&mark, |p| size_after(p, &mark).is_some());
+        if size_after(&p, &mark).as_deref() == Some("30 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the size never became 30 100:\n{p}"
+        );
+    }
+    tmux.cmd(&["send-keys", "exit 3", "Enter"]);
+    let t0 = Instant::now();
+    let code = loop {
+        if let Ok(c) = std::fs::read_to_string(&rc)
+            && c.ends_with('\n')
+        {
+            break c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the harness never exited:\n{}",
+            tmux.pane()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code.trim(), "3", "{}", tmux.pane());
+
+    harness_run(&["-p".as_ref(), "destroy".as_ref(), handle.as_os_str()]);
+}
