@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 # otherwise the exact command, and a stop.
 need=()
 for tool in gcc:gcc g++:g++ pkg-config:pkg-config curl:curl python3:python3 \
-    go:golang-go valgrind:valgrind mkfs.ext4:e2fsprogs unshare:util-linux; do
+    go:golang-go valgrind:valgrind mkfs.ext4:e2fsprogs unshare:util-linux tmux:tmux; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -13,6 +13,8 @@
  *   harness [-l LIB] inspect|stats HANDLEFILE      recover the task from HANDLEFILE, then
  *                                                  call driver_OP on it and print the JSON
  *   harness [-l LIB] [-p] destroy HANDLEFILE       recover, then destroy (force; -p: purge)
+ *   harness [-l LIB] exec [-it|-i] HANDLEFILE CMD [ARG...]
+ *                                                  recover, then run CMD inside the task
  *   harness [-l LIB] logs [-f] [-stderr] HANDLEFILE  recover, then copy the task's stdout
  *                                                  (or stderr) to stdout; -f: follow it
  *                                                  until the task ends
@@ -39,15 +41,32 @@
  * 0; when a driver call fails they print its error JSON on stdout, a message on stderr,
  * and exit with its DriverStatus (e.g. 3 when `wait` times out while the task runs).
  *
+ * `exec`: without a flag, driver_exec captures the output; the harness prints the
+ * response JSON and exits with the command's exit code. `-i` (stdin and streamed
+ * output on pipes) and `-it` (a terminal: for a shell, `harness exec -it H /bin/sh`)
+ * use the interactive form: the harness copies its stdin to the command and the
+ * command's output to its stdout (and stderr, with -i) as it comes, until the command's
+ * output ends, then waits for it with driver_exec_wait and exits with its exit code
+ * (128+N for signal N). With -it and a terminal on stdin, that terminal is put in raw
+ * mode for the session (every key goes to the command: ^C is the command's) and
+ * restored afterwards, its size is the command's from the start, and each SIGWINCH
+ * becomes a driver_exec_resize. The session fds are the harness's: it closes them.
+ *
  * Every response is released with driver_free().
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "execdriver.h"
 
@@ -412,38 +431,80 @@ static int soft_fail(const char *name, int32_t st, const char *resp) {
     return (int)st;
 }
 
-/* Recovers the task of the handle in `handle_path`. Returns its task_id (malloc'd), or
- * NULL with *rc set (the failure reported). *req (malloc'd, *rl bytes) is room for a
- * request about the task. */
-static char *recover_handle(const char *handle_path, char **req, size_t *rl, int *rc) {
-    char *handle = read_file(handle_path), *resp = NULL, *id;
+/* A growable string for requests built from user input. */
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *np;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        np = realloc(b->p, cap);
+        if (np == NULL) {
+            fprintf(stderr, "harness: out of memory\n");
+            exit(HARNESS_FAIL);
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_str(struct buf *b, const char *s) {
+    buf_add(b, s, strlen(s));
+}
+
+/* Appends `s` as a JSON string (quoted, escaped). */
+static void buf_json(struct buf *b, const char *s) {
+    buf_add(b, "\"", 1);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_add(b, e, 2);
+        } else if (c < 0x20) {
+            char e[8];
+            snprintf(e, sizeof e, "\\u%04x", c);
+            buf_str(b, e);
+        } else {
+            buf_add(b, (const char *)&c, 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+/* Recovers the task of a handle file into *id (malloc'd). Returns DRIVER_OK, the failed
+ * driver_recover's status (its response printed), or -1 for a file that is no handle. */
+static int32_t recover_handle(const char *handle_path, char **id) {
+    char *handle = read_file(handle_path), *resp = NULL;
+    struct buf req = {0};
     int32_t st;
-    id = string_value(handle, "task_id");
-    if (id == NULL) {
+    *id = string_value(handle, "task_id");
+    if (*id == NULL) {
         fprintf(stderr, "harness: %s holds no task_id; is it a handle from `harness start`?\n",
                 handle_path);
         free(handle);
-        *rc = HARNESS_FAIL;
-        return NULL;
+        return -1;
     }
-    *rl = strlen(handle) + strlen(id) + 160;
-    *req = malloc(*rl);
-    if (*req == NULL) {
-        fprintf(stderr, "harness: out of memory\n");
-        exit(HARNESS_FAIL);
-    }
-    snprintf(*req, *rl, "{\"handle\":%s}", handle);
+    buf_str(&req, "{\"handle\":");
+    buf_str(&req, handle);
+    buf_str(&req, "}");
     free(handle);
-    st = call("driver_recover", *req, &resp, 1);
+    st = call("driver_recover", req.p, &resp, 1);
+    free(req.p);
     if (st != DRIVER_OK) {
-        *rc = soft_fail("driver_recover", st, resp);
-        p_free(resp);
-        free(*req);
-        free(id);
-        return NULL;
+        soft_fail("driver_recover", st, resp);
+        free(*id);
+        *id = NULL;
     }
     p_free(resp);
-    return id;
+    return st;
 }
 
 /* wait|stop|inspect|stats HANDLEFILE [TIMEOUT_MS]: recover, then the operation. */
@@ -451,7 +512,6 @@ static int cmd_step(const char *opname, const char *handle_path, const char *tim
     char *resp = NULL, *id, *req, name[32];
     size_t rl;
     int32_t st;
-    int rc;
     long tmo = -1;
     if (timeout != NULL) {
         char *end;
@@ -462,9 +522,15 @@ static int cmd_step(const char *opname, const char *handle_path, const char *tim
             return HARNESS_FAIL;
         }
     }
-    id = recover_handle(handle_path, &req, &rl, &rc);
-    if (id == NULL)
-        return rc;
+    st = recover_handle(handle_path, &id);
+    if (st != DRIVER_OK)
+        return st < 0 ? HARNESS_FAIL : (int)st;
+    rl = strlen(id) + 96;
+    req = malloc(rl);
+    if (req == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        exit(HARNESS_FAIL);
+    }
 
     if (strcmp(opname, "destroy") == 0)
         snprintf(req, rl, "{\"task_id\":\"%s\",\"force\":true,\"purge\":%s}", id,
@@ -483,6 +549,217 @@ static int cmd_step(const char *opname, const char *handle_path, const char *tim
     free(req);
     free(id);
     return (int)st;
+}
+
+/* Writes all of buf to fd; -1 when it cannot (the reader is gone). */
+static int write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Copies one read of `from` to `to`; 0 once `from` has ended (EOF, or EIO from a pty
+ * whose command is gone) or `to` is gone. */
+static int pump(int from, int to) {
+    char chunk[16384];
+    ssize_t r;
+    do
+        r = read(from, chunk, sizeof chunk);
+    while (r < 0 && errno == EINTR);
+    return r > 0 && write_all(to, chunk, (size_t)r) == 0;
+}
+
+/* The SIGWINCH handler's pipe: the relay loop polls its read end. */
+static int winch_pipe[2] = {-1, -1};
+
+static void on_winch(int sig) {
+    int saved = errno;
+    ssize_t r = write(winch_pipe[1], "w", 1);
+    (void)sig;
+    (void)r;
+    errno = saved;
+}
+
+static int cloexec_nonblock(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0
+               ? -1
+               : 0;
+}
+
+/* Sends our terminal's size (stdin's) to the session. */
+static void forward_size(const char *exec_id) {
+    struct winsize ws;
+    char req[160], *resp = NULL;
+    if (ioctl(0, TIOCGWINSZ, &ws) < 0 || ws.ws_row == 0 || ws.ws_col == 0)
+        return;
+    snprintf(req, sizeof req, "{\"exec_id\":\"%s\",\"rows\":%u,\"cols\":%u}", exec_id,
+             (unsigned)ws.ws_row, (unsigned)ws.ws_col);
+    /* A session whose command has just ended refuses it: nothing to do then. */
+    call("driver_exec_resize", req, &resp, 1);
+    p_free(resp);
+}
+
+/* Copies stdin to `in` (closed at stdin's EOF; -1: none) and `out`/`err` to our stdout/
+ * stderr (-1: none) until both outputs end (EOF, or EIO from a pty whose command is gone).
+ * With `tty`, `in` and `out` are the same pty master, and SIGWINCH is forwarded. */
+static void relay(int in, int out, int err, int tty, const char *exec_id) {
+    int in_open = in >= 0, out_open = out >= 0, err_open = err >= 0;
+    while (out_open || err_open) {
+        struct pollfd p[4];
+        int n = 0, i_in = -1, i_out = -1, i_err = -1, i_w = -1;
+        if (in_open) {
+            i_in = n;
+            p[n].fd = 0, p[n].events = POLLIN, p[n++].revents = 0;
+        }
+        if (out_open) {
+            i_out = n;
+            p[n].fd = out, p[n].events = POLLIN, p[n++].revents = 0;
+        }
+        if (err_open) {
+            i_err = n;
+            p[n].fd = err, p[n].events = POLLIN, p[n++].revents = 0;
+        }
+        if (tty && winch_pipe[0] >= 0) {
+            i_w = n;
+            p[n].fd = winch_pipe[0], p[n].events = POLLIN, p[n++].revents = 0;
+        }
+        if (poll(p, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (i_w >= 0 && p[i_w].revents) {
+            char drain[64];
+            while (read(winch_pipe[0], drain, sizeof drain) > 0) {
+            }
+            forward_size(exec_id);
+        }
+        if (i_out >= 0 && p[i_out].revents)
+            out_open = pump(out, 1);
+        if (i_err >= 0 && p[i_err].revents)
+            err_open = pump(err, 2);
+        if (i_in >= 0 && p[i_in].revents && !pump(0, in)) {
+            in_open = 0;
+            /* A pipe's EOF is closing it; a terminal stays open for the output. */
+            if (!tty)
+                close(in);
+        }
+    }
+    if (in_open && !tty)
+        close(in);
+}
+
+/* exec [-it|-i] HANDLEFILE CMD [ARG...] */
+static int cmd_exec(const char *mode, const char *handle_path, char **cmd, int ncmd) {
+    char *id = NULL, *resp = NULL, *exec_id;
+    struct buf req = {0};
+    int tty = mode != NULL && strcmp(mode, "-it") == 0, interactive = mode != NULL;
+    int32_t st = recover_handle(handle_path, &id);
+    long code, sig;
+    struct termios saved;
+    int raw = 0;
+    if (st != DRIVER_OK)
+        return st < 0 ? HARNESS_FAIL : (int)st;
+    buf_str(&req, "{\"task_id\":");
+    buf_json(&req, id);
+    free(id);
+    buf_str(&req, ",\"command\":");
+    buf_json(&req, cmd[0]);
+    buf_str(&req, ",\"args\":[");
+    for (int i = 1; i < ncmd; i++) {
+        if (i > 1)
+            buf_str(&req, ",");
+        buf_json(&req, cmd[i]);
+    }
+    buf_str(&req, "]");
+    if (tty) {
+        struct winsize ws;
+        buf_str(&req, ",\"tty\":true");
+        if (isatty(0) && ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            char size[64];
+            snprintf(size, sizeof size, ",\"rows\":%u,\"cols\":%u", (unsigned)ws.ws_row,
+                     (unsigned)ws.ws_col);
+            buf_str(&req, size);
+        }
+    } else if (interactive) {
+        buf_str(&req, ",\"stdin\":true");
+    }
+    buf_str(&req, "}");
+    st = call("driver_exec", req.p, &resp, 1);
+    free(req.p);
+    if (st != DRIVER_OK) {
+        int rc = soft_fail("driver_exec", st, resp);
+        p_free(resp);
+        return rc;
+    }
+    if (!interactive) {
+        printf("%s\n", resp);
+        code = int_value(resp, "exit_code", -1);
+        p_free(resp);
+        return code < 0 ? HARNESS_FAIL : (int)(code & 0xff);
+    }
+    exec_id = string_value(resp, "exec_id");
+    if (tty) {
+        int master = (int)int_value(resp, "tty_fd", -1);
+        p_free(resp);
+        if (isatty(0) && tcgetattr(0, &saved) == 0) {
+            struct termios t = saved;
+            t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+            t.c_oflag &= ~(tcflag_t)OPOST;
+            t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+            t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
+            t.c_cflag |= CS8;
+            t.c_cc[VMIN] = 1;
+            t.c_cc[VTIME] = 0;
+            raw = tcsetattr(0, TCSADRAIN, &t) == 0;
+        }
+        if (pipe(winch_pipe) == 0 && cloexec_nonblock(winch_pipe[0]) == 0 &&
+            cloexec_nonblock(winch_pipe[1]) == 0) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_winch;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGWINCH, &sa, NULL);
+        }
+        relay(master, master, -1, 1, exec_id);
+        close(master);
+        if (raw)
+            tcsetattr(0, TCSADRAIN, &saved);
+    } else {
+        int in = (int)int_value(resp, "stdin_fd", -1), out = (int)int_value(resp, "stdout_fd", -1),
+            err = (int)int_value(resp, "stderr_fd", -1);
+        p_free(resp);
+        relay(in, out, err, 0, exec_id);
+        close(out);
+        close(err);
+    }
+    req.p = NULL, req.len = req.cap = 0;
+    buf_str(&req, "{\"exec_id\":");
+    buf_json(&req, exec_id != NULL ? exec_id : "");
+    buf_str(&req, "}");
+    free(exec_id);
+    resp = NULL;
+    st = call("driver_exec_wait", req.p, &resp, 1);
+    free(req.p);
+    if (st != DRIVER_OK) {
+        int rc = soft_fail("driver_exec_wait", st, resp);
+        p_free(resp);
+        return rc;
+    }
+    code = int_value(resp, "exit_code", -1);
+    sig = int_value(resp, "signal", 0);
+    p_free(resp);
+    if (code < 0)
+        code = sig > 0 ? 128 + sig : HARNESS_FAIL;
+    return (int)(code & 0xff);
 }
 
 /* Decodes standard base64 `in` into `out` (room for 3/4 of its length); returns the
@@ -513,9 +790,15 @@ static int cmd_logs(int follow, const char *stream, const char *handle_path) {
     size_t rl;
     int rc;
     long offset = 0;
-    id = recover_handle(handle_path, &req, &rl, &rc);
-    if (id == NULL)
-        return rc;
+    int32_t got = recover_handle(handle_path, &id);
+    if (got != DRIVER_OK)
+        return got < 0 ? HARNESS_FAIL : (int)got;
+    rl = strlen(id) + 160;
+    req = malloc(rl);
+    if (req == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        exit(HARNESS_FAIL);
+    }
     for (;;) {
         int32_t st;
         char *data;
@@ -563,6 +846,7 @@ static void usage(void) {
             "       harness [-l LIB] start JOB.json HANDLEFILE\n"
             "       harness [-l LIB] wait|stop HANDLEFILE [TIMEOUT_MS]\n"
             "       harness [-l LIB] [-p] inspect|stats|destroy HANDLEFILE\n"
+            "       harness [-l LIB] exec [-it|-i] HANDLEFILE CMD [ARG...]\n"
             "       harness [-l LIB] logs [-f] [-stderr] HANDLEFILE\n"
             "  -l LIB  library to dlopen (default: $EXECDRIVER_LIB, ./target/debug/libexecdriver.so,\n"
             "          then libexecdriver.so on the loader's path)\n"
@@ -600,6 +884,10 @@ int main(int argc, char **argv) {
     else if ((strcmp(argv[i], "wait") == 0 || strcmp(argv[i], "stop") == 0) &&
              (i + 2 == argc || i + 3 == argc))
         rc = cmd_step(argv[i], argv[i + 1], i + 3 == argc ? argv[i + 2] : NULL);
+    else if ((strcmp(argv[i], "inspect") == 0 || strcmp(argv[i], "stats") == 0 ||
+              strcmp(argv[i], "destroy") == 0) &&
+             i + 2 == argc)
+        rc = cmd_step(argv[i], argv[i + 1], NULL);
     else if (strcmp(argv[i], "logs") == 0 && i + 2 <= argc) {
         int follow = 0, j = i + 1;
         const char *stream = "stdout";
@@ -614,10 +902,14 @@ int main(int argc, char **argv) {
         if (j != argc - 1)
             usage();
         rc = cmd_logs(follow, stream, argv[j]);
-    } else if ((strcmp(argv[i], "inspect") == 0 || strcmp(argv[i], "stats") == 0 ||
-              strcmp(argv[i], "destroy") == 0) &&
-             i + 2 == argc)
-        rc = cmd_step(argv[i], argv[i + 1], NULL);
+    }
+    else if (strcmp(argv[i], "exec") == 0 && i + 2 < argc &&
+             (strcmp(argv[i + 1], "-it") == 0 || strcmp(argv[i + 1], "-i") == 0)) {
+        if (i + 3 >= argc)
+            usage();
+        rc = cmd_exec(argv[i + 1], argv[i + 2], argv + i + 3, argc - i - 3);
+    } else if (strcmp(argv[i], "exec") == 0 && i + 2 < argc)
+        rc = cmd_exec(NULL, argv[i + 1], argv + i + 2, argc - i - 2);
     else
         usage();
     /* Not dlclose()d: a Rust cdylib keeps thread-locals and threads; unloading it is not

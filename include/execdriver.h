@@ -210,13 +210,41 @@ int32_t driver_signal(const char *request_json, char **response_json);
 int32_t driver_recover(const char *request_json, char **response_json);
 
 /**
- * Runs a command inside a running task's isolation and returns its output.
+ * Runs a command inside a running task's isolation and returns its output. With
+ * `"tty": true`, `"stdin": true` or `"stream": true` it starts the command and returns
+ * at once: `{exec_id, pid, tty_fd}` (a pty master) or `{exec_id, pid, stdin_fd,
+ * stdout_fd, stderr_fd}` (pipes; `stdin_fd` only with `"stdin": true`). Those fds are
+ * the caller's: close-on-exec, closed by the caller, never touched by the library again.
+ * Wait for the command with driver_exec_wait().
  * Calling convention and safety: see the top of this header.
  *
  * # Safety
  * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_exec(const char *request_json, char **response_json);
+
+/**
+ * Waits for the command of an interactive driver_exec (`{exec_id, timeout_ms}`; absent
+ * or negative: forever, 0: poll) and returns `{exec_id, exit_code, signal}`;
+ * `DRIVER_TIMEOUT` while it runs. Once it has returned the exit, the session is gone
+ * (`DRIVER_NOT_FOUND` afterwards).
+ * Calling convention and safety: see the top of this header.
+ *
+ * # Safety
+ * As for every `driver_<op>` (see the top of this header).
+ */
+int32_t driver_exec_wait(const char *request_json, char **response_json);
+
+/**
+ * Sets the window size of an interactive driver_exec's terminal (`{exec_id, rows,
+ * cols}`, a session started with `"tty": true`); the command gets SIGWINCH. Returns
+ * once the size is set.
+ * Calling convention and safety: see the top of this header.
+ *
+ * # Safety
+ * As for every `driver_<op>` (see the top of this header).
+ */
+int32_t driver_exec_resize(const char *request_json, char **response_json);
 
 /**
  * Reads a task's stdout or stderr as one stream across its rotated files, from a byte

@@ -65,6 +65,9 @@ pub struct DriverMod {
     /// The last field present in version 0.1 of the module; fields added later go after it.
     #[sabi(last_prefix_field)]
     pub exec: extern "C" fn(RStr<'_>) -> RResult<RString, DriverErrorFfi>,
+    /// The interactive `exec`'s wait and resize (`driver_exec_wait`, `driver_exec_resize`).
+    pub exec_wait: extern "C" fn(RStr<'_>) -> RResult<RString, DriverErrorFfi>,
+    pub exec_resize: extern "C" fn(RStr<'_>) -> RResult<RString, DriverErrorFfi>,
 }
 
 impl RootModule for DriverModRef {
@@ -115,5 +118,7 @@ ops!(
     stats,
     signal,
     recover,
-    exec
+    exec,
+    exec_wait,
+    exec_resize
 );

@@ -292,7 +292,12 @@ pub unsafe extern "C" fn driver_recover(
     call(driver::recover, request_json, response_json)
 }
 
-/// Runs a command inside a running task's isolation and returns its output.
+/// Runs a command inside a running task's isolation and returns its output. With
+/// `"tty": true`, `"stdin": true` or `"stream": true` it starts the command and returns
+/// at once: `{exec_id, pid, tty_fd}` (a pty master) or `{exec_id, pid, stdin_fd,
+/// stdout_fd, stderr_fd}` (pipes; `stdin_fd` only with `"stdin": true`). Those fds are
+/// the caller's: close-on-exec, closed by the caller, never touched by the library again.
+/// Wait for the command with driver_exec_wait().
 /// Calling convention and safety: see the top of this header.
 ///
 /// # Safety
@@ -303,6 +308,37 @@ pub unsafe extern "C" fn driver_exec(
     response_json: *mut *mut c_char,
 ) -> i32 {
     call(driver::exec, request_json, response_json)
+}
+
+/// Waits for the command of an interactive driver_exec (`{exec_id, timeout_ms}`; absent
+/// or negative: forever, 0: poll) and returns `{exec_id, exit_code, signal}`;
+/// `DRIVER_TIMEOUT` while it runs. Once it has returned the exit, the session is gone
+/// (`DRIVER_NOT_FOUND` afterwards).
+/// Calling convention and safety: see the top of this header.
+///
+/// # Safety
+/// As for every `driver_<op>` (see the top of this header).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_exec_wait(
+    request_json: *const c_char,
+    response_json: *mut *mut c_char,
+) -> i32 {
+    call(driver::exec_wait, request_json, response_json)
+}
+
+/// Sets the window size of an interactive driver_exec's terminal (`{exec_id, rows,
+/// cols}`, a session started with `"tty": true`); the command gets SIGWINCH. Returns
+/// once the size is set.
+/// Calling convention and safety: see the top of this header.
+///
+/// # Safety
+/// As for every `driver_<op>` (see the top of this header).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_exec_resize(
+    request_json: *const c_char,
+    response_json: *mut *mut c_char,
+) -> i32 {
+    call(driver::exec_resize, request_json, response_json)
 }
 
 /// Reads a task's stdout or stderr as one stream across its rotated files, from a byte

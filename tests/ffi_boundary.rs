@@ -18,6 +18,8 @@ const EXPORTS: &[(&str, Export)] = &[
     ("signal", ffi::driver_signal),
     ("recover", ffi::driver_recover),
     ("exec", ffi::driver_exec),
+    ("exec_wait", ffi::driver_exec_wait),
+    ("exec_resize", ffi::driver_exec_resize),
     ("logs", ffi::driver_logs),
 ];
 

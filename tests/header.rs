@@ -83,6 +83,8 @@ fn header_has_every_export_and_status() {
         "driver_signal",
         "driver_recover",
         "driver_exec",
+        "driver_exec_wait",
+        "driver_exec_resize",
     ] {
         assert!(
             h.contains(&format!("{name}(")),

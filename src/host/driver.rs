@@ -286,6 +286,8 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
             t.finalize();
         }
     }
+    // Its interactive execs go with it (their commands are killed).
+    crate::host::exec_session::end_task(&t.id);
     // The supervisor may still be tidying up after its exit report; then it is reaped,
     // or goes back to the pool.
     t.release_supervisor();
@@ -404,4 +406,14 @@ pub fn logs(req: Option<&str>) -> Result<Value> {
 /// `driver_exec`: one command inside a running task's isolation, output captured.
 pub fn exec(req: Option<&str>) -> Result<Value> {
     crate::host::exec_into::exec(required(req)?)
+}
+
+/// `driver_exec_wait`: the exit of an interactive `driver_exec`'s command.
+pub fn exec_wait(req: Option<&str>) -> Result<Value> {
+    crate::host::exec_session::wait(required(req)?)
+}
+
+/// `driver_exec_resize`: the window size of an interactive `driver_exec`'s terminal.
+pub fn exec_resize(req: Option<&str>) -> Result<Value> {
+    crate::host::exec_session::resize(required(req)?)
 }

@@ -1,5 +1,6 @@
 //! `driver_exec` on the host side: find the task's command, hand the request to the shim
-//! (`execdriver-shim --exec`), return its result.
+//! (`execdriver-shim --exec`), return its result; or, in the interactive form, the
+//! session [`crate::host::exec_session`] keeps.
 
 use crate::config::{self, PluginConfig};
 use crate::error::{Code, Error, Result};
@@ -19,11 +20,58 @@ struct ExecReq {
     args: Vec<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    tty: bool,
+    #[serde(default)]
+    stdin: bool,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    rows: Option<u16>,
+    #[serde(default)]
+    cols: Option<u16>,
+}
+
+/// The interactive form the request asks for, if any (`tty`, `stdin` or `stream`).
+fn interactive(r: &ExecReq) -> Result<Option<crate::supervisor::exec::Interactive>> {
+    let size = match (r.rows, r.cols) {
+        (None, None) => None,
+        (Some(rows), Some(cols)) if rows > 0 && cols > 0 => Some((rows, cols)),
+        (Some(_), Some(_)) => {
+            return Err(Error::field(
+                Code::InvalidRequest,
+                "rows",
+                "rows and cols must be at least 1",
+            ));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::field(
+                Code::InvalidRequest,
+                if r.rows.is_none() { "rows" } else { "cols" },
+                "rows and cols go together",
+            ));
+        }
+    };
+    if size.is_some() && !r.tty {
+        return Err(Error::field(
+            Code::InvalidRequest,
+            "rows",
+            "rows and cols set a terminal's size: they need \"tty\": true",
+        ));
+    }
+    Ok((r.tty || r.stdin || r.stream).then(|| crate::supervisor::exec::Interactive {
+        tty: r.tty,
+        stdin: r.stdin,
+        rows: size.map(|s| s.0),
+        cols: size.map(|s| s.1),
+        timeout_ms: r.timeout_ms,
+    }))
 }
 
 /// `driver_exec`: one command inside a running task's isolation, output captured.
 pub fn exec(req: &str) -> Result<Value> {
     let r: ExecReq = config::parse(req, Code::InvalidRequest, "")?;
+    let interactive = interactive(&r)?;
     if r.command.is_empty() {
         return Err(Error::field(
             Code::InvalidRequest,
@@ -55,6 +103,7 @@ pub fn exec(req: &str) -> Result<Value> {
         args: r.args,
         timeout_ms: r.timeout_ms.unwrap_or(10_000),
         spec: Some(launch_spec(&t)?),
+        interactive,
     };
     let file = t
         .state_dir
@@ -62,7 +111,11 @@ pub fn exec(req: &str) -> Result<Value> {
     let bytes = serde_json::to_vec(&request).map_err(|e| Error::internal(e.to_string()))?;
     std::fs::write(&file, bytes)
         .map_err(|e| Error::new(Code::Spawn, format!("writing exec request: {e}")))?;
-    let result = run_exec(&crate::host::plugin::current(), &file);
+    let cfg = crate::host::plugin::current();
+    let result = match &request.interactive {
+        Some(it) => crate::host::exec_session::start(&cfg, &file, &t.id, it),
+        None => run_exec(&cfg, &file),
+    };
     let _ = std::fs::remove_file(&file);
     result
 }
@@ -91,22 +144,38 @@ fn launch_spec(t: &task::Task) -> Result<crate::proto::spec::LaunchSpec> {
     Ok(s)
 }
 
-/// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
-/// one-line JSON result.
-fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
+/// The shim's path and `execdriver-shim --exec <request>` with its environment, as
+/// C strings.
+pub(crate) struct ShimCommand {
+    pub shown: String,
+    pub path: std::ffi::CString,
+    pub args: [std::ffi::CString; 3],
+    pub env: Vec<std::ffi::CString>,
+}
+
+pub(crate) fn shim_command(cfg: &PluginConfig, request: &Path) -> Result<ShimCommand> {
     let shim = crate::host::plugin::shim_path(cfg)?;
     let c = |s: &str| {
         crate::sys::cstring(s, "argument").map_err(|e| Error::new(Code::Spawn, e.to_string()))
     };
-    let path = c(&shim.to_string_lossy())?;
-    let args = [
-        c("execdriver-shim")?,
-        c("--exec")?,
-        c(&request.to_string_lossy())?,
-    ];
-    let env = crate::host::plugin::shim_env(&[])?;
-    let sp = crate::sys::spawn(&path, &args, &env, 0)
-        .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", shim.display())))?;
+    Ok(ShimCommand {
+        shown: shim.display().to_string(),
+        path: c(&shim.to_string_lossy())?,
+        args: [
+            c("execdriver-shim")?,
+            c("--exec")?,
+            c(&request.to_string_lossy())?,
+        ],
+        env: crate::host::plugin::shim_env(&[])?,
+    })
+}
+
+/// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
+/// one-line JSON result.
+fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
+    let cmd = shim_command(cfg, request)?;
+    let sp = crate::sys::spawn(&cmd.path, &cmd.args, &cmd.env, 0)
+        .map_err(|e| Error::new(Code::Spawn, format!("starting {}: {e}", cmd.shown)))?;
     let mut report = String::new();
     let mut out = sp.stdout;
     let _ = out.read_to_string(&mut report);

@@ -8,13 +8,14 @@
 //!   [`env`] (the environment and interpolation), [`fetch`] (artifacts), [`pool`] (the
 //!   supervisor for it: prestarted, or launched now).
 //! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
-//!   [`exec_into`]: `driver_exec`; [`stats`]: `driver_stats`; [`plugin`]: the
+//!   [`exec_into`]: `driver_exec`, [`exec_session`]: its interactive sessions; [`stats`]: `driver_stats`; [`plugin`]: the
 //!   process-wide configuration.
 
 pub mod driver;
 pub mod env;
 pub mod events;
 pub mod exec_into;
+pub mod exec_session;
 pub mod fetch;
 pub mod loadable;
 pub mod logs;

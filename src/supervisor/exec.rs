@@ -1,6 +1,8 @@
 //! `driver_exec` inside the shim: enter a running task's namespaces, cgroups, root, user
 //! and capabilities, run one command with its output captured, and report it as one JSON
-//! line on stdout (the host's pipe).
+//! line on stdout (the host's pipe). In the interactive form stdout is a `SOCK_SEQPACKET`
+//! socket instead: the command's pty master or pipes go back to the host on it, resizes
+//! come in on it, and the exit report goes back when the command has ended.
 
 use crate::error::{Code, Error, Result};
 use crate::proto::spec::LaunchSpec;
@@ -13,7 +15,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// What the host asks for (written to a file next to launch.json).
@@ -31,6 +33,28 @@ pub struct ExecRequest {
     /// The task's launch spec: the host's own (a task it started), or the one in the
     /// task's state dir with the cgroups of its handle (a recovered task).
     pub spec: Option<LaunchSpec>,
+    /// The interactive form; absent: output captured, as `driver_exec` always did.
+    #[serde(default)]
+    pub interactive: Option<Interactive>,
+}
+
+/// What the interactive form asks for: a pty (`tty`) or pipes (stdin's only with
+/// `stdin`), handed to the host; no output cap, no timeout unless `timeout_ms`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Interactive {
+    pub tty: bool,
+    pub stdin: bool,
+    pub rows: Option<u16>,
+    pub cols: Option<u16>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// A window size the host forwards (`driver_exec_resize`), sent with one fd the shim
+/// closes once it is set: the host's acknowledgement.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Resize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -41,17 +65,7 @@ fn err(step: &str, e: impl std::fmt::Display) -> Error {
 
 /// Runs the request; the result is `{"exit_code", "signal", "stdout", "stderr"}`.
 pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
-    // The cgroup files are opened before the task's mount namespace hides /sys.
-    let procs: Vec<std::fs::File> = spec
-        .cgroup_procs
-        .iter()
-        .map(|f| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(f)
-                .map_err(|e| err(&format!("opening {}", f.display()), e))
-        })
-        .collect::<Result<_>>()?;
+    let procs = open_cgroup_files(spec)?;
     if spec.isolation.is_some() {
         enter_task(req)?;
     }
@@ -62,6 +76,156 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
     Ok(serde_json::json!({"exit_code": code, "signal": sig,
         "stdout": String::from_utf8_lossy(stdout), "stderr": String::from_utf8_lossy(stderr),
         "truncated": out.cut}))
+}
+
+/// The task's cgroup files the command joins, opened before the task's mount namespace
+/// hides /sys.
+fn open_cgroup_files(spec: &LaunchSpec) -> Result<Vec<std::fs::File>> {
+    spec.cgroup_procs
+        .iter()
+        .map(|f| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(f)
+                .map_err(|e| err(&format!("opening {}", f.display()), e))
+        })
+        .collect()
+}
+
+/// The interactive form: starts the command on a new pty or on pipes, sends the host's
+/// ends with `{"pid"}` on `sock`, sets the sizes the host forwards until the command
+/// exits, and returns the exit report. `None`: the host hung up (it exited, or destroyed
+/// the task), and the command was killed with it.
+fn run_interactive(
+    spec: &LaunchSpec,
+    req: &ExecRequest,
+    it: &Interactive,
+    sock: &OwnedFd,
+) -> Result<Option<serde_json::Value>> {
+    let procs = open_cgroup_files(spec)?;
+    if spec.isolation.is_some() {
+        enter_task(req)?;
+    }
+    // Opened after entering the task: the pty is one of the task's devpts, a device of
+    // its world (`/dev/pts/N` there), and its `/dev/ptmx` is what it is allowed.
+    let mut slave = None;
+    let (theirs, child) = if it.tty {
+        let (master, s) = crate::sys::pty::open().map_err(|e| err("opening a pty", e))?;
+        if let (Some(rows), Some(cols)) = (it.rows, it.cols) {
+            crate::sys::pty::set_size(s.as_fd(), rows, cols)
+                .map_err(|e| err("setting the window size", e))?;
+        }
+        let t = s.as_fd();
+        let stdio = Stdio {
+            stdin: Some(t),
+            stdout: t,
+            stderr: t,
+            tty: Some(t),
+        };
+        let child = fork_command(spec, req, &procs, &stdio)?;
+        // Kept for the resizes: a master closed by the host still hangs the terminal up.
+        slave = Some(s);
+        (vec![master], child)
+    } else {
+        let stdin = it.stdin.then(pipe).transpose()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let stdio = Stdio {
+            stdin: stdin.as_ref().map(|(r, _)| r.as_fd()),
+            stdout: out_w.as_fd(),
+            stderr: err_w.as_fd(),
+            tty: None,
+        };
+        let child = fork_command(spec, req, &procs, &stdio)?;
+        // Only the command and the host hold the ends: EOF and EPIPE reach each side.
+        let mut theirs: Vec<OwnedFd> = stdin.map(|(_, w)| w).into_iter().collect();
+        theirs.extend([out_r, err_r]);
+        (theirs, child)
+    };
+    let fds: Vec<BorrowedFd<'_>> = theirs.iter().map(|f| f.as_fd()).collect();
+    let started = serde_json::json!({"pid": child.as_raw()}).to_string();
+    if let Err(e) = crate::sys::socket::send_with_fds(sock, started.as_bytes(), &fds) {
+        kill_command(child);
+        let _ = crate::sys::process::reap(Some(child.as_raw()), true);
+        return Err(err("handing the command's fds to the host", e));
+    }
+    drop(fds);
+    drop(theirs);
+    let status = serve(child, sock, slave.as_ref(), it.timeout_ms);
+    drop(slave);
+    Ok(status.map(|st| {
+        let (code, sig) = st.map_or((-1, 0), Ended::code_and_signal);
+        serde_json::json!({"exit_code": code, "signal": sig})
+    }))
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))
+}
+
+/// SIGKILLs the command's process group (it leads its own session) and the command.
+fn kill_command(child: Pid) {
+    let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+    let _ = kill(child, Signal::SIGKILL);
+}
+
+/// Waits for the command, setting the window sizes the host sends meanwhile, killing
+/// it when `timeout_ms` passes. `Some(how it ended)` (`Some(None)`: it could not be
+/// reaped), or `None` when the host hung up: the command is killed then.
+fn serve(
+    child: Pid,
+    sock: &OwnedFd,
+    slave: Option<&OwnedFd>,
+    timeout_ms: Option<u64>,
+) -> Option<Option<Ended>> {
+    let reap = |block| {
+        crate::sys::process::reap(Some(child.as_raw()), block)
+            .ok()
+            .flatten()
+            .map(|(_, how)| how)
+    };
+    let deadline = timeout_ms.map(|t| Instant::now() + Duration::from_millis(t));
+    // Without a pidfd (it cannot fail for our own child, short of fds running out) the
+    // command is looked at every 50 ms.
+    let pidfd = crate::sys::pidfd_open(child.as_raw()).ok();
+    loop {
+        let mut wait = deadline.map_or(-1, |d| {
+            d.saturating_duration_since(Instant::now()).as_millis() as i64
+        });
+        let mut fds = vec![sock.as_raw_fd()];
+        match &pidfd {
+            Some(p) => fds.push(p.as_raw_fd()),
+            None => wait = if wait < 0 { 50 } else { wait.min(50) },
+        }
+        let ready = crate::sys::poll_any(&fds, wait).unwrap_or_default();
+        if let Some(how) = reap(false) {
+            return Some(Some(how));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            kill_command(child);
+            return Some(reap(true));
+        }
+        if !ready.first().copied().unwrap_or(false) {
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        match crate::sys::socket::recv_with_fds(sock, &mut buf, true) {
+            Ok(None) => {}
+            Ok(Some((n, ack))) if n > 0 => {
+                if let (Some(s), Ok(r)) = (slave, serde_json::from_slice::<Resize>(&buf[..n])) {
+                    let _ = crate::sys::pty::set_size(s.as_fd(), r.rows, r.cols);
+                }
+                drop(ack);
+            }
+            // EOF or a broken socket: the host is gone, or let the session go.
+            Ok(Some(_)) | Err(_) => {
+                kill_command(child);
+                let _ = reap(true);
+                return None;
+            }
+        }
+    }
 }
 
 /// Enters the namespaces and the root of the task's command (`req.target_pid`): only
@@ -114,6 +278,15 @@ fn enter_task(req: &ExecRequest) -> Result<()> {
     Ok(())
 }
 
+/// The command's fds 0-2 (stdin `None`: /dev/null), and the terminal to make its
+/// controlling one.
+struct Stdio<'a> {
+    stdin: Option<BorrowedFd<'a>>,
+    stdout: BorrowedFd<'a>,
+    stderr: BorrowedFd<'a>,
+    tty: Option<BorrowedFd<'a>>,
+}
+
 /// Forks the command's process ([`child_exec`]) with its output on pipes; returns it
 /// and the read ends once it has exec'd, or the error it reported.
 fn spawn(
@@ -121,23 +294,38 @@ fn spawn(
     req: &ExecRequest,
     procs: &[std::fs::File],
 ) -> Result<(Pid, OwnedFd, OwnedFd)> {
-    let (out_r, out_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    let (sync_r, sync_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let stdio = Stdio {
+        stdin: None,
+        stdout: out_w.as_fd(),
+        stderr: err_w.as_fd(),
+        tty: None,
+    };
+    let child = fork_command(spec, req, procs, &stdio)?;
+    Ok((child, out_r, err_r))
+}
+
+/// Forks the command's process ([`child_exec`]) on `stdio`; returns it once it has
+/// exec'd, or the error it reported.
+fn fork_command(
+    spec: &LaunchSpec,
+    req: &ExecRequest,
+    procs: &[std::fs::File],
+    stdio: &Stdio<'_>,
+) -> Result<Pid> {
+    let (sync_r, sync_w) = pipe()?;
     // The shim is single-threaded: the child may run any code.
     let child = match crate::sys::process::fork().map_err(|e| err("fork", e))? {
         Forked::Child => {
             drop(sync_r);
-            let e = child_exec(spec, req, procs, out_w.as_raw_fd(), err_w.as_raw_fd());
+            let e = child_exec(spec, req, procs, stdio);
             let _ = std::fs::File::from(sync_w).write_all_json(&e);
             crate::sys::process::exit_now(127);
         }
         Forked::Parent(child) => Pid::from_raw(child),
     };
-    drop((out_w, err_w, sync_w));
+    drop(sync_w);
     let mut report = String::new();
     let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
     if !report.is_empty() {
@@ -145,7 +333,7 @@ fn spawn(
         let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
         return Err(Error::from_json(&v));
     }
-    Ok((child, out_r, err_r))
+    Ok(child)
 }
 
 trait WriteJson {
@@ -157,19 +345,22 @@ impl WriteJson for std::fs::File {
     }
 }
 
-fn child_exec(
-    spec: &LaunchSpec,
-    req: &ExecRequest,
-    procs: &[std::fs::File],
-    out: i32,
-    errfd: i32,
-) -> Error {
+fn child_exec(spec: &LaunchSpec, req: &ExecRequest, procs: &[std::fs::File], stdio: &Stdio<'_>) -> Error {
     let go = || -> Result<std::convert::Infallible> {
         for mut f in procs {
             std::io::Write::write_all(&mut f, b"0")
                 .map_err(|e| err("joining the task's cgroup", e))?;
         }
         nix::unistd::setsid().map_err(|e| err("setsid", e))?;
+        if let Some(t) = stdio.tty {
+            crate::sys::pty::make_controlling(t).map_err(|e| err("the controlling terminal", e))?;
+            // The terminal is the task user's, as a login's is: reopened by its name
+            // (`/dev/tty`'s target, a `write` to it) it must let the command in.
+            if let Some(iso) = &spec.isolation {
+                nix::unistd::fchown(t, Some(iso.uid.into()), Some(iso.gid.into()))
+                    .map_err(|e| err("giving the terminal to the task's user", e))?;
+            }
+        }
         let path = resolve(&req.command, &task_local_dir(spec));
         let mut argv = vec![
             CString::new(path.clone())
@@ -188,7 +379,12 @@ fn child_exec(
         if let Some(iso) = &spec.isolation {
             crate::supervisor::privs::drop_to(iso, u64::MAX)?;
         }
-        crate::supervisor::privs::redirect_stdio(out, errfd).map_err(|e| err("stdio", e))?;
+        let (out, errfd) = (stdio.stdout.as_raw_fd(), stdio.stderr.as_raw_fd());
+        match stdio.stdin {
+            Some(i) => crate::supervisor::privs::redirect_stdio_from(i.as_raw_fd(), out, errfd),
+            None => crate::supervisor::privs::redirect_stdio(out, errfd),
+        }
+        .map_err(|e| err("stdio", e))?;
         crate::supervisor::privs::reset_signals();
         let _ = nix::unistd::chdir(spec.cwd.as_str());
         if spec.isolation.as_ref().is_some_and(|i| i.seccomp) {
@@ -270,8 +466,7 @@ fn collect(child: Pid, out: OwnedFd, errfd: OwnedFd, timeout_ms: u64) -> Output 
         }
         let now = Instant::now();
         if now >= deadline {
-            let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-            let _ = kill(child, Signal::SIGKILL);
+            kill_command(child);
             if status.is_none() {
                 status = crate::sys::process::reap(Some(child.as_raw()), true)
                     .ok()
@@ -313,20 +508,52 @@ fn collect(child: Pid, out: OwnedFd, errfd: OwnedFd, timeout_ms: u64) -> Output 
 pub fn main(request: &std::path::Path) -> i32 {
     crate::sys::process::close_fds_above_2();
     crate::sys::reset_ignored_signals();
-    let result = (|| -> Result<serde_json::Value> {
-        let mut req: ExecRequest =
-            serde_json::from_slice(&std::fs::read(request).map_err(|e| err("reading request", e))?)
-                .map_err(|e| err("parsing request", e))?;
+    let req = std::fs::read(request)
+        .map_err(|e| err("reading request", e))
+        .and_then(|b| {
+            serde_json::from_slice::<ExecRequest>(&b).map_err(|e| err("parsing request", e))
+        });
+    if let Ok(ExecRequest {
+        interactive: Some(_),
+        ..
+    }) = &req
+    {
+        return main_interactive(req);
+    }
+    let result = req.and_then(|mut req| {
         let spec = req
             .spec
             .take()
             .ok_or_else(|| err("reading request", "it carries no launch spec"))?;
         run(&spec, &req)
-    })();
+    });
     let line = match result {
         Ok(v) => v.to_string(),
         Err(e) => e.to_json().to_string(),
     };
     println!("{line}");
+    0
+}
+
+/// [`main`] of the interactive form: stdout is the host's `SOCK_SEQPACKET` socket, which
+/// gets the start message (with the fds) or an error, then the exit report.
+fn main_interactive(req: Result<ExecRequest>) -> i32 {
+    let Ok(sock) = crate::sys::process::take_stdout() else {
+        return 1;
+    };
+    let result = req.and_then(|mut req| {
+        let spec = req
+            .spec
+            .take()
+            .ok_or_else(|| err("reading request", "it carries no launch spec"))?;
+        let it = req.interactive.clone().unwrap_or_default();
+        run_interactive(&spec, &req, &it, &sock)
+    });
+    let report = match result {
+        Ok(Some(v)) => v,
+        Ok(None) => return 0,
+        Err(e) => e.to_json(),
+    };
+    let _ = crate::sys::socket::send_all(&sock, report.to_string().as_bytes());
     0
 }

@@ -91,7 +91,12 @@ pub fn limit_bounding(keep: u64) -> Result<()> {
 pub fn redirect_stdio(stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new().read(true).open("/dev/null")?;
-    for (from, to) in [(null.as_raw_fd(), 0), (stdout, 1), (stderr, 2)] {
+    redirect_stdio_from(null.as_raw_fd(), stdout, stderr)
+}
+
+/// [`redirect_stdio`] with stdin from `stdin` (each of the three above 2).
+pub fn redirect_stdio_from(stdin: RawFd, stdout: RawFd, stderr: RawFd) -> std::io::Result<()> {
+    for (from, to) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
         crate::sys::process::dup2(from, to)?;
     }
     crate::sys::process::mark_fds_above_2_cloexec()?;

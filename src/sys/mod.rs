@@ -8,6 +8,7 @@ pub mod mount;
 pub mod net;
 pub mod privs;
 pub mod process;
+pub mod pty;
 pub mod socket;
 pub mod trampoline;
 

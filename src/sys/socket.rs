@@ -1,8 +1,8 @@
 //! Unix sockets: pairs, whole sends without SIGPIPE, receives into a buffer's unused
-//! room, one fd passed with a message.
+//! room, fds passed with a message.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A connected `AF_UNIX` stream socket pair, both ends close-on-exec.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -53,7 +53,6 @@ pub fn send_all(fd: &OwnedFd, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// Shuts the write side: the peer reads EOF after what was sent.
-#[cfg(test)]
 pub fn shutdown_write(fd: &OwnedFd) {
     // SAFETY: shutdown on a socket we own.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
@@ -135,27 +134,44 @@ pub fn recv_append(
 
 /// Sends `data` with one fd attached (`SCM_RIGHTS`), as one message.
 pub fn send_with_fd(sock: &OwnedFd, data: &[u8], fd: &OwnedFd) -> io::Result<()> {
+    send_with_fds(sock, data, &[fd.as_fd()])
+}
+
+/// The most fds one message carries here (a pty or three pipes, an ack socket).
+pub const MAX_FDS: usize = 4;
+
+/// Sends `data` with `fds` attached (`SCM_RIGHTS`, at most [`MAX_FDS`]), as one message.
+pub fn send_with_fds(sock: &OwnedFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::other("too many fds for one message"));
+    }
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
+    let payload = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at a buffer of msg_controllen bytes, room for one header
-    // carrying one int.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd.as_raw_fd());
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at a buffer of msg_controllen bytes, room for one
+        // header carrying fds.len() ints.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as _;
+            let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+            }
+        }
     }
     // SAFETY: a valid msghdr; MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
@@ -171,13 +187,27 @@ pub fn send_with_fd(sock: &OwnedFd, data: &[u8], fd: &OwnedFd) -> io::Result<()>
 /// Receives one message into `buf`, and the fd attached to it if any (made
 /// close-on-exec). `Ok((0, None))` at EOF.
 pub fn recv_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let (n, fds) = recv_with_fds(sock, buf, false)?.unwrap_or((0, Vec::new()));
+    Ok((n, fds.into_iter().next()))
+}
+
+/// Receives one message into `buf` and the fds attached to it (at most [`MAX_FDS`], made
+/// close-on-exec), in the order sent. `Ok(Some((0, [])))` at EOF; `Ok(None)` when
+/// `nonblocking` and no message is there.
+pub fn recv_with_fds(
+    sock: &OwnedFd,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
+    let payload = (MAX_FDS * std::mem::size_of::<libc::c_int>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     loop {
         // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -186,25 +216,26 @@ pub fn recv_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: a valid msghdr over our buffers.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if nonblocking => return Ok(None),
+                _ => return Err(e),
             }
-            return Err(e);
         }
-        let mut fd = None;
+        let mut fds = Vec::new();
         // SAFETY: the kernel filled msg_control; the macros walk it within
         // msg_controllen, and an SCM_RIGHTS payload holds ints that are new fds of ours.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                    let owned = OwnedFd::from_raw_fd(raw);
-                    if fd.is_none() {
-                        fd = Some(owned);
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                    for i in 0..len / std::mem::size_of::<libc::c_int>() {
+                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                     }
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
@@ -213,6 +244,6 @@ pub fn recv_with_fd(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             return Err(io::Error::other("control data truncated"));
         }
-        return Ok((n as usize, fd));
+        return Ok(Some((n as usize, fds)));
     }
 }
