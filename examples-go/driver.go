@@ -8,16 +8,20 @@
 //	_, err := drv.Wait(ctx, "no-such-task")
 //	errors.Is(err, execdriver.ErrNotFound) // true
 //
-// A C call cannot be interrupted, so the context is honoured as follows: Wait and
-// WaitFor never keep a C thread in driver_wait for more than 100 ms, checking the
-// context in between, and return ctx.Err() promptly once it is done; every other
-// operation checks the context before it calls the library and then runs to its end,
-// which the library bounds (Stop by the grace period plus the final kill, Exec by its
-// timeout, Start by the artifact fetch limits).
+// A C call cannot be interrupted, so the context is honoured as follows. Wait and
+// WaitFor on a task started with a wait fd (Start asks for one unless
+// TaskConfig.NoWaitFD) block in Go's runtime poller, no C call at all, until the fd says
+// the exit is known, and return ctx.Err() as soon as ctx is done; on any other task
+// (e.g. one from Recover) they never keep a C thread in driver_wait for more than
+// 100 ms, checking the context in between. A Logs reader never keeps a C thread in
+// driver_logs for more than 500 ms. Every other operation checks the context before it
+// calls the library and then runs to its end, which the library bounds (Stop by the
+// grace period plus the final kill, Exec by its timeout, Start by the artifact fetch
+// limits).
 //
 // A Driver is safe for concurrent use by many goroutines, including several calls on
-// the same task (e.g. Stop while other goroutines Wait): it holds no mutable state and
-// the library is thread-safe.
+// the same task (e.g. Stop while other goroutines Wait): the library is thread-safe, and
+// the only state a Driver keeps, the wait fds of its tasks, is behind a mutex.
 package execdriver
 
 /*
@@ -45,6 +49,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"unsafe"
 )
 
@@ -61,10 +66,13 @@ type Driver struct {
 	free unsafe.Pointer
 	ops  map[string]unsafe.Pointer // read-only after Open
 	ver  string
+
+	mu  sync.Mutex
+	fds map[string]int // task id -> its wait fd, owned by the Driver (see waitfd.go)
 }
 
 var opNames = []string{"configure", "fingerprint", "start", "wait", "stop", "destroy",
-	"inspect", "stats", "signal", "recover", "exec"}
+	"inspect", "stats", "signal", "recover", "exec", "logs"}
 
 // Open dlopens the library at path, checks its C ABI version and resolves every
 // driver_<op>. The library is never unloaded (there is no Close): a Rust cdylib keeps
@@ -88,7 +96,7 @@ func Open(path string) (*Driver, error) {
 		}
 		return p, nil
 	}
-	d := &Driver{ops: map[string]unsafe.Pointer{}}
+	d := &Driver{ops: map[string]unsafe.Pointer{}, fds: map[string]int{}}
 	var err error
 	if d.free, err = sym("driver_free"); err != nil {
 		return nil, err
@@ -119,7 +127,8 @@ func (d *Driver) Version() string { return d.ver }
 // Call is the low-level form of every operation: it calls driver_<op> (op is
 // "configure", "start", "wait", …) with request (nil: a NULL request) and returns the
 // response object. A failure is an *Error. ctx is checked before the call only; the
-// call itself blocks as the library's operation does (see docs/api.md).
+// call itself blocks as the library's operation does (see docs/api.md). The response
+// is as the library sent it: a "wait_fd" in it is the caller's to close.
 func (d *Driver) Call(ctx context.Context, op string, request json.RawMessage) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

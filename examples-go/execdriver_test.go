@@ -34,13 +34,18 @@ func startSleeper(t *testing.T, name string) *execdriver.Started {
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	destroyAtCleanup(t, s.TaskID)
+	return s
+}
+
+// destroyAtCleanup has the test's cleanup destroy the task (forced).
+func destroyAtCleanup(t *testing.T, id string) {
 	t.Cleanup(func() {
-		err := drv.Destroy(context.Background(), s.TaskID, execdriver.DestroyOptions{Force: true})
+		err := drv.Destroy(context.Background(), id, execdriver.DestroyOptions{Force: true})
 		if err != nil && !errors.Is(err, execdriver.ErrNotFound) {
-			t.Errorf("destroy %s: %v", s.TaskID, err)
+			t.Errorf("destroy %s: %v", id, err)
 		}
 	})
-	return s
 }
 
 // goroutinesBackTo waits until no more than base goroutines run: a goroutine that has
@@ -86,7 +91,8 @@ func TestWaitCancelled(t *testing.T) {
 	t0 := time.Now()
 	cancel()
 	err := <-done
-	// A slice is 100 ms; the margin is for a loaded CI machine.
+	// The task has a wait fd, so Wait sits in the poller; the margin is for a loaded
+	// CI machine.
 	if took := time.Since(t0); took > 2*time.Second {
 		t.Errorf("Wait returned %v after the cancel", took)
 	}

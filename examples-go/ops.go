@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -47,17 +49,48 @@ func (d *Driver) Fingerprint(ctx context.Context) (*Fingerprint, error) {
 // Start starts a task and returns once its command runs. task is a TaskConfig, or the
 // request's JSON (json.RawMessage, []byte or string), or any value that encoding/json
 // turns into it. Start blocks while artifacts are fetched; ctx is checked before.
+//
+// A TaskConfig's start asks for a wait fd unless its NoWaitFD is set; so does JSON that
+// says "wait_fd": true. The Driver keeps that fd (Wait and WaitFor block on it in Go's
+// poller) and closes it when a Wait has returned the task's exit, or at Destroy.
 func (d *Driver) Start(ctx context.Context, task interface{}) (*Started, error) {
+	req := task
+	switch t := task.(type) {
+	case TaskConfig:
+		req = startReq{t, !t.NoWaitFD}
+	case *TaskConfig:
+		if t != nil {
+			req = startReq{*t, !t.NoWaitFD}
+		}
+	}
 	var s Started
-	if _, err := d.call(ctx, "start", task, &s); err != nil {
+	raw, err := d.call(ctx, "start", req, &s)
+	var fd struct {
+		WaitFD *int `json:"wait_fd"`
+	}
+	if raw != nil && json.Unmarshal(raw, &fd) == nil && fd.WaitFD != nil {
+		if err != nil || s.TaskID == "" {
+			syscall.Close(*fd.WaitFD) // an unreadable response: no task to keep it for
+		} else {
+			d.adoptWaitFD(s.TaskID, *fd.WaitFD)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &s, nil
 }
 
+// startReq is a TaskConfig with the wait_fd it cannot say itself.
+type startReq struct {
+	TaskConfig
+	WaitFD bool `json:"wait_fd,omitempty"`
+}
+
 // Wait waits for the task to exit and returns its exit result; every waiter gets the
-// same one, until Destroy. When ctx is done first it returns ctx.Err() within about
-// waitSlice, leaving the task running, with no goroutine or C call left behind.
+// same one, until Destroy. When ctx is done first it returns ctx.Err() (at once on a
+// task with a wait fd, else within about waitSlice), leaving the task running, with no
+// goroutine or C call left behind.
 func (d *Driver) Wait(ctx context.Context, taskID string) (*ExitResult, error) {
 	return d.wait(ctx, taskID, time.Time{})
 }
@@ -68,13 +101,68 @@ func (d *Driver) WaitFor(ctx context.Context, taskID string, timeout time.Durati
 	return d.wait(ctx, taskID, time.Now().Add(timeout))
 }
 
-// wait calls driver_wait in slices of at most waitSlice until the task exits, ctx is done
-// or limit (zero: none) passes.
+// wait waits until the task exits, ctx is done or limit (zero: none) passes: on the
+// task's wait fd when the Driver holds one, else by driver_wait in slices. Once it has
+// the exit (or the task is gone) the wait fd is no longer needed and is closed.
 func (d *Driver) wait(ctx context.Context, taskID string, limit time.Time) (*ExitResult, error) {
 	end, endIsCtx := limit, false
 	if dl, ok := ctx.Deadline(); ok && (limit.IsZero() || dl.Before(limit)) {
 		end, endIsCtx = dl, true
 	}
+	r, err := d.waitOnFD(ctx, taskID, end, endIsCtx)
+	if err == errNoPoller {
+		r, err = d.waitSliced(ctx, taskID, end, endIsCtx)
+	}
+	if err == nil || errors.Is(err, ErrNotFound) {
+		d.dropWaitFD(taskID)
+	}
+	return r, err
+}
+
+// waitOnFD waits in the runtime poller on a duplicate of the task's wait fd, then takes
+// the exit with a driver_wait that does not block. errNoPoller: there is no wait fd to
+// wait on (or no time left to wait), and nothing was done.
+func (d *Driver) waitOnFD(ctx context.Context, taskID string, end time.Time, endIsCtx bool) (*ExitResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !end.IsZero() && !time.Now().Before(end) {
+		return nil, errNoPoller
+	}
+	f := d.dupWaitFD(taskID)
+	if f == nil {
+		return nil, errNoPoller
+	}
+	switch err := awaitReadable(ctx, f, end); {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded) && endIsCtx:
+		// The deadline is ctx's: its timer is about to close Done.
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// WaitFor's limit: the poll below says ErrTimeout, or has an exit that came
+		// just now.
+	default:
+		return nil, err // ctx.Err(), or errNoPoller
+	}
+	return d.pollExit(ctx, taskID)
+}
+
+// pollExit is driver_wait with timeout_ms 0.
+func (d *Driver) pollExit(ctx context.Context, taskID string) (*ExitResult, error) {
+	var r ExitResult
+	zero := int64(0)
+	raw, err := d.call(ctx, "wait", taskReq{TaskID: taskID, TimeoutMS: &zero}, &r)
+	if err != nil {
+		return nil, err
+	}
+	r.Raw = raw
+	return &r, nil
+}
+
+// waitSliced calls driver_wait in slices of at most waitSlice until the task exits, ctx
+// is done or end (zero: none) passes.
+func (d *Driver) waitSliced(ctx context.Context, taskID string, end time.Time, endIsCtx bool) (*ExitResult, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -135,9 +223,13 @@ func (d *Driver) Stop(ctx context.Context, taskID string, opts *StopOptions) (*E
 }
 
 // Destroy releases the task: its cgroups, its state and its id. A running task needs
-// opts.Force (it is then SIGKILLed); opts.Purge also removes its task dir.
+// opts.Force (it is then SIGKILLed); opts.Purge also removes its task dir. The task's
+// wait fd, if the Driver holds one, is closed.
 func (d *Driver) Destroy(ctx context.Context, taskID string, opts DestroyOptions) error {
 	_, err := d.call(ctx, "destroy", taskReq{TaskID: taskID, Force: opts.Force, Purge: opts.Purge}, nil)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		d.dropWaitFD(taskID)
+	}
 	return err
 }
 
@@ -173,7 +265,10 @@ func (d *Driver) Exec(ctx context.Context, taskID string, req ExecRequest) (*Exe
 }
 
 // Recover registers in this process the task of a handle from Start (Started.Handle),
-// e.g. after the host restarted while the task ran on.
+// e.g. after the host restarted while the task ran on. It asks for no wait fd: the
+// library's would be a pidfd of the task's supervisor, which for a task this process
+// started may be kept as an idle spare and then never becomes readable; Wait on a
+// recovered task calls driver_wait in slices.
 func (d *Driver) Recover(ctx context.Context, handle json.RawMessage) (*Recovered, error) {
 	var r Recovered
 	if _, err := d.call(ctx, "recover", struct {

@@ -33,6 +33,9 @@ type TaskConfig struct {
 	KillTimeoutMS    int64             `json:"kill_timeout_ms,omitempty"`
 	Logs             *Logs             `json:"logs,omitempty"`
 	Config           CommandConfig     `json:"config"`
+	// NoWaitFD: Start asks for no wait fd, and Wait calls driver_wait in 100 ms slices
+	// (one fd fewer per running task). Not part of the request.
+	NoWaitFD bool `json:"-"`
 }
 
 // CommandConfig is a task's `config`: its command and how it runs.
@@ -152,4 +155,21 @@ type Recovered struct {
 	TaskID    string `json:"task_id"`
 	Recovered bool   `json:"recovered"`
 	State     string `json:"state"` // "running" or "exited"
+}
+
+// LogOptions say what a Logs reader reads.
+type LogOptions struct {
+	// Stream is "stdout" (default) or "stderr".
+	Stream string
+	// Origin is "start" (default: Offset counts from the stream's start) or "end"
+	// (Offset counts back from its current end: 1000 is the last 1000 bytes).
+	Origin string
+	Offset int64
+	// Follow: at the current end, wait for more while the task runs; io.EOF once the
+	// task has ended and all of its output was read. Without Follow, io.EOF at the
+	// current end.
+	Follow bool
+	// Limit is the most bytes one driver_logs call returns (0: the library's 64 KiB;
+	// at most 1 MiB).
+	Limit int
 }

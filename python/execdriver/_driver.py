@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import ctypes
 import enum
 import json
 import os
 import threading
-from typing import Any, Dict, Mapping, Optional, Type, Union
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Type, Union
 
 JSON = Dict[str, Any]
 
@@ -23,6 +25,7 @@ _OPS = (
     "signal",
     "recover",
     "exec",
+    "logs",
 )
 
 
@@ -120,6 +123,18 @@ def _ms(timeout: Optional[float], timeout_ms: Optional[int]) -> Optional[int]:
     if timeout is not None:
         return -1 if timeout < 0 else int(round(timeout * 1000))
     return timeout_ms
+
+
+class LogChunk(NamedTuple):
+    """One driver_logs answer: `data` (the bytes, decoded from base64), `start` (the
+    stream offset where they begin: later than asked when older bytes were rotated out),
+    `offset` (where the next read goes on from) and `eof` (the task has ended and
+    everything up to its end has been returned)."""
+
+    data: bytes
+    start: int
+    offset: int
+    eof: bool
 
 
 def find_library(path: Optional[str] = None) -> str:
@@ -237,8 +252,15 @@ class Driver:
         """What this host can run: {health, health_description, attributes}."""
         return self.call("fingerprint")
 
-    def start(self, task: Mapping[str, Any]) -> JSON:
-        """Starts a task; returns {task_id, pid, task_dir, started_at, handle}."""
+    def start(self, task: Mapping[str, Any], wait_fd: bool = False) -> JSON:
+        """Starts a task; returns {task_id, pid, task_dir, started_at, handle}.
+
+        With `wait_fd` the response also has "wait_fd": a file descriptor that is now the
+        caller's to close, readable (poll it, do not read it) once the task's exit is
+        known; wait(timeout_ms=0) then returns the exit. start_task() manages it for you.
+        """
+        if wait_fd:
+            task = dict(task, wait_fd=True)
         return self.call("start", task)
 
     def wait(
@@ -291,9 +313,43 @@ class Driver:
         """Sends `signal` (a name such as "SIGHUP", or a number) to the task's command."""
         return self.call("signal", {"task_id": task_id, "signal": signal})
 
-    def recover(self, handle: Mapping[str, Any]) -> JSON:
-        """Re-registers a task from the handle driver_start returned (after a restart)."""
-        return self.call("recover", {"handle": dict(handle)})
+    def recover(self, handle: Mapping[str, Any], wait_fd: bool = False) -> JSON:
+        """Re-registers a task from the handle driver_start returned (after a restart);
+        returns {task_id, recovered, state}.
+
+        With `wait_fd` the response also has "wait_fd", the caller's to close: a pidfd of
+        the task's supervisor while it runs (poll it; reading a pidfd fails), or an fd
+        readable at once when the task is over."""
+        req: JSON = {"handle": dict(handle)}
+        if wait_fd:
+            req["wait_fd"] = True
+        return self.call("recover", req)
+
+    def logs(
+        self,
+        task_id: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        origin: str = "start",
+        limit_bytes: Optional[int] = None,
+        follow_ms: int = 0,
+    ) -> LogChunk:
+        """Reads the task's `stream` ("stdout" or "stderr") across its rotated files:
+        up to `limit_bytes` (library default 64 KiB, at most 1 MiB) from `offset` bytes
+        after the stream's start (`origin="start"`) or before its current end
+        (`origin="end"`). With `follow_ms` > 0 a read that finds nothing new waits up to
+        that long for more while the task runs. Returns a LogChunk (exact bytes)."""
+        req: JSON = {
+            "task_id": task_id,
+            "stream": stream,
+            "offset": offset,
+            "origin": origin,
+            "follow_ms": follow_ms,
+        }
+        if limit_bytes is not None:
+            req["limit_bytes"] = limit_bytes
+        r = self.call("logs", req)
+        return LogChunk(base64.b64decode(r["data"]), r["start"], r["offset"], r["eof"])
 
     def exec(
         self,
@@ -313,20 +369,36 @@ class Driver:
 
     # -- Task objects ------------------------------------------------------------------
 
-    def start_task(self, task: Mapping[str, Any]) -> "Task":
-        """Starts a task and returns a Task object for it."""
-        return Task(self, self.start(task))
+    def start_task(self, task: Mapping[str, Any], wait_fd: bool = True) -> "Task":
+        """Starts a task and returns a Task object for it. By default the Task holds the
+        task's wait fd (for wait_async) and closes it once the exit is known, on
+        destroy(), close() or when it is garbage-collected; `wait_fd=False` asks for
+        none (then wait_async is not available)."""
+        return Task(self, self.start(task, wait_fd=wait_fd))
 
     run = start_task
 
-    def recover_task(self, handle: Mapping[str, Any]) -> "Task":
-        """Re-registers a task from its handle and returns a Task object for it."""
-        self.recover(handle)
-        return Task(self, {"task_id": handle.get("task_id"), "handle": dict(handle)})
+    def recover_task(self, handle: Mapping[str, Any], wait_fd: bool = False) -> "Task":
+        """Re-registers a task from its handle and returns a Task object for it.
+
+        `wait_fd=True` gives the Task a wait fd (a pidfd of the supervisor) for
+        wait_async. Ask for it only for a task another process started: a supervisor
+        this process started may be kept as an idle spare after its task ends, and its
+        pidfd then does not become readable."""
+        r = self.recover(handle, wait_fd=wait_fd)
+        return Task(
+            self,
+            {"task_id": r.get("task_id", handle.get("task_id")), "handle": dict(handle),
+             "wait_fd": r.get("wait_fd")},
+        )
 
 
 class Task:
-    """A started task. As a context manager, leaving the block stops and destroys it."""
+    """A started task. As a context manager, leaving the block stops and destroys it.
+
+    A Task started by Driver.start_task (or recovered with wait_fd=True) owns the
+    task's wait fd: wait_async polls it in the event loop, and it is closed once the
+    exit is known, by destroy() or close(), or when the Task is garbage-collected."""
 
     def __init__(self, driver: Driver, start_response: JSON) -> None:
         self.driver = driver
@@ -335,13 +407,142 @@ class Task:
         self.pid: Optional[int] = start_response.get("pid")
         self.task_dir: Optional[str] = start_response.get("task_dir")
         self.handle: JSON = start_response.get("handle") or {}
+        self._wait_fd: Optional[int] = start_response.get("wait_fd")
+        self._fd_lock = threading.Lock()
+        # wait_async callers parked on the fd: the loop it is registered with, and
+        # their futures (one add_reader per fd and loop: a second would replace the first).
+        self._reader_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._waiters: List["asyncio.Future[None]"] = []
 
     def __repr__(self) -> str:
         return "Task(id=%r, pid=%r)" % (self.id, self.pid)
 
+    @property
+    def wait_fd(self) -> Optional[int]:
+        """The task's wait fd while the Task holds one (owned by the Task: do not close
+        it), else None."""
+        return self._wait_fd
+
     def wait(self, timeout: Optional[float] = None, timeout_ms: Optional[int] = None) -> JSON:
         """See Driver.wait."""
         return self.driver.wait(self.id, timeout, timeout_ms)
+
+    async def wait_async(self, timeout: Optional[float] = None) -> JSON:
+        """Waits for the task's exit in the running asyncio event loop, without a thread:
+        the wait fd is watched with loop.add_reader, and once it is readable
+        driver_wait(timeout_ms=0) gives the exit, as wait() does. `timeout` in seconds
+        (None: no limit) raises DriverTimeout (a TimeoutError) while the task still runs;
+        cancelling the coroutine leaves the task running. Several coroutines may wait on
+        one Task. Raises ValueError for a Task without a wait fd whose exit is unknown."""
+        loop = asyncio.get_running_loop()
+        fut: "asyncio.Future[None]" = loop.create_future()
+        with self._fd_lock:
+            fd = self._wait_fd
+            if fd is not None:
+                if self._reader_loop is None:
+                    loop.add_reader(fd, self._on_wait_fd)
+                    self._reader_loop = loop
+                elif self._reader_loop is not loop:
+                    raise RuntimeError("wait_async of one Task from two event loops")
+                self._waiters.append(fut)
+        if fd is None:
+            try:
+                return self.driver.wait(self.id, timeout_ms=0)
+            except DriverTimeout:
+                raise ValueError(
+                    "task %s has no wait fd: start it with start_task(..., wait_fd=True)" % self.id
+                ) from None
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise DriverTimeout(
+                int(Status.TIMEOUT), "timeout", "task %s still running after %ss" % (self.id, timeout)
+            ) from None
+        finally:
+            with self._fd_lock:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+                if not self._waiters and self._reader_loop is not None:
+                    self._unregister()
+        result = self.driver.wait(self.id, timeout_ms=0)
+        # The exit is known: later waits need no fd.
+        self.close()
+        return result
+
+    def _on_wait_fd(self) -> None:
+        # Called by the loop (level-triggered): unregister at once, or it fires again.
+        with self._fd_lock:
+            self._unregister()
+            waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    def _unregister(self) -> None:
+        # With _fd_lock held.
+        loop, self._reader_loop = self._reader_loop, None
+        if loop is not None and self._wait_fd is not None and not loop.is_closed():
+            loop.remove_reader(self._wait_fd)
+
+    def close(self) -> None:
+        """Closes the Task's wait fd, if it holds one (the task itself is untouched).
+        Coroutines in wait_async go on to driver_wait; while one runs, call this (or
+        destroy) from its event loop's thread, as asyncio's remove_reader wants."""
+        with self._fd_lock:
+            waiters = self._waiters
+            self._waiters = []
+            if self._reader_loop is not None:
+                # Wake them in their loop; removing the reader must precede the close.
+                loop = self._reader_loop
+                self._unregister()
+                for f in waiters:
+                    loop.call_soon_threadsafe(_resolve, f)
+            fd, self._wait_fd = self._wait_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_wait_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def logs(
+        self,
+        stream: str = "stdout",
+        follow: bool = False,
+        from_end: Optional[int] = None,
+        chunk: int = 65536,
+        follow_ms: int = 1000,
+    ) -> Iterator[bytes]:
+        """Iterates over the task's `stream` ("stdout" or "stderr") in chunks of bytes
+        (each at most `chunk`, at most 1 MiB), from its start, or from `from_end` bytes
+        before its current end. Without `follow` it stops at the current end; with
+        `follow` it goes on, each read waiting up to `follow_ms` for more, until the task
+        has ended and all its output was read. Bytes rotated out before they were read
+        are skipped (they are gone)."""
+        offset, origin = (0, "start") if from_end is None else (from_end, "end")
+        while True:
+            r = self.driver.logs(
+                self.id, stream, offset, origin, limit_bytes=chunk,
+                follow_ms=follow_ms if follow else 0,
+            )
+            offset, origin = r.offset, "start"
+            if r.data:
+                yield r.data
+            if r.eof or (not follow and not r.data):
+                return
+            if not r.data:
+                # The library's eof needs it to know the task ended, which it learns
+                # from the exit report (a wait) or the supervisor's end; a supervisor
+                # kept for reuse ends only ~10 s later. A poll of the exit makes it
+                # known now, so the next read can say eof.
+                try:
+                    self.driver.wait(self.id, timeout_ms=0)
+                except DriverTimeout:
+                    pass
 
     def stop(
         self,
@@ -353,8 +554,10 @@ class Task:
         return self.driver.stop(self.id, signal, timeout, timeout_ms)
 
     def destroy(self, force: bool = False, purge: bool = False) -> JSON:
-        """See Driver.destroy (the same defaults)."""
-        return self.driver.destroy(self.id, force=force, purge=purge)
+        """See Driver.destroy (the same defaults). Closes the wait fd once destroyed."""
+        r = self.driver.destroy(self.id, force=force, purge=purge)
+        self.close()
+        return r
 
     def inspect(self) -> JSON:
         """See Driver.inspect."""
@@ -390,4 +593,9 @@ class Task:
             try:
                 self.destroy(force=True)
             except NotFoundError:
-                pass
+                self.close()
+
+
+def _resolve(f: "asyncio.Future[None]") -> None:
+    if not f.done():
+        f.set_result(None)

@@ -7,6 +7,8 @@ Run (after `cargo build`), from the repository root:
 Only raw_exec tasks are started; every test destroys its tasks.
 """
 
+import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +39,7 @@ from execdriver import (  # noqa: E402
     DriverTimeout,
     InternalError,
     InvalidError,
+    LogChunk,
     NotFoundError,
     StartError,
     Task,
@@ -253,6 +256,212 @@ class ContextManager(unittest.TestCase):
                 raise RuntimeError("boom")
         with self.assertRaises(NotFoundError):
             d.inspect(task.id)
+
+
+def open_fds():
+    """What this process's fds point at ("pipe:[123]", "anon_inode:[pidfd]", ...)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[int(fd)] = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            pass  # the fd of the listing itself
+    return out
+
+
+def fds_back_to(test, base):
+    """Waits up to 2 s for the fd count to fall to `base` (the library's background
+    threads may hold an fd for a moment)."""
+    deadline = time.monotonic() + 2
+    while len(open_fds()) > base and time.monotonic() < deadline:
+        time.sleep(0.02)
+    test.assertLessEqual(len(open_fds()), base, open_fds())
+
+
+# 300 numbered lines (about 3 KB) on stdout, one line on stderr.
+PRINTER = "i=1; while [ $i -le 300 ]; do echo line $i; i=$((i+1)); done; echo oops >&2"
+PRINTED = b"".join(b"line %d\n" % i for i in range(1, 301))
+
+
+class Logs(unittest.TestCase):
+    def setUp(self):
+        self.d = Driver()
+
+    def test_full_read_tail_and_stderr(self):
+        with self.d.run(raw("logs", "/bin/sh", "-c", PRINTER)) as task:
+            task.wait(timeout=10)
+            self.assertEqual(b"".join(task.logs(chunk=1000)), PRINTED)
+            self.assertTrue(all(len(c) <= 1000 for c in task.logs(chunk=1000)))
+            self.assertEqual(b"".join(task.logs(from_end=20)), PRINTED[-20:])
+            self.assertEqual(list(task.logs("stderr")), [b"oops\n"])
+            r = self.d.logs(task.id)
+            self.assertIsInstance(r, LogChunk)
+            self.assertEqual((r.data, r.start, r.offset, r.eof), (PRINTED, 0, len(PRINTED), True))
+            r = self.d.logs(task.id, offset=7, origin="end", limit_bytes=3)
+            self.assertEqual((r.data, r.start, r.eof), (PRINTED[-7:-4], len(PRINTED) - 7, False))
+            r = self.d.logs(task.id, offset=len(PRINTED))
+            self.assertEqual((r.data, r.eof), (b"", True))
+            with self.assertRaises(InvalidError):
+                self.d.logs(task.id, stream="stdin")
+        with self.assertRaises(NotFoundError):
+            self.d.logs(task.id)
+
+    def test_follow_yields_everything_then_ends(self):
+        script = "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done; " + PRINTER
+        want = b"".join(b"tick %d\n" % i for i in range(1, 6)) + PRINTED
+        t0 = time.monotonic()
+        with self.d.run(raw("follow", "/bin/sh", "-c", script)) as task:
+            chunks = list(task.logs(follow=True, chunk=512, follow_ms=300))
+            self.assertEqual(b"".join(chunks), want)
+            self.assertGreater(len(chunks), 5)  # it read while the task wrote
+            self.assertEqual(task.wait(timeout_ms=0)["exit_code"], 0)
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_follow_from_end_of_a_running_task(self):
+        script = "echo old; echo ready; while [ ! -e $NOMAD_TASK_DIR/go ]; do sleep 0.01; done; echo new"
+        with self.d.run(raw("tail", "/bin/sh", "-c", script)) as task:
+            deadline = time.monotonic() + 10
+            while b"ready" not in b"".join(task.logs()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            it = task.logs(follow=True, from_end=6, follow_ms=200)
+            self.assertEqual(next(it), b"ready\n")
+            open(os.path.join(task.task_dir, "local", "go"), "w").close()
+            self.assertEqual(b"".join(it), b"new\n")
+
+
+class WaitAsync(unittest.TestCase):
+    def setUp(self):
+        self.d = Driver()
+
+    def test_gather_finishes_in_exit_order_and_closes_fds(self):
+        base = len(open_fds())
+
+        async def main():
+            # Started in one order, ending in the reverse one.
+            tasks = [self.d.start_task(raw("wa%d" % i, "/bin/sh", "-c",
+                                           "sleep 0.%d; exit %d" % (8 - 2 * i, i)))
+                     for i in range(4)]
+            names = [open_fds()[t.wait_fd] for t in tasks]
+            finished = []
+
+            async def one(t):
+                w = await t.wait_async(timeout=20)
+                finished.append(w["exit_code"])
+                return w
+
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(one(t) for t in tasks))
+            took = time.monotonic() - t0
+            for t in tasks:
+                self.assertIsNone(t.wait_fd)  # the exit is known: closed
+                t.destroy()
+            return names, finished, [w["exit_code"] for w in results], took
+
+        names, finished, codes, took = asyncio.run(main())
+        self.assertEqual(finished, [3, 2, 1, 0])
+        self.assertEqual(codes, [0, 1, 2, 3])
+        self.assertLess(took, 10)
+        still = set(open_fds().values())
+        self.assertFalse([n for n in names if n in still], names)
+        fds_back_to(self, base)
+
+    def test_several_waiters_timeout_and_cancel(self):
+        async def main(task):
+            with self.assertRaises(DriverTimeout):
+                await task.wait_async(timeout=0.2)
+            waiter = asyncio.ensure_future(task.wait_async())
+            await asyncio.sleep(0.1)
+            waiter.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await waiter
+            # Two at once on the one fd, then the stop.
+            both = asyncio.gather(task.wait_async(), task.wait_async(timeout=30))
+            await asyncio.sleep(0.1)
+            task.signal("SIGKILL")
+            return await both
+
+        with self.d.run(raw("wac", "/bin/sleep", "600")) as task:
+            a, b = asyncio.run(main(task))
+            self.assertEqual((a["signal"], b["signal"]), (9, 9))
+            self.assertIsNone(task.wait_fd)
+
+    def test_destroy_closes_the_fd(self):
+        base = len(open_fds())
+        task = self.d.start_task(raw("wad", "/bin/sleep", "600"))
+        name = open_fds()[task.wait_fd]
+        self.assertTrue(name.startswith("pipe:"), name)
+        self.assertGreaterEqual(len(open_fds()), base + 1)
+        task.destroy(force=True)
+        self.assertIsNone(task.wait_fd)
+        self.assertNotIn(name, open_fds().values())
+        fds_back_to(self, base)
+        # And a Task dropped without destroy closes it when collected.
+        task = self.d.start_task(raw("wad2", "/bin/true"))
+        tid = task.id
+        del task
+        fds_back_to(self, base)
+        self.d.destroy(tid, force=True)
+
+    def test_without_a_wait_fd(self):
+        with self.d.run(raw("wan", "/bin/sleep", "600"), wait_fd=False) as task:
+            self.assertIsNone(task.wait_fd)
+            with self.assertRaises(ValueError):
+                asyncio.run(task.wait_async())
+            task.stop(signal="SIGKILL")
+            self.assertEqual(asyncio.run(task.wait_async())["signal"], 9)
+
+    def test_recovered_task_pidfd(self):
+        # A task started by another host process, which then exits; this one recovers
+        # it with a wait fd (a pidfd of its supervisor) and waits on that.
+        code = (
+            "import json, execdriver\n"
+            "r = execdriver.Driver().start({'name': 'warec', 'driver': 'raw_exec', "
+            "'config': {'command': '/bin/sh', 'args': ['-c', 'sleep 1; exit 7']}})\n"
+            "print(json.dumps(r['handle']))\n"
+        )
+        env = dict(os.environ, PYTHONPATH=PYDIR)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        handle = json.loads(out.stdout)
+        base = len(open_fds())
+        task = self.d.recover_task(handle, wait_fd=True)
+        try:
+            self.assertIn("pidfd", open_fds()[task.wait_fd])
+            w = asyncio.run(task.wait_async(timeout=30))
+            self.assertEqual(w["exit_code"], 7, w)
+            self.assertIsNone(task.wait_fd)
+            self.assertEqual([e["type"] for e in task.inspect()["events"]][-1], "exited")
+        finally:
+            task.destroy(force=True)
+        fds_back_to(self, base)
+
+
+class EventsAndStats(unittest.TestCase):
+    def test_events_after_stop_and_measured_stats(self):
+        d = Driver()
+        with d.run(raw("ev", "/bin/sh", "-c", "while :; do :; done", kill_signal="SIGKILL")) as task:
+            time.sleep(0.3)
+            d.stats(task.id)  # the rates are since the previous call
+            time.sleep(0.3)
+            st = task.stats()
+            cpu = st["cpu"]
+            self.assertIn("total_ns", cpu["measured"])
+            for k in ("percent", "user_percent", "system_percent", "total_ticks"):
+                self.assertIsInstance(cpu[k], float, k)
+            self.assertIn("percent", cpu["measured"])
+            self.assertGreater(cpu["percent"], 10.0, cpu)  # a busy loop
+            self.assertIn("current", st["pids"]["measured"])
+            self.assertIsInstance(st["memory"]["measured"], list)
+            task.stop()
+            events = task.inspect()["events"]
+        types = [e["type"] for e in events]
+        self.assertEqual(types[:2], ["received", "started"], events)
+        self.assertEqual(types[-2:], ["killing", "exited"], events)
+        self.assertIn("signal 9", events[-1]["message"])
+        for e in events:
+            self.assertEqual(sorted(e), ["message", "time", "type"])
+            self.assertRegex(e["time"], r"^\d{4}-\d\d-\d\dT.*Z$")
 
 
 class LibraryLookup(unittest.TestCase):
