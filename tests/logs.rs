@@ -159,3 +159,28 @@ fn follow_waits_for_new_output_until_the_end() {
     assert_eq!((&r["data"], &r["eof"]), (&json!(""), &json!(true)), "{r}");
     destroy(&id);
 }
+
+/// A task nobody waits for: once it has ended a follow says `eof` at once, though its
+/// supervisor, kept for reuse, outlives it.
+#[test]
+fn eof_comes_with_the_exit_not_with_the_supervisor() {
+    init();
+    let d = TempDir::new("logs-eof");
+    let id = start(raw_task("q", d.path(), "echo bye")).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t0 = std::time::Instant::now();
+    let mut offset = json!(0);
+    loop {
+        let r = logs(json!({"task_id": id, "offset": offset, "follow_ms": 20_000}));
+        offset = r["offset"].clone();
+        if r["eof"] == true {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 30, "no eof: {r}");
+    }
+    assert!(t0.elapsed().as_secs() < 5, "eof after {:?}", t0.elapsed());
+    assert_eq!(offset, 4);
+    destroy(&id);
+}

@@ -125,3 +125,28 @@ fn one_thread_polls_many_tasks() {
         "{names:?} still open: {open:?}"
     );
 }
+
+/// `driver_recover` of a running task this process started gives no wait fd (its
+/// supervisor may outlive it): the start's is the one.
+#[test]
+fn recover_of_a_task_started_here_refuses_a_wait_fd() {
+    init();
+    let d = TempDir::new("waitfd-rec");
+    let r = start(raw_task("r", d.path(), "exec sleep 60")).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let e = op(
+        execdriver::driver::recover,
+        json!({"handle": r["handle"], "wait_fd": true}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (execdriver::Code::InvalidRequest, Some("wait_fd"))
+    );
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 100}),
+    )
+    .unwrap();
+    destroy(&id);
+}
