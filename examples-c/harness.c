@@ -19,6 +19,10 @@
  *                                                  (or stderr) to stdout; -f: follow it
  *                                                  until the task ends
  *
+ * -v LEVEL (error, warn, info, debug or trace; before the command): the library's own
+ * log records of that level and more severe are printed on stderr as they come, through
+ * driver_set_log_callback(), as "execdriver LEVEL: message".
+ *
  * The library is loaded with dlopen() from, in order: -l PATH, $EXECDRIVER_LIB,
  * ./target/debug/libexecdriver.so (the repository root after `cargo build`), then plain
  * "libexecdriver.so" (the dynamic loader's search path). The library finds its supervisor
@@ -151,6 +155,35 @@ static void load(const char *path) {
         }
         p = sym("driver_free");
         memcpy(&p_free, &p, sizeof p_free);
+    }
+}
+
+static const char *const log_levels[] = {"off", "error", "warn", "info", "debug", "trace"};
+
+/* The log callback: may run on several threads at once (stdio locks each call). */
+static void print_record(void *user_data, int32_t level, const char *message) {
+    (void)user_data;
+    fprintf(stderr, "execdriver %s: %s\n",
+            level >= 0 && level <= DRIVER_LOG_TRACE ? log_levels[level] : "?", message);
+}
+
+static void log_to_stderr(const char *level_name) {
+    typedef int32_t (*set_fn)(int32_t, DriverLogCallback, void *);
+    set_fn set;
+    void *p = sym("driver_set_log_callback");
+    int32_t level = -1;
+    for (int32_t l = 0; l <= DRIVER_LOG_TRACE; l++)
+        if (strcmp(level_name, log_levels[l]) == 0)
+            level = l;
+    if (level < 0) {
+        fprintf(stderr, "harness: -v takes off, error, warn, info, debug or trace, not %s\n",
+                level_name);
+        exit(HARNESS_FAIL);
+    }
+    memcpy(&set, &p, sizeof set);
+    if (set(level, print_record, NULL) != DRIVER_OK) {
+        fprintf(stderr, "harness: driver_set_log_callback refused level %s\n", level_name);
+        exit(HARNESS_FAIL);
     }
 }
 
@@ -842,7 +875,7 @@ static int cmd_logs(int follow, const char *stream, const char *handle_path) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: harness [-l LIB] [-q] [-p] fingerprint | version | run JOB.json | call OP [JSON]\n"
+            "usage: harness [-l LIB] [-v LEVEL] [-q] [-p] fingerprint | version | run JOB.json | call OP [JSON]\n"
             "       harness [-l LIB] start JOB.json HANDLEFILE\n"
             "       harness [-l LIB] wait|stop HANDLEFILE [TIMEOUT_MS]\n"
             "       harness [-l LIB] [-p] inspect|stats|destroy HANDLEFILE\n"
@@ -850,17 +883,20 @@ static void usage(void) {
             "       harness [-l LIB] logs [-f] [-stderr] HANDLEFILE\n"
             "  -l LIB  library to dlopen (default: $EXECDRIVER_LIB, ./target/debug/libexecdriver.so,\n"
             "          then libexecdriver.so on the loader's path)\n"
+            "  -v LEVEL  print the library's own log (error|warn|info|debug|trace) on stderr\n"
             "  -q      run: do not copy the task's logs to stdout/stderr\n"
             "  -p      run, destroy: purge the task's directory when destroying it\n");
     exit(HARNESS_FAIL);
 }
 
 int main(int argc, char **argv) {
-    const char *libpath = NULL;
+    const char *libpath = NULL, *log_level = NULL;
     int i = 1, rc;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
             libpath = argv[++i];
+        else if (strcmp(argv[i], "-v") == 0 && i + 1 < argc)
+            log_level = argv[++i];
         else if (strcmp(argv[i], "-q") == 0)
             quiet = 1;
         else if (strcmp(argv[i], "-p") == 0)
@@ -871,6 +907,8 @@ int main(int argc, char **argv) {
     if (i >= argc)
         usage();
     load(libpath);
+    if (log_level != NULL)
+        log_to_stderr(log_level);
     if (strcmp(argv[i], "fingerprint") == 0 && i + 1 == argc)
         rc = cmd_fingerprint();
     else if (strcmp(argv[i], "version") == 0 && i + 1 == argc)

@@ -82,6 +82,59 @@ typedef int32_t DriverStatus;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+/**
+ * Levels of the library's own log (`level` of driver_set_log_callback() and of its
+ * callback; `log_level` of driver_configure() by name). Each includes those before it.
+ */
+enum DriverLogLevel
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Nothing (as a callback's level: no callback).
+   */
+  DRIVER_LOG_OFF = 0,
+  /**
+   * A failure nothing else reports: a lost supervisor, a caught panic.
+   */
+  DRIVER_LOG_ERROR = 1,
+  /**
+   * A failed start, a grace period that ran out, a clean-up left undone.
+   */
+  DRIVER_LOG_WARN = 2,
+  /**
+   * Configuration; each task's start, signals, stop, exit, recovery, destruction.
+   */
+  DRIVER_LOG_INFO = 3,
+  /**
+   * Each step of a start; requests that failed.
+   */
+  DRIVER_LOG_DEBUG = 4,
+  /**
+   * Every call: operation, status, time taken.
+   */
+  DRIVER_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum DriverLogLevel DriverLogLevel;
+#else
+typedef int32_t DriverLogLevel;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A host's receiver of the library's log records (driver_set_log_callback()):
+ * `user_data` as given, the record's level (a DriverLogLevel), and its text: one line,
+ * no newline, valid only during the call. Called on whichever thread logs (a thread in a
+ * `driver_<op>` call, or one of the library's own), possibly on several at once: it must
+ * be thread-safe, return promptly, and not unwind. It may call `driver_<op>` functions
+ * (their records are not delivered, to it or to `log_path`), but not
+ * driver_set_log_callback() (which then returns DRIVER_INVALID).
+ */
+typedef void (*DriverLogCallback)(void *user_data, int32_t level, const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -255,6 +308,21 @@ int32_t driver_exec_resize(const char *request_json, char **response_json);
  * As for every `driver_<op>` (see the top of this header).
  */
 int32_t driver_logs(const char *request_json, char **response_json);
+
+/**
+ * Sets (or, with a NULL `callback`, removes) the host's receiver of the library's own
+ * log records of `level` (a DriverLogLevel) and more severe. This is besides the file
+ * of driver_configure()'s `log_path`, which has its own `log_level`. When it returns,
+ * no call of the previous callback is running any more: its `user_data` may be freed.
+ * Returns DRIVER_OK, or DRIVER_INVALID for a `level` outside 0–5 or a call from
+ * inside the callback (nothing changes then).
+ *
+ * # Safety
+ * `callback` is NULL or a function that may be called as DriverLogCallback describes
+ * with this `user_data`, from any thread, until a later driver_set_log_callback()
+ * returns.
+ */
+int32_t driver_set_log_callback(int32_t level, DriverLogCallback callback, void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

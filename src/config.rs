@@ -122,6 +122,13 @@ pub struct PluginConfig {
     /// its command process prepared), so that the next start of that kind skips most of
     /// its set-up (not in the SPEC; see the README).
     pub prestart_supervisor: bool,
+    /// The most verbose level written to `log_path`: `off`, `error`, `warn`, `info`,
+    /// `debug` or `trace`.
+    pub log_level: LogLevel,
+    /// Absolute path of a file the library appends its own log lines to (opened at
+    /// `driver_configure`, made 0600 if missing; its directory must exist); `null`: none.
+    /// `driver_set_log_callback` is the other way to receive them.
+    pub log_path: Option<String>,
 }
 
 impl Default for PluginConfig {
@@ -161,6 +168,8 @@ impl Default for PluginConfig {
             netns_dirs: vec!["/var/run/netns".into(), "/run/netns".into()],
             artifact: ArtifactConfig::default(),
             prestart_supervisor: true,
+            log_level: LogLevel::Info,
+            log_path: None,
         }
     }
 }
@@ -201,6 +210,57 @@ impl Default for ArtifactConfig {
             concurrency: 3,
             cache_dir: None,
         }
+    }
+}
+
+/// A level of the library's own log, most severe first; each level includes those
+/// before it. In C, `DRIVER_LOG_ERROR` (1) … `DRIVER_LOG_TRACE` (5); `off` is 0.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Nothing.
+    Off = 0,
+    /// A failure the host did not ask about and cannot see otherwise (a lost
+    /// supervisor, a caught panic, state that could not be written).
+    Error = 1,
+    /// A failed start, a grace period that ran out, a clean-up that did not complete.
+    Warn = 2,
+    /// Configuration, each task's start, signals, stops, exit, recovery, destruction.
+    #[default]
+    Info = 3,
+    /// Each step of a start (artifacts, the supervisor it got), failed requests.
+    Debug = 4,
+    /// Every call: operation, status, time taken.
+    Trace = 5,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Off => "OFF",
+            LogLevel::Error => "ERROR",
+            LogLevel::Warn => "WARN",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Trace => "TRACE",
+        }
+    }
+
+    /// The level of a C `level` argument (0–5).
+    pub fn from_i32(n: i32) -> Option<LogLevel> {
+        [
+            LogLevel::Off,
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ]
+        .get(usize::try_from(n).ok()?)
+        .copied()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Status};
 use crate::host::driver;
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Status codes returned by every `driver_<op>` function.
@@ -47,6 +47,36 @@ impl From<Status> for DriverStatus {
     }
 }
 
+/// Levels of the library's own log (`level` of driver_set_log_callback() and of its
+/// callback; `log_level` of driver_configure() by name). Each includes those before it.
+#[allow(non_camel_case_types)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverLogLevel {
+    /// Nothing (as a callback's level: no callback).
+    DRIVER_LOG_OFF = 0,
+    /// A failure nothing else reports: a lost supervisor, a caught panic.
+    DRIVER_LOG_ERROR = 1,
+    /// A failed start, a grace period that ran out, a clean-up left undone.
+    DRIVER_LOG_WARN = 2,
+    /// Configuration; each task's start, signals, stop, exit, recovery, destruction.
+    DRIVER_LOG_INFO = 3,
+    /// Each step of a start; requests that failed.
+    DRIVER_LOG_DEBUG = 4,
+    /// Every call: operation, status, time taken.
+    DRIVER_LOG_TRACE = 5,
+}
+
+/// A host's receiver of the library's log records (driver_set_log_callback()):
+/// `user_data` as given, the record's level (a DriverLogLevel), and its text: one line,
+/// no newline, valid only during the call. Called on whichever thread logs (a thread in a
+/// `driver_<op>` call, or one of the library's own), possibly on several at once: it must
+/// be thread-safe, return promptly, and not unwind. It may call `driver_<op>` functions
+/// (their records are not delivered, to it or to `log_path`), but not
+/// driver_set_log_callback() (which then returns DRIVER_INVALID).
+pub type DriverLogCallback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: i32, message: *const c_char)>;
+
 type Op = fn(Option<&str>) -> crate::Result<serde_json::Value>;
 
 /// Stores `text` as a new C string in `*out` (when `out` is not NULL).
@@ -62,7 +92,8 @@ fn respond(out: *mut *mut c_char, text: String) {
 }
 
 /// Runs one operation behind the panic boundary.
-fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
+fn call(name: &'static str, op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
+    let began = std::time::Instant::now();
     if !out.is_null() {
         // SAFETY: out is non-NULL and points at a writable pointer (contract).
         unsafe { *out = std::ptr::null_mut() };
@@ -85,12 +116,19 @@ fn call(op: Op, req: *const c_char, out: *mut *mut c_char) -> i32 {
         op(text)
     }));
     let (status, body) = match result {
-        Ok(Ok(v)) => (Status::Ok, v.to_string()),
-        Ok(Err(e)) => (e.status(), e.to_json().to_string()),
-        Err(p) => (
-            Status::Internal,
-            Error::from_panic(&*p).to_json().to_string(),
-        ),
+        Ok(Ok(v)) => {
+            crate::host::diag::call_done(name, began, None);
+            (Status::Ok, v.to_string())
+        }
+        Ok(Err(e)) => {
+            crate::host::diag::call_done(name, began, Some(&e));
+            (e.status(), e.to_json().to_string())
+        }
+        Err(p) => {
+            let e = Error::from_panic(&*p);
+            crate::host::diag::call_done(name, began, Some(&e));
+            (Status::Internal, e.to_json().to_string())
+        }
     };
     respond(out, body);
     status as i32
@@ -167,7 +205,7 @@ pub unsafe extern "C" fn driver_configure(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::configure, request_json, response_json)
+    call("configure", driver::configure, request_json, response_json)
 }
 
 /// Reports health and attributes (`driver.exec`, `driver.raw_exec`, …). Never blocks.
@@ -180,7 +218,12 @@ pub unsafe extern "C" fn driver_fingerprint(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::fingerprint, request_json, response_json)
+    call(
+        "fingerprint",
+        driver::fingerprint,
+        request_json,
+        response_json,
+    )
 }
 
 /// Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
@@ -195,7 +238,7 @@ pub unsafe extern "C" fn driver_start(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::start, request_json, response_json)
+    call("start", driver::start, request_json, response_json)
 }
 
 /// Waits for a task to exit, up to `timeout_ms` (absent or negative: forever; 0:
@@ -209,7 +252,7 @@ pub unsafe extern "C" fn driver_wait(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::wait, request_json, response_json)
+    call("wait", driver::wait, request_json, response_json)
 }
 
 /// Sends the stop signal, waits up to the timeout, then kills every process of the
@@ -223,7 +266,7 @@ pub unsafe extern "C" fn driver_stop(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::stop, request_json, response_json)
+    call("stop", driver::stop, request_json, response_json)
 }
 
 /// Releases a task (cgroups, state). A running task needs `"force": true`.
@@ -237,7 +280,7 @@ pub unsafe extern "C" fn driver_destroy(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::destroy, request_json, response_json)
+    call("destroy", driver::destroy, request_json, response_json)
 }
 
 /// Describes a task: state, pid, exit, handle, artifact progress.
@@ -250,7 +293,7 @@ pub unsafe extern "C" fn driver_inspect(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::inspect, request_json, response_json)
+    call("inspect", driver::inspect, request_json, response_json)
 }
 
 /// Resource usage of a task from its cgroups.
@@ -263,7 +306,7 @@ pub unsafe extern "C" fn driver_stats(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::stats, request_json, response_json)
+    call("stats", driver::stats, request_json, response_json)
 }
 
 /// Sends a signal (name with or without SIG, or number) to the task's command.
@@ -276,7 +319,7 @@ pub unsafe extern "C" fn driver_signal(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::signal, request_json, response_json)
+    call("signal", driver::signal, request_json, response_json)
 }
 
 /// Re-registers a task from the handle `driver_start` returned.
@@ -289,7 +332,7 @@ pub unsafe extern "C" fn driver_recover(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::recover, request_json, response_json)
+    call("recover", driver::recover, request_json, response_json)
 }
 
 /// Runs a command inside a running task's isolation and returns its output. With
@@ -307,7 +350,7 @@ pub unsafe extern "C" fn driver_exec(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::exec, request_json, response_json)
+    call("exec", driver::exec, request_json, response_json)
 }
 
 /// Waits for the command of an interactive driver_exec (`{exec_id, timeout_ms}`; absent
@@ -323,7 +366,7 @@ pub unsafe extern "C" fn driver_exec_wait(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::exec_wait, request_json, response_json)
+    call("exec_wait", driver::exec_wait, request_json, response_json)
 }
 
 /// Sets the window size of an interactive driver_exec's terminal (`{exec_id, rows,
@@ -338,7 +381,12 @@ pub unsafe extern "C" fn driver_exec_resize(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::exec_resize, request_json, response_json)
+    call(
+        "exec_resize",
+        driver::exec_resize,
+        request_json,
+        response_json,
+    )
 }
 
 /// Reads a task's stdout or stderr as one stream across its rotated files, from a byte
@@ -352,5 +400,44 @@ pub unsafe extern "C" fn driver_logs(
     request_json: *const c_char,
     response_json: *mut *mut c_char,
 ) -> i32 {
-    call(driver::logs, request_json, response_json)
+    call("logs", driver::logs, request_json, response_json)
+}
+
+/// Sets (or, with a NULL `callback`, removes) the host's receiver of the library's own
+/// log records of `level` (a DriverLogLevel) and more severe. This is besides the file
+/// of driver_configure()'s `log_path`, which has its own `log_level`. When it returns,
+/// no call of the previous callback is running any more: its `user_data` may be freed.
+/// Returns DRIVER_OK, or DRIVER_INVALID for a `level` outside 0–5 or a call from
+/// inside the callback (nothing changes then).
+///
+/// # Safety
+/// `callback` is NULL or a function that may be called as DriverLogCallback describes
+/// with this `user_data`, from any thread, until a later driver_set_log_callback()
+/// returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn driver_set_log_callback(
+    level: i32,
+    callback: DriverLogCallback,
+    user_data: *mut c_void,
+) -> i32 {
+    let result = catch_unwind(|| {
+        let Some(level) = crate::config::LogLevel::from_i32(level) else {
+            return Status::Invalid;
+        };
+        // Carried across threads as a number: only the host's callback reads it.
+        let user_data = user_data as usize;
+        let sink = callback.map(|f| -> crate::host::diag::Callback {
+            Box::new(move |l, msg| {
+                let text = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+                // SAFETY: the host gave `f` and `user_data` to be called from any thread
+                // with a record that lives for the call, until it replaces them.
+                unsafe { f(user_data as *mut c_void, l as i32, text.as_ptr()) }
+            })
+        });
+        match crate::host::diag::set_callback(level, sink) {
+            Ok(()) => Status::Ok,
+            Err(e) => e.status(),
+        }
+    });
+    DriverStatus::from(result.unwrap_or(Status::Internal)) as i32
 }

@@ -114,6 +114,28 @@ fn exit3_exits_3() {
     assert_eq!(wait_json(&o)["exit_code"], 3);
 }
 
+/// `-v`: the library's own log through `driver_set_log_callback`, as it happens.
+#[test]
+fn verbose_prints_the_library_log_from_its_callback() {
+    let d = TempDir::new("ch-verbose");
+    let o = run(&["-v", "debug", "run", &job("exit3.json")], d.path());
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let id = wait_json(&o)["task_id"].as_str().unwrap().to_string();
+    for want in [
+        format!("execdriver debug: task {id}: received"),
+        format!("execdriver info: task {id}: started: supervisor pid "),
+        format!("execdriver info: task {id}: exited: exit code 3"),
+        format!("execdriver info: task {id}: destroyed"),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in:\n{err}");
+    }
+    assert!(!err.contains("execdriver trace:"), "{err}");
+    let o = run(&["-v", "loud", "fingerprint"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("-v takes off, error"), "{}", text(&o.stderr));
+}
+
 #[test]
 fn quiet_prints_only_the_wait_object() {
     let d = TempDir::new("ch-quiet");

@@ -85,6 +85,8 @@ fn header_has_every_export_and_status() {
         "driver_exec",
         "driver_exec_wait",
         "driver_exec_resize",
+        "driver_logs",
+        "driver_set_log_callback",
     ] {
         assert!(
             h.contains(&format!("{name}(")),
@@ -107,6 +109,18 @@ fn header_has_every_export_and_status() {
     {
         assert!(h.contains(&format!("{v} = {i},")), "{v} = {i} missing");
     }
+    for (i, v) in ["OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            h.contains(&format!("DRIVER_LOG_{v} = {i},")),
+            "DRIVER_LOG_{v} missing"
+        );
+    }
+    assert!(h.contains(
+        "typedef void (*DriverLogCallback)(void *user_data, int32_t level, const char *message);"
+    ));
 }
 
 /// The header compiles as strict C11 and as C++ (cpp_compat). Skips a compiler that is

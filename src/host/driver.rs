@@ -292,10 +292,19 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
     // or goes back to the pool.
     t.release_supervisor();
     if t.owns_its_paths() {
-        if let Some(cg) = t.lock().cgroup.clone() {
-            let _ = cg.remove();
+        if let Some(cg) = t.lock().cgroup.clone()
+            && let Err(e) = cg.remove()
+        {
+            crate::host::diag::diag!(Warn, "task {}: its cgroups stay: {e}", t.id);
         }
-        let _ = std::fs::remove_dir_all(&t.state_dir);
+        if let Err(e) = std::fs::remove_dir_all(&t.state_dir) {
+            crate::host::diag::diag!(
+                Warn,
+                "task {}: its state {} stays: {e}",
+                t.id,
+                t.state_dir.display()
+            );
+        }
         let data = crate::host::plugin::data_dir(&crate::host::plugin::current());
         prepare::release_task_dir(&prepare::claim_path(&data, &t.task_dir), &t.id);
         if r.purge {
@@ -303,6 +312,7 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
         }
     }
     task::remove(&t);
+    crate::host::diag::diag!(Info, "task {}: destroyed{}", t.id, if r.purge { ", its directory purged" } else { "" });
     Ok(json!({"task_id": t.id, "destroyed": true}))
 }
 

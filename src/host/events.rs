@@ -38,6 +38,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The level of its record in the library's log.
+    fn log_level(self) -> crate::config::LogLevel {
+        use crate::config::LogLevel;
+        match self {
+            Kind::Received | Kind::DownloadingArtifacts | Kind::ArtifactsDownloaded => {
+                LogLevel::Debug
+            }
+            Kind::SupervisorLost => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Received => "received",
@@ -63,9 +75,19 @@ pub struct Events {
 
 impl Events {
     /// Records an event (appended to the file once there is one in `state_dir`).
-    pub fn push(&mut self, state_dir: &Path, kind: Kind, message: impl Into<String>) {
+    /// Each is also a record of the library's log ([`crate::host::diag`]).
+    pub fn push(&mut self, state_dir: &Path, task_id: &str, kind: Kind, message: impl Into<String>) {
+        let message = message.into();
+        let level = kind.log_level();
+        if crate::host::diag::enabled(level) {
+            let sep = if message.is_empty() { "" } else { ": " };
+            crate::host::diag::emit(
+                level,
+                format_args!("task {task_id}: {}{sep}{message}", kind.as_str()),
+            );
+        }
         let e = json!({"time": crate::proto::spec::rfc3339_now(), "type": kind.as_str(),
-                       "message": message.into()});
+                       "message": message});
         if self.on_disk {
             let _ = write(state_dir, std::slice::from_ref(&e), false);
         }
@@ -165,9 +187,9 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(FILE), "{\"type\":\"an earlier task's\"}\n").unwrap();
         let mut e = Events::default();
-        e.push(&d, Kind::Received, "");
+        e.push(&d, "t", Kind::Received, "");
         e.persist(&d);
-        e.push(&d, Kind::Started, "pid 7");
+        e.push(&d, "t", Kind::Started, "pid 7");
         let back = Events::load(&d);
         let kinds: Vec<_> = back.list.iter().map(|v| v["type"].clone()).collect();
         assert_eq!(kinds, [json!("received"), json!("started")]);

@@ -9,8 +9,9 @@
 //!   supervisor for it: prestarted, or launched now).
 //! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
 //!   [`exec_into`]: `driver_exec`, [`exec_session`]: its interactive sessions; [`stats`]: `driver_stats`; [`plugin`]: the
-//!   process-wide configuration.
+//!   process-wide configuration; [`diag`]: the library's own log.
 
+pub mod diag;
 pub mod driver;
 pub mod env;
 pub mod events;

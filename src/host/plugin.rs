@@ -22,9 +22,24 @@ pub fn current() -> Arc<PluginConfig> {
 pub fn configure(request: &str) -> Result<serde_json::Value> {
     let cfg = validate(request)?;
     check_data_dir(&data_dir(&cfg))?;
+    let log = cfg
+        .log_path
+        .as_deref()
+        .map(crate::host::diag::open_file)
+        .transpose()?;
     let cfg = Arc::new(cfg);
     *CONFIG.write().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
-    effective_json(&cfg)
+    crate::host::diag::set_file(cfg.log_level, log);
+    let v = effective_json(&cfg)?;
+    crate::host::diag::diag!(
+        Info,
+        "configured: data_dir {}, shim {}, cgroup_parent {}, prestart_supervisor {}",
+        v["data_dir"].as_str().unwrap_or("?"),
+        v["shim_path"].as_str().unwrap_or("(not found)"),
+        cfg.cgroup_parent,
+        cfg.prestart_supervisor
+    );
+    Ok(v)
 }
 
 /// Parses and checks a `driver_configure` request, touching nothing (the data dir's

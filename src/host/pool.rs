@@ -497,12 +497,24 @@ fn prestart(ns_flags: libc::c_int) {
         Some(p) => p,
         None => match launch_supervisor(&cfg, ns_flags, warm, None) {
             Ok(p) => p,
-            Err(_) => return,
+            Err(e) => {
+                crate::host::diag::diag!(
+                    Warn,
+                    "a supervisor could not be started ahead ({}): {}; the next start launches its own",
+                    kind_name(ns_flags),
+                    e.message
+                );
+                return;
+            }
         },
     };
     // Others may have been added meanwhile (by another thread, or taken back after a
     // task).
     add_spare(&shim, ns_flags, pending);
+}
+
+fn kind_name(ns_flags: libc::c_int) -> &'static str {
+    if ns_flags == 0 { "raw_exec" } else { "exec" }
 }
 
 /// Takes back a supervisor that has run a task and is idle again

@@ -127,7 +127,10 @@ impl Entry {
             plan.kill_timeout_ms,
         );
         task::insert(task.clone())?;
-        task.event(crate::host::events::Kind::Received, "");
+        task.event(
+            crate::host::events::Kind::Received,
+            format!("{} task {:?}", plan.driver.as_str(), plan.name),
+        );
         let entry = Entry {
             task,
             committed: std::cell::Cell::new(false),
@@ -350,7 +353,7 @@ fn commit(
         g.cpu_sample = Some(crate::host::stats::Sample::at_start());
         let pid = started.pid;
         let events = &mut g.events;
-        events.push(&plan.dirs.state_dir, crate::host::events::Kind::Started, format!("supervisor pid {pid}"));
+        events.push(&plan.dirs.state_dir, &task.id, crate::host::events::Kind::Started, format!("supervisor pid {pid}"));
         // One write for the whole start, off nothing but this return.
         events.persist(&plan.dirs.state_dir);
     }

@@ -162,7 +162,7 @@ impl Task {
 
     /// Records an event of the task ([`crate::host::events`]).
     pub fn event(&self, kind: crate::host::events::Kind, message: impl Into<String>) {
-        self.lock().events.push(&self.state_dir, kind, message);
+        self.lock().events.push(&self.state_dir, &self.id, kind, message);
     }
 
     /// Marks the task running with its supervisor.
@@ -314,7 +314,7 @@ impl Task {
                 Ok(crate::proto::chan::Incoming::Message(crate::proto::ToHost::Exited(s))) => {
                     let v = self.wait_object(&s);
                     let (kind, message) = crate::host::events::of_exit(&v);
-                    g.events.push(&self.state_dir, kind, message);
+                    g.events.push(&self.state_dir, &self.id, kind, message);
                     g.exit = Some(v.clone());
                     g.state = Some(State::Exited);
                     if g.reusable.is_none() {
@@ -458,7 +458,7 @@ impl Task {
         // (A recovered task's earlier host may have recorded its end already.)
         let (kind, message) = crate::host::events::of_exit(&v);
         if g.events.last_kind() != Some(kind.as_str()) {
-            g.events.push(&self.state_dir, kind, message);
+            g.events.push(&self.state_dir, &self.id, kind, message);
         }
         g.exit = Some(v.clone());
         g.state = Some(State::Exited);
