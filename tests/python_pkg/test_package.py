@@ -97,6 +97,27 @@ class ReadmeSnippet(unittest.TestCase):
             scope["drv"].inspect(task.id)
 
 
+    def test_readme_exec_session_snippet(self):
+        """Runs python/README.md's second Python block (an ExecSession's) as written,
+        with `task` a running raw_exec task."""
+        import contextlib
+        import io
+        import re
+        import textwrap
+
+        with open(os.path.join(PYDIR, "README.md")) as f:
+            blocks = re.findall(r"^( *)```python\n(.*?)^\1```", f.read(), re.S | re.M)
+        self.assertEqual(len(blocks), 2)
+        block = textwrap.dedent(blocks[1][1])
+        out = io.StringIO()
+        with Driver().run(raw("rdme", "/bin/sleep", "600")) as task:
+            with contextlib.redirect_stdout(out):
+                exec(compile(block, "python/README.md", "exec"), {"task": task})
+        self.assertEqual(out.getvalue().splitlines(),
+                         ["[b'go', b'30 100'] ExecExit(exit_code=3, signal=0)",
+                          "(b'HI\\n', b'')"])
+
+
 class HappyPath(unittest.TestCase):
     def setUp(self):
         self.d = Driver()
