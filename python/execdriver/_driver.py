@@ -730,7 +730,7 @@ class _PtyIO(io.FileIO):
 
     def readall(self) -> bytes:
         """Everything up to the end (the command's exit)."""
-        chunks = []
+        chunks: List[bytes] = []
         while True:
             b = self.read(65536)
             if not b:  # the end, or None: nothing now on a non-blocking fd
