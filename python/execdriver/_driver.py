@@ -1,4 +1,5 @@
-"""The ctypes layer: library lookup, one method per driver_<op>, errors, Task."""
+"""The ctypes layer: library lookup, one method per driver_<op>, errors, Task,
+ExecSession."""
 
 from __future__ import annotations
 
@@ -6,10 +7,26 @@ import asyncio
 import base64
 import ctypes
 import enum
+import errno
+import io
 import json
 import os
+import selectors
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Type, Union
+import time
+from typing import (
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
 
 JSON = Dict[str, Any]
 
@@ -25,6 +42,8 @@ _OPS = (
     "signal",
     "recover",
     "exec",
+    "exec_wait",
+    "exec_resize",
     "logs",
 )
 
@@ -135,6 +154,14 @@ class LogChunk(NamedTuple):
     start: int
     offset: int
     eof: bool
+
+
+class ExecExit(NamedTuple):
+    """How the command of an ExecSession ended (driver_exec_wait): `exit_code` (128+N
+    for a death by signal N, -1 when it could not be known) and `signal` (N, else 0)."""
+
+    exit_code: int
+    signal: int
 
 
 def find_library(path: Optional[str] = None) -> str:
@@ -367,6 +394,76 @@ class Driver:
             req["timeout_ms"] = ms
         return self.call("exec", req)
 
+    def exec_session(
+        self,
+        task_id: str,
+        command: str,
+        args: Optional[Sequence[str]] = None,
+        tty: bool = False,
+        stdin: bool = False,
+        stream: bool = False,
+        rows: Optional[int] = None,
+        cols: Optional[int] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> "ExecSession":
+        """Starts a command inside the running task, as exec() does, and returns at once
+        with an ExecSession holding its input and output (the interactive form of
+        driver_exec); its exit comes from ExecSession.wait().
+
+        With `tty` the command gets a new pseudo-terminal (`rows` x `cols`, when given;
+        both or neither) and the session's `tty` is its master, read for the output and
+        written for the input. Without it the session's `stdout` and `stderr` are
+        pipes, and `stdin` one too with `stdin=True` (else the command's stdin is
+        /dev/null). `stream` is accepted for symmetry with the C API: a session always
+        streams its output (nothing is captured or capped). `timeout` seconds (or
+        `timeout_ms`; neither: no limit) SIGKILLs the command's process group when it
+        passes. Errors at the start as for exec(); InvalidError for rows/cols without a
+        tty or without each other."""
+        req: JSON = {
+            "task_id": task_id,
+            "command": command,
+            "args": list(args or []),
+            "tty": bool(tty),
+            "stdin": bool(stdin),
+            # Neither tty nor stdin: `stream` still asks for the interactive form.
+            "stream": bool(stream) or not (tty or stdin),
+        }
+        if rows is not None:
+            req["rows"] = rows
+        if cols is not None:
+            req["cols"] = cols
+        ms = _ms(timeout, timeout_ms)
+        if ms is not None:
+            if ms < 0:
+                raise ValueError("timeout must be >= 0 (None: no limit)")
+            req["timeout_ms"] = ms
+        return ExecSession(self, self.call("exec", req))
+
+    def exec_wait(
+        self,
+        exec_id: str,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> JSON:
+        """The exit of an interactive exec's command: {exec_id, exit_code, signal}.
+        Waits up to `timeout` seconds (or `timeout_ms`; neither: forever, 0: poll);
+        raises DriverTimeout (a TimeoutError) while the command still runs then. Once it
+        has returned the exit the session is gone: later calls raise NotFoundError, as
+        for an unknown exec_id. ExecSession.wait() keeps the exit for you."""
+        req: JSON = {"exec_id": exec_id}
+        ms = _ms(timeout, timeout_ms)
+        if ms is not None:
+            req["timeout_ms"] = ms
+        return self.call("exec_wait", req)
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> JSON:
+        """Sets the window size of a tty session's terminal (the command's foreground
+        process group gets SIGWINCH); returns, once it is set, {exec_id, rows, cols}.
+        InvalidError for a session without a tty, NotFoundError once its command has
+        ended (or for an unknown exec_id)."""
+        return self.call("exec_resize", {"exec_id": exec_id, "rows": rows, "cols": cols})
+
     # -- Task objects ------------------------------------------------------------------
 
     def start_task(self, task: Mapping[str, Any], wait_fd: bool = True) -> "Task":
@@ -581,6 +678,24 @@ class Task:
         """See Driver.exec."""
         return self.driver.exec(self.id, command, args, timeout, timeout_ms)
 
+    def exec_session(
+        self,
+        command: str,
+        args: Optional[Sequence[str]] = None,
+        tty: bool = False,
+        stdin: bool = False,
+        stream: bool = False,
+        rows: Optional[int] = None,
+        cols: Optional[int] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> "ExecSession":
+        """See Driver.exec_session."""
+        return self.driver.exec_session(
+            self.id, command, args, tty=tty, stdin=stdin, stream=stream,
+            rows=rows, cols=cols, timeout=timeout, timeout_ms=timeout_ms,
+        )
+
     def __enter__(self) -> "Task":
         return self
 
@@ -594,6 +709,268 @@ class Task:
                 self.destroy(force=True)
             except NotFoundError:
                 self.close()
+
+
+class _PtyIO(io.FileIO):
+    """A pty master as a raw binary file. Once the terminal's other side is gone (the
+    command and whatever it left holding the terminal have exited) a read of the master
+    fails with EIO; here it is the end of the file instead: b"" (readinto: 0)."""
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Up to `size` bytes from one read (blocking until some are there); all of
+        them to the end with size -1 or None; b"" at the end."""
+        if size is None or size < 0:
+            return self.readall()
+        try:
+            return super().read(size)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return b""
+            raise
+
+    def readall(self) -> bytes:
+        """Everything up to the end (the command's exit)."""
+        chunks: List[bytes] = []
+        while True:
+            b = self.read(65536)
+            if not b:  # the end, or None: nothing now on a non-blocking fd
+                return b"".join(chunks)
+            chunks.append(b)
+
+    def readinto(self, buffer: Any) -> int:
+        """Reads into `buffer` (one read); 0 at the end."""
+        try:
+            return super().readinto(buffer)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return 0
+            raise
+
+
+class ExecSession:
+    """A command started in a task by Driver.exec_session / Task.exec_session.
+
+    `exec_id` names the session, `pid` is the command's process (for information).
+    With a tty, `tty` is the terminal's master (a raw binary file, read and write;
+    reads give b"" at the end rather than EIO) and `stdin`, `stdout`, `stderr` are None.
+    Without one, `stdout` and `stderr` are raw binary files of pipes from the command,
+    and `stdin` (with stdin=True, else None) one to it: as subprocess.Popen's with
+    bufsize=0. Close `stdin` for the command's EOF.
+
+    The session owns these files: close() closes them all, as does leaving a `with`
+    block or the session being garbage-collected (keep the session while using its
+    files). Closing the tty hangs the terminal up: the command gets SIGHUP. Neither
+    waits for the command: wait() does, and until it has returned the exit (or the
+    task is destroyed, which kills the command) the library keeps the session."""
+
+    def __init__(self, driver: Driver, response: JSON) -> None:
+        self.driver = driver
+        self.response = response
+        self.exec_id: str = response["exec_id"]
+        self.pid: Optional[int] = response.get("pid")
+        self.tty: Optional[io.FileIO] = None
+        self.stdin: Optional[io.FileIO] = None
+        self.stdout: Optional[io.FileIO] = None
+        self.stderr: Optional[io.FileIO] = None
+        self._exit: Optional[ExecExit] = None
+        self._wait_lock = threading.Lock()
+        fds = [response.get(k) for k in ("tty_fd", "stdin_fd", "stdout_fd", "stderr_fd")]
+        try:
+            tty_fd, stdin_fd, stdout_fd, stderr_fd = fds
+            if tty_fd is not None:
+                self.tty = _PtyIO(tty_fd, "r+")
+                fds[0] = None
+            if stdin_fd is not None:
+                self.stdin = io.FileIO(stdin_fd, "w")
+                fds[1] = None
+            if stdout_fd is not None:
+                self.stdout = io.FileIO(stdout_fd, "r")
+                fds[2] = None
+            if stderr_fd is not None:
+                self.stderr = io.FileIO(stderr_fd, "r")
+                fds[3] = None
+        except BaseException:
+            # The fds are ours from the moment the call returned: none may leak.
+            self.close()
+            for fd in fds:
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            raise
+
+    def __repr__(self) -> str:
+        return "ExecSession(exec_id=%r, pid=%r, tty=%r)" % (
+            self.exec_id, self.pid, self.tty is not None,
+        )
+
+    @property
+    def exit(self) -> Optional[ExecExit]:
+        """The command's exit once wait() (or poll()) has returned it, else None."""
+        return self._exit
+
+    def wait(self, timeout: Optional[float] = None, timeout_ms: Optional[int] = None) -> ExecExit:
+        """Waits for the command's exit and returns it as an ExecExit (exit_code,
+        signal). Waits up to `timeout` seconds (or `timeout_ms`; neither: forever, 0:
+        poll); raises DriverTimeout (a TimeoutError) while the command still runs then.
+        The exit is kept: later calls return it at once. Several threads may wait.
+        NotFoundError when the session is gone without an exit (its task destroyed)."""
+        if self._exit is not None:
+            return self._exit
+        ms = _ms(timeout, timeout_ms)
+        t0 = time.monotonic()
+        # One driver_exec_wait at a time: the library hands the exit out once, and a
+        # second caller then takes it from self._exit.
+        if not self._wait_lock.acquire(timeout=-1 if ms is None or ms < 0 else ms / 1000.0):
+            raise self._timeout(ms)
+        try:
+            if self._exit is None:
+                if ms is not None and ms > 0:
+                    ms = max(0, ms - int((time.monotonic() - t0) * 1000))
+                r = self.driver.exec_wait(self.exec_id, timeout_ms=ms)
+                self._exit = ExecExit(int(r["exit_code"]), int(r["signal"]))
+            return self._exit
+        finally:
+            self._wait_lock.release()
+
+    def poll(self) -> Optional[ExecExit]:
+        """The command's exit if it has ended (as wait() gives it), else None."""
+        try:
+            return self.wait(timeout_ms=0)
+        except DriverTimeout:
+            return None
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Sets the terminal's window size (the command gets SIGWINCH): what it reads
+        with `stty size` or TIOCGWINSZ from then on. InvalidError for a session without
+        a tty; NotFoundError once the command has ended."""
+        self.driver.exec_resize(self.exec_id, rows, cols)
+
+    def communicate(
+        self, input: Optional[bytes] = None, timeout: Optional[float] = None
+    ) -> Tuple[bytes, Optional[bytes]]:
+        """Writes `input` to the command and reads its output to the end, then waits
+        for its exit (see exit or wait()); returns (stdout, stderr), as
+        subprocess.Popen.communicate does. Without a tty, stdin (if the session has it)
+        is closed once `input` is written. With a tty, `input` goes to the terminal,
+        which is not closed (that would hang it up), and the result is (everything the
+        terminal showed, echoed input included, None): the input should make the
+        command end (e.g. end in "exit\\n"). `timeout` in seconds for all of it (None:
+        no limit) raises DriverTimeout, the output read so far being lost. Call it
+        instead of reading the files yourself."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        writer = self.tty if self.tty is not None else self.stdin
+        if input and (writer is None or writer.closed):
+            raise ValueError("input needs an open stdin or tty (stdin=True or tty=True)")
+        streams = (self.tty, self.stdout, self.stderr)
+        readers = [f for f in streams if f is not None and not f.closed]
+        out: Dict[int, List[bytes]] = {f.fileno(): [] for f in readers}
+        # Where each stream's bytes go (-1: a file closed before the call, nothing read).
+        fd_of = [-1 if f is None or f.closed else f.fileno() for f in streams]
+        pending = memoryview(input or b"")
+        if self.stdin is not None and not pending:
+            self.stdin.close()
+        files = list(readers)
+        if self.stdin is not None and not self.stdin.closed:
+            files.append(self.stdin)
+        blocking = [(f, os.get_blocking(f.fileno())) for f in files]
+        sel = selectors.DefaultSelector()
+        try:
+            for f, _ in blocking:
+                os.set_blocking(f.fileno(), False)
+            for f in readers:
+                events = selectors.EVENT_READ
+                if f is writer and pending:
+                    events |= selectors.EVENT_WRITE
+                sel.register(f.fileno(), events)
+            if self.stdin is not None and not self.stdin.closed:
+                sel.register(self.stdin.fileno(), selectors.EVENT_WRITE)
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise self._timeout(None if timeout is None else int(timeout * 1000))
+                for key, mask in sel.select(left):
+                    fd = key.fd
+                    if mask & selectors.EVENT_WRITE:
+                        pending = self._write_some(fd, pending)
+                        if not pending:
+                            self._done_writing(sel, fd, fd in out)
+                    if mask & selectors.EVENT_READ:
+                        try:
+                            data = os.read(fd, 65536)
+                        except BlockingIOError:
+                            continue
+                        except OSError as e:
+                            if e.errno != errno.EIO:  # EIO: a pty whose command is gone
+                                raise
+                            data = b""
+                        if data:
+                            out[fd].append(data)
+                        else:
+                            sel.unregister(fd)
+        finally:
+            sel.close()
+            for f, was in blocking:
+                if not f.closed:  # (stdin is closed once written: its number may be reused)
+                    os.set_blocking(f.fileno(), was)
+        if self.stdin is not None:
+            self.stdin.close()  # input the command did not read (its stdout ended first)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.wait(timeout=left)
+        tty, stdout, stderr = (b"".join(out.get(fd, [])) for fd in fd_of)
+        if self.tty is not None:
+            return tty, None
+        return stdout, stderr
+
+    def _write_some(self, fd: int, pending: memoryview) -> memoryview:
+        try:
+            n = os.write(fd, pending[:65536])
+        except BlockingIOError:
+            return pending
+        except OSError as e:
+            # EPIPE: the command closed its stdin; EIO: the terminal's command is gone.
+            if e.errno in (errno.EPIPE, errno.EIO):
+                return pending[:0]
+            raise
+        return pending[n:]
+
+    def _done_writing(self, sel: selectors.BaseSelector, fd: int, also_read: bool) -> None:
+        if also_read:  # the tty: go on reading it
+            sel.modify(fd, selectors.EVENT_READ)
+        else:  # stdin: its end is the command's EOF
+            sel.unregister(fd)
+            if self.stdin is not None:
+                self.stdin.close()
+
+    def _timeout(self, ms: Optional[int]) -> DriverTimeout:
+        return DriverTimeout(
+            int(Status.TIMEOUT), "timeout",
+            "exec %s still running after %s ms" % (self.exec_id, ms),
+        )
+
+    def close(self) -> None:
+        """Closes the session's files (tty, stdin, stdout, stderr); a closed tty hangs
+        the terminal up (the command gets SIGHUP). The command is not waited for (see
+        wait()). Calling it again does nothing."""
+        for f in (self.tty, self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> "ExecSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        for name in ("tty", "stdin", "stdout", "stderr"):
+            f = getattr(self, name, None)
+            if f is not None:
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001 - nothing to report it to from __del__
+                    pass
 
 
 def _resolve(f: "asyncio.Future[None]") -> None:

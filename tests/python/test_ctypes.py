@@ -10,13 +10,16 @@ or:   EXECDRIVER_LIB=target/debug/libexecdriver.so python3 -m unittest discover 
 `cargo test --test python_ctypes` runs this suite too.
 
 Only raw_exec tasks are started here (the isolated `exec` job is covered by the C harness
-test). Every response is released with driver_free, and every test destroys its tasks.
+test), but for the interactive exec (InteractiveExec*), which also runs in an exec task
+where the host can run one (root, cgroups; else skipped, saying why). Every response is released with driver_free, and every test destroys its tasks.
 """
 
 import ctypes
+import errno
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -40,7 +43,7 @@ OK, INVALID, NOT_FOUND, TIMEOUT, UNSUPPORTED, ARTIFACT, START, CONFLICT, INTERNA
 
 OPS = [
     "configure", "fingerprint", "start", "wait", "stop", "destroy",
-    "inspect", "stats", "signal", "recover", "exec",
+    "inspect", "stats", "signal", "recover", "exec", "exec_wait", "exec_resize", "logs",
 ]
 
 lib = ctypes.CDLL(LIB_PATH)
@@ -556,6 +559,170 @@ class HostUntouched(DriverTest):
         finally:
             os.close(rfd)
             os.close(wfd)
+
+
+def read_fd_until(fd, needle, seconds=20):
+    """Reads the fd (poll, then one read) until what was read contains `needle`."""
+    deadline = time.monotonic() + seconds
+    got = b""
+    while needle not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError("never read %r; got %r" % (needle, got))
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise AssertionError("EOF before %r; got %r" % (needle, got))
+        got += chunk
+    return got
+
+
+def read_fd_to_end(fd):
+    """Reads the fd to EOF (or EIO: a pty master whose command is gone)."""
+    got = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return got
+            raise
+        if not chunk:
+            return got
+        got += chunk
+
+
+class InteractiveExecRaw(DriverTest):
+    """driver_exec with "stdin"/"stream"/"tty", driver_exec_wait, driver_exec_resize: the
+    fds they hand over are read and written here with os.read/os.write. In a raw_exec
+    task; in an exec task in InteractiveExecIsolated."""
+
+    DRIVER = "raw_exec"
+
+    def setUp(self):
+        super().setUp()
+        if self.DRIVER == "exec":
+            st, fp = call("fingerprint")
+            if fp["attributes"].get("driver.exec") != "1":
+                self.skipTest("exec unavailable here: %s" % fp["health_description"])
+        t = self.task("echo ready; exec sleep 600", name="it")
+        t["driver"] = self.DRIVER
+        self.tid = self.start(t)["task_id"]
+        # Running: its first output is in its log.
+        log = os.path.join(t["alloc_dir"], "alloc", "logs", "it.stdout.0")
+        st, r = call("logs", {"task_id": self.tid, "follow_ms": 10000})
+        self.assertEqual(st, OK, r)
+        if not r["data"]:
+            self.fail("no output from the task: " + log)
+
+    def exec(self, **req):
+        st, r = call("exec", dict(req, task_id=self.tid))
+        self.assertEqual(st, OK, r)
+        for k in ("tty_fd", "stdin_fd", "stdout_fd", "stderr_fd"):
+            if k in r:
+                self.addCleanup(close_quietly, r[k])
+        return r
+
+    def exec_wait(self, exec_id, timeout_ms=20000):
+        return call("exec_wait", {"exec_id": exec_id, "timeout_ms": timeout_ms})
+
+    def test_stdin_pipe_roundtrip(self):
+        r = self.exec(command="/bin/sh", stdin=True,
+                      args=["-c", "read l; echo out:$l; echo err:$l >&2; exit 7"])
+        self.assertEqual(sorted(r), ["exec_id", "pid", "stderr_fd", "stdin_fd", "stdout_fd"])
+        for k in ("stdin_fd", "stdout_fd", "stderr_fd"):
+            self.assertFalse(os.get_inheritable(r[k]), k)  # close-on-exec
+        self.assertError(self.exec_wait(r["exec_id"], 0), TIMEOUT, "timeout")
+        os.write(r["stdin_fd"], b"hi\n")
+        os.close(r["stdin_fd"])
+        self.assertEqual(read_fd_to_end(r["stdout_fd"]), b"out:hi\n")
+        self.assertEqual(read_fd_to_end(r["stderr_fd"]), b"err:hi\n")
+        st, w = self.exec_wait(r["exec_id"])
+        self.assertEqual(st, OK, w)
+        self.assertEqual(w, {"exec_id": r["exec_id"], "exit_code": 7, "signal": 0})
+        # Waited for once: the session is gone.
+        self.assertError(self.exec_wait(r["exec_id"], 0), NOT_FOUND, "task_not_found", "exec_id")
+
+    def test_stream_stdout_and_stderr_apart(self):
+        r = self.exec(command="/bin/sh", stream=True,
+                      args=["-c", "echo o1; echo e1 >&2; echo o2; echo e2 >&2; exit 5"])
+        self.assertNotIn("stdin_fd", r)
+        self.assertNotIn("tty_fd", r)
+        self.assertEqual(read_fd_to_end(r["stdout_fd"]), b"o1\no2\n")
+        self.assertEqual(read_fd_to_end(r["stderr_fd"]), b"e1\ne2\n")
+        self.assertError(call("exec_resize", {"exec_id": r["exec_id"], "rows": 5, "cols": 5}),
+                         INVALID, "invalid_request", "exec_id")
+        st, w = self.exec_wait(r["exec_id"])
+        self.assertEqual((st, w["exit_code"], w["signal"]), (OK, 5, 0), w)
+
+    def test_tty_shell_exits_3(self):
+        r = self.exec(command="/bin/sh", tty=True)
+        self.assertEqual(sorted(r), ["exec_id", "pid", "tty_fd"])
+        m = r["tty_fd"]
+        self.assertTrue(os.isatty(m))
+        os.write(m, b"echo $((6*7))\nexit 3\n")
+        # The echoed input holds no "42": the shell printed it.
+        read_fd_until(m, b"42")
+        st, w = self.exec_wait(r["exec_id"])
+        self.assertEqual((st, w["exit_code"], w["signal"]), (OK, 3, 0), w)
+        read_fd_to_end(m)  # then EOF/EIO: the terminal's command is gone
+
+    def test_tty_resize_stty_size(self):
+        r = self.exec(command="/bin/sh", tty=True, rows=24, cols=80)
+        m, exec_id = r["tty_fd"], r["exec_id"]
+        # `m""k1` typed, `mk1` printed.
+        os.write(m, b'tty -s && echo is""tty; stty size; echo m""k1\n')
+        got = read_fd_until(m, b"mk1")
+        self.assertIn(b"istty", got)
+        self.assertIn(b"24 80", got)
+        st, z = call("exec_resize", {"exec_id": exec_id, "rows": 33, "cols": 77})
+        self.assertEqual((st, z), (OK, {"exec_id": exec_id, "rows": 33, "cols": 77}))
+        os.write(m, b'stty size; echo m""k2\n')
+        self.assertIn(b"33 77", read_fd_until(m, b"mk2").split(b"mk1")[-1])
+        self.assertError(call("exec_resize", {"exec_id": exec_id, "rows": 0, "cols": 77}),
+                         INVALID, "invalid_request", "rows")
+        os.write(m, b"exit\n")
+        st, w = self.exec_wait(exec_id)
+        self.assertEqual((st, w["exit_code"]), (OK, 0), w)
+        self.assertError(call("exec_resize", {"exec_id": exec_id, "rows": 5, "cols": 5}),
+                         NOT_FOUND, "task_not_found")
+
+    def test_exec_wait_timeout(self):
+        r = self.exec(command="/bin/sleep", args=["600"], stream=True)
+        t0 = time.monotonic()
+        self.assertError(self.exec_wait(r["exec_id"], 200), TIMEOUT, "timeout")
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.15)
+        self.assertLess(took, 5)
+        # The exec's own timeout_ms kills it.
+        r = self.exec(command="/bin/sleep", args=["30"], stream=True, timeout_ms=200)
+        st, w = self.exec_wait(r["exec_id"])
+        self.assertEqual((st, w["exit_code"], w["signal"]), (OK, 137, 9), w)
+
+
+class InteractiveExecIsolated(InteractiveExecRaw):
+    """The same in an exec task: needs root and cgroups (else skipped, saying why)."""
+
+    DRIVER = "exec"
+
+
+class InteractiveExecErrors(DriverTest):
+    def test_unknown_exec_id(self):
+        self.assertError(call("exec_wait", {"exec_id": "exec-nope"}),
+                         NOT_FOUND, "task_not_found", "exec_id")
+        self.assertError(call("exec_wait", {"exec_id": "exec-nope", "timeout_ms": 0}),
+                         NOT_FOUND, "task_not_found", "exec_id")
+        self.assertError(call("exec_resize", {"exec_id": "exec-nope", "rows": 5, "cols": 5}),
+                         NOT_FOUND, "task_not_found")
+        for op in ("exec_wait", "exec_resize"):
+            self.assertError(call(op, None), INVALID, "invalid_request")
+            self.assertError(call(op, "{"), INVALID, "invalid_json")
+
+
+def close_quietly(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # the test closed it
 
 
 def tearDownModule():

@@ -4,13 +4,19 @@ Run (after `cargo build`), from the repository root:
     PYTHONPATH=python EXECDRIVER_LIB=target/debug/libexecdriver.so \
         python3 -m unittest discover -s tests/python_pkg -v
 `cargo test --test python_pkg` runs this suite against the freshly built library.
-Only raw_exec tasks are started; every test destroys its tasks.
+Only raw_exec tasks are started, but for the exec sessions (ExecSession*), which also run
+in an exec task where the host can run one (root, cgroups; else skipped, saying why);
+every test destroys its tasks.
 """
 
 import asyncio
+import gc
+import io
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +43,8 @@ from execdriver import (  # noqa: E402
     Driver,
     DriverError,
     DriverTimeout,
+    ExecExit,
+    ExecSession,
     InternalError,
     InvalidError,
     LogChunk,
@@ -87,6 +95,27 @@ class ReadmeSnippet(unittest.TestCase):
         self.assertEqual(lines, [task.id + " running", "from exec", "still running: timeout 3", "2"])
         with self.assertRaises(execdriver.NotFoundError):
             scope["drv"].inspect(task.id)
+
+
+    def test_readme_exec_session_snippet(self):
+        """Runs python/README.md's second Python block (an ExecSession's) as written,
+        with `task` a running raw_exec task."""
+        import contextlib
+        import io
+        import re
+        import textwrap
+
+        with open(os.path.join(PYDIR, "README.md")) as f:
+            blocks = re.findall(r"^( *)```python\n(.*?)^\1```", f.read(), re.S | re.M)
+        self.assertEqual(len(blocks), 2)
+        block = textwrap.dedent(blocks[1][1])
+        out = io.StringIO()
+        with Driver().run(raw("rdme", "/bin/sleep", "600")) as task:
+            with contextlib.redirect_stdout(out):
+                exec(compile(block, "python/README.md", "exec"), {"task": task})
+        self.assertEqual(out.getvalue().splitlines(),
+                         ["[b'go', b'30 100'] ExecExit(exit_code=3, signal=0)",
+                          "(b'HI\\n', b'')"])
 
 
 class HappyPath(unittest.TestCase):
@@ -462,6 +491,265 @@ class EventsAndStats(unittest.TestCase):
         for e in events:
             self.assertEqual(sorted(e), ["message", "time", "type"])
             self.assertRegex(e["time"], r"^\d{4}-\d\d-\d\dT.*Z$")
+
+
+def read_until(f, needle, seconds=20):
+    """Reads the file `f` (raw: each read returns what is there) until what was read
+    contains `needle` (bytes); returns all of it. Fails at EOF or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    got = b""
+    while needle not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([f], [], [], left)[0]:
+            raise AssertionError("never read %r; got %r" % (needle, got))
+        chunk = f.read(4096)
+        if not chunk:
+            raise AssertionError("EOF before %r; got %r" % (needle, got))
+        got += chunk
+    return got
+
+
+def pipe_names(*files):
+    """What the files' fds point at ("pipe:[123]"): unique while open."""
+    return [os.readlink("/proc/self/fd/%d" % f.fileno()) for f in files]
+
+
+class ExecSessionRaw(unittest.TestCase):
+    """Driver.exec_session / Task.exec_session: the interactive driver_exec with pipes or
+    a tty, ExecSession.wait/poll/resize/communicate/close. In a raw_exec task here; in an
+    exec task in ExecSessionExec."""
+
+    DRIVER = "raw_exec"
+
+    def setUp(self):
+        self.d = Driver()
+        if self.DRIVER == "exec":
+            fp = self.d.fingerprint()
+            if fp["attributes"].get("driver.exec") != "1":
+                self.skipTest("exec unavailable here: %s" % fp["health_description"])
+        self.task = self.d.start_task(
+            {"name": "es", "driver": self.DRIVER,
+             "config": {"command": "/bin/sh", "args": ["-c", "echo ready; exec sleep 600"]}})
+        self.addCleanup(self.destroy)
+        # Running (its command's first output read back): ready for an exec.
+        seen = b""
+        for chunk in self.task.logs(follow=True, follow_ms=500):
+            seen += chunk
+            if b"ready" in seen:
+                break
+        self.assertIn(b"ready", seen)
+
+    def destroy(self):
+        try:
+            self.task.destroy(force=True)
+        except NotFoundError:
+            pass  # the test destroyed it
+
+    def test_stdin_pipe_roundtrip(self):
+        base = len(open_fds())
+        s = self.task.exec_session(
+            "/bin/sh", ["-c", "read l; echo out:$l:$NOMAD_TASK_NAME; echo err:$l >&2; exit 7"],
+            stdin=True)
+        self.assertIsInstance(s, ExecSession)
+        self.assertTrue(s.exec_id.startswith("exec-"), s.exec_id)
+        self.assertIsInstance(s.pid, int)
+        self.assertIsNone(s.tty)
+        for f in (s.stdin, s.stdout, s.stderr):
+            self.assertIsInstance(f, io.RawIOBase)
+            self.assertFalse(os.get_inheritable(f.fileno()))
+        self.assertTrue(s.stdin.writable() and s.stdout.readable() and s.stderr.readable())
+        names = pipe_names(s.stdin, s.stdout, s.stderr)
+        self.assertTrue(all(n.startswith("pipe:") for n in names), names)
+        # It waits for its stdin.
+        with self.assertRaises(DriverTimeout):
+            s.wait(timeout=0)
+        self.assertIsNone(s.poll())
+        self.assertIsNone(s.exit)
+        s.stdin.write(b"hi\n")
+        s.stdin.close()
+        self.assertEqual(s.stdout.read(), b"out:hi:es\n")
+        self.assertEqual(s.stderr.read(), b"err:hi\n")
+        w = s.wait(timeout=20)
+        self.assertEqual(w, ExecExit(exit_code=7, signal=0))
+        self.assertEqual((w.exit_code, w.signal), (7, 0))
+        self.assertEqual(s.exit, w)
+        self.assertEqual(s.wait(), w)  # kept: the library hands the exit out once
+        self.assertEqual(s.poll(), w)
+        with self.assertRaises(NotFoundError):
+            self.d.exec_wait(s.exec_id, timeout=0)
+        s.close()
+        s.close()  # again: nothing
+        self.assertTrue(s.stdin.closed and s.stdout.closed and s.stderr.closed)
+        self.assertFalse(set(names) & set(open_fds().values()), names)
+        fds_back_to(self, base)
+
+    def test_stream_stdout_and_stderr_apart(self):
+        s = self.d.exec_session(
+            self.task.id, "/bin/sh",
+            ["-c", "echo o1; echo e1 >&2; echo o2; echo e2 >&2; head -c 2000000 /dev/zero; exit 5"],
+            stream=True)
+        with s:
+            self.assertIsNone(s.stdin)  # the command's stdin is /dev/null
+            self.assertIsNone(s.tty)
+            out = s.stdout.read()
+            self.assertEqual(out, b"o1\no2\n" + bytes(2000000))  # not captured, not capped
+            self.assertEqual(s.stderr.read(), b"e1\ne2\n")
+            self.assertEqual(s.wait(timeout=20), (5, 0))
+        self.assertTrue(s.stdout.closed and s.stderr.closed)
+        # Without any of tty, stdin, stream it streams too.
+        with self.task.exec_session("/bin/cat") as s:
+            self.assertIsNone(s.stdin)
+            self.assertEqual((s.stdout.read(), s.stderr.read()), (b"", b""))
+            self.assertEqual(s.wait(timeout=20).exit_code, 0)
+
+    def test_communicate(self):
+        s = self.task.exec_session(
+            "/bin/sh", ["-c", "tr a-z A-Z; echo done >&2; exit 2"], stdin=True)
+        self.assertEqual(s.communicate(b"hello\n", timeout=20), (b"HELLO\n", b"done\n"))
+        self.assertEqual(s.exit, (2, 0))
+        self.assertTrue(s.stdin.closed)
+        s.close()
+        # More than the pipes hold each way: written and read at once.
+        data = os.urandom(3 * 1024 * 1024)
+        with self.task.exec_session("/bin/cat", stdin=True) as s:
+            self.assertEqual(s.communicate(data, timeout=60), (data, b""))
+            self.assertEqual(s.exit, (0, 0))
+        # With a tty: what the terminal showed (the input echoed), no stderr.
+        with self.task.exec_session("/bin/sh", tty=True) as s:
+            out, err = s.communicate(b"echo $((6*7)); exit 4\n", timeout=20)
+            self.assertIsNone(err)
+            self.assertIn(b"42", out.replace(b"$((6*7))", b""))
+            self.assertEqual(s.exit, (4, 0))
+        # No input for a session without stdin or tty.
+        with self.task.exec_session("/bin/true") as s:
+            with self.assertRaises(ValueError):
+                s.communicate(b"x")
+            self.assertEqual(s.communicate(), (b"", b""))
+            self.assertEqual(s.exit.exit_code, 0)
+
+    def test_tty_shell(self):
+        base = len(open_fds())
+        s = self.task.exec_session("/bin/sh", tty=True)
+        self.assertIsInstance(s.tty, io.RawIOBase)
+        self.assertTrue(os.isatty(s.tty.fileno()))
+        self.assertIsNone(s.stdin)
+        self.assertIsNone(s.stdout)
+        self.assertIsNone(s.stderr)
+        s.tty.write(b"echo $((6*7))\nexit 3\n")
+        # The terminal echoes the input, which holds no "42": that is the shell's.
+        got = read_until(s.tty, b"42")
+        self.assertIn(b"$((6*7))", got)
+        self.assertEqual(s.wait(timeout=20), (3, 0))
+        # The command is gone: the rest, then the end (b"", not EIO).
+        s.tty.read()
+        self.assertEqual(s.tty.read(100), b"")
+        s.close()
+        self.assertTrue(s.tty.closed)
+        fds_back_to(self, base)
+
+    def test_tty_size_and_resize(self):
+        s = self.task.exec_session("/bin/sh", tty=True, rows=24, cols=80)
+        with s:
+            # `is""tty` typed, `istty` printed: what follows the echo is the shell's.
+            s.tty.write(b'tty -s && echo is""tty; stty size; echo m""k1\n')
+            got = read_until(s.tty, b"mk1")
+            self.assertIn(b"istty", got)
+            self.assertIn(b"24 80", got)
+            s.resize(33, 77)
+            s.tty.write(b'stty size; echo m""k2\n')
+            got = read_until(s.tty, b"mk2")
+            self.assertIn(b"33 77", got.split(b"mk1")[-1])
+            self.assertNotIn(b"24 80", got.split(b"mk1")[-1])
+            r = self.d.exec_resize(s.exec_id, 40, 120)
+            self.assertEqual(r, {"exec_id": s.exec_id, "rows": 40, "cols": 120})
+            s.tty.write(b'stty size; echo m""k3\n')
+            self.assertIn(b"40 120", read_until(s.tty, b"mk3"))
+            s.tty.write(b"exit\n")
+            self.assertEqual(s.wait(timeout=20), (0, 0))
+            with self.assertRaises(NotFoundError):
+                s.resize(10, 10)  # its command has ended
+
+    def test_bad_requests(self):
+        with self.assertRaises(InvalidError) as cm:
+            self.task.exec_session("/bin/true", rows=10, cols=10)  # no tty
+        self.assertEqual(cm.exception.field, "rows")
+        with self.assertRaises(InvalidError) as cm:
+            self.task.exec_session("/bin/true", tty=True, rows=10)
+        self.assertEqual(cm.exception.field, "cols")
+        with self.assertRaises(StartError) as cm:
+            self.task.exec_session("/nonexistent/execdriver-nope", tty=True)
+        self.assertEqual(cm.exception.code, "command_not_found")
+        with self.task.exec_session("/bin/true", stream=True) as s:
+            with self.assertRaises(InvalidError) as cm:
+                s.resize(10, 10)  # no tty
+            self.assertEqual(cm.exception.field, "exec_id")
+            self.assertEqual(s.wait(timeout=20), (0, 0))
+        with self.assertRaises(NotFoundError):
+            self.d.exec_session("execdriver-pypkg-no-such-task", "/bin/true", stream=True)
+
+    def test_timeouts(self):
+        with self.task.exec_session("/bin/sleep", ["600"]) as s:
+            t0 = time.monotonic()
+            with self.assertRaises(DriverTimeout) as cm:
+                s.wait(timeout=0.2)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.15)
+            self.assertIsInstance(cm.exception, TimeoutError)
+            self.assertEqual((cm.exception.status, cm.exception.code), (3, "timeout"))
+            with self.assertRaises(TimeoutError):
+                s.communicate(timeout=0.2)
+            self.assertIsNone(s.exit)
+        # `timeout` at the start: the command is killed when it passes.
+        t0 = time.monotonic()
+        with self.task.exec_session("/bin/sleep", ["30"], timeout=0.2) as s:
+            self.assertEqual(s.wait(timeout=20), (137, 9))
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_close_gc_and_destroy_end_sessions(self):
+        base = len(open_fds())
+        # Leaving the block closes stdin: cat reads its EOF and exits.
+        with self.task.exec_session("/bin/cat", stdin=True) as s:
+            names = pipe_names(s.stdin, s.stdout, s.stderr)
+        self.assertTrue(s.stdin.closed and s.stdout.closed and s.stderr.closed)
+        self.assertEqual(s.wait(timeout=20), (0, 0))
+        self.assertFalse(set(names) & set(open_fds().values()), names)
+        # A session dropped unclosed closes its fds when collected: for a tty that is
+        # a hangup, and the shell dies of SIGHUP.
+        s = self.task.exec_session("/bin/sh", tty=True)
+        exec_id = s.exec_id
+        self.assertGreater(len(open_fds()), base)
+        del s
+        gc.collect()
+        w = self.d.exec_wait(exec_id, timeout=20)
+        self.assertEqual((w["exec_id"], w["signal"]), (exec_id, signal.SIGHUP), w)
+        fds_back_to(self, base)  # (the library's fds of the session go with its exit)
+        # Destroying the task kills its sessions' commands: the output ends, the
+        # session is gone.
+        s = self.task.exec_session("/bin/sleep", ["600"], tty=True)
+        self.task.destroy(force=True)
+        self.assertEqual(s.tty.read(), b"")
+        with self.assertRaises(NotFoundError):
+            s.wait(timeout=0)
+        s.close()
+        self.assertTrue(s.tty.closed)
+
+
+class ExecSessionExec(ExecSessionRaw):
+    """The same in an exec task (namespaces, chroot, cgroups): needs root and cgroups."""
+
+    DRIVER = "exec"
+
+
+class ExecSessionErrors(unittest.TestCase):
+    def test_unknown_exec_id(self):
+        d = Driver()
+        with self.assertRaises(NotFoundError) as cm:
+            d.exec_wait("exec-nope")
+        self.assertEqual((cm.exception.status, cm.exception.code), (2, "task_not_found"))
+        self.assertEqual(cm.exception.field, "exec_id")
+        with self.assertRaises(NotFoundError):
+            d.exec_wait("exec-nope", timeout=0.1)
+        with self.assertRaises(NotFoundError):
+            d.exec_resize("exec-nope", 10, 10)
 
 
 class LibraryLookup(unittest.TestCase):
