@@ -72,7 +72,7 @@ type Driver struct {
 }
 
 var opNames = []string{"configure", "fingerprint", "start", "wait", "stop", "destroy",
-	"inspect", "stats", "signal", "recover", "exec", "logs"}
+	"inspect", "stats", "signal", "recover", "exec", "exec_wait", "exec_resize", "logs"}
 
 // Open dlopens the library at path, checks its C ABI version and resolves every
 // driver_<op>. The library is never unloaded (there is no Close): a Rust cdylib keeps
