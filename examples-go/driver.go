@@ -13,11 +13,17 @@
 // TaskConfig.NoWaitFD) block in Go's runtime poller, no C call at all, until the fd says
 // the exit is known, and return ctx.Err() as soon as ctx is done; on any other task
 // (e.g. one from Recover) they never keep a C thread in driver_wait for more than
-// 100 ms, checking the context in between. A Logs reader never keeps a C thread in
-// driver_logs for more than 500 ms. Every other operation checks the context before it
-// calls the library and then runs to its end, which the library bounds (Stop by the
-// grace period plus the final kill, Exec by its timeout, Start by the artifact fetch
-// limits).
+// 100 ms, checking the context in between; so do ExecWait and ExecSession.Wait in
+// driver_exec_wait. A Logs reader never keeps a C thread in driver_logs for more than
+// 500 ms. Every other operation checks the context before it calls the library and then
+// runs to its end, which the library bounds (Stop by the grace period plus the final
+// kill, Exec by its timeout, Start by the artifact fetch limits, ExecResize by about
+// 5 s; ExecSession returns once the command has started).
+//
+// ExecSession is the interactive form of Exec: a command in a task with a terminal
+// (ExecSession.TTY) or pipes (Stdin, Stdout, Stderr), files of this process in Go's
+// runtime poller, which the session owns; Wait for its exit, Resize its terminal, Close
+// its files.
 //
 // A Driver is safe for concurrent use by many goroutines, including several calls on
 // the same task (e.g. Stop while other goroutines Wait): the library is thread-safe, and
@@ -72,7 +78,7 @@ type Driver struct {
 }
 
 var opNames = []string{"configure", "fingerprint", "start", "wait", "stop", "destroy",
-	"inspect", "stats", "signal", "recover", "exec", "logs"}
+	"inspect", "stats", "signal", "recover", "exec", "exec_wait", "exec_resize", "logs"}
 
 // Open dlopens the library at path, checks its C ABI version and resolves every
 // driver_<op>. The library is never unloaded (there is no Close): a Rust cdylib keeps

@@ -39,8 +39,9 @@ func (s Status) String() string {
 var (
 	// ErrInvalid matches every DRIVER_INVALID failure.
 	ErrInvalid = errors.New("execdriver: invalid request")
-	// ErrNotFound matches task_not_found: no such task here (or, for Signal and Exec,
-	// the task is not running).
+	// ErrNotFound matches task_not_found: no such task here (or, for Signal, Exec and
+	// ExecSession, the task is not running); for ExecWait and ExecResize, no such exec
+	// session (or, for ExecResize, its command has ended).
 	ErrNotFound = errors.New("execdriver: task not found")
 	// ErrTimeout matches timeout: WaitFor's limit passed with the task still running.
 	ErrTimeout = errors.New("execdriver: timed out, the task is still running")

@@ -252,6 +252,7 @@ func (d *Driver) Signal(ctx context.Context, taskID, sig string) error {
 
 // Exec runs a command inside the running task's isolation and returns its output. It
 // blocks until the command ends or its timeout kills it; ctx is checked before.
+// ExecSession is the interactive form: a terminal or pipes, and no cap on the output.
 func (d *Driver) Exec(ctx context.Context, taskID string, req ExecRequest) (*ExecResult, error) {
 	r := taskReq{TaskID: taskID, Command: req.Command, Args: req.Args}
 	if req.Timeout > 0 {
