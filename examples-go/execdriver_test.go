@@ -419,3 +419,45 @@ func oneTask(i int, allocDir string, gate <-chan struct{}) error {
 	}
 	return nil
 }
+
+// The library's own log, in the file of the plugin configuration's log_path.
+func TestLibraryLogFile(t *testing.T) {
+	bg := context.Background()
+	path := filepath.Join(t.TempDir(), "driver.log")
+	conf := func(v any) error {
+		b, _ := json.Marshal(v)
+		_, err := drv.Configure(bg, b)
+		return err
+	}
+	if err := conf(map[string]string{"log_path": path, "log_level": "debug"}); err != nil {
+		t.Fatalf("configure: %v", err)
+	}
+	t.Cleanup(func() { _ = conf(map[string]string{}) })
+	var e *execdriver.Error
+	if err := conf(map[string]string{"log_path": filepath.Join(path, "no", "x.log")}); !errors.As(err, &e) ||
+		!errors.Is(err, execdriver.ErrInvalidConfig) || e.Field != "log_path" {
+		t.Fatalf("a log_path that cannot be opened: %v", err)
+	}
+	task := startSleeper(t, "logged")
+	if _, err := drv.Stop(bg, task.TaskID, &execdriver.StopOptions{Timeout: 5 * time.Second}); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := drv.Destroy(bg, task.TaskID, execdriver.DestroyOptions{}); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"DEBUG task " + task.TaskID + ": received",
+		"INFO  task " + task.TaskID + ": started: supervisor pid ",
+		"INFO  task " + task.TaskID + ": killing",
+		"INFO  task " + task.TaskID + ": exited: killed by signal 15",
+		"INFO  task " + task.TaskID + ": destroyed",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%q not in the log:\n%s", want, b)
+		}
+	}
+}

@@ -177,6 +177,28 @@ class Errors(unittest.TestCase):
         self.assertTrue(err.message)
         self.assertIn(err.code, str(err))
 
+    def test_library_log_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "driver.log")
+            cfg = self.d.configure({"log_path": path, "log_level": "debug"})
+            try:
+                self.assertEqual((cfg["log_path"], cfg["log_level"]), (path, "debug"))
+                task = self.d.start_task(raw("logged", "/bin/sh", "-c", "exit 5"))
+                try:
+                    self.assertEqual(task.wait(timeout=10)["exit_code"], 5)
+                finally:
+                    task.destroy()
+                with self.assertRaises(InvalidError) as cm:
+                    self.d.configure({"log_path": os.path.join(tmp, "no", "x.log")})
+                self.assertEqual(cm.exception.field, "log_path")
+            finally:
+                self.d.configure({})
+            with open(path) as f:
+                text = f.read()
+            self.assertIn("DEBUG task %s: received" % task.id, text)
+            self.assertIn("INFO  task %s: exited: exit code 5" % task.id, text)
+            self.assertIn("INFO  task %s: destroyed" % task.id, text)
+
     def test_hierarchy(self):
         for cls in (InvalidError, NotFoundError, DriverTimeout, UnsupportedError,
                     ArtifactError, StartError, ConflictError, InternalError):
