@@ -722,6 +722,14 @@ static int cmd_exec(const char *mode, const char *handle_path, char **cmd, int n
                      (unsigned)ws.ws_col);
             buf_str(&req, size);
         }
+        /* The terminal type is this terminal's; one the library refuses is left out. */
+        const char *term = getenv("TERM");
+        if (term != NULL && *term != '\0' && strlen(term) <= 64 &&
+            strspn(term, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") ==
+                strlen(term)) {
+            buf_str(&req, ",\"term\":");
+            buf_json(&req, term);
+        }
     } else if (interactive) {
         buf_str(&req, ",\"stdin\":true");
     }

@@ -30,6 +30,9 @@ type ExecSessionRequest struct {
 	// Rows and Cols are the terminal's initial size, with TTY only: both or neither (0
 	// and 0: the library's 0×0, until Resize).
 	Rows, Cols uint16
+	// Term is the command's TERM, with TTY only (e.g. os.Getenv("TERM")); "": the
+	// task's own TERM, else "xterm".
+	Term string
 	// Timeout after which the command's process group is SIGKILLed (Wait then says
 	// exit 137, signal 9); 0: none, the command runs until it exits.
 	Timeout time.Duration
@@ -92,6 +95,7 @@ type execReq struct {
 	Stream    bool     `json:"stream,omitempty"`
 	Rows      *uint16  `json:"rows,omitempty"`
 	Cols      *uint16  `json:"cols,omitempty"`
+	Term      string   `json:"term,omitempty"`
 }
 
 // execStarted is driver_exec's response in its interactive form.
@@ -119,7 +123,7 @@ type execSessionReq struct {
 // such task, or not running), ErrCommandNotFound, ErrSpawn, ErrIsolation,
 // ErrInvalidRequest (e.g. Rows and Cols without TTY).
 func (d *Driver) ExecSession(ctx context.Context, taskID string, req ExecSessionRequest) (*ExecSession, error) {
-	r := execReq{TaskID: taskID, Command: req.Command, Args: req.Args, TTY: req.TTY}
+	r := execReq{TaskID: taskID, Command: req.Command, Args: req.Args, TTY: req.TTY, Term: req.Term}
 	if req.Rows != 0 || req.Cols != 0 {
 		// Sent as they are, so that the library says what is wrong with them.
 		r.Rows, r.Cols = &req.Rows, &req.Cols

@@ -303,15 +303,15 @@ func TestExecSessionTTY(t *testing.T) {
 	forDrivers(t, func(t *testing.T, driver string) {
 		bg := context.Background()
 		id := startIdle(t, driver)
-		s := session(t, id, execdriver.ExecSessionRequest{Command: "/bin/sh", TTY: true})
+		s := session(t, id, execdriver.ExecSessionRequest{Command: "/bin/sh", TTY: true, Term: "vt100"})
 		if s.TTY == nil || s.Stdin != nil || s.Stdout != nil || s.Stderr != nil {
 			t.Fatalf("a tty session has TTY %v, Stdin %v, Stdout %v, Stderr %v", s.TTY, s.Stdin, s.Stdout, s.Stderr)
 		}
 		tty := owned(t, "the terminal", s.TTY)
-		if _, err := s.TTY.WriteString("echo $((6*7))\nexit 3\n"); err != nil {
+		if _, err := s.TTY.WriteString("echo $((6*7)) $TERM\nexit 3\n"); err != nil {
 			t.Fatal(err)
 		}
-		readUntil(t, s.TTY, "42") // the terminal echoes the input, which says 6*7
+		readUntil(t, s.TTY, "42 vt100") // the terminal echoes the input, which says 6*7
 		readToEnd(t, s.TTY)
 		if x := wait(t, s); x.ExitCode != 3 || x.Signal != 0 {
 			t.Errorf("exit %+v, want code 3", x)

@@ -133,7 +133,11 @@ fn verbose_prints_the_library_log_from_its_callback() {
     assert!(!err.contains("execdriver trace:"), "{err}");
     let o = run(&["-v", "loud", "fingerprint"], d.path());
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("-v takes off, error"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("-v takes off, error"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]

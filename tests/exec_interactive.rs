@@ -206,9 +206,10 @@ fn tty(driver: &str) {
     .unwrap();
     let exec_id = r["exec_id"].as_str().unwrap().to_string();
     let mut m = take(&r, "tty_fd");
-    m.write_all(b"tty; stty size; id -u; echo do\"ne\"1\n")
+    m.write_all(b"tty; stty size; id -u; echo term=$TERM; echo do\"ne\"1\n")
         .unwrap();
     let s = read_until(&mut m, &["done1"]);
+    assert!(s.contains("term=xterm\r\n"), "TERM of a terminal: {s}");
     assert!(s.contains("/dev/pts/"), "{s}");
     assert!(s.contains("24 80"), "{s}");
     if driver == "exec" {
@@ -232,6 +233,16 @@ fn tty(driver: &str) {
     );
     drop(m);
     assert_eq!(open_fds(), before, "fds leaked");
+
+    // The caller's terminal type.
+    let r = exec(
+        json!({"task_id": id, "command": "/bin/sh", "args": ["-c", "echo term=$TERM"],
+        "tty": true, "term": "screen-256color"}),
+    )
+    .unwrap();
+    let s = read_to_end(&mut take(&r, "tty_fd"));
+    assert!(s.contains("term=screen-256color"), "{s}");
+    exec_wait(r["exec_id"].as_str().unwrap(), 20_000).unwrap();
 
     // The caller closing the master hangs the terminal up: the shell gets SIGHUP.
     let r = exec(json!({"task_id": id, "command": "/bin/sh", "tty": true})).unwrap();
@@ -282,6 +293,21 @@ fn bad_requests() {
         (e.code, e.field.as_deref()),
         (execdriver::Code::InvalidRequest, Some("cols"))
     );
+    for bad in [
+        json!({"term": "xterm"}),
+        json!({"tty": true, "term": "x term"}),
+        json!({"tty": true, "term": ""}),
+    ] {
+        let mut req = json!({"task_id": id, "command": "true"});
+        req.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let e = exec(req).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (execdriver::Code::InvalidRequest, Some("term"))
+        );
+    }
     let e = exec(json!({"task_id": id, "command": "/nonexistent", "tty": true})).unwrap_err();
     assert_eq!(e.code, execdriver::Code::CommandNotFound, "{e}");
     let r = exec(json!({"task_id": id, "command": "true", "stream": true})).unwrap();
@@ -462,6 +488,12 @@ fn harness_exec_it_in_tmux() {
     tmux.cmd(&["send-keys", "echo hel\"\"lo; stty size", "Enter"]);
     tmux.until("hello and 24 80", |p| {
         p.lines().any(|l| l.trim() == "hello") && sizes(p).last().is_some_and(|s| s == "24 80")
+    });
+    // The pane's terminal type (tmux's `screen…` or `tmux…`) is the shell's.
+    tmux.cmd(&["send-keys", "echo t\"\"=$TERM", "Enter"]);
+    tmux.until("TERM of the pane", |p| {
+        p.lines()
+            .any(|l| l.trim().starts_with("t=screen") || l.trim().starts_with("t=tmux"))
     });
     // A resize reaches the shell through SIGWINCH, the harness, driver_exec_resize; each
     // `stty size` is read back before the next is typed.

@@ -406,6 +406,7 @@ class Driver:
         cols: Optional[int] = None,
         timeout: Optional[float] = None,
         timeout_ms: Optional[int] = None,
+        term: Optional[str] = None,
     ) -> "ExecSession":
         """Starts a command inside the running task, as exec() does, and returns at once
         with an ExecSession holding its input and output (the interactive form of
@@ -419,7 +420,8 @@ class Driver:
         streams its output (nothing is captured or capped). `timeout` seconds (or
         `timeout_ms`; neither: no limit) SIGKILLs the command's process group when it
         passes. Errors at the start as for exec(); InvalidError for rows/cols without a
-        tty or without each other."""
+        tty or without each other. `term` (with `tty`) is the command's TERM; None: the
+        task's own TERM, else "xterm"."""
         req: JSON = {
             "task_id": task_id,
             "command": command,
@@ -433,6 +435,8 @@ class Driver:
             req["rows"] = rows
         if cols is not None:
             req["cols"] = cols
+        if term is not None:
+            req["term"] = term
         ms = _ms(timeout, timeout_ms)
         if ms is not None:
             if ms < 0:
@@ -689,11 +693,12 @@ class Task:
         cols: Optional[int] = None,
         timeout: Optional[float] = None,
         timeout_ms: Optional[int] = None,
+        term: Optional[str] = None,
     ) -> "ExecSession":
         """See Driver.exec_session."""
         return self.driver.exec_session(
             self.id, command, args, tty=tty, stdin=stdin, stream=stream,
-            rows=rows, cols=cols, timeout=timeout, timeout_ms=timeout_ms,
+            rows=rows, cols=cols, timeout=timeout, timeout_ms=timeout_ms, term=term,
         )
 
     def __enter__(self) -> "Task":

@@ -30,6 +30,8 @@ struct ExecReq {
     rows: Option<u16>,
     #[serde(default)]
     cols: Option<u16>,
+    #[serde(default)]
+    term: Option<String>,
 }
 
 /// The interactive form the request asks for, if any (`tty`, `stdin` or `stream`).
@@ -59,7 +61,20 @@ fn interactive(r: &ExecReq) -> Result<Option<crate::supervisor::exec::Interactiv
             "rows and cols set a terminal's size: they need \"tty\": true",
         ));
     }
+    if let Some(t) = &r.term {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+        if !r.tty || !ok {
+            return Err(Error::field(
+                Code::InvalidRequest,
+                "term",
+                "term names the terminal type (TERM) of a \"tty\": true exec: 1 to 64 of A-Z a-z 0-9 . _ + -",
+            ));
+        }
+    }
     Ok((r.tty || r.stdin || r.stream).then(|| crate::supervisor::exec::Interactive {
+        term: r.term.clone(),
         tty: r.tty,
         stdin: r.stdin,
         rows: size.map(|s| s.0),

@@ -43,6 +43,9 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Interactive {
     pub tty: bool,
+    /// The terminal's type, `TERM` of a tty's command (checked by the host).
+    #[serde(default)]
+    pub term: Option<String>,
     pub stdin: bool,
     pub rows: Option<u16>,
     pub cols: Option<u16>,
@@ -345,6 +348,14 @@ impl WriteJson for std::fs::File {
     }
 }
 
+/// `TERM` of a command on a terminal: the request's `term`, else the task's own `TERM`,
+/// else `xterm` (what most terminal emulators that run `nomad alloc exec` are).
+fn tty_term<'a>(spec: &'a LaunchSpec, req: &'a ExecRequest) -> &'a str {
+    let asked = req.interactive.as_ref().and_then(|i| i.term.as_deref());
+    let task = spec.env.iter().find(|(k, _)| k == "TERM").map(|(_, v)| v.as_str());
+    asked.or(task).unwrap_or("xterm")
+}
+
 fn child_exec(spec: &LaunchSpec, req: &ExecRequest, procs: &[std::fs::File], stdio: &Stdio<'_>) -> Error {
     let go = || -> Result<std::convert::Infallible> {
         for mut f in procs {
@@ -371,11 +382,17 @@ fn child_exec(spec: &LaunchSpec, req: &ExecRequest, procs: &[std::fs::File], std
                 Error::field(Code::InvalidRequest, "args", "an argument contains NUL")
             })?);
         }
-        let envp: Vec<CString> = spec
+        let mut envp: Vec<CString> = spec
             .env
             .iter()
+            .filter(|(k, _)| stdio.tty.is_none() || k != "TERM")
             .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
             .collect();
+        if stdio.tty.is_some() {
+            envp.push(CString::new(format!("TERM={}", tty_term(spec, req))).map_err(|_| {
+                Error::field(Code::InvalidRequest, "term", "contains NUL")
+            })?);
+        }
         if let Some(iso) = &spec.isolation {
             crate::supervisor::privs::drop_to(iso, u64::MAX)?;
         }

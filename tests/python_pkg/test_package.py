@@ -651,15 +651,15 @@ class ExecSessionRaw(unittest.TestCase):
 
     def test_tty_shell(self):
         base = len(open_fds())
-        s = self.task.exec_session("/bin/sh", tty=True)
+        s = self.task.exec_session("/bin/sh", tty=True, term="vt100")
         self.assertIsInstance(s.tty, io.RawIOBase)
         self.assertTrue(os.isatty(s.tty.fileno()))
         self.assertIsNone(s.stdin)
         self.assertIsNone(s.stdout)
         self.assertIsNone(s.stderr)
-        s.tty.write(b"echo $((6*7))\nexit 3\n")
+        s.tty.write(b"echo $((6*7)) $TERM\nexit 3\n")
         # The terminal echoes the input, which holds no "42": that is the shell's.
-        got = read_until(s.tty, b"42")
+        got = read_until(s.tty, b"42 vt100")
         self.assertIn(b"$((6*7))", got)
         self.assertEqual(s.wait(timeout=20), (3, 0))
         # The command is gone: the rest, then the end (b"", not EIO).
