@@ -29,7 +29,9 @@
  * (execdriver-shim) next to itself, or via $EXECDRIVER_SHIM; it keeps its state under
  * $EXECDRIVER_DATA_DIR (see SPEC.md, driver_configure).
  *
- * `run`: after the task exits the harness copies the task's stdout log to its stdout
+ * `run`: the task is started with "wait_fd": true and its exit waited for with poll()
+ * on that fd (then driver_wait answers at once), as a host waiting on many tasks would.
+ * After the task exits the harness copies the task's stdout log to its stdout
  * and the stderr log to its stderr (skip with -q), then prints the wait object as one
  * JSON line on stdout. The task is destroyed afterwards (-p also purges its directory).
  * Exit status: the task's exit_code (128+N when signal N killed it). When the library
@@ -349,14 +351,31 @@ static int cmd_call(const char *opname, const char *req) {
 }
 
 static int cmd_run(const char *job_path) {
-    char *job = read_file(job_path), *resp = NULL, *id, *task_dir, *req;
-    long code, sig;
+    char *job = read_file(job_path), *resp = NULL, *id, *task_dir, *req, *open_brace;
+    long code, sig, wait_fd = -1;
     size_t rl;
 
+    /* The exit is waited for on a wait fd with poll(), as a host with many tasks would
+     * (one poll or epoll over all of them, no thread each): "wait_fd": true goes into
+     * the job unless it says otherwise. */
+    open_brace = strchr(job, '{');
+    if (open_brace != NULL && strstr(job, "\"wait_fd\"") == NULL) {
+        size_t n = strlen(job) + 32;
+        char *with = malloc(n);
+        if (with == NULL) {
+            fprintf(stderr, "harness: out of memory\n");
+            return HARNESS_FAIL;
+        }
+        snprintf(with, n, "%.*s{\"wait_fd\":true,%s", (int)(open_brace - job), job,
+                 open_brace + 1);
+        free(job);
+        job = with;
+    }
     call("driver_start", job, &resp, 0);
     free(job);
     id = string_value(resp, "task_id");
     task_dir = string_value(resp, "task_dir");
+    wait_fd = int_value(resp, "wait_fd", -1);
     p_free(resp);
     resp = NULL;
     if (id == NULL) {
@@ -371,8 +390,17 @@ static int cmd_run(const char *job_path) {
         fprintf(stderr, "harness: out of memory\n");
         return HARNESS_FAIL;
     }
-    /* No timeout_ms: wait forever. */
-    snprintf(req, rl, "{\"task_id\":\"%s\"}", id);
+    if (wait_fd >= 0) {
+        /* Readable once the exit is known; then driver_wait answers at once. */
+        struct pollfd p = {.fd = (int)wait_fd, .events = POLLIN};
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+        close((int)wait_fd);
+        snprintf(req, rl, "{\"task_id\":\"%s\",\"timeout_ms\":0}", id);
+    } else {
+        /* No timeout_ms: wait forever. */
+        snprintf(req, rl, "{\"task_id\":\"%s\"}", id);
+    }
     call("driver_wait", req, &resp, 0);
 
     if (!quiet && task_dir != NULL) {
