@@ -162,16 +162,23 @@ static void load(const char *path) {
 
 static const char *const log_levels[] = {"off", "error", "warn", "info", "debug", "trace"};
 
-/* The log callback: may run on several threads at once (stdio locks each call). */
+/* The log callback: called on one thread of the library's, a record at a time. */
 static void print_record(void *user_data, int32_t level, const char *message) {
     (void)user_data;
     fprintf(stderr, "execdriver %s: %s\n",
             level >= 0 && level <= DRIVER_LOG_TRACE ? log_levels[level] : "?", message);
 }
 
+typedef int32_t (*set_log_fn)(int32_t, DriverLogCallback, void *);
+static set_log_fn set_log;
+
+/* Records are delivered on a thread of the library's, shortly after they happen:
+ * removing the callback delivers those still queued first. */
+static void flush_log(void) {
+    set_log(DRIVER_LOG_OFF, NULL, NULL);
+}
+
 static void log_to_stderr(const char *level_name) {
-    typedef int32_t (*set_fn)(int32_t, DriverLogCallback, void *);
-    set_fn set;
     void *p = sym("driver_set_log_callback");
     int32_t level = -1;
     for (int32_t l = 0; l <= DRIVER_LOG_TRACE; l++)
@@ -182,11 +189,12 @@ static void log_to_stderr(const char *level_name) {
                 level_name);
         exit(HARNESS_FAIL);
     }
-    memcpy(&set, &p, sizeof set);
-    if (set(level, print_record, NULL) != DRIVER_OK) {
+    memcpy(&set_log, &p, sizeof set_log);
+    if (set_log(level, print_record, NULL) != DRIVER_OK) {
         fprintf(stderr, "harness: driver_set_log_callback refused level %s\n", level_name);
         exit(HARNESS_FAIL);
     }
+    atexit(flush_log);
 }
 
 /* Calls driver_<name>; on failure prints the error and exits unless `soft`. The caller

@@ -127,11 +127,13 @@ typedef int32_t DriverLogLevel;
 /**
  * A host's receiver of the library's log records (driver_set_log_callback()):
  * `user_data` as given, the record's level (a DriverLogLevel), and its text: one line,
- * no newline, valid only during the call. Called on whichever thread logs (a thread in a
- * `driver_<op>` call, or one of the library's own), possibly on several at once: it must
- * be thread-safe, return promptly, and not unwind. It may call `driver_<op>` functions
- * (their records are not delivered, to it or to `log_path`), but not
- * driver_set_log_callback() (which then returns DRIVER_INVALID).
+ * no newline, valid only during the call. Called on one thread of the library's own
+ * (started with the first callback, all signals blocked), one record at a time, in the
+ * order they were logged, shortly after: never on the host's threads, never while the
+ * library holds a lock. It must not unwind. It may call `driver_<op>` functions (their
+ * records are not delivered, to it or to `log_path`), but not driver_set_log_callback()
+ * (which then returns DRIVER_INVALID). Records wait in a queue of 4096; a callback
+ * slower than that loses the excess, and is told how many with its next record.
  */
 typedef void (*DriverLogCallback)(void *user_data, int32_t level, const char *message);
 
@@ -313,14 +315,16 @@ int32_t driver_logs(const char *request_json, char **response_json);
  * Sets (or, with a NULL `callback`, removes) the host's receiver of the library's own
  * log records of `level` (a DriverLogLevel) and more severe. This is besides the file
  * of driver_configure()'s `log_path`, which has its own `log_level`. When it returns,
- * no call of the previous callback is running any more: its `user_data` may be freed.
+ * every record logged before the call has been delivered to the previous callback and
+ * none of its calls is running any more: its `user_data` may be freed (call it with
+ * NULL before unloading the library, or to flush).
  * Returns DRIVER_OK, or DRIVER_INVALID for a `level` outside 0–5 or a call from
  * inside the callback (nothing changes then).
  *
  * # Safety
  * `callback` is NULL or a function that may be called as DriverLogCallback describes
- * with this `user_data`, from any thread, until a later driver_set_log_callback()
- * returns.
+ * with this `user_data`, from a thread of the library's, until a later
+ * driver_set_log_callback() returns.
  */
 int32_t driver_set_log_callback(int32_t level, DriverLogCallback callback, void *user_data);
 

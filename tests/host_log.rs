@@ -27,6 +27,11 @@ unsafe extern "C" fn reenter(_: *mut c_void, level: i32, message: *const c_char)
         .into_owned();
     let status = unsafe { ffi::driver_set_log_callback(0, None, std::ptr::null_mut()) };
     let (_, fp) = call(ffi::driver_fingerprint, "{}");
+    // A record about a task, read back while the library may be busy with that task:
+    // the callback runs under none of its locks.
+    if let Some(id) = m.strip_prefix("task ").and_then(|r| r.split(':').next()) {
+        call(ffi::driver_inspect, &json!({"task_id": id}).to_string());
+    }
     GOT.lock()
         .unwrap()
         .push((level, format!("{m} / set={status} fp={}", fp["health"])));
@@ -117,6 +122,17 @@ fn log_file_and_callback_carry_what_the_driver_did() {
         &json!({"log_path": path}).to_string(),
     );
     assert_eq!(rc, 0);
+    let (rc, r) = call(
+        ffi::driver_start,
+        &raw_task("again", d.path(), "exit 4").to_string(),
+    );
+    assert_eq!(rc, 0, "{r}");
+    let again = r["task_id"].as_str().unwrap().to_string();
+    call(
+        ffi::driver_wait,
+        &json!({"task_id": again, "timeout_ms": 30_000}).to_string(),
+    );
+    call(ffi::driver_destroy, &json!({"task_id": again}).to_string());
     assert_eq!(set_callback(0, None), 0);
     let (rc, _) = call(ffi::driver_configure, "{}");
     assert_eq!(rc, 0);
@@ -146,6 +162,10 @@ fn log_file_and_callback_carry_what_the_driver_did() {
         "{all}"
     );
     assert!(!all.contains("driver_fingerprint"), "{all}");
+    assert!(
+        has(3, &format!("task {again}: exited: exit code 4")),
+        "{all}"
+    );
     assert!(got.iter().all(|(_, m)| !m.contains('\n')));
 
     // The file has the same at its level (debug: no trace), one record a line, and is

@@ -5,35 +5,47 @@
 //! and a callback of the host (`driver_set_log_callback`). With neither, a log call
 //! costs one atomic load.
 //!
-//! A record is one line of text: no newline inside (escaped), never a task's
-//! environment or a request body (secrets live there), task ids as `task <id>`.
+//! A record is one line of text (control characters escaped), tasks named `task <id>`.
+//! It never carries a request body or a task's environment (secrets live there): only
+//! what the code puts in, and an error's message as the response gives it.
 
 use crate::config::LogLevel;
 use crate::error::{Code, Error, Result};
 use std::cell::Cell;
 use std::io::Write;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock, mpsc};
 
 /// A host's receiver of records: the level and the message (no time, no newline).
-pub type Callback = Box<dyn Fn(LogLevel, &str) + Send + Sync>;
+pub type Callback = Box<dyn Fn(LogLevel, &str) + Send>;
 
-struct Sinks {
-    file: Option<(LogLevel, std::fs::File)>,
-    callback: Option<(LogLevel, Callback)>,
+/// The file sink: written by the thread that logs, one `write` a record.
+static FILE: RwLock<Option<(LogLevel, std::fs::File)>> = RwLock::new(None);
+static FILE_LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// The callback sink, called only on the delivery thread ([`deliver`]), which holds this
+/// lock for each call: so the host's callback never runs under a lock of the library's
+/// (a task's, the task table's) and may call back into it, and one that is replaced has
+/// finished its last call when [`set_callback`] returns.
+static CALLBACK: Mutex<Option<Callback>> = Mutex::new(None);
+static CALLBACK_LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// Records waiting for the delivery thread (started with the first callback).
+static QUEUE: OnceLock<mpsc::SyncSender<Queued>> = OnceLock::new();
+/// Records dropped since the last delivered one because the queue was full (a callback
+/// slower than the records come).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+const QUEUE_LEN: usize = 4096;
+
+enum Queued {
+    Record(LogLevel, String),
+    /// Every record before it has been delivered: tell the sender.
+    Barrier(mpsc::SyncSender<()>),
 }
 
-static SINKS: RwLock<Sinks> = RwLock::new(Sinks {
-    file: None,
-    callback: None,
-});
-
-/// The most verbose level any sink takes (0: none), read without the lock.
-static MAX: AtomicU8 = AtomicU8::new(0);
-
 thread_local! {
-    /// This thread is in the callback: what it calls in the library logs nothing (no
-    /// record about the record's own delivery, and no lock taken twice).
+    /// This is the delivery thread: what the callback calls in the library logs nothing
+    /// (no record about a record's own delivery).
     static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -47,38 +59,25 @@ macro_rules! diag {
 }
 pub(crate) use diag;
 
+fn takes(sink: &AtomicU8, level: LogLevel) -> bool {
+    level != LogLevel::Off && level as u8 <= sink.load(Ordering::Relaxed)
+}
+
 /// Whether a record of this level would reach a sink.
 pub fn enabled(level: LogLevel) -> bool {
-    level != LogLevel::Off && level as u8 <= MAX.load(Ordering::Relaxed)
+    takes(&FILE_LEVEL, level) || takes(&CALLBACK_LEVEL, level)
 }
 
-fn sinks() -> std::sync::RwLockReadGuard<'static, Sinks> {
-    SINKS.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Resets [`INSIDE`] however the sinks return.
-struct Inside;
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        INSIDE.set(false);
-    }
-}
-
-/// Delivers a record to each sink that takes its level. A file that cannot be written
-/// (a full disk) loses the record; nothing else notices.
+/// Writes a record to the file and queues it for the callback, as their levels say.
+/// Never blocks on the callback: a full queue drops the record (and says so later). A
+/// file that cannot be written (a full disk) loses the record; nothing else notices.
 pub fn emit(level: LogLevel, args: std::fmt::Arguments) {
     if INSIDE.get() || !enabled(level) {
         return;
     }
-    let mut msg = args.to_string();
-    if msg.contains(['\n', '\r']) {
-        msg = msg.replace('\n', "\\n").replace('\r', "\\r");
-    }
-    let s = sinks();
-    INSIDE.set(true);
-    let _inside = Inside;
-    if let Some((max, f)) = &s.file
+    let msg = one_line(args.to_string());
+    if takes(&FILE_LEVEL, level)
+        && let Some((max, f)) = &*FILE.read().unwrap_or_else(|p| p.into_inner())
         && level <= *max
     {
         let line = format!(
@@ -89,10 +88,37 @@ pub fn emit(level: LogLevel, args: std::fmt::Arguments) {
         // One write of the whole line: O_APPEND keeps lines of concurrent writers whole.
         let _ = (&*f).write_all(line.as_bytes());
     }
-    if let Some((max, cb)) = &s.callback
-        && level <= *max
+    if takes(&CALLBACK_LEVEL, level)
+        && let Some(q) = QUEUE.get()
+        && q.try_send(Queued::Record(level, msg)).is_err()
     {
-        cb(level, &msg);
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The delivery thread: hands each queued record to the callback in force, in order.
+fn deliver(rx: mpsc::Receiver<Queued>) {
+    INSIDE.set(true);
+    for q in rx {
+        match q {
+            Queued::Record(level, msg) => {
+                let cb = CALLBACK.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(cb) = &*cb else { continue };
+                let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    cb(
+                        LogLevel::Warn,
+                        &format!("{dropped} log records were dropped: the log callback was too slow"),
+                    );
+                }
+                if level as u8 <= CALLBACK_LEVEL.load(Ordering::Relaxed) {
+                    cb(level, &msg);
+                }
+            }
+            Queued::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
     }
 }
 
@@ -130,10 +156,23 @@ fn ms(began: std::time::Instant) -> f64 {
     began.elapsed().as_secs_f64() * 1e3
 }
 
-fn update_max(s: &Sinks) {
-    let level = |x: &Option<(LogLevel, _)>| x.as_ref().map_or(LogLevel::Off, |(l, _)| *l);
-    let max = level(&s.file).max(s.callback.as_ref().map_or(LogLevel::Off, |(l, _)| *l));
-    MAX.store(max as u8, Ordering::Relaxed);
+/// The record as one line of plain text: newlines and other control characters (a
+/// command name can carry terminal escapes) written as escapes.
+fn one_line(msg: String) -> String {
+    if !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Opens `log_path` for [`set_file`], before the configuration takes effect: a path that
@@ -156,14 +195,16 @@ pub fn open_file(path: &str) -> Result<std::fs::File> {
 
 /// The file sink of the configuration now in force (`None`: none).
 pub fn set_file(level: LogLevel, file: Option<std::fs::File>) {
-    let mut s = SINKS.write().unwrap_or_else(|p| p.into_inner());
-    s.file = file.map(|f| (level, f));
-    update_max(&s);
+    let mut f = FILE.write().unwrap_or_else(|p| p.into_inner());
+    let level = if file.is_some() { level } else { LogLevel::Off };
+    *f = file.map(|f| (level, f));
+    FILE_LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// The callback sink (`None`: none). Returns once no call of the previous callback is
-/// running, so a host may free what it gave it afterwards. Refused from inside the
-/// callback, where it would wait for itself.
+/// The callback sink (`None`: none). Returns once every record logged before the call
+/// has been delivered to the previous callback and its last call has returned, so a
+/// host may free what it gave it afterwards. Refused from inside the callback, where
+/// it would wait for itself.
 pub fn set_callback(level: LogLevel, cb: Option<Callback>) -> Result<()> {
     if INSIDE.get() {
         return Err(Error::new(
@@ -171,10 +212,38 @@ pub fn set_callback(level: LogLevel, cb: Option<Callback>) -> Result<()> {
             "driver_set_log_callback was called from inside the log callback",
         ));
     }
-    let mut s = SINKS.write().unwrap_or_else(|p| p.into_inner());
-    s.callback = cb.map(|c| (level, c));
-    update_max(&s);
+    let queue = match QUEUE.get() {
+        Some(q) => Some(q),
+        None if cb.is_some() => Some(start_delivery()?),
+        None => None,
+    };
+    if let Some(q) = queue {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if q.send(Queued::Barrier(done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+    }
+    let mut slot = CALLBACK.lock().unwrap_or_else(|p| p.into_inner());
+    let level = if cb.is_some() { level } else { LogLevel::Off };
+    *slot = cb;
+    CALLBACK_LEVEL.store(level as u8, Ordering::Relaxed);
     Ok(())
+}
+
+/// Starts the delivery thread (once per process; it then waits for records for as long
+/// as the library is loaded).
+fn start_delivery() -> Result<&'static mpsc::SyncSender<Queued>> {
+    static START: Mutex<()> = Mutex::new(());
+    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = QUEUE.get() {
+        return Ok(q);
+    }
+    let (tx, rx) = mpsc::sync_channel(QUEUE_LEN);
+    // A host's callback may need a deep stack (an interpreter's frames).
+    if !crate::sys::background_with_stack("execdriver-log", 2 << 20, move || deliver(rx)) {
+        return Err(Error::internal("cannot start the log callback's thread"));
+    }
+    Ok(QUEUE.get_or_init(|| tx))
 }
 
 #[cfg(test)]
@@ -193,29 +262,30 @@ mod tests {
         )
         .unwrap();
         diag!(Debug, "not this one");
-        diag!(Warn, "task {}: two\nlines", "t1");
-        assert_eq!(
-            *got.lock().unwrap(),
-            [(LogLevel::Warn, "task t1: two\\nlines".to_string())]
-        );
-
-        // Nested: the callback calls back into what logs, and tries to replace itself.
-        let inner = Arc::new(Mutex::new(None));
+        diag!(Warn, "task {}: two\nlines \x1b[2J", "t1");
+        // Delivered by the time the callback is replaced.
+        let inner = Arc::new(Mutex::new(vec![]));
         let i = inner.clone();
         set_callback(
             LogLevel::Trace,
-            Some(Box::new(move |_, _| {
+            Some(Box::new(move |_, m| {
+                // From inside: logs nothing, and may not replace the callback.
                 diag!(Error, "from inside");
-                *i.lock().unwrap() = Some(set_callback(LogLevel::Off, None).is_err());
+                let refused = set_callback(LogLevel::Off, None).is_err();
+                i.lock().unwrap().push(format!("{m} refused={refused}"));
             })),
         )
         .unwrap();
+        assert_eq!(
+            *got.lock().unwrap(),
+            [(LogLevel::Warn, "task t1: two\\nlines \\u{1b}[2J".to_string())]
+        );
         diag!(Info, "outer");
-        assert_eq!(*inner.lock().unwrap(), Some(true));
+        set_callback(LogLevel::Off, None).unwrap();
+        assert_eq!(*inner.lock().unwrap(), ["outer refused=true"]);
 
         let path = std::env::temp_dir().join(format!("ed-diag-{}.log", std::process::id()));
         let f = open_file(path.to_str().unwrap()).unwrap();
-        set_callback(LogLevel::Off, None).unwrap();
         set_file(LogLevel::Warn, Some(f));
         diag!(Info, "quiet");
         diag!(Error, "loud");

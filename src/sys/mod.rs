@@ -216,10 +216,15 @@ fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
 /// Runs `f` on a detached short-lived thread started with every signal blocked. False
 /// when the thread could not be started.
 pub fn background(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    background_with_stack(name, 256 << 10, f)
+}
+
+/// [`background`] with a stack of `stack` bytes (a thread that runs the host's code).
+pub fn background_with_stack(name: &str, stack: usize, f: impl FnOnce() + Send + 'static) -> bool {
     with_signals_blocked(|| {
         std::thread::Builder::new()
             .name(name.into())
-            .stack_size(256 << 10)
+            .stack_size(stack)
             .spawn(f)
             .is_ok()
     })
