@@ -76,10 +76,19 @@ impl Sample {
 /// `percent` (of one core: 250 is two and a half cores), `user_percent`,
 /// `system_percent`, and `total_ticks` (the percent of one core's clock, in MHz: what
 /// Nomad's `cpu` resource counts). Each is listed in `cpu.measured` only when computed
-/// (a measured CPU time, a previous sample). Returns the sample to keep for the next call.
+/// (a measured CPU time, a previous sample). Returns the sample to keep for the next call:
+/// this one, unless `prev` is less than [`MIN_WINDOW_NS`] old, when the next call measures
+/// from `prev` again.
+///
+/// The kernel charges a running process's CPU time in steps (at ticks and switches, a few
+/// ms at once), so a rate over a window of a fraction of a ms can read ten cores' worth:
+/// windows are at least [`MIN_WINDOW_NS`] long where the calls allow, and no rate exceeds
+/// what the host's online CPUs can give.
 pub fn rates(stats: &mut Value, prev: Option<Sample>) -> Option<Sample> {
     let now = Sample::of(stats);
-    let pct = |a: u64, b: u64, dt: u64| a.saturating_sub(b) as f64 * 100.0 / dt as f64;
+    let cap = 100.0 * crate::sys::process::online_cpus() as f64;
+    let pct =
+        |a: u64, b: u64, dt: u64| (a.saturating_sub(b) as f64 * 100.0 / dt as f64).min(cap);
     let computed = match (now, prev) {
         (Some(n), Some(p)) if n.at_ns > p.at_ns => {
             let dt = n.at_ns - p.at_ns;
@@ -106,8 +115,14 @@ pub fn rates(stats: &mut Value, prev: Option<Sample>) -> Option<Sample> {
             m.push("total_ticks".into());
         }
     }
-    now.or(prev)
+    match (now, prev) {
+        (Some(n), Some(p)) if n.at_ns.saturating_sub(p.at_ns) < MIN_WINDOW_NS => Some(p),
+        _ => now.or(prev),
+    }
 }
+
+/// The shortest window the next call's rates are measured over, when calls come faster.
+pub const MIN_WINDOW_NS: u64 = 100_000_000;
 
 /// One core's clock in MHz, as Nomad counts CPU: its maximum frequency (cpufreq), else
 /// what `/proc/cpuinfo` says; `None` when neither tells.
@@ -168,4 +183,35 @@ fn descendants(root: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_at(at_ns: u64, total_ms: u64) -> Value {
+        json!({"timestamp_ns": at_ns, "cpu": {"measured": ["user_ns", "system_ns", "total_ns"],
+               "user_ns": total_ms * 1_000_000, "system_ns": 0, "total_ns": total_ms * 1_000_000}})
+    }
+
+    #[test]
+    fn rates_need_a_window_and_stay_within_the_hosts_cpus() {
+        let start = Sample { at_ns: 1_000_000_000, user: 0, system: 0, total: 0 };
+        // 250 ms of CPU in 500 ms: half a core.
+        let mut s = stats_at(1_500_000_000, 250);
+        let kept = rates(&mut s, Some(start)).unwrap();
+        assert_eq!(s["cpu"]["percent"], 50.0);
+        assert_eq!(kept.at_ns, 1_500_000_000);
+        // 4 ms charged at once, 0.4 ms later: not a rate of its own (the base stays), and
+        // never more than the CPUs there are.
+        let mut s = stats_at(1_500_400_000, 254);
+        let kept2 = rates(&mut s, Some(kept)).unwrap();
+        assert_eq!(kept2, kept);
+        let cap = 100.0 * crate::sys::process::online_cpus() as f64;
+        assert!(s["cpu"]["percent"].as_f64().unwrap() <= cap, "{s}");
+        // The next call, past the window, measures from the kept base.
+        let mut s = stats_at(1_700_000_000, 256);
+        assert_eq!(rates(&mut s, Some(kept2)).unwrap().at_ns, 1_700_000_000);
+        assert!((s["cpu"]["percent"].as_f64().unwrap() - 3.0).abs() < 1e-9, "{s}");
+    }
 }

@@ -187,6 +187,13 @@ pub fn clock_ticks() -> u64 {
     if t > 0 { t as u64 } else { 100 }
 }
 
+/// The CPUs online now (at least 1).
+pub fn online_cpus() -> u64 {
+    // SAFETY: sysconf with a valid name.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as u64 } else { 1 }
+}
+
 /// The page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf with a valid name.
