@@ -374,8 +374,9 @@ static int cmd_run(const char *job_path) {
             fprintf(stderr, "harness: out of memory\n");
             return HARNESS_FAIL;
         }
-        snprintf(with, n, "%.*s{\"wait_fd\":true,%s", (int)(open_brace - job), job,
-                 open_brace + 1);
+        const char *rest = open_brace + 1 + strspn(open_brace + 1, " \t\r\n");
+        snprintf(with, n, "%.*s{\"wait_fd\":true%s%s", (int)(open_brace - job), job,
+                 *rest == '}' ? "" : ",", open_brace + 1);
         free(job);
         job = with;
     }

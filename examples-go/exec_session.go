@@ -82,6 +82,9 @@ type ExecSession struct {
 	files []*os.File // every file above, for Close
 	mu    sync.Mutex
 	exit  *ExecExit // what a Wait got: the library forgets the session once it said it
+	// One Wait at a time asks the library (the exit is handed out once): held while
+	// one does, taken with ctx.
+	waiting chan struct{}
 }
 
 // execReq is driver_exec's request in its interactive form.
@@ -146,7 +149,7 @@ func (d *Driver) ExecSession(ctx context.Context, taskID string, req ExecSession
 		}
 		return nil, err
 	}
-	s := &ExecSession{ID: st.ExecID, Pid: st.Pid, d: d}
+	s := &ExecSession{ID: st.ExecID, Pid: st.Pid, d: d, waiting: make(chan struct{}, 1)}
 	missing := func(what string) error {
 		closeFDs(st.TTYFD, st.StdinFD, st.StdoutFD, st.StderrFD)
 		return fmt.Errorf("execdriver: driver_exec: no %s in the response %s", what, raw)
@@ -251,20 +254,24 @@ func (s *ExecSession) Wait(ctx context.Context) (*ExecExit, error) {
 	if x := s.exited(); x != nil {
 		return x, nil
 	}
+	select {
+	case s.waiting <- struct{}{}:
+		defer func() { <-s.waiting }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// The Wait before this one may have got it.
+	if x := s.exited(); x != nil {
+		return x, nil
+	}
 	x, err := s.d.ExecWait(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case err == nil:
-		if s.exit == nil {
-			s.exit = x
-		}
-		return s.exit, nil
-	case s.exit != nil && errors.Is(err, ErrNotFound):
-		// A concurrent Wait took the exit from the library meanwhile.
-		return s.exit, nil
-	}
-	return nil, err
+	s.exit = x
+	return x, nil
 }
 
 func (s *ExecSession) exited() *ExecExit {

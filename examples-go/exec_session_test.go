@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -465,4 +467,34 @@ func TestExecSessionWaitCancelled(t *testing.T) {
 			t.Errorf("exit after the cancelled Wait %+v, want code 9", x)
 		}
 	})
+}
+
+// Waits at once on one session all get its exit: the library hands it out once.
+func TestExecSessionConcurrentWaits(t *testing.T) {
+	id := startIdle(t, "raw_exec")
+	for i := 0; i < 20; i++ {
+		s := session(t, id, execdriver.ExecSessionRequest{Command: "/bin/sh", Args: []string{"-c", "exit 6"}})
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for j := 0; j < 8; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				x, err := s.Wait(ctx)
+				if err == nil && x.ExitCode != 6 {
+					err = fmt.Errorf("exit %+v, want 6", x)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("session %d: a concurrent Wait: %v", i, err)
+			}
+		}
+	}
 }

@@ -763,8 +763,8 @@ class ExecSession:
     bufsize=0. Close `stdin` for the command's EOF.
 
     The session owns these files: close() closes them all, as does leaving a `with`
-    block or the session being garbage-collected (keep the session while using its
-    files). Closing the tty hangs the terminal up: the command gets SIGHUP. Neither
+    block; each also closes itself when garbage-collected (so a file the caller keeps,
+    as in `t.exec_session(...).stdout`, stays open while it is used). Closing the tty hangs the terminal up: the command gets SIGHUP. Neither
     waits for the command: wait() does, and until it has returned the exit (or the
     task is destroyed, which kills the command) the library keeps the session."""
 
@@ -967,15 +967,6 @@ class ExecSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        for name in ("tty", "stdin", "stdout", "stderr"):
-            f = getattr(self, name, None)
-            if f is not None:
-                try:
-                    f.close()
-                except Exception:  # noqa: BLE001 - nothing to report it to from __del__
-                    pass
 
 
 def _resolve(f: "asyncio.Future[None]") -> None:

@@ -7,7 +7,8 @@
 //!
 //! A record is one line of text (control characters escaped), tasks named `task <id>`.
 //! It never carries a request body or a task's environment (secrets live there): only
-//! what the code puts in, and an error's message as the response gives it.
+//! what the code puts in, and a failed call's error (a refused request's without its
+//! message, which may quote the value at fault).
 
 use crate::config::LogLevel;
 use crate::error::{Code, Error, Result};
@@ -140,12 +141,16 @@ pub fn call_done(op: &str, began: std::time::Instant, err: Option<&Error>) {
     };
     if enabled(level) {
         let field = e.field.as_deref().map(|f| format!(" (field {f})")).unwrap_or_default();
+        // A refused request's message may quote the value at fault (serde's "invalid
+        // type: string ..."), which may be a secret put in the wrong place: the code
+        // and the field say enough.
+        let message = if status == Status::Invalid { "" } else { e.message.as_str() };
+        let sep = if message.is_empty() { "" } else { ": " };
         emit(
             level,
             format_args!(
-                "driver_{op}: {}{field}: {} in {:.3} ms",
+                "driver_{op}: {}{field}{sep}{message} in {:.3} ms",
                 e.code.as_str(),
-                e.message,
                 ms(began)
             ),
         );
@@ -156,10 +161,20 @@ fn ms(began: std::time::Instant) -> f64 {
     began.elapsed().as_secs_f64() * 1e3
 }
 
-/// The record as one line of plain text: newlines and other control characters (a
-/// command name can carry terminal escapes) written as escapes.
+/// Characters that would make a record read as more than one line, or other than it
+/// is: control characters (a command name can carry terminal escapes), Unicode line
+/// and paragraph separators, and the invisible format characters (bidirectional
+/// overrides, zero-width ones) a name can hide a forged record behind.
+fn hides(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}')
+}
+
+/// The record as one line of plain text: what [`hides`] something written as escapes.
 fn one_line(msg: String) -> String {
-    if !msg.chars().any(char::is_control) {
+    if !msg.chars().any(hides) {
         return msg;
     }
     let mut out = String::with_capacity(msg.len() + 8);
@@ -168,7 +183,7 @@ fn one_line(msg: String) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if hides(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -184,13 +199,34 @@ pub fn open_file(path: &str) -> Result<std::fs::File> {
     if !path.starts_with('/') {
         return Err(bad(format!("log_path must be an absolute path: {path:?}")));
     }
-    std::fs::OpenOptions::new()
+    // O_NONBLOCK: a FIFO there fails (ENXIO without a reader) or is refused below,
+    // rather than blocking driver_configure, or every later record once it is full.
+    let f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| bad(format!("log_path {path} cannot be opened for appending: {e}")))
+        .map_err(|e| bad(format!("log_path {path} cannot be opened for appending: {e}")))?;
+    // The log is the host's: a file someone else owns or may write to could be read by
+    // them or carry their forged records.
+    use std::os::unix::fs::MetadataExt;
+    let m = f
+        .metadata()
+        .map_err(|e| bad(format!("log_path {path}: {e}")))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.file_type().is_file() {
+        return Err(bad(format!("log_path {path} is not a regular file")));
+    }
+    if m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "log_path {path} belongs to uid {} with mode {:o}: it must be this process's \
+             (uid {me}) and writable by it alone",
+            m.uid(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(f)
 }
 
 /// The file sink of the configuration now in force (`None`: none).
@@ -262,7 +298,7 @@ mod tests {
         )
         .unwrap();
         diag!(Debug, "not this one");
-        diag!(Warn, "task {}: two\nlines \x1b[2J", "t1");
+        diag!(Warn, "task {}: two\nlines \x1b[2J\u{2028}\u{202e}é", "t1");
         // Delivered by the time the callback is replaced.
         let inner = Arc::new(Mutex::new(vec![]));
         let i = inner.clone();
@@ -278,7 +314,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             *got.lock().unwrap(),
-            [(LogLevel::Warn, "task t1: two\\nlines \\u{1b}[2J".to_string())]
+            [(
+                LogLevel::Warn,
+                "task t1: two\\nlines \\u{1b}[2J\\u{2028}\\u{202e}é".to_string()
+            )]
         );
         diag!(Info, "outer");
         set_callback(LogLevel::Off, None).unwrap();
@@ -302,5 +341,19 @@ mod tests {
             open_file("relative.log").unwrap_err().field.as_deref(),
             Some("log_path")
         );
+        // Not a file of its own: a FIFO, a directory, one others may write.
+        let dir = std::env::temp_dir().join(format!("ed-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let shared = dir.join("shared.log");
+        std::fs::write(&shared, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
+        for p in [&fifo, &dir, &shared] {
+            let e = open_file(p.to_str().unwrap()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("log_path"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -734,6 +734,17 @@ class ExecSessionRaw(unittest.TestCase):
         self.assertTrue(s.stdin.closed and s.stdout.closed and s.stderr.closed)
         self.assertEqual(s.wait(timeout=20), (0, 0))
         self.assertFalse(set(names) & set(open_fds().values()), names)
+        # A file the caller keeps outlives its session.
+        s = self.task.exec_session("/bin/sh", ["-c", "echo kept"])
+        self.assertEqual(s.stdout.read(), b"kept\n")
+        s.wait(timeout=20)
+        s = self.task.exec_session("/bin/sh", ["-c", "echo kept"])
+        out, exec_id = s.stdout, s.exec_id
+        del s
+        gc.collect()
+        self.assertEqual(out.read(), b"kept\n")
+        out.close()
+        self.d.exec_wait(exec_id, timeout=20)
         # A session dropped unclosed closes its fds when collected: for a tty that is
         # a hangup, and the shell dies of SIGHUP.
         s = self.task.exec_session("/bin/sh", tty=True)
