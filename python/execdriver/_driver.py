@@ -9,13 +9,16 @@ import ctypes
 import enum
 import errno
 import io
+import atexit
 import json
+import logging
 import os
 import selectors
 import threading
 import time
 from typing import (
     Any,
+    Callable,
     Dict,
     Iterator,
     List,
@@ -182,6 +185,26 @@ def find_library(path: Optional[str] = None) -> str:
 _LOCK = threading.Lock()
 _LIBS: Dict[str, ctypes.CDLL] = {}
 
+# DriverLogCallback: void (*)(void *user_data, int32_t level, const char *message).
+_LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p)
+#: The library's log levels by DriverLogLevel number (driver_set_log_callback).
+LOG_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
+#: `logging` levels of the library's (trace is below DEBUG).
+_PY_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: 5}
+# The ctypes callback in force per library: it must live while the library may call it.
+_CALLBACKS: Dict[str, Any] = {}
+_FLUSH_AT_EXIT: List[bool] = []
+
+
+def _flush_logs() -> None:
+    # Records still queued reach their callback before the interpreter goes away, and
+    # none is delivered afterwards.
+    for path in list(_CALLBACKS):
+        lib = _LIBS.get(path)
+        if lib is not None:
+            lib.driver_set_log_callback(0, _LOG_CALLBACK(), None)
+    _CALLBACKS.clear()
+
 
 def _load(path: str) -> ctypes.CDLL:
     # One CDLL per path: a Rust cdylib is never unloaded, and the library keeps one task
@@ -207,6 +230,8 @@ def _load(path: str) -> ctypes.CDLL:
             f = getattr(lib, "driver_" + op)
             f.restype = ctypes.c_int32
             f.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        lib.driver_set_log_callback.restype = ctypes.c_int32
+        lib.driver_set_log_callback.argtypes = [ctypes.c_int32, _LOG_CALLBACK, ctypes.c_void_p]
         abi = lib.driver_abi_version()
         if abi != 1:
             raise OSError("%s has C ABI %d; this package speaks 1" % (path, abi))
@@ -268,6 +293,54 @@ class Driver:
     def version(self) -> str:
         """The loaded library's version, e.g. "0.1.0"."""
         return self._lib.driver_version().decode()
+
+    # -- the library's own log ------------------------------------------------------------
+
+    def set_log_callback(
+        self, callback: Optional[Callable[[str, str], None]], level: str = "info"
+    ) -> None:
+        """Hands the library's own log records of `level` ("error", "warn", "info",
+        "debug", "trace") and more severe to `callback(level, message)`; None removes it.
+        The callback runs on a thread of the library's, one record at a time, in order,
+        shortly after each happened; it may call the Driver's methods, and what it
+        raises is printed and dropped. This returns once every earlier record has been
+        delivered to the previous callback (removing it flushes; the package does so at
+        interpreter exit). The file of configure()'s `log_path` is the other sink."""
+        if level not in LOG_LEVELS:
+            raise ValueError("level must be one of %s, not %r" % (", ".join(LOG_LEVELS), level))
+        if callback is None:
+            func = _LOG_CALLBACK()
+            n = 0
+        else:
+            user = callback
+
+            def deliver(_user_data: Any, lvl: int, message: bytes) -> None:
+                name = LOG_LEVELS[lvl] if 0 <= lvl < len(LOG_LEVELS) else str(lvl)
+                user(name, message.decode("utf-8", "replace"))
+
+            func = _LOG_CALLBACK(deliver)
+            n = LOG_LEVELS.index(level)
+        with _LOCK:
+            status = self._lib.driver_set_log_callback(n, func, None)
+            if status != Status.OK:
+                raise InvalidError(status, "invalid_request",
+                                   "driver_set_log_callback refused it (from inside the callback?)",
+                                   None, {})
+            if callback is None:
+                _CALLBACKS.pop(self.path, None)
+            else:
+                if not _FLUSH_AT_EXIT:
+                    atexit.register(_flush_logs)
+                    _FLUSH_AT_EXIT.append(True)
+                _CALLBACKS[self.path] = func
+
+    def log_to(self, logger: Optional[logging.Logger] = None, level: str = "info") -> None:
+        """set_log_callback() into a `logging.Logger` (default: logging.getLogger(
+        "execdriver")): error, warn, info, debug map to ERROR, WARNING, INFO, DEBUG;
+        trace to level 5."""
+        log = logger if logger is not None else logging.getLogger("execdriver")
+        levels = {name: _PY_LEVELS.get(i, logging.INFO) for i, name in enumerate(LOG_LEVELS)}
+        self.set_log_callback(lambda lvl, msg: log.log(levels[lvl], "%s", msg), level)
 
     # -- one method per operation ------------------------------------------------------
 

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import io
 import json
+import logging
 import os
 import select
 import shutil
@@ -198,6 +199,43 @@ class Errors(unittest.TestCase):
             self.assertIn("DEBUG task %s: received" % task.id, text)
             self.assertIn("INFO  task %s: exited: exit code 5" % task.id, text)
             self.assertIn("INFO  task %s: destroyed" % task.id, text)
+
+    def test_library_log_to_a_logger(self):
+        records = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append((record.levelno, record.getMessage(), threading.current_thread()))
+
+        logger = logging.getLogger("execdriver-test-%d" % os.getpid())
+        logger.setLevel(1)
+        logger.propagate = False
+        logger.addHandler(Keep())
+        with self.assertRaises(ValueError):
+            self.d.log_to(logger, level="loud")
+        self.d.log_to(logger, level="debug")
+        try:
+            task = self.d.start_task(raw("pylog", "/bin/sh", "-c", "exit 6"))
+            try:
+                self.assertEqual(task.wait(timeout=10)["exit_code"], 6)
+                # From inside the callback the Driver may be called (nothing it logs
+                # comes back).
+                seen = []
+                self.d.set_log_callback(
+                    lambda lvl, msg: seen.append((lvl, msg, self.d.fingerprint()["health"])),
+                    level="info")
+            finally:
+                task.destroy()
+        finally:
+            self.d.set_log_callback(None)  # flushes what is queued
+        msgs = [m for _, m, _ in records]
+        self.assertIn((logging.DEBUG, "task %s: received: raw_exec task \"pylog\"" % task.id),
+                      [(l, m) for l, m, _ in records])
+        self.assertIn("task %s: exited: exit code 6" % task.id, msgs)
+        self.assertTrue(all(t is not threading.current_thread() for _, _, t in records))
+        self.assertEqual([(l, m) for l, m, _ in seen if "destroyed" in m],
+                         [("info", "task %s: destroyed" % task.id)])
+        self.assertTrue(all(h for _, _, h in seen))
 
     def test_hierarchy(self):
         for cls in (InvalidError, NotFoundError, DriverTimeout, UnsupportedError,
