@@ -209,16 +209,8 @@ func (d *Driver) ExecWait(ctx context.Context, execID string) (*ExecExit, error)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		slice, last := waitSlice, false
-		dl, hasDL := ctx.Deadline()
-		if hasDL {
-			if rest := time.Until(dl); rest <= slice {
-				slice, last = rest, true
-			}
-		}
-		if slice < 0 {
-			slice = 0
-		}
+		dl, _ := ctx.Deadline()
+		slice, last := nextSlice(dl)
 		var x ExecExit
 		_, err := d.call(ctx, "exec_wait", execSessionReq{ExecID: execID, TimeoutMS: ms(slice)}, &x)
 		switch {

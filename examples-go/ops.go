@@ -160,6 +160,21 @@ func (d *Driver) pollExit(ctx context.Context, taskID string) (*ExitResult, erro
 	return &r, nil
 }
 
+// nextSlice is how long the next sliced wait may block: waitSlice, or what is left until
+// end (zero: no end), never negative; last when that reaches end.
+func nextSlice(end time.Time) (slice time.Duration, last bool) {
+	slice = waitSlice
+	if !end.IsZero() {
+		if rest := time.Until(end); rest <= slice {
+			slice, last = rest, true
+		}
+	}
+	if slice < 0 {
+		slice = 0
+	}
+	return slice, last
+}
+
 // waitSliced calls driver_wait in slices of at most waitSlice until the task exits, ctx
 // is done or end (zero: none) passes.
 func (d *Driver) waitSliced(ctx context.Context, taskID string, end time.Time, endIsCtx bool) (*ExitResult, error) {
@@ -167,15 +182,7 @@ func (d *Driver) waitSliced(ctx context.Context, taskID string, end time.Time, e
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		slice, last := waitSlice, false
-		if !end.IsZero() {
-			if rest := time.Until(end); rest <= slice {
-				slice, last = rest, true
-			}
-		}
-		if slice < 0 {
-			slice = 0
-		}
+		slice, last := nextSlice(end)
 		var r ExitResult
 		raw, err := d.call(ctx, "wait", taskReq{TaskID: taskID, TimeoutMS: ms(slice)}, &r)
 		if err == nil {
