@@ -6,6 +6,10 @@
 # says so.
 set -euo pipefail
 cd "$(dirname "$0")"
+# gcc builds the harness (and links the library), python3 serves the artifact, curl
+# checks it is served (scripts/prereqs.sh: installed as root, else the command to run).
+. scripts/prereqs.sh
+prereqs demo.sh gcc:gcc python3:python3 curl:curl
 
 cargo build --release --quiet
 mkdir -p target/demo

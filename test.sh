@@ -4,25 +4,12 @@
 # go test of examples-go), and checks the committed C header is current.
 set -euo pipefail
 cd "$(dirname "$0")"
-# What the tests need besides the Rust toolchain: as root with apt-get, installed now;
-# otherwise the exact command, and a stop.
-need=()
-for tool in gcc:gcc g++:g++ pkg-config:pkg-config curl:curl python3:python3 \
-    go:golang-go valgrind:valgrind mkfs.ext4:e2fsprogs unshare:util-linux tmux:tmux; do
-    command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
-done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "test.sh: installing ${need[*]}" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-    else
-        echo "test.sh: missing ${need[*]}; install them first, as root:" >&2
-        echo "    apt-get install -y ${need[*]}" >&2
-        exit 1
-    fi
-fi
+# What the tests need (scripts/prereqs.sh): as root with apt-get, installed now;
+# otherwise the exact command, and a stop, before anything is built.
+. scripts/prereqs.sh
+prereqs test.sh --lints --venv gcc:gcc g++:g++ make:make pkg-config:pkg-config curl:curl \
+    python3:python3 go:golang-go valgrind:valgrind mkfs.ext4:e2fsprogs unshare:util-linux \
+    tmux:tmux
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 # The library as shipped (without the `testing` feature its internals are private, which

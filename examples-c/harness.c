@@ -23,11 +23,13 @@
  * log records of that level and more severe are printed on stderr as they come, through
  * driver_set_log_callback(), as "execdriver LEVEL: message".
  *
- * The library is loaded with dlopen() from, in order: -l PATH, $EXECDRIVER_LIB,
+ * The library is loaded with dlopen() from: -l PATH, else $EXECDRIVER_LIB, else
  * ./target/debug/libexecdriver.so (the repository root after `cargo build`), then plain
- * "libexecdriver.so" (the dynamic loader's search path). The library finds its supervisor
- * (execdriver-shim) next to itself, or via $EXECDRIVER_SHIM; it keeps its state under
- * $EXECDRIVER_DATA_DIR (see SPEC.md, driver_configure).
+ * "libexecdriver.so" (the dynamic loader's search path). The library runs the supervisor
+ * named by $EXECDRIVER_SHIM, else the execdriver-shim next to itself, else
+ * <libdir>/../libexec/execdriver/execdriver-shim (an install); it keeps its state under
+ * $EXECDRIVER_DATA_DIR (docs/configuration.md, data_dir). The operations and their JSON:
+ * docs/api.md.
  *
  * `run`: the task is started with "wait_fd": true and its exit waited for with poll()
  * on that fd (then driver_wait answers at once), as a host waiting on many tasks would.
@@ -88,20 +90,9 @@ static free_fn p_free;
 static int quiet;
 static int purge;
 
-static const char *status_name(int32_t s) {
-    switch (s) {
-    case DRIVER_OK: return "DRIVER_OK";
-    case DRIVER_INVALID: return "DRIVER_INVALID";
-    case DRIVER_NOT_FOUND: return "DRIVER_NOT_FOUND";
-    case DRIVER_TIMEOUT: return "DRIVER_TIMEOUT";
-    case DRIVER_UNSUPPORTED: return "DRIVER_UNSUPPORTED";
-    case DRIVER_ARTIFACT: return "DRIVER_ARTIFACT";
-    case DRIVER_START: return "DRIVER_START";
-    case DRIVER_CONFLICT: return "DRIVER_CONFLICT";
-    case DRIVER_INTERNAL: return "DRIVER_INTERNAL";
-    default: return "unknown status";
-    }
-}
+typedef const char *(*status_str_fn)(int32_t);
+/* driver_status_str(): a status as text ("timed out"), static in the library. */
+static status_str_fn status_str;
 
 static void *sym(const char *name) {
     void *p;
@@ -157,6 +148,8 @@ static void load(const char *path) {
         }
         p = sym("driver_free");
         memcpy(&p_free, &p, sizeof p_free);
+        p = sym("driver_status_str");
+        memcpy(&status_str, &p, sizeof status_str);
     }
 }
 
@@ -203,7 +196,7 @@ static int32_t call(const char *name, const char *req, char **resp, int soft) {
     int32_t st = op(name)(req, resp);
     if (st != DRIVER_OK && !soft) {
         fprintf(stderr, "harness: %s failed with status %d (%s): %s\n", name, (int)st,
-                status_name(st), *resp ? *resp : "(no response)");
+                status_str(st), *resp ? *resp : "(no response)");
         p_free(*resp);
         *resp = NULL;
         exit(HARNESS_FAIL);
@@ -497,7 +490,7 @@ static int cmd_start(const char *job_path, const char *handle_path) {
 /* Prints a failed call's response on stdout and a message on stderr; returns the status. */
 static int soft_fail(const char *name, int32_t st, const char *resp) {
     printf("%s\n", resp ? resp : "null");
-    fprintf(stderr, "harness: %s failed with status %d (%s)\n", name, (int)st, status_name(st));
+    fprintf(stderr, "harness: %s failed with status %d (%s)\n", name, (int)st, status_str(st));
     return (int)st;
 }
 

@@ -176,7 +176,7 @@ fn driver_error_prints_error_json_and_exits_2() {
     let o = run(&["run", jf.to_str().unwrap()], d.path());
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("DRIVER_START"), "{err}");
+    assert!(err.contains("status 6 (start failed)"), "{err}");
     assert!(err.contains("\"command_not_found\""), "{err}");
 
     std::fs::write(&jf, r#"{"name": "b", "config": {"comand": "x"}}"#).unwrap();
@@ -184,7 +184,7 @@ fn driver_error_prints_error_json_and_exits_2() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("DRIVER_INVALID") && err.contains("comand"),
+        err.contains("(invalid request or configuration)") && err.contains("comand"),
         "{err}"
     );
 }
@@ -379,7 +379,7 @@ fn step_by_step_across_processes() {
     assert_eq!(o.status.code(), Some(3), "still running: DRIVER_TIMEOUT");
     assert_eq!(json_out(&o)["error"]["code"], "timeout");
     assert!(
-        text(&o.stderr).contains("DRIVER_TIMEOUT"),
+        text(&o.stderr).contains("status 3 (timed out)"),
         "{}",
         text(&o.stderr)
     );
@@ -443,42 +443,62 @@ fn step_by_step_across_processes() {
     );
 }
 
-/// The README's shell snippet (harness step by step), run verbatim with `harness` on PATH.
-const README_STEPS: &str = r#"h=$(mktemp)
-harness start examples-c/jobs/sleep-raw.json "$h"   # prints {"task_id":...,"handle":{...}}
-harness inspect "$h"             # another process: recover the handle, then inspect: "running"
-harness stats "$h"
-harness wait "$h" 100 || echo "wait: status $?"    # 3 = DRIVER_TIMEOUT: still running
-harness stop "$h"                # SIGTERM (the job's kill_signal), SIGKILL after kill_timeout
-harness wait "$h"                # {"exit_code":143,"signal":15,...}
-harness -p destroy "$h" && rm "$h"
-"#;
-
+/// The README's harness block (step by step), run as written from a copy of the
+/// repository's root, but for `cargo build`: that copy holds what it would have made
+/// (this test run's library in `target/debug/`, the supervisor beside it), the sources
+/// `make -C examples-c` reads, and the sample jobs. Nothing tells the harness where the
+/// library is, nor the library where its supervisor is: no `PATH`, `EXECDRIVER_LIB` or
+/// `EXECDRIVER_SHIM`.
 #[test]
 fn readme_step_by_step_snippet() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.starts_with("cargo build && make -C examples-c"))
+        .expect("README's harness block");
+    let (first, steps) = block.split_once('\n').unwrap();
+    let build = first.split('#').next().unwrap().trim_end();
+    assert_eq!(build, "cargo build && make -C examples-c");
+
     let d = TempDir::new("ch-readme");
-    let bin = d.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(harness(), bin.join("harness")).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let repo = d.path().join("repo");
+    let debug = repo.join("target/debug");
+    std::fs::create_dir_all(&debug).unwrap();
+    std::fs::create_dir_all(repo.join("examples-c")).unwrap();
+    // A copy, not a link: the library looks for its supervisor beside its real path.
+    std::fs::copy(lib(), debug.join("libexecdriver.so")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_execdriver-shim"),
+        debug.join("execdriver-shim"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(root().join("include"), repo.join("include")).unwrap();
+    for f in ["Makefile", "harness.c", "jobs"] {
+        std::os::unix::fs::symlink(
+            root().join("examples-c").join(f),
+            repo.join("examples-c").join(f),
+        )
+        .unwrap();
+    }
+    let script = format!("make -C examples-c\n{steps}");
     let o = Command::new("sh")
-        .args(["-ec", README_STEPS])
-        .current_dir(root())
-        .env("PATH", path)
-        .env("EXECDRIVER_LIB", lib())
-        .env("EXECDRIVER_DATA_DIR", d.path())
-        .env("EXECDRIVER_SHIM", env!("CARGO_BIN_EXE_execdriver-shim"))
+        .args(["-ec", &script])
+        .current_dir(&repo)
+        .env_remove("EXECDRIVER_LIB")
+        .env_remove("EXECDRIVER_SHIM")
+        .env("EXECDRIVER_DATA_DIR", d.path().join("data"))
         .output()
         .unwrap();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", text(&o.stderr));
+    // What make printed, then: start, inspect, stats, wait's error object, the echo, stop,
+    // wait, destroy.
     let lines: Vec<&str> = out.lines().collect();
-    // start, inspect, stats, wait's error object, the echo, stop, wait, destroy.
-    assert_eq!(lines.len(), 8, "{out}");
+    assert!(lines.len() > 8, "{out}");
+    let lines = &lines[lines.len() - 8..];
+    assert!(repo.join("examples-c/harness").is_file(), "{out}");
+    assert!(lines[0].contains("\"handle\""), "{out}");
     assert!(lines[1].contains("\"state\":\"running\""), "{out}");
     assert!(lines[3].contains("\"timeout\""), "{out}");
     assert_eq!(lines[4], "wait: status 3", "{out}");

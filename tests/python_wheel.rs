@@ -1,5 +1,6 @@
 //! The Python wheel end to end: `python/build_wheel.py` packs the freshly built library
-//! and supervisor, pip installs the wheel into a fresh venv (no index), and a script run
+//! and supervisor, python/README.md's install block puts the wheel into a fresh venv (no
+//! index), and a script run
 //! from outside the repository with no `EXECDRIVER_*` or `PYTHONPATH` in its environment
 //! checks the wheel (tag, RECORD hashes, modes) and the installed package (the shim is
 //! executable, `Driver()` loads the bundled library, which finds the bundled shim), then
@@ -113,13 +114,14 @@ fn wheel_installs_into_a_fresh_venv_and_runs_tasks() {
         );
     }
     let tmp = TempDir::new("wheel");
-    let (dist, venv, work, data, allocs) = (
-        tmp.path().join("dist"),
-        tmp.path().join("venv"),
+    let (work, data, allocs) = (
         tmp.path().join("work"),
         tmp.path().join("data"),
         tmp.path().join("allocs"),
     );
+    // python/README.md's install block runs in `work` as from the repository root: the
+    // wheel where build_wheel.py puts it, the venv in `.venv`.
+    let (dist, venv) = (work.join("target/wheels"), work.join(".venv"));
     for d in [&work, &allocs] {
         std::fs::create_dir(d).unwrap();
     }
@@ -148,25 +150,38 @@ fn wheel_installs_into_a_fresh_venv_and_runs_tasks() {
         .collect();
     assert_eq!(made, [name]);
 
-    run_ok(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "python3 -m venv",
+    // The install block as written, but for its first line (the wheel is made above,
+    // from this test's build): a venv, pip installs the wheel into it, the venv's Python
+    // loads the bundled library. pip is kept off the network by its environment only.
+    let readme = std::fs::read_to_string(root.join("python/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let (first, rest) = block.split_once('\n').unwrap();
+    assert!(
+        first.starts_with("python3 python/build_wheel.py"),
+        "{block}"
+    );
+    assert!(
+        rest.contains("python3 -m venv .venv\n") && rest.contains(".venv/bin/pip install"),
+        "python/README.md installs outside a venv (PEP 668):\n{block}"
+    );
+    let printed = run_ok(
+        bare(Command::new("bash").args(["-euo", "pipefail", "-c", rest]))
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_NO_CACHE_DIR", "1")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .current_dir(&work),
+        "python/README.md's install block",
+    );
+    assert_eq!(
+        printed.lines().last(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{printed}"
     );
     let python = venv.join("bin/python");
-    run_ok(
-        bare(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--no-index",
-            "--no-deps",
-            "--no-cache-dir",
-            "--disable-pip-version-check",
-        ]))
-        .arg(&wheel)
-        .current_dir(&work),
-        "pip install --no-index",
-    );
 
     let printed = run_ok(
         bare(Command::new(&python).arg("-c").arg(CHECK))

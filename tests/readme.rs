@@ -51,8 +51,8 @@ const SNIPPETS: [(&str, &str, &str); 8] = [
     ),
     (
         "sh",
-        "h=$(mktemp)",
-        "tests/c_harness.rs (README_STEPS, the same text)",
+        "cargo build && make -C examples-c",
+        "tests/c_harness.rs (readme_step_by_step_snippet)",
     ),
     (
         "python",
@@ -120,7 +120,7 @@ fn go_agent_snippet_runs() {
     }
     let block = blocks(&root().join("README.md"), "sh")
         .into_iter()
-        .find(|b| b.starts_with("cargo build"))
+        .find(|b| b.starts_with("cargo build\n"))
         .unwrap();
     let d = TempDir::new("readme-agent");
     let bin = d.path().join("bin");
@@ -160,6 +160,17 @@ fn go_agent_snippet_runs() {
         line.contains("\"exit_code\":0") && line.contains("\"task_id\":\"hello-"),
         "{line}"
     );
+}
+
+/// `readelf -d` of an ELF file: its dynamic section.
+fn dynamic_section(file: &Path) -> String {
+    let o = Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .expect("readelf runs (binutils, which gcc needs)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -214,6 +225,29 @@ fn c_example_compiles_and_runs() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(prefix.join("libexec/execdriver/execdriver-shim").is_file());
+    // The installed library is named by its SONAME, the program needs it by that name
+    // (not by the `.so` link it was linked through), and finds it through its rpath.
+    let lib = dynamic_section(&prefix.join("lib/libexecdriver.so.1"));
+    assert!(
+        lib.contains("(SONAME)") && lib.contains("Library soname: [libexecdriver.so.1]"),
+        "{lib}"
+    );
+    let prog = dynamic_section(&d.path().join("a.out"));
+    let needed: Vec<&str> = prog
+        .lines()
+        .filter(|l| l.contains("(NEEDED)") && l.contains("libexecdriver"))
+        .collect();
+    assert!(
+        needed.len() == 1 && needed[0].contains("Shared library: [libexecdriver.so.1]"),
+        "{prog}"
+    );
+    let libdir = prefix.join("lib");
+    assert!(
+        prog.lines()
+            .any(|l| (l.contains("(RUNPATH)") || l.contains("(RPATH)"))
+                && l.contains(libdir.to_str().unwrap())),
+        "{prog}"
+    );
     assert!(
         out.lines().nth(1).unwrap().starts_with("0 {") && out.contains("\"exit_code\":0"),
         "{out}"
@@ -227,27 +261,133 @@ fn c_example_compiles_and_runs() {
 
 #[test]
 fn python_and_shell_snippets_are_the_tested_ones() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let py = blocks(&root().join("python/README.md"), "python");
     assert!(
         blocks(&root().join("README.md"), "python").contains(&py[0]),
         "README's Python snippet differs from python/README.md's (tested) one"
     );
     let harness_test = std::fs::read_to_string(root().join("tests/c_harness.rs")).unwrap();
-    let steps = harness_test
-        .split("const README_STEPS: &str = r#\"")
-        .nth(1)
-        .unwrap()
-        .split("\"#;")
-        .next()
-        .unwrap();
     assert!(
-        readme.contains(steps),
-        "README's harness snippet differs from tests/c_harness.rs README_STEPS"
+        harness_test.contains("\"cargo build && make -C examples-c\""),
+        "tests/c_harness.rs no longer runs the README's harness block"
     );
     let go_test = std::fs::read_to_string(root().join("examples-go/readme_test.go")).unwrap();
     assert!(
         go_test.contains("../README.md"),
         "examples-go/readme_test.go no longer runs the README's Go snippet"
     );
+}
+
+/// `scripts/prereqs.sh`, as demo.sh and test.sh use it: a missing tool, where nothing
+/// can install it (no apt-get on PATH), stops it at once with the exact `apt-get install`
+/// command; no cargo, with the rustup one. Both scripts check before they build, with the
+/// tools the README names for each.
+#[test]
+fn prerequisites_stop_with_the_command() {
+    let d = TempDir::new("readme-prereqs");
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let which = |tool: &str| {
+        std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(tool))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_else(|| panic!("{tool} is not on PATH"))
+    };
+    for tool in ["sed", "sort", "head", "id", "cargo", "rustc"] {
+        std::os::unix::fs::symlink(which(tool), bin.join(tool)).unwrap();
+    }
+    let prereqs = |path: &Path, args: &str| {
+        let t0 = std::time::Instant::now();
+        let o = Command::new(which("bash"))
+            .args([
+                "-euo",
+                "pipefail",
+                "-c",
+                &format!(". scripts/prereqs.sh; prereqs demo.sh {args}; echo passed"),
+            ])
+            .current_dir(root())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = prereqs(&bin, "sed:sed no-such-tool:no-such-package");
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(
+        err.contains("demo.sh: missing no-such-package")
+            && err.contains("\n    apt-get install -y no-such-package\n"),
+        "{err}"
+    );
+    let (code, out, err) = prereqs(&bin, "sed:sed");
+    assert_eq!((code, out.as_str()), (Some(0), "passed\n"), "{err}");
+
+    std::fs::remove_file(bin.join("cargo")).unwrap();
+    let (code, _, err) = prereqs(&bin, "sed:sed");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("https://sh.rustup.rs"), "{err}");
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let msrv = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    assert!(err.contains(&format!("Rust {msrv} or later")), "{err}");
+
+    // Each script checks first, and the README names what each needs.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let needs = readme
+        .split("Needs:")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let needs = needs.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(needs.contains(&format!("{msrv} or later")), "{needs}");
+    for script in ["demo.sh", "test.sh"] {
+        let text = std::fs::read_to_string(root().join(script)).unwrap();
+        let call = text.find(&format!("\nprereqs {script} ")).unwrap();
+        assert!(
+            text.find("\ncargo ").unwrap() > call,
+            "{script} builds first"
+        );
+        let line = text[call..]
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .replace("\\\n", " ");
+        let line = line.lines().nth(1).unwrap();
+        let mentioned = needs
+            .split(&format!("`./{script}` also needs"))
+            .nth(1)
+            .unwrap();
+        let mentioned = mentioned
+            .split(';')
+            .next()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap();
+        for tool in line.split_whitespace().filter(|w| w.contains(':')) {
+            let cmd = tool.split(':').next().unwrap();
+            let named = match cmd {
+                "go" => "Go",
+                "mkfs.ext4" => "e2fsprogs",
+                "unshare" => "util-linux",
+                other => other,
+            };
+            assert!(
+                mentioned.contains(named),
+                "README's Needs does not say {script} needs {named}: {mentioned}"
+            );
+        }
+    }
 }
