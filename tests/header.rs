@@ -1,5 +1,6 @@
 //! The committed `include/execdriver.h` must be exactly what cbindgen generates from the
-//! crate now (SPEC: the header is generated and committed).
+//! crate now; everything it declares is in docs/api.md, and driver_status_str() answers
+//! what docs/api.md's status table says.
 //!
 //! Regenerate after changing the ABI or its doc comments:
 //!     UPDATE_HEADER=1 cargo test --test header
@@ -162,4 +163,157 @@ fn header_compiles() {
         );
     }
     let _ = std::fs::remove_file(&probe);
+}
+
+/// Each `driver_*` function, `Driver*` type, `DRIVER_*` constant and `EXECDRIVER_*`
+/// macro of the header is in docs/api.md; so is every error code of src/error.rs, as a
+/// row of its table of error codes and under its status in the table of statuses.
+#[test]
+fn api_md_names_everything_in_the_header() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let h = std::fs::read_to_string(root.join("include/execdriver.h")).unwrap();
+    let api = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for word in h.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        let declared = word.starts_with("driver_")
+            || word.starts_with("DRIVER_")
+            || (word.starts_with("Driver") && word.len() > "Driver".len())
+            || (word.starts_with("EXECDRIVER_") && word != "EXECDRIVER_H");
+        if declared {
+            names.insert(word);
+        }
+    }
+    for f in [
+        "driver_abi_version",
+        "driver_status_str",
+        "DriverLogLevel",
+        "DRIVER_LOG_OFF",
+    ] {
+        assert!(names.contains(f), "{f} not found in the header");
+    }
+    let missing: Vec<_> = names.iter().filter(|n| !api.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/api.md does not mention {missing:?}"
+    );
+    for f in ["driver_abi_version", "driver_version", "driver_status_str"] {
+        assert!(
+            api.contains(&format!("\n### {f}\n")),
+            "docs/api.md has no section {f}"
+        );
+    }
+
+    let section = |title: &str| {
+        let start = api
+            .find(&format!("\n## {title}\n"))
+            .unwrap_or_else(|| panic!("docs/api.md has no section {title}"));
+        let body = &api[start + title.len() + 5..];
+        body[..body.find("\n## ").unwrap_or(body.len())].to_string()
+    };
+    let (errors, statuses) = (section("Error codes"), section("Status codes"));
+    for code in execdriver::Code::ALL {
+        let c = code.as_str();
+        assert!(
+            errors.contains(&format!("\n| `{c}` |")),
+            "docs/api.md's error codes have no row for {c}"
+        );
+        let status = code.status() as i32;
+        let row = statuses
+            .lines()
+            .find(|l| l.starts_with(&format!("| {status} |")))
+            .unwrap_or_else(|| panic!("docs/api.md's status table has no row {status}"));
+        assert!(row.contains(&format!("`{c}`")), "{c} is not in: {row}");
+    }
+}
+
+/// The texts of docs/api.md's status table: (value, `driver_status_str()`), from its rows.
+fn documented_status_texts() -> Vec<(i32, String)> {
+    let api =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
+    let table = &api[api.find("\n## Status codes\n").unwrap()..];
+    let rows: Vec<(i32, String)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| value |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let text = cells.last().unwrap().trim_end_matches(" |");
+            (
+                cells[0].trim_start_matches("| ").parse().unwrap(),
+                text.trim_matches('`').to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    rows
+}
+
+/// driver_status_str() from a C program linked against the library (as an install links
+/// it: by its SONAME, found through an rpath): every status 0–8 gives the text
+/// docs/api.md's table says, and other values "unknown status".
+#[test]
+fn status_str_from_c() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = common::TempDir::new("hdr-status");
+    let dir = d.path();
+    std::os::unix::fs::symlink(common::built_lib(), dir.join("libexecdriver.so.1")).unwrap();
+    std::os::unix::fs::symlink("libexecdriver.so.1", dir.join("libexecdriver.so")).unwrap();
+    let src = dir.join("probe.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdint.h>\n#include \"execdriver.h\"\n\
+         int main(void) {\n\
+             const int32_t s[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, -1, 9, INT32_MIN, INT32_MAX};\n\
+             for (unsigned i = 0; i < sizeof s / sizeof s[0]; i++)\n\
+                 printf(\"%ld\\t%s\\n\", (long)s[i], driver_status_str(s[i]));\n\
+             return 0;\n}\n",
+    )
+    .unwrap();
+    let exe = dir.join("probe");
+    let cc = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-L")
+        .arg(dir)
+        .arg(format!("-Wl,-rpath,{}", dir.display()))
+        .arg("-lexecdriver")
+        .output();
+    let cc = match cc {
+        Ok(o) => o,
+        Err(e) => {
+            common::skip(&format!("gcc cannot run: {e}"));
+            return;
+        }
+    };
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = Command::new(&exe)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<(i32, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (n, t) = l.split_once('\t').unwrap();
+            (n.parse().unwrap(), t.to_string())
+        })
+        .collect();
+    let mut want = documented_status_texts();
+    for n in [-1, 9, i32::MIN, i32::MAX] {
+        want.push((n, "unknown status".to_string()));
+    }
+    assert_eq!(got, want);
 }
