@@ -188,9 +188,9 @@ int32_t driver_configure(const char *request_json, char **response_json);
 int32_t driver_fingerprint(const char *request_json, char **response_json);
 
 /**
- * Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
- * starts the command; returns `{task_id, pid, task_dir, started_at, handle}`. Blocks
- * the calling thread while it fetches.
+ * Starts a task (docs/api.md; what it sees: docs/task.md): fetches artifacts, builds
+ * the environment and isolation, starts the command; returns `{task_id, pid, task_dir,
+ * started_at, handle}`. Blocks the calling thread while it fetches.
  * Calling convention and safety: see the top of this header.
  *
  * # Safety

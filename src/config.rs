@@ -1,6 +1,6 @@
 //! Typed parsing of the plugin configuration (`driver_configure`) and the task
-//! (`driver_start`) of SPEC §2. Unknown keys are errors naming the key; type errors
-//! name the JSON path of the field.
+//! (`driver_start`), as docs/configuration.md and docs/api.md describe them. Unknown keys
+//! are errors naming the key; type errors name the JSON path of the field.
 
 use crate::error::{Code, Error, Result};
 use serde::de::DeserializeOwned;
@@ -78,8 +78,9 @@ pub struct PluginConfig {
     /// `$EXECDRIVER_DATA_DIR`, else `/var/lib/execdriver` as root, else a per-user
     /// directory. Created if missing and must be writable.
     pub data_dir: Option<String>,
-    /// The `execdriver-shim` binary. `null`: `$EXECDRIVER_SHIM`, else next to the loaded
-    /// library.
+    /// The `execdriver-shim` binary. `null`: `$EXECDRIVER_SHIM`, else `execdriver-shim` in
+    /// the directory of the loaded library, else in `<libdir>/../libexec/execdriver/`
+    /// (where `install.sh` puts it).
     pub shim_path: Option<String>,
     /// Relative path of the task cgroups' parent under each controller's mount: no `.`,
     /// `..` or empty components (`nomad`, not `/nomad`).
@@ -120,7 +121,7 @@ pub struct PluginConfig {
     pub artifact: ArtifactConfig,
     /// After a start, keep one supervisor of that kind started ahead, idle (for exec with
     /// its command process prepared), so that the next start of that kind skips most of
-    /// its set-up (not in the SPEC; see the README).
+    /// its set-up (see docs/design.md).
     pub prestart_supervisor: bool,
     /// The most verbose level written to `log_path`: `off`, `error`, `warn`, `info`,
     /// `debug` or `trace`.
@@ -174,7 +175,8 @@ impl Default for PluginConfig {
     }
 }
 
-/// `artifact` section of the plugin configuration (SPEC §2, §4).
+/// `artifact` section of the plugin configuration (docs/configuration.md; artifacts in
+/// docs/task.md).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -297,7 +299,7 @@ impl DriverKind {
     }
 }
 
-/// The task of `driver_start` (SPEC §2).
+/// The task of `driver_start` (docs/api.md; what it sees: docs/task.md).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -367,7 +369,8 @@ pub struct TaskRequest {
     /// exec only: the task's cgroup limits.
     #[serde(default)]
     pub resources: Resources,
-    /// exec only: the task's network (SPEC §2); absent means the host's.
+    /// exec only: the task's network (docs/api.md, `network_isolation`); absent means the
+    /// host's.
     #[serde(default)]
     pub network_isolation: Option<NetworkIsolation>,
     /// Return a `wait_fd` with the start: a file descriptor (the read end of a pipe,
@@ -550,7 +553,7 @@ fn signal_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// One entry of `artifacts` (SPEC §4).
+/// One entry of `artifacts` (docs/task.md, Artifacts).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -680,7 +683,7 @@ pub const MAX_ID_CHARS: usize = 128;
 /// (`<name>.stderr.<n>`) within the kernel's 255-byte limit.
 pub const MAX_ID_BYTES: usize = 200;
 
-/// Checks an identifier that becomes a part of host paths and cgroup names (SPEC §2):
+/// Checks an identifier that becomes a part of host paths and cgroup names (docs/api.md):
 /// 1–128 characters (at most 200 bytes), none of them `/`, NUL or a control character, and
 /// not `.` or `..`. Anything else is `invalid_config` naming `field`: it never reaches a
 /// path.

@@ -1,4 +1,4 @@
-//! The C ABI (SPEC §1). Thin: pointers in, `&str` to [`crate::host::driver`], JSON and a
+//! The C ABI (docs/api.md). Thin: pointers in, `&str` to [`crate::host::driver`], JSON and a
 //! status out. Every export catches panics and returns `DRIVER_INTERNAL`.
 
 use crate::error::{Error, Status};
@@ -228,9 +228,9 @@ pub unsafe extern "C" fn driver_fingerprint(
     )
 }
 
-/// Starts a task (SPEC §2): fetches artifacts, builds the environment and isolation,
-/// starts the command; returns `{task_id, pid, task_dir, started_at, handle}`. Blocks
-/// the calling thread while it fetches.
+/// Starts a task (docs/api.md; what it sees: docs/task.md): fetches artifacts, builds
+/// the environment and isolation, starts the command; returns `{task_id, pid, task_dir,
+/// started_at, handle}`. Blocks the calling thread while it fetches.
 /// Calling convention and safety: see the top of this header.
 ///
 /// # Safety

@@ -1,11 +1,11 @@
-"""Python bindings for libexecdriver.so (SPEC.md sections 1-2), over ctypes, stdlib only.
+"""Python bindings for libexecdriver.so (docs/api.md), over ctypes, stdlib only.
 
     from execdriver import Driver, StartError
 
     drv = Driver()                      # EXECDRIVER_LIB, or libexecdriver.so next to this package
     with drv.run({"name": "hi", "driver": "raw_exec",
                   "config": {"command": "/bin/echo", "args": ["hi"]}}) as task:
-        print(task.wait(timeout_ms=5000)["exit_code"])
+        print(task.wait(timeout=5)["exit_code"])
 
 Every operation takes and returns dicts; a non-OK status raises the `DriverError`
 subclass for that status, carrying `.code`, `.field`, `.message` and `.status`.

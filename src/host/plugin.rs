@@ -163,8 +163,10 @@ pub fn data_dir(cfg: &PluginConfig) -> PathBuf {
 }
 
 /// `shim_path`: configured, else `$EXECDRIVER_SHIM`, else `execdriver-shim` next to the
-/// loaded library, or where `install.sh` puts it (`<libdir>/../libexec/execdriver/`), or
-/// (for Rust tests linking the rlib) one above the binary.
+/// loaded library (`cargo build`'s `target/<profile>/`, the wheel's package directory),
+/// else where `install.sh` puts it (`<libdir>/../libexec/execdriver/`). The library's path
+/// is its real one (symlinks resolved), so a `libexecdriver.so` link elsewhere does not
+/// move the search.
 pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
     if let Some(p) = &cfg.shim_path {
         return Ok(p.into());
@@ -179,13 +181,12 @@ pub fn shim_path(cfg: &PluginConfig) -> Result<PathBuf> {
         candidates.push(dir.join("execdriver-shim"));
         if let Some(up) = dir.parent() {
             candidates.push(up.join("libexec/execdriver/execdriver-shim"));
-            candidates.push(up.join("execdriver-shim"));
         }
     }
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         Error::new(
             Code::Unsupported,
-            "execdriver-shim not found next to the library; set shim_path or $EXECDRIVER_SHIM",
+            "execdriver-shim not found next to the library nor in <libdir>/../libexec/execdriver/; set shim_path or $EXECDRIVER_SHIM",
         )
     })
 }

@@ -1,4 +1,4 @@
-"""ctypes tests of libexecdriver.so: every export of the C ABI (SPEC.md section 1-2).
+"""ctypes tests of libexecdriver.so: every export of the C ABI (docs/api.md).
 
 Stdlib only. Loads the library named by $EXECDRIVER_LIB (default: target/debug/
 libexecdriver.so under the repository root). The library finds its supervisor next to
@@ -269,7 +269,7 @@ class Lifecycle(DriverTest):
             self.hup_exits_7(sig)
 
     def test_signal_as_json_number(self):
-        # SPEC driver_signal: "names with or without SIG, or numbers".
+        # docs/api.md, driver_signal: a name with or without SIG, any case, or a number.
         self.hup_exits_7(1)
 
     def test_signal_errors(self):

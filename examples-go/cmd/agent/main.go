@@ -2,15 +2,16 @@
 //
 //	agent [-lib PATH] [-purge] JOB.json...
 //
-// It starts every job file (a driver_start request, SPEC §2), waits on each task from
-// its own goroutine, and prints each wait result as one JSON line prefixed by the job
-// file: `JOB.json: {"task_id":...,"exit_code":0,...}`. Finished tasks are destroyed
-// (-purge also removes their directories). On SIGINT or SIGTERM it stops its running
-// tasks with driver_stop (each task's kill_signal and kill_timeout_ms), prints their
-// results and exits with 128+signal.
+// It starts every job file (a driver_start request: docs/api.md, docs/task.md), waits on
+// each task from its own goroutine, and prints each wait result as one JSON line
+// prefixed by the job file: `JOB.json: {"task_id":...,"exit_code":0,...}`. Finished
+// tasks are destroyed (-purge also removes their directories). On SIGINT or SIGTERM it
+// stops its running tasks with driver_stop (each task's kill_signal and
+// kill_timeout_ms), prints their results and exits with 128+signal.
 //
-// The library comes from -lib, else $EXECDRIVER_LIB. It finds execdriver-shim next to
-// itself (or via $EXECDRIVER_SHIM) and keeps state under $EXECDRIVER_DATA_DIR.
+// The library comes from -lib, else $EXECDRIVER_LIB. It runs the supervisor named by
+// $EXECDRIVER_SHIM, else the execdriver-shim next to itself, else the one of an install
+// (<libdir>/../libexec/execdriver/), and keeps state under $EXECDRIVER_DATA_DIR.
 //
 // Exit status: 0 when every task exited 0; 1 when one did not; 2 when the agent could not
 // run (bad usage, library not loadable, a job file the library rejects: the library's
