@@ -62,6 +62,39 @@ func goroutinesBackTo(t *testing.T, base int) {
 	}
 }
 
+// unavailable skips the test for want of what CI has (root, cgroups); under CI (env CI
+// set and not empty, as .ci/run sets it) it fails instead.
+func unavailable(t *testing.T, reason string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("required in CI: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+// goroutineIn waits until one goroutine's stack holds every one of fns (function names
+// as runtime.Stack prints them): the call under test is in progress there.
+func goroutineIn(t *testing.T, fns ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			all := true
+			for _, f := range fns {
+				all = all && strings.Contains(g, f)
+			}
+			if all {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine in %v:\n%s", fns, buf)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Cancelling a Wait on a running task returns context.Canceled at once, leaves no
 // goroutine behind and no C call blocked (Wait calls the library on the calling
 // goroutine, so its return means the call returned), and the task can still be waited
@@ -114,6 +147,39 @@ func TestWaitCancelled(t *testing.T) {
 	again, err := drv.Wait(wctx, task.TaskID)
 	if err != nil || again.ExitCode != res.ExitCode || again.Signal != res.Signal || !again.FinishedAt.Equal(res.FinishedAt) {
 		t.Fatalf("Wait after Stop: %+v, %v; Stop gave %+v", again, err, res)
+	}
+}
+
+// Without a wait fd (NoWaitFD; as for a recovered task) Wait calls driver_wait in 100 ms
+// slices: cancelled while one of them blocks in the library, it returns ctx.Err() when
+// that slice ends, with no goroutine left, and (the call being on its goroutine) no C
+// call either. The task runs on.
+func TestWaitCancelledWithoutWaitFD(t *testing.T) {
+	s, _ := startShell(t, "cancelled-nofd", "exec sleep 600", true)
+	base := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := drv.Wait(ctx, s.TaskID)
+		done <- err
+	}()
+	// In a slice: inside driver_wait, called from the sliced loop.
+	goroutineIn(t, "execdriver.(*Driver).waitSliced", "execdriver._Cfunc_ed_call")
+	t0 := time.Now()
+	cancel()
+	err := <-done
+	took := time.Since(t0)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Wait: want context.Canceled, got %v", err)
+	}
+	// One slice is 100 ms; the rest is the margin of a loaded machine.
+	if took > 300*time.Millisecond {
+		t.Errorf("Wait returned %v after the cancel", took)
+	}
+	goroutinesBackTo(t, base)
+	if _, err := drv.WaitFor(context.Background(), s.TaskID, 0); !errors.Is(err, execdriver.ErrTimeout) {
+		t.Fatalf("the task after the cancelled Wait: want it running, got %v", err)
 	}
 }
 

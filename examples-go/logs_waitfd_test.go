@@ -137,7 +137,7 @@ func TestLogsFollowCancelAndClose(t *testing.T) {
 		_, err := io.ReadAll(r)
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	goroutineIn(t, "execdriver.(*logReader).fetch", "execdriver._Cfunc_ed_call") // following
 	t0 := time.Now()
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
@@ -153,7 +153,7 @@ func TestLogsFollowCancelAndClose(t *testing.T) {
 		_, err := io.ReadAll(r)
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	goroutineIn(t, "execdriver.(*logReader).fetch", "execdriver._Cfunc_ed_call")
 	r.Close()
 	if err := <-done; !errors.Is(err, os.ErrClosed) {
 		t.Errorf("closed follow: %v", err)
