@@ -82,6 +82,8 @@ class DriverError(Exception):
         field: Optional[str] = None,
         response: Optional[JSON] = None,
     ) -> None:
+        """Made by Driver.call from a failed call's status and error object; `response`
+        is that whole object ({} when there was none)."""
         self.status = status
         self.code = code
         self.message = message
@@ -145,6 +147,22 @@ def _ms(timeout: Optional[float], timeout_ms: Optional[int]) -> Optional[int]:
     if timeout is not None:
         return -1 if timeout < 0 else int(round(timeout * 1000))
     return timeout_ms
+
+
+def _follow_ms(follow: Union[bool, float, None], follow_ms: Optional[int]) -> int:
+    """How long a driver_logs call may wait for more, in ms: `follow_ms` if given, else
+    `follow` seconds (a float; True is 1 s, None or False 0)."""
+    if follow_ms is not None:
+        if follow is not None and not isinstance(follow, bool):
+            raise TypeError("give follow (seconds) or follow_ms, not both")
+        return follow_ms
+    if follow is None or follow is False:
+        return 0
+    if follow is True:
+        return 1000
+    if follow < 0:
+        raise ValueError("follow must be >= 0 seconds, not %r" % follow)
+    return int(round(follow * 1000))
 
 
 class LogChunk(NamedTuple):
@@ -216,8 +234,16 @@ def _load(path: str) -> ctypes.CDLL:
         try:
             lib = ctypes.CDLL(path)
         except OSError as e:
+            hint = ""
+            if path == "libexecdriver.so":
+                hint = (
+                    "; this package has no library inside (installed from source?): "
+                    "build the wheel with `python3 python/build_wheel.py`, or point at a "
+                    "built one (target/debug/libexecdriver.so after `cargo build`)"
+                )
             raise OSError(
-                "cannot load %s (%s); pass Driver(path=...) or set EXECDRIVER_LIB" % (path, e)
+                "cannot load %s (%s); pass Driver(path=...) or set EXECDRIVER_LIB%s"
+                % (path, e, hint)
             ) from e
         lib.driver_abi_version.restype = ctypes.c_uint32
         lib.driver_abi_version.argtypes = []
@@ -246,6 +272,14 @@ class Driver:
     """A handle on libexecdriver.so. Cheap to create; safe to share between threads."""
 
     def __init__(self, path: Optional[str] = None) -> None:
+        """Loads the library (once per path and process; every Driver of one path
+        shares its task table): `path`, else $EXECDRIVER_LIB, else libexecdriver.so in
+        this package's directory (where the wheel puts it, beside execdriver-shim), else
+        "libexecdriver.so" from the dynamic loader's search path (see find_library).
+        Raises OSError, naming what to do, when it cannot be loaded (a package installed
+        from source, `pip install ./python`, holds no library), or when its C ABI is not
+        1. The library then runs $EXECDRIVER_SHIM, else the execdriver-shim beside it,
+        else <libdir>/../libexec/execdriver/execdriver-shim (an install's)."""
         self.path: str = find_library(path)
         self._lib = _load(self.path)
 
@@ -432,19 +466,22 @@ class Driver:
         offset: int = 0,
         origin: str = "start",
         limit_bytes: Optional[int] = None,
-        follow_ms: int = 0,
+        follow_ms: Optional[int] = None,
+        follow: Union[bool, float, None] = None,
     ) -> LogChunk:
         """Reads the task's `stream` ("stdout" or "stderr") across its rotated files:
         up to `limit_bytes` (library default 64 KiB, at most 1 MiB) from `offset` bytes
         after the stream's start (`origin="start"`) or before its current end
-        (`origin="end"`). With `follow_ms` > 0 a read that finds nothing new waits up to
-        that long for more while the task runs. Returns a LogChunk (exact bytes)."""
+        (`origin="end"`). With `follow` seconds (a float; True is 1 s) or `follow_ms`
+        > 0, a read that finds nothing new waits up to that long (at most 60 s) for
+        more while the task runs, blocking the calling thread. Returns a LogChunk (exact
+        bytes)."""
         req: JSON = {
             "task_id": task_id,
             "stream": stream,
             "offset": offset,
             "origin": origin,
-            "follow_ms": follow_ms,
+            "follow_ms": _follow_ms(follow, follow_ms),
         }
         if limit_bytes is not None:
             req["limit_bytes"] = limit_bytes
@@ -575,6 +612,9 @@ class Task:
     exit is known, by destroy() or close(), or when the Task is garbage-collected."""
 
     def __init__(self, driver: Driver, start_response: JSON) -> None:
+        """Made by Driver.start_task/run/recover_task from their response: `.id`,
+        `.pid`, `.task_dir` and `.handle` come from it, and the Task takes over its
+        "wait_fd" if it has one (closing it is then the Task's)."""
         self.driver = driver
         self.start_response = start_response
         self.id: str = start_response["task_id"]
@@ -686,22 +726,23 @@ class Task:
     def logs(
         self,
         stream: str = "stdout",
-        follow: bool = False,
+        follow: Union[bool, float] = False,
         from_end: Optional[int] = None,
         chunk: int = 65536,
-        follow_ms: int = 1000,
+        follow_ms: Optional[int] = None,
     ) -> Iterator[bytes]:
         """Iterates over the task's `stream` ("stdout" or "stderr") in chunks of bytes
         (each at most `chunk`, at most 1 MiB), from its start, or from `from_end` bytes
         before its current end. Without `follow` it stops at the current end; with
-        `follow` it goes on, each read waiting up to `follow_ms` for more, until the task
-        has ended and all its output was read. Bytes rotated out before they were read
-        are skipped (they are gone)."""
+        `follow` it goes on until the task has ended and all its output was read, each
+        read waiting up to `follow` seconds for more (a float; True is 1 s; or
+        `follow_ms` with follow=True). Bytes rotated out before they were read are
+        skipped (they are gone)."""
+        wait_ms = _follow_ms(follow, follow_ms) if follow else 0
         offset, origin = (0, "start") if from_end is None else (from_end, "end")
         while True:
             r = self.driver.logs(
-                self.id, stream, offset, origin, limit_bytes=chunk,
-                follow_ms=follow_ms if follow else 0,
+                self.id, stream, offset, origin, limit_bytes=chunk, follow_ms=wait_ms,
             )
             offset, origin = r.offset, "start"
             if r.data:
@@ -775,9 +816,13 @@ class Task:
         )
 
     def __enter__(self) -> "Task":
+        """Returns the Task itself: `with driver.run(task) as t:`."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Stops the task (its kill_signal, then SIGKILL after its kill_timeout) and
+        destroys it (forced), whatever ended the block; an exception from the block
+        propagates. A task already gone is no error; the wait fd is closed either way."""
         try:
             self.stop()
         except NotFoundError:
@@ -842,6 +887,10 @@ class ExecSession:
     task is destroyed, which kills the command) the library keeps the session."""
 
     def __init__(self, driver: Driver, response: JSON) -> None:
+        """Made by Driver.exec_session from the interactive driver_exec's response: it
+        takes over the response's fds (tty_fd, stdin_fd, stdout_fd, stderr_fd) as the
+        files `tty`, `stdin`, `stdout`, `stderr`, closing every one of them should that
+        fail."""
         self.driver = driver
         self.response = response
         self.exec_id: str = response["exec_id"]
@@ -1036,9 +1085,12 @@ class ExecSession:
                 f.close()
 
     def __enter__(self) -> "ExecSession":
+        """Returns the session itself: `with task.exec_session(...) as s:`."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """close(): the session's files are closed (a tty hangs up); the command is not
+        waited for, and an exception from the block propagates."""
         self.close()
 
 

@@ -88,6 +88,37 @@ def call(f, req=None):
     return status, json.loads(text)
 
 
+def unavailable(test, reason):
+    """Skips `test` for want of what CI has (root, cgroups); under CI (env CI set and not
+    empty, as .ci/run sets it) fails it instead."""
+    if os.environ.get("CI"):
+        test.fail("required in CI: " + reason)
+    test.skipTest(reason)
+
+
+# The system calls in which a thread blocks inside driver_wait (the library polls the
+# supervisor's pidfd and channel): poll and ppoll, by architecture.
+_POLL_SYSCALLS = {"x86_64": {7, 271}, "aarch64": {73}}
+
+
+def blocked_in_poll(native_ids, seconds=10):
+    """Waits until every thread of `native_ids` is blocked in a poll system call, as
+    /proc/self/task/<tid>/syscall shows it (a thread waiting for the GIL blocks in futex
+    instead); False if that has not happened within `seconds`."""
+    want = _POLL_SYSCALLS[os.uname().machine]
+    deadline = time.monotonic() + seconds
+    while True:
+        calls = []
+        for tid in native_ids:
+            with open("/proc/self/task/%d/syscall" % tid) as f:
+                calls.append(f.read().split()[0])
+        if all(c.lstrip("-").isdigit() and int(c) in want for c in calls):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+
+
 class DriverTest(unittest.TestCase):
     """Each test gets its own alloc dirs under a temp dir; tasks it starts are destroyed."""
 
@@ -477,9 +508,11 @@ class Concurrency(DriverTest):
         tid = r["task_id"]
         n = 8
         results = [None] * n
+        ids = [None] * n
         started = threading.Barrier(n + 1)
 
         def waiter(i):
+            ids[i] = threading.get_native_id()
             started.wait()
             results[i] = self.wait(tid)  # forever
 
@@ -487,7 +520,8 @@ class Concurrency(DriverTest):
         for t in threads:
             t.start()
         started.wait()
-        time.sleep(0.1)  # let them block in driver_wait
+        # Every waiter inside driver_wait before the task may exit.
+        self.assertTrue(blocked_in_poll(ids), "the waiters are not all in driver_wait")
         open(ready, "w").close()
         for t in threads:
             t.join(30)
@@ -603,7 +637,7 @@ class InteractiveExecRaw(DriverTest):
         if self.DRIVER == "exec":
             st, fp = call("fingerprint")
             if fp["attributes"].get("driver.exec") != "1":
-                self.skipTest("exec unavailable here: %s" % fp["health_description"])
+                unavailable(self, "exec unavailable here: %s" % fp["health_description"])
         t = self.task("echo ready; exec sleep 600", name="it")
         t["driver"] = self.DRIVER
         self.tid = self.start(t)["task_id"]
