@@ -183,7 +183,7 @@ fn key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         r => return r,
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::host::plugin::make_data_dir(data_dir)?;
     let path = data_dir.join(KEY_FILE);
     let tmp = data_dir.join(format!(".{KEY_FILE}.{}", crate::sys::random_hex(8)));
     let key = crate::sys::random_bytes(32)?;

@@ -93,7 +93,7 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         crate::cgroup::detect_cached().ok()
     };
     Ok(HostFacts {
-        dirs: prepare::paths(t, &id, cfg),
+        dirs: prepare::paths(t, &id, cfg)?,
         id,
         user,
         mounts,
