@@ -52,6 +52,34 @@ pub struct Handle {
     pub started_at: String,
     /// The start's nonce ([`crate::proto::spec::LaunchSpec::nonce`]).
     pub nonce: String,
+    /// For exec, [`confinement_of`] the task's isolation as it started: `driver_exec` of
+    /// a recovered task runs only under a launch spec that has the same. (Absent in the
+    /// handles of earlier releases: those get the other checks only.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<String>,
+}
+
+/// SHA-256 (hex) of what confines an exec task: its user, groups, capabilities, seccomp,
+/// namespaces and root. The authenticated handle carries it, so that a launch spec read
+/// back from disk is taken only as the task started (see `crate::host::exec_into`).
+pub fn confinement_of(iso: &crate::proto::spec::Isolation) -> String {
+    use sha2::Digest;
+    let parts = serde_json::json!([
+        iso.root,
+        iso.alloc,
+        iso.pid_ns,
+        iso.ipc_ns,
+        iso.no_pivot_root,
+        iso.uid,
+        iso.gid,
+        iso.groups,
+        iso.caps,
+        iso.raised,
+        iso.seccomp,
+        iso.netns,
+        iso.new_net
+    ]);
+    hex::encode(sha2::Sha256::digest(parts.to_string().as_bytes()))
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -255,6 +283,7 @@ mod tests {
             kill_timeout_ms: 5000,
             started_at: "2026-01-01T00:00:00.000000000Z".into(),
             nonce: "n".into(),
+            confinement: None,
         }
     }
 

@@ -343,6 +343,10 @@ fn commit(
         kill_timeout_ms: task.kill_timeout_ms,
         started_at: started_at.clone(),
         nonce: spec.nonce.clone(),
+        confinement: spec
+            .isolation
+            .as_ref()
+            .map(crate::host::handle::confinement_of),
     }
     .signed(key);
     let cgroup = spec.cgroup.clone();
