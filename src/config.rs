@@ -639,7 +639,8 @@ pub struct Resources {
     pub memory_mb: u64,
     /// The hard memory limit when > 0; at least `memory_mb`.
     pub memory_max_mb: u64,
-    /// `pids.max` when > 0.
+    /// `pids.max` when > 0; at most 4194304 (the kernel's limit).
+    #[cfg_attr(feature = "schema", schemars(range(max = 4194304)))]
     pub pids_max: u64,
 }
 
@@ -779,9 +780,23 @@ impl TaskRequest {
     }
 }
 
+/// The largest `pids.max` the kernel takes: `PID_MAX_LIMIT` of a 64-bit kernel (a
+/// larger value fails with EINVAL).
+pub const MAX_PIDS: u64 = 4 * 1024 * 1024;
+
 /// `resources`: the hard memory limit at least the reservation, no more cores than the
-/// host has.
+/// host has, a `pids_max` the kernel takes.
 fn validate_resources(r: &Resources) -> Result<()> {
+    if r.pids_max > MAX_PIDS {
+        return Err(Error::field(
+            Code::InvalidConfig,
+            "resources.pids_max",
+            format!(
+                "resources.pids_max ({}) is more than the kernel allows ({MAX_PIDS}, its most processes); 0 means no limit",
+                r.pids_max
+            ),
+        ));
+    }
     if r.memory_max_mb > 0 && r.memory_max_mb < r.memory_mb {
         return Err(Error::field(
             Code::InvalidConfig,

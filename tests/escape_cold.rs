@@ -59,3 +59,15 @@ fn proc_is_masked_in_the_mount_table() {
     setup();
     escape::proc_is_masked_in_the_mount_table(ROUTE);
 }
+
+#[test]
+fn planted_files_are_out_of_reach() {
+    setup();
+    escape::planted_files_are_out_of_reach(ROUTE);
+}
+
+#[test]
+fn a_killed_supervisor_does_not_free_the_task() {
+    setup();
+    escape::a_killed_supervisor_does_not_free_the_task(ROUTE);
+}

@@ -1,7 +1,8 @@
-//! The red-team suite, as a caller of the ABI: identifiers that try to become paths,
-//! forged and altered handles, a failed start beside a running sibling, a killed
-//! supervisor, timeouts that overflow, resources out of range. Each asserts the outcome:
-//! a clear error naming the field, and nothing read, written, deleted or left running.
+//! The red-team suite, as a caller of the ABI: identifiers and alloc dirs that try to
+//! become paths of the driver's own, forged and altered handles, a failed start beside a
+//! running sibling, timeouts that overflow, resources out of range. Each asserts the
+//! outcome: a clear error naming the field, and nothing read, written, deleted or left
+//! running. (A killed supervisor is tried on both start paths: `tests/escape/mod.rs`.)
 
 mod common;
 mod escape;
@@ -84,12 +85,73 @@ fn identifiers_never_become_paths() {
     )
     .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("alloc_dir"), "{e}");
+    // An alloc dir that would make a task's root (or its /alloc) the data dir, hold it or
+    // lie in it: the task would read other tasks' launch specs (their secrets) and could
+    // rewrite them. Also through a symlink.
+    execdriver::host::plugin::make_data_dir(&data).unwrap();
+    let parent = data.parent().unwrap();
+    let base = data.file_name().unwrap().to_str().unwrap();
+    let links = TempDir::new("datalink");
+    let link = links.path().join("to-data");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    for (alloc_dir, name) in [
+        (data.clone(), "tasks"),
+        (data.clone(), "t"),
+        (data.join("tasks"), "t"),
+        (data.join("alloc"), "t"),
+        (parent.to_path_buf(), base),
+        (
+            parent.parent().unwrap().to_path_buf(),
+            parent.file_name().unwrap().to_str().unwrap(),
+        ),
+        (link.clone(), "tasks"),
+        (link.join("claims"), "t"),
+    ] {
+        for driver in ["raw_exec", "exec"] {
+            let e = start(
+                json!({"name": name, "driver": driver, "alloc_dir": alloc_dir,
+                                 "config": {"command": "/bin/true"}}),
+            )
+            .unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                (execdriver::Code::InvalidConfig, Some("alloc_dir")),
+                "{} / {name}: {e}",
+                alloc_dir.display()
+            );
+        }
+    }
+    // The default layout's shape is the one allowed inside it.
+    let own = data
+        .join("alloc")
+        .join(format!("given-{}", std::process::id()));
+    let (w, _) = run(raw_task("t", &own, "true"));
+    assert_eq!(w["exit_code"], 0, "{w}");
+    let _ = std::fs::remove_dir_all(&own);
+    // (Other tests of this process start tasks meanwhile, with names of their own: their
+    // ids, `<name>-<16 hex>`, do not count.)
+    let others = ["f", "k", "c", "r", "n", "web", "a", "b"];
+    let theirs = |e: &str| {
+        e.rsplit_once('-').is_some_and(|(name, hex)| {
+            others.contains(&name) && hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    };
+    let ours = |dir: &Path, before: &[String]| -> Vec<String> {
+        listing(dir)
+            .into_iter()
+            .filter(|e| !before.contains(e) && !theirs(e))
+            .collect()
+    };
     assert_eq!(
-        listing(&data.join("alloc")),
-        allocs,
+        ours(&data.join("alloc"), &allocs),
+        [] as [String; 0],
         "an alloc dir was made"
     );
-    assert_eq!(listing(&data.join("tasks")), tasks, "a state dir was made");
+    assert_eq!(
+        ours(&data.join("tasks"), &tasks),
+        [] as [String; 0],
+        "a state dir was made"
+    );
     // A long name still gives an id that is an identifier.
     let d = TempDir::new("longname");
     let r = start(
@@ -103,6 +165,16 @@ fn identifiers_never_become_paths() {
     destroy(&id);
 }
 
+/// A task destroyed (forced) when the test ends, passed or not: a failed assertion leaves
+/// no task running and no cgroup behind.
+struct Task(String);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        destroy(&self.0);
+    }
+}
+
 /// Starts a sleeping raw_exec task; returns (id, handle).
 fn sleeper(d: &Path, name: &str) -> (String, Value) {
     let r = start(raw_task(name, d, "sleep 600")).unwrap();
@@ -112,6 +184,16 @@ fn sleeper(d: &Path, name: &str) -> (String, Value) {
     )
 }
 
+/// `handle` changed by `edit` and signed again with the data dir's key, as only the
+/// driver (or whoever holds that root-only key) can.
+fn resign(handle: &Value, edit: impl FnOnce(&mut execdriver::host::handle::Handle)) -> Value {
+    let mut v = handle.clone();
+    v.as_object_mut().unwrap().remove("mac");
+    let mut t: execdriver::host::handle::Handle = serde_json::from_value(v).unwrap();
+    edit(&mut t);
+    t.signed(&execdriver::host::handle::Key::of(&data_dir()).unwrap())
+}
+
 fn recover(handle: &Value) -> Result<Value, execdriver::Error> {
     op(execdriver::driver::recover, json!({"handle": handle}))
 }
@@ -119,8 +201,23 @@ fn recover(handle: &Value) -> Result<Value, execdriver::Error> {
 #[test]
 fn forged_and_altered_handles_touch_nothing() {
     setup();
-    let d = TempDir::new("forge");
-    let (id, handle) = sleeper(d.path(), "f");
+    let mut drivers = vec!["raw_exec"];
+    if common::exec_available() {
+        drivers.push("exec");
+    }
+    for driver in drivers {
+        let d = TempDir::new("forge");
+        let r = start(json!({"name": "f", "driver": driver, "alloc_dir": d.path(),
+                             "config": {"command": "/bin/sleep", "args": ["600"]}}))
+        .unwrap();
+        let task = Task(r["task_id"].as_str().unwrap().to_string());
+        forgeries_touch_nothing(&task.0, &r["handle"], driver);
+    }
+}
+
+/// Each forgery of `handle` (of the running task `id`) is refused, and nothing it names
+/// is touched; the genuine handle still works.
+fn forgeries_touch_nothing(id: &str, handle: &Value, driver: &str) {
     // A directory and a file the forged handles aim at.
     let victim = TempDir::new("victim");
     std::fs::write(victim.path().join("precious"), b"keep").unwrap();
@@ -149,28 +246,113 @@ fn forged_and_altered_handles_touch_nothing() {
     let mut h = handle.clone();
     h["task_id"] = json!("other");
     forgeries.push(("task_id changed", h));
+    // Authentic (signed again with the key) but naming cgroups outside cgroup_parent: a
+    // victim cgroup with a process in it, which destroy would kill and remove.
+    let victims = handle["cgroup"]["dirs"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+        .map(|_| VictimCgroups::new(handle, id));
+    if let Some(vc) = &victims {
+        forgeries.push((
+            "re-signed with cgroups outside cgroup_parent",
+            vc.forged.clone(),
+        ));
+    } else {
+        assert_eq!(driver, "raw_exec", "an exec task without cgroups");
+    }
     for (what, h) in forgeries {
         let e = recover(&h).unwrap_err();
         assert_eq!(
             (e.code, e.field.as_deref()),
             (execdriver::Code::InvalidRequest, Some("handle")),
-            "{what}: {e}"
+            "{driver}, {what}: {e}"
         );
-        // And nothing it named was touched: destroying the real task after the attempt
-        // leaves the victim as it was.
+        // And nothing it named was touched.
         assert_eq!(
             std::fs::read(victim.path().join("precious")).unwrap(),
             b"keep",
             "{what}"
         );
     }
-    // The genuine handle still works.
-    recover(&handle).unwrap();
-    destroy(&id);
+    // The genuine handle still works, and destroying the task touches no victim.
+    recover(handle).unwrap();
+    op(
+        execdriver::driver::destroy,
+        json!({"task_id": id, "force": true}),
+    )
+    .unwrap();
     assert_eq!(
         std::fs::read(victim.path().join("precious")).unwrap(),
         b"keep"
     );
+    if let Some(vc) = victims {
+        vc.assert_untouched();
+    }
+}
+
+/// Cgroups outside `cgroup_parent`, one in each hierarchy of a task, all holding one
+/// process of this test's; and the task's handle re-signed to name them. Removed on drop.
+struct VictimCgroups {
+    dirs: Vec<std::path::PathBuf>,
+    process: std::process::Child,
+    forged: Value,
+}
+
+impl VictimCgroups {
+    fn new(handle: &Value, id: &str) -> VictimCgroups {
+        let name = format!("escape-victim-{}", std::process::id());
+        let own = format!("/execdriver/{id}");
+        let dirs: Vec<std::path::PathBuf> = handle["cgroup"]["dirs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let d = d.as_str().unwrap();
+                assert!(d.ends_with(&own), "{d}");
+                std::path::PathBuf::from(d.replace(&own, &format!("/{name}")))
+            })
+            .collect();
+        let mut made = VictimCgroups {
+            dirs: vec![],
+            process: std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap(),
+            forged: Value::Null,
+        };
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+            made.dirs.push(d.clone());
+            std::fs::write(d.join("cgroup.procs"), made.process.id().to_string()).unwrap();
+        }
+        made.forged = resign(handle, |h| {
+            let text = serde_json::to_string(&h.cgroup)
+                .unwrap()
+                .replace(&own, &format!("/{name}"));
+            h.cgroup = serde_json::from_str(&text).unwrap();
+        });
+        made
+    }
+
+    fn assert_untouched(mut self) {
+        assert!(
+            self.process.try_wait().unwrap().is_none(),
+            "the victim cgroup's process was killed"
+        );
+        for d in &self.dirs {
+            assert!(d.is_dir(), "{} was removed", d.display());
+        }
+    }
+}
+
+impl Drop for VictimCgroups {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// A handle key that a task could read, or that is not ours, is not used.
@@ -179,13 +361,12 @@ fn the_handle_key_is_private() {
     setup();
     use std::os::unix::fs::PermissionsExt;
     let d = TempDir::new("key");
-    let (id, _) = sleeper(d.path(), "k");
+    let _task = Task(sleeper(d.path(), "k").0);
     let key = data_dir().join(execdriver::host::handle::KEY_FILE);
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", key.display());
     let tasks = std::fs::metadata(data_dir().join("tasks")).unwrap();
     assert_eq!(tasks.permissions().mode() & 0o777, 0o700);
-    destroy(&id);
 }
 
 /// A start that fails after it made the alloc dir, while a sibling of the same alloc
@@ -235,68 +416,6 @@ fn a_failed_start_leaves_its_siblings_alone() {
     destroy(&a_id);
 }
 
-/// A root task that shares the host's pid namespace kills its supervisor: `stop` still
-/// ends every process of the task (through its cgroup), and the wait result says what
-/// happened.
-#[test]
-fn a_killed_supervisor_does_not_free_the_task() {
-    setup();
-    if !common::exec_available() {
-        return;
-    }
-    let d = TempDir::new("killsup");
-    let local = d.path().join("k/local");
-    std::fs::create_dir_all(&local).unwrap();
-    std::fs::copy(escape::probe(), local.join("probe")).unwrap();
-    let r = start(json!({"name": "k", "driver": "exec", "alloc_dir": d.path(), "user": "root",
-        "config": {"command": "/local/probe", "args": ["await=/local/go", "kill-parent", "sleep"], "pid_mode": "host"}}))
-    .unwrap();
-    std::fs::write(local.join("go"), b"").unwrap();
-    let id = r["task_id"].as_str().unwrap().to_string();
-    let sup = r["pid"].as_i64().unwrap() as i32;
-    let cg: execdriver::cgroup::TaskCgroup =
-        serde_json::from_value(r["handle"]["cgroup"].clone()).unwrap();
-    // The supervisor dies (it is our child: a zombie until reaped).
-    let t0 = std::time::Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.rsplit(") ").next().unwrap().starts_with('Z') {
-            break;
-        }
-        assert!(t0.elapsed().as_secs() < 20, "the supervisor was not killed");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let left = cg.pids();
-    assert!(
-        !left.is_empty(),
-        "the task's probe should outlive its supervisor"
-    );
-    let w = op(
-        execdriver::driver::stop,
-        json!({"task_id": id, "timeout_ms": 100}),
-    )
-    .unwrap();
-    assert!(
-        cg.pids().is_empty(),
-        "left running after stop: {:?}",
-        cg.pids()
-    );
-    for p in left {
-        assert!(
-            !Path::new(&format!("/proc/{p}")).exists()
-                || std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .unwrap_or_default()
-                    .contains(") Z"),
-            "process {p} still runs"
-        );
-    }
-    assert!(
-        w["err"].as_str().is_some_and(|e| e.contains("supervisor")),
-        "{w}"
-    );
-    destroy(&id);
-}
-
 /// Kill timeouts beyond the plugin's maximum (even past i64) are clamped: a task that
 /// ignores its kill signal is SIGKILLed after `max_kill_timeout_ms`.
 #[test]
@@ -342,6 +461,12 @@ fn resources_out_of_range_are_invalid_on_the_field() {
             json!({"memory_mb": 300, "memory_max_mb": 100}),
             "resources.memory_max_mb",
         ),
+        (
+            json!({"pids_max": execdriver::config::MAX_PIDS + 1}),
+            "resources.pids_max",
+        ),
+        (json!({"pids_max": u64::MAX}), "resources.pids_max"),
+        (json!({"pids_max": 1u64 << 63}), "resources.pids_max"),
     ] {
         for driver in ["exec", "raw_exec"] {
             let e = start(json!({"name": "r", "driver": driver, "alloc_dir": d.path(),
@@ -371,7 +496,19 @@ fn the_fingerprint_names_net_where_it_works() {
     }
     let ns = f["attributes"]["driver.exec.namespaces"].as_str().unwrap();
     assert!(ns.split(',').any(|n| n == "net"), "{f}");
-    assert!(Path::new("/proc/self/ns/net").exists());
+    // And it works: a task with network_isolation none is in a namespace of its own.
+    let d = TempDir::new("fpnet");
+    let (w, out) = run(json!({"name": "n", "driver": "exec", "alloc_dir": d.path(),
+        "network_isolation": {"mode": "none"},
+        "config": {"command": "/bin/readlink", "args": ["/proc/self/ns/net"]}}));
+    assert_eq!(w["exit_code"], 0, "{w}");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(out.starts_with("net:["), "{out}");
+    assert_ne!(
+        out.trim(),
+        host.to_str().unwrap(),
+        "the task shares the host's network"
+    );
 }
 
 /// Two live tasks never share a task dir: a start with the name of a running task of the

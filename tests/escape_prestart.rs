@@ -65,3 +65,15 @@ fn idle_spares_release_host_mounts() {
     setup();
     escape::idle_spares_release_host_mounts(ROUTE);
 }
+
+#[test]
+fn planted_files_are_out_of_reach() {
+    setup();
+    escape::planted_files_are_out_of_reach(ROUTE);
+}
+
+#[test]
+fn a_killed_supervisor_does_not_free_the_task() {
+    setup();
+    escape::a_killed_supervisor_does_not_free_the_task(ROUTE);
+}

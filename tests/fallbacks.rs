@@ -10,7 +10,7 @@ use serde_json::json;
 /// What the task reports of its confinement: its effective capabilities, its seccomp
 /// mode, and the flags of the mounts it writes to or must not.
 const REPORT: &str = "grep -E '^(CapEff|Seccomp)' /proc/self/status; \
-    awk '$5 == \"/\" || $5 == \"/usr\" || $5 == \"/proc/sys\" || $5 == \"/dev\" {print $5, $6}' /proc/self/mountinfo; \
+    awk '$5 == \"/\" || $5 == \"/usr\" || $5 == \"/proc/sys\" || $5 == \"/dev\" || $5 == \"/extra/sub\" {print $5, $6}' /proc/self/mountinfo; \
     touch /usr/x 2>/dev/null && echo usr-writable; echo done";
 
 fn check(out: &str, what: &str) {
@@ -40,6 +40,48 @@ fn check(out: &str, what: &str) {
     );
     assert!(flags("/dev").contains(&"ro".to_string()), "{what}: {out}");
     assert!(!has("usr-writable"), "{what}: {out}");
+    // A mount below a chroot_env source (the host's own: suid and dev allowed there) is
+    // bound with it, and as confined as the rest.
+    for f in ["ro", "nosuid", "nodev"] {
+        assert!(
+            flags("/extra/sub").contains(&f.to_string()),
+            "{what}: /extra/sub lacks {f}: {out}"
+        );
+    }
+}
+
+/// A `chroot_env` source with a submount (a tmpfs mounted without `nosuid`/`nodev`),
+/// which the task sees at `/extra/sub`; unmounted on drop.
+struct SubmountSource(TempDir);
+
+impl SubmountSource {
+    fn new() -> SubmountSource {
+        let d = TempDir::new("submount-src");
+        let sub = d.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .unwrap();
+        SubmountSource(d)
+    }
+
+    /// The plugin configuration: the default `chroot_env` and this source at `/extra`.
+    fn config(&self, prestart: bool) -> serde_json::Value {
+        let mut env = execdriver::config::PluginConfig::default().chroot_env;
+        env.insert(self.0.path().to_str().unwrap().into(), "/extra".into());
+        json!({"prestart_supervisor": prestart, "chroot_env": env})
+    }
+}
+
+impl Drop for SubmountSource {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.path().join("sub"), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// One function: the hook is in the process's environment, which every start reads.
@@ -70,17 +112,14 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
         .is_err(),
         "the test hook did not reach the shim"
     );
+    let source = SubmountSource::new();
     for missing in cases {
         // SAFETY: set while no other thread of this test process reads the environment
         // (one test function; the driver's own threads are idle between starts).
         unsafe { std::env::set_var(execdriver::supervisor::seccomp::TEST_ENOSYS, missing) };
         for prestart in [false, true] {
             // Spares and the fork server of the previous case end: new ones get the hook.
-            op(
-                execdriver::driver::configure,
-                json!({"prestart_supervisor": prestart}),
-            )
-            .unwrap();
+            op(execdriver::driver::configure, source.config(prestart)).unwrap();
             // Three tasks: with prestart on, the later ones take spares.
             for i in 0..3 {
                 let d = TempDir::new("fallback");

@@ -98,8 +98,11 @@ fn exit_status_of_a_task_that_ended_while_no_host_ran() {
 fn running_task_recovered_after_host_sigkill_can_be_stopped() {
     let d = TempDir::new("rec-run");
     let driver = if is_root() { "exec" } else { "raw_exec" };
-    let task = json!({"name": "r", "driver": driver, "alloc_dir": d.path(),
+    let mut task = json!({"name": "r", "driver": driver, "alloc_dir": d.path(),
         "config": {"command": "/bin/sh", "args": ["-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.01; done"]}});
+    if driver == "exec" {
+        task["network_isolation"] = json!({"mode": "none"});
+    }
     let h = start_in_child_host(&task, "kill");
     let id = h["task_id"].as_str().unwrap();
     // With a wait fd: its supervisor's pidfd, readable once the task has ended.
@@ -147,6 +150,28 @@ fn running_task_recovered_after_host_sigkill_can_be_stopped() {
     )
     .unwrap();
     assert_eq!(out["stdout"], "via-42\n", "{out}");
+    if driver == "exec" {
+        // In the task's isolation, as its user: not the host's network or mounts.
+        let out = op(
+            execdriver::driver::exec,
+            json!({"task_id": id, "command": "/bin/sh",
+                   "args": ["-c", "id -u; readlink /proc/self/ns/net /proc/self/ns/mnt"]}),
+        )
+        .unwrap();
+        let text = out["stdout"].as_str().unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], "65534", "{out}");
+        for (line, ns) in lines[1..].iter().zip(["net", "mnt"]) {
+            let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            assert!(line.starts_with(&format!("{ns}:[")), "{out}");
+            assert_ne!(
+                *line,
+                host.to_str().unwrap(),
+                "the host's {ns} namespace: {out}"
+            );
+        }
+    }
     let w = op(
         execdriver::driver::stop,
         json!({"task_id": id, "signal": "SIGTERM", "timeout_ms": 5000}),
@@ -215,4 +240,59 @@ fn unknown_handle_version_is_refused() {
         (e.code, e.field.as_deref()),
         (execdriver::Code::InvalidRequest, Some("handle.version"))
     );
+}
+
+/// `driver_exec` of a recovered exec task reads its launch spec back from the state dir:
+/// one that does not agree with the task's authenticated handle (no isolation, so the
+/// command would run as root in the host's namespaces; another user or capabilities;
+/// another task's) is refused, and nothing runs.
+#[test]
+fn driver_exec_refuses_an_altered_launch_spec() {
+    if !exec_available() {
+        return;
+    }
+    let d = TempDir::new("rec-spec");
+    let task = json!({"name": "s", "driver": "exec", "alloc_dir": d.path(),
+        "config": {"command": "/bin/sleep", "args": ["600"]}});
+    let h = start_in_child_host(&task, "kill");
+    let id = h["task_id"].as_str().unwrap();
+    // Destroyed however the test ends (a recovered task's destroy needs only its handle).
+    struct Destroy(Value);
+    impl Drop for Destroy {
+        fn drop(&mut self) {
+            let _ = op(execdriver::driver::recover, json!({"handle": self.0}));
+            destroy(self.0["task_id"].as_str().unwrap_or_default());
+        }
+    }
+    let _end = Destroy(h.clone());
+    let launch = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("launch.json");
+    let t0 = std::time::Instant::now();
+    while !launch.exists() {
+        assert!(t0.elapsed().as_secs() < 20, "no {}", launch.display());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    recover(&h).unwrap();
+    let original = std::fs::read(&launch).unwrap();
+    let spec: Value = serde_json::from_slice(&original).unwrap();
+    let marker = d.path().join("s/local/ran");
+    let cmd =
+        json!({"task_id": id, "command": "/bin/sh", "args": ["-c", "touch /local/ran; id -u"]});
+    for (at, value) in [
+        ("/isolation", Value::Null),
+        ("/isolation/uid", json!(0)),
+        ("/isolation/raised", spec["isolation"]["caps"].clone()),
+        ("/isolation/seccomp", json!(false)),
+        ("/task_id", json!("another")),
+    ] {
+        let mut altered = spec.clone();
+        *altered.pointer_mut(at).unwrap() = value.clone();
+        assert_ne!(altered, spec, "{at}");
+        std::fs::write(&launch, altered.to_string()).unwrap();
+        let e = op(execdriver::driver::exec, cmd.clone()).unwrap_err();
+        assert_eq!(e.code, execdriver::Code::Isolation, "{at} = {value}: {e}");
+        assert!(!marker.exists(), "{at} = {value}: the command ran");
+    }
+    std::fs::write(&launch, &original).unwrap();
+    let out = op(execdriver::driver::exec, cmd).unwrap();
+    assert_eq!(out["stdout"], "65534\n", "{out}");
 }

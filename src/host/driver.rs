@@ -261,31 +261,7 @@ struct DestroyReq {
 pub fn destroy(req: Option<&str>) -> Result<Value> {
     let r: DestroyReq = config::parse(required(req)?, Code::InvalidRequest, "")?;
     let t = task::get(&r.task_id)?;
-    match t.state() {
-        State::Starting => {
-            return Err(Error::field(
-                Code::TaskRunning,
-                "task_id",
-                format!("task {:?} is still starting", t.id),
-            ));
-        }
-        State::Running if !t.supervisor_exited() => {
-            if !r.force {
-                return Err(Error::field(
-                    Code::TaskRunning,
-                    "force",
-                    format!(
-                        "task {:?} is running; stop it first or pass \"force\": true",
-                        t.id
-                    ),
-                ));
-            }
-            stop_task(&t, libc::SIGKILL, 0)?;
-        }
-        _ => {
-            t.finalize();
-        }
-    }
+    end_for_destroy(&t, r.force)?;
     // Its interactive execs go with it (their commands are killed).
     crate::host::exec_session::end_task(&t.id);
     // The supervisor may still be tidying up after its exit report; then it is reaped,
@@ -314,6 +290,51 @@ pub fn destroy(req: Option<&str>) -> Result<Value> {
     task::remove(&t);
     crate::host::diag::diag!(Info, "task {}: destroyed{}", t.id, if r.purge { ", its directory purged" } else { "" });
     Ok(json!({"task_id": t.id, "destroyed": true}))
+}
+
+/// Ends what runs of the task before `driver_destroy` releases it: a running task only
+/// with `force` (else `task_running` on `force`), killed then.
+fn end_for_destroy(t: &Arc<Task>, force: bool) -> Result<()> {
+    let running = |why: String| {
+        Err(Error::field(
+            Code::TaskRunning,
+            "force",
+            format!("task {:?} {why}; stop it first or pass \"force\": true", t.id),
+        ))
+    };
+    match t.state() {
+        State::Starting => Err(Error::field(
+            Code::TaskRunning,
+            "task_id",
+            format!("task {:?} is still starting", t.id),
+        )),
+        State::Running if !t.supervisor_exited() => {
+            if !force {
+                return running("is running".into());
+            }
+            stop_task(t, libc::SIGKILL, 0).map(drop)
+        }
+        _ => {
+            // A supervisor that died (killed, say, by a task sharing the host's pid
+            // namespace) may leave processes of its task in its cgroup: that task runs
+            // on, and needs `force` as any running task (stop then ends them).
+            let cgroup = match t.owns_its_paths() {
+                true => t.lock().cgroup.clone(),
+                false => None,
+            };
+            let left = cgroup.map(|c| c.pids().len()).unwrap_or(0);
+            match (left, force) {
+                (0, _) => {
+                    t.finalize();
+                    Ok(())
+                }
+                (_, false) => running(format!(
+                    "lost its supervisor, but {left} of its processes still run"
+                )),
+                (_, true) => stop_task(t, libc::SIGKILL, 0).map(drop),
+            }
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -136,11 +136,13 @@ pub fn exec(req: &str) -> Result<Value> {
 }
 
 /// The task's launch spec: the one this host started it with, or (a recovered task) the
-/// one in its state dir, with the cgroups of its authenticated handle.
+/// one in its state dir, with the cgroups of its authenticated handle. One read back must
+/// be the task's as its handle has it ([`agrees_with_handle`]): never does a command run
+/// outside the isolation the task started with.
 fn launch_spec(t: &task::Task) -> Result<crate::proto::spec::LaunchSpec> {
-    let (spec, cgroup) = {
+    let (spec, cgroup, handle) = {
         let g = t.lock();
-        (g.spec.clone(), g.cgroup.clone())
+        (g.spec.clone(), g.cgroup.clone(), g.handle.clone())
     };
     if let Some(s) = spec {
         return Ok(s);
@@ -151,12 +153,51 @@ fn launch_spec(t: &task::Task) -> Result<crate::proto::spec::LaunchSpec> {
             format!("driver_exec: the task's launch spec: {e}"),
         )
     })?;
+    agrees_with_handle(&s, t, handle.as_ref()).map_err(|why| {
+        Error::new(
+            Code::Isolation,
+            format!(
+                "driver_exec: refusing the launch spec in {}: {why}",
+                t.state_dir.display()
+            ),
+        )
+    })?;
     s.cgroup_procs = cgroup
         .as_ref()
         .map(|c| c.self_join_files())
         .unwrap_or_default();
     s.clone_into = None;
     Ok(s)
+}
+
+/// Whether a launch spec read back from disk is the task's as its authenticated handle
+/// (and the table, filled from it) has it: its id and state dir, its start's nonce, an
+/// isolation exactly when the driver is exec, rooted in its task dir, and confined as it
+/// started (the handle's [`crate::host::handle::confinement_of`]).
+fn agrees_with_handle(
+    s: &crate::proto::spec::LaunchSpec,
+    t: &task::Task,
+    handle: Option<&Value>,
+) -> std::result::Result<(), String> {
+    if s.task_id != t.id || s.state_dir != t.state_dir {
+        return Err(format!("it is task {:?}'s", s.task_id));
+    }
+    let field = |k: &str| handle.and_then(|h| h.get(k)).and_then(Value::as_str);
+    if field("nonce") != Some(s.nonce.as_str()) {
+        return Err("it is not of the start its handle names".into());
+    }
+    match (&s.isolation, t.driver) {
+        (None, config::DriverKind::Exec) => Err("an exec task's spec without its isolation".into()),
+        (Some(_), config::DriverKind::RawExec) => Err("a raw_exec task's spec with an isolation".into()),
+        (Some(iso), _) if iso.root != t.task_dir => Err("its root is not the task dir".into()),
+        (Some(iso), _) => match field("confinement") {
+            Some(c) if c != crate::host::handle::confinement_of(iso) => {
+                Err("its user, capabilities or namespaces are not those the task started with".into())
+            }
+            _ => Ok(()),
+        },
+        (None, _) => Ok(()),
+    }
 }
 
 /// The shim's path and `execdriver-shim --exec <request>` with its environment, as

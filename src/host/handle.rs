@@ -52,6 +52,34 @@ pub struct Handle {
     pub started_at: String,
     /// The start's nonce ([`crate::proto::spec::LaunchSpec::nonce`]).
     pub nonce: String,
+    /// For exec, [`confinement_of`] the task's isolation as it started: `driver_exec` of
+    /// a recovered task runs only under a launch spec that has the same. (Absent in the
+    /// handles of earlier releases: those get the other checks only.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<String>,
+}
+
+/// SHA-256 (hex) of what confines an exec task: its user, groups, capabilities, seccomp,
+/// namespaces and root. The authenticated handle carries it, so that a launch spec read
+/// back from disk is taken only as the task started (see `crate::host::exec_into`).
+pub fn confinement_of(iso: &crate::proto::spec::Isolation) -> String {
+    use sha2::Digest;
+    let parts = serde_json::json!([
+        iso.root,
+        iso.alloc,
+        iso.pid_ns,
+        iso.ipc_ns,
+        iso.no_pivot_root,
+        iso.uid,
+        iso.gid,
+        iso.groups,
+        iso.caps,
+        iso.raised,
+        iso.seccomp,
+        iso.netns,
+        iso.new_net
+    ]);
+    hex::encode(sha2::Sha256::digest(parts.to_string().as_bytes()))
 }
 
 fn refused(why: impl std::fmt::Display) -> Error {
@@ -183,7 +211,7 @@ fn key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         r => return r,
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::host::plugin::make_data_dir(data_dir)?;
     let path = data_dir.join(KEY_FILE);
     let tmp = data_dir.join(format!(".{KEY_FILE}.{}", crate::sys::random_hex(8)));
     let key = crate::sys::random_bytes(32)?;
@@ -207,19 +235,38 @@ fn key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Reads the key of `data_dir`, cached per path: it never changes once made.
+/// Which key file a cached key was read from: (st_dev, st_ino, st_ctime in ns). A file
+/// made anew (the data dir wiped and keyed again) differs, even on an inode number used
+/// again (its ctime is the new file's).
+type KeyStamp = (u64, u64, i128);
+
+fn key_stamp(m: &std::fs::Metadata) -> KeyStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.dev(),
+        m.ino(),
+        m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+    )
+}
+
+/// Reads the key of `data_dir`, cached per path while its file is the same one (one
+/// `lstat` per call): a key never changes, but the file may be made anew.
 fn read_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    static CACHE: std::sync::Mutex<Vec<(PathBuf, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    static CACHE: std::sync::Mutex<Vec<(PathBuf, KeyStamp, Vec<u8>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let path = data_dir.join(KEY_FILE);
+    let stamp = key_stamp(&std::fs::symlink_metadata(&path)?);
     let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, k)) = g.iter().find(|(d, _)| d == data_dir) {
+    if let Some((_, _, k)) = g.iter().find(|(d, st, _)| d == data_dir && *st == stamp) {
         return Ok(k.clone());
     }
+    g.retain(|(d, _, _)| d != data_dir);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(data_dir.join(KEY_FILE))?;
+        .open(&path)?;
     let meta = f.metadata()?;
     if !meta.is_file() || meta.mode() & 0o077 != 0 || meta.uid() != crate::sys::euid() {
         return Err(std::io::Error::other(
@@ -231,7 +278,7 @@ fn read_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     if key.len() != 32 {
         return Err(std::io::Error::other("the key file does not hold 32 bytes"));
     }
-    g.push((data_dir.to_path_buf(), key.clone()));
+    g.push((data_dir.to_path_buf(), key_stamp(&meta), key.clone()));
     Ok(key)
 }
 
@@ -255,6 +302,7 @@ mod tests {
             kill_timeout_ms: 5000,
             started_at: "2026-01-01T00:00:00.000000000Z".into(),
             nonce: "n".into(),
+            confinement: None,
         }
     }
 
@@ -305,6 +353,24 @@ mod tests {
         assert!(Handle::verify(&v, &cfg(&other)).is_err());
         std::fs::remove_dir_all(&data).unwrap();
         std::fs::remove_dir_all(&other).unwrap();
+    }
+
+    /// The data dir wiped and keyed again while this process runs: the new key is read
+    /// (a handle signed under the old one is refused), though the old one was cached.
+    #[test]
+    fn a_key_made_anew_is_read_anew() {
+        let data = tmp("rekey");
+        let h = sample(&data);
+        let old = h.signed(&Key::of(&data).unwrap());
+        Handle::verify(&old, &cfg(&data)).unwrap();
+        std::fs::remove_dir_all(&data).unwrap();
+        let key = Key::of(&data).unwrap();
+        assert!(
+            Handle::verify(&old, &cfg(&data)).is_err(),
+            "the old key was used"
+        );
+        Handle::verify(&h.signed(&key), &cfg(&data)).unwrap();
+        std::fs::remove_dir_all(&data).unwrap();
     }
 
     #[test]

@@ -388,6 +388,7 @@ mod tests {
                 task_dir: "/a/web".into(),
                 state_dir: "/d/tasks/t".into(),
                 claim: "/d/claims/x".into(),
+                allocs: None,
             },
             user: User {
                 name: "nobody".into(),

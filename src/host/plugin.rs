@@ -90,7 +90,7 @@ fn check_data_dir(dir: &std::path::Path) -> Result<()> {
             format!("data_dir {} cannot hold task state: {e}", dir.display()),
         )
     };
-    std::fs::create_dir_all(dir).map_err(bad)?;
+    make_data_dir(dir).map_err(bad)?;
     let probe = dir.join(format!(".probe-{}", crate::sys::random_hex(8)));
     std::fs::OpenOptions::new()
         .write(true)
@@ -100,6 +100,28 @@ fn check_data_dir(dir: &std::path::Path) -> Result<()> {
         .map_err(bad)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Makes the data dir when it is missing: its parents as usual, itself `0700`. It holds
+/// the default alloc dirs, whose tasks' roots a task with `cap_add` such as `chown` +
+/// `fowner` or `setfcap` can plant setuid or file-capability binaries in: no other host
+/// user may reach them (as Docker keeps its storage root-only). Nothing needs to pass
+/// through it but the driver (root): a task's root is a mount, never entered from above.
+/// One that exists keeps its mode (the operator's), and the driver's own directories in
+/// it are `0700` either way.
+pub fn make_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The configuration as JSON with defaults filled in (data_dir and shim_path resolved).

@@ -73,15 +73,17 @@ fn mkdir_own(path: &Path, mode: u32, created: &mut Created) -> Result<()> {
     Ok(())
 }
 
-/// Makes `dir` (and its parents) when missing, and makes sure it is a directory of ours
-/// that only we can enter (`0700`, not a symlink): the root of the tasks' state, which
-/// supervisors read back and no task may see or change.
+/// Makes `dir` (and its parent, the data dir: see
+/// [`crate::host::plugin::make_data_dir`]) when missing, and makes sure it is a directory
+/// of ours that only we can enter (`0700`, not a symlink): the root of the tasks' state,
+/// which supervisors read back and no task may see or change, or of the default alloc
+/// dirs, which no other host user may reach.
 pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::host::plugin::make_data_dir(parent)?;
             }
             match std::fs::DirBuilder::new().mode(0o700).create(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
@@ -112,27 +114,84 @@ pub struct Dirs {
     /// The claim on the task dir (see [`claim_task_dir`]): `<data_dir>/claims/<sha256 of
     /// the task dir's path>`, holding the id of the task that has it.
     pub claim: PathBuf,
+    /// `<data_dir>/alloc` when the alloc dir is a default one in it: made `0700` (see
+    /// [`make_private_dir`]) before the alloc dir.
+    pub allocs: Option<PathBuf>,
 }
 
 /// The task's paths: `alloc_dir` (given, else `<data_dir>/alloc/<alloc_id or id>`), the
 /// task dir in it, the state dir under `data_dir`. Nothing is made here: see
-/// [`make_dirs`].
-pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Dirs {
+/// [`make_dirs`]. A given `alloc_dir` whose task dir or shared `alloc/` would be, hold or
+/// lie in the data dir (but for the default layout) is `invalid_config` on `alloc_dir`.
+pub fn paths(task: &TaskRequest, id: &str, cfg: &PluginConfig) -> Result<Dirs> {
     let data = crate::host::plugin::data_dir(cfg);
-    let alloc_dir = match &task.alloc_dir {
-        Some(d) => PathBuf::from(d),
-        None => data.join("alloc").join(if task.alloc_id.is_empty() {
-            id
-        } else {
-            &task.alloc_id
-        }),
+    let allocs = data.join("alloc");
+    let (alloc_dir, default) = match &task.alloc_dir {
+        Some(d) => (PathBuf::from(d), false),
+        None if task.alloc_id.is_empty() => (allocs.join(id), true),
+        None => (allocs.join(&task.alloc_id), true),
     };
     let task_dir = alloc_dir.join(&task.name);
-    Dirs {
+    if !default {
+        outside_data_dir(&alloc_dir, &task.name, &data)?;
+    }
+    Ok(Dirs {
         claim: claim_path(&data, &task_dir),
         task_dir,
         state_dir: data.join("tasks").join(id),
         alloc_dir,
+        allocs: default.then_some(allocs),
+    })
+}
+
+/// Refuses a given alloc dir that would show a task the driver's own state: its task dir
+/// (`<alloc_dir>/<name>`, the root of an exec task) or shared `alloc/` may not be the
+/// data dir, hold it, or lie in it, except in the shape of a default alloc dir
+/// (`<data_dir>/alloc/<a>/<name>`, `<data_dir>/alloc/<a>/alloc`), where the task sees
+/// only its alloc. The paths are compared as they resolve (symlinks followed as far as
+/// they exist), so a link to the data dir is seen through.
+fn outside_data_dir(alloc_dir: &Path, name: &str, data: &Path) -> Result<()> {
+    let data = resolved(data);
+    for (dir, what) in [
+        (alloc_dir.join(name), "task dir"),
+        (alloc_dir.join("alloc"), "shared alloc dir"),
+    ] {
+        let real = resolved(&dir);
+        let default_shape = real
+            .strip_prefix(data.join("alloc"))
+            .is_ok_and(|rest| rest.components().count() == 2);
+        if (real.starts_with(&data) && !default_shape) || data.starts_with(&real) {
+            return Err(Error::field(
+                Code::InvalidConfig,
+                "alloc_dir",
+                format!(
+                    "alloc_dir {} makes the {what} {} overlap the driver's data_dir {} (its task state): choose an alloc_dir outside it, or leave alloc_dir out for the default <data_dir>/alloc/<alloc_id>",
+                    alloc_dir.display(),
+                    dir.display(),
+                    data.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `p` with symlinks resolved as far as it exists, the rest (plain names: a request's
+/// paths have no `.` or `..`) appended.
+fn resolved(p: &Path) -> PathBuf {
+    let mut existing = p;
+    let mut rest = vec![];
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
     }
 }
 
@@ -145,7 +204,11 @@ pub fn make_dirs(
     root: Option<RootView<'_>>,
     created: &mut Created,
 ) -> Result<()> {
-    mkdir(&dirs.alloc_dir, 0o755)?;
+    if let Some(allocs) = &dirs.allocs {
+        make_private_dir(allocs)
+            .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", allocs.display())))?;
+    }
+    mkdir(&dirs.alloc_dir, 0o700)?;
     claim_task_dir(dirs, created)?;
     make_alloc_dirs(dirs)?;
     make_state_dir(dirs, created)?;
@@ -300,12 +363,13 @@ fn make_task_dirs(
 ) -> Result<()> {
     let t = &dirs.task_dir;
     mkdir_own(t, 0o755, created)?;
-    mkdir_own(&t.join("local"), 0o777, created)?;
+    // `local` is the task user's own (0755, not 0777): no other user writes there.
+    mkdir_own(&t.join("local"), 0o755, created)?;
     mkdir_own(&t.join("secrets"), 0o700, created)?;
     mkdir_own(&t.join("tmp"), 0o1777, created)?;
     if let Some((uid, gid)) = owner {
         for d in ["local", "secrets"] {
-            let _ = std::os::unix::fs::chown(t.join(d), Some(uid), Some(gid));
+            let _ = std::os::unix::fs::lchown(t.join(d), Some(uid), Some(gid));
         }
     }
     if let Some(plan) = root {

@@ -93,7 +93,7 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         crate::cgroup::detect_cached().ok()
     };
     Ok(HostFacts {
-        dirs: prepare::paths(t, &id, cfg),
+        dirs: prepare::paths(t, &id, cfg)?,
         id,
         user,
         mounts,
@@ -343,6 +343,10 @@ fn commit(
         kill_timeout_ms: task.kill_timeout_ms,
         started_at: started_at.clone(),
         nonce: spec.nonce.clone(),
+        confinement: spec
+            .isolation
+            .as_ref()
+            .map(crate::host::handle::confinement_of),
     }
     .signed(key);
     let cgroup = spec.cgroup.clone();

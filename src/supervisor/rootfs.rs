@@ -69,7 +69,8 @@ fn make_mountpoint(root: &Path, rel: &Path, file: bool) -> Result<PathBuf> {
 
 /// Bind-mounts `src` (recursively) at `dst`, nosuid and nodev, read-only when asked, plus
 /// `extra` (only `MS_NOEXEC` is used). One `mount_setattr(AT_RECURSIVE)` sets the flags on
-/// the whole tree, submounts included; kernels before 5.12 get a remount of the top mount.
+/// the whole tree, submounts included; kernels before 5.12 get a remount of each mount of
+/// the tree ([`remount_tree`]).
 fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
     mount(
         Some(src),
@@ -83,14 +84,79 @@ fn bind(src: &Path, dst: &Path, readonly: bool, extra: MsFlags) -> Result<()> {
     if mountapi::set_attrs_at(dst, set).is_ok() {
         return Ok(());
     }
-    let mut flags =
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra;
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-        .map_err(|e| err("remounting", dst, e))?;
+    remount_tree(dst, flags)
+}
+
+/// Adds `flags` to the mount at `dst` and to every mount below it (a bind remount sets
+/// one mount's flags only: a submount of a `chroot_env` source would keep its setuid
+/// files and devices). Each keeps the flags it had. A mount that cannot be remounted
+/// fails the start.
+fn remount_tree(dst: &Path, flags: MsFlags) -> Result<()> {
+    let top = std::fs::canonicalize(dst).map_err(|e| err("resolving", dst, e))?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| err("reading the mount table for", dst, e))?;
+    let mut tree: Vec<(PathBuf, MsFlags)> = table
+        .lines()
+        .filter_map(mountinfo_entry)
+        .filter(|(at, _)| at.starts_with(&top))
+        .collect();
+    if tree.is_empty() {
+        tree.push((top, MsFlags::empty()));
+    }
+    for (at, had) in tree {
+        let all = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | had;
+        mount(None::<&str>, &at, None::<&str>, all, None::<&str>)
+            .map_err(|e| err("remounting", &at, e))?;
+    }
     Ok(())
+}
+
+/// The mount point of a `/proc/self/mountinfo` line and the per-mount flags a bind
+/// remount sets (so that it keeps them).
+fn mountinfo_entry(line: &str) -> Option<(PathBuf, MsFlags)> {
+    let mut fields = line.split(' ');
+    let at = fields.nth(4)?;
+    let opts = fields.next()?;
+    let mut had = MsFlags::empty();
+    for o in opts.split(',') {
+        had |= match o {
+            "ro" => MsFlags::MS_RDONLY,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "nodev" => MsFlags::MS_NODEV,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            _ => MsFlags::empty(),
+        };
+    }
+    Some((PathBuf::from(unescape_octal(at)), had))
+}
+
+/// A mountinfo path: the kernel writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
 }
 
 /// The ATTR_* bits of a bind: nosuid, nodev, and read-only / noexec when asked.

@@ -6,6 +6,7 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 /// How the task's supervisor and command process come to be.
@@ -22,7 +23,7 @@ pub enum Route {
 /// The configuration of a red-team test process: root tasks, the host's pid and ipc
 /// namespaces and unconfined seccomp allowed (so that what such a task cannot do is tried
 /// too), network namespaces under the temp dir (the tests make theirs there), a short
-/// maximum kill timeout.
+/// maximum kill timeout, `file://` artifacts from the temp dir (where the probe is built).
 pub fn configure(path: Route) {
     init();
     op(
@@ -31,7 +32,8 @@ pub fn configure(path: Route) {
                "denied_host_uids": "", "max_kill_timeout_ms": 2000,
                "allow_host_pid_mode": true, "allow_host_ipc_mode": true,
                "allow_unconfined_seccomp": true,
-               "netns_dirs": [std::env::temp_dir()]}),
+               "netns_dirs": [std::env::temp_dir()],
+               "artifact": {"file_roots": [std::env::temp_dir()]}}),
     )
     .unwrap();
 }
@@ -175,22 +177,41 @@ impl Drop for Probe {
     }
 }
 
+/// The data dir of this test process.
+pub fn data_dir() -> PathBuf {
+    execdriver::host::plugin::data_dir(&execdriver::host::plugin::current())
+}
+
 /// Starts the probe with `args` then `sleep` as an exec task on `path`, with `extra`
 /// merged into the task (top level; `config` merged into its config). On the prestarted
 /// path it first makes sure a spare of the task's kind is ready, and checks the task's
-/// command is that spare's standby.
+/// command is that spare's standby. With an `alloc_id` in `extra` the task gets the
+/// default alloc dir (`<data_dir>/alloc/<alloc_id>`, which the driver makes; the probe
+/// comes as a `file://` artifact), else one of this test's. Returns once the probe has
+/// run its tries, or (with an `await=` try) waits.
 pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Probe {
-    let alloc = TempDir::new(&format!("escape-{name}"));
-    let local = alloc.path().join(name).join("local");
-    std::fs::create_dir_all(&local).unwrap();
-    std::fs::copy(probe(), local.join("probe")).unwrap();
+    let default_alloc = extra.get("alloc_id").and_then(Value::as_str);
+    let alloc = match default_alloc {
+        // Removed with the test's task, as a dir of its own.
+        Some(a) => TempDir(data_dir().join("alloc").join(a)),
+        None => TempDir::new(&format!("escape-{name}")),
+    };
     let marker = format!("host-marker={}", probe().display());
     let mut argv: Vec<&str> = vec![&marker];
     argv.extend_from_slice(args);
     argv.push("sleep");
-    let mut task = json!({"name": name, "driver": "exec", "alloc_dir": alloc.path(),
+    let mut task = json!({"name": name, "driver": "exec",
                           "config": {"command": "/local/probe", "args": argv},
                           "kill_signal": "SIGKILL"});
+    if default_alloc.is_some() {
+        task["artifacts"] = json!([{"source": format!("file://{}", probe().display()),
+                                    "options": {"filename": "probe"}}]);
+    } else {
+        let local = alloc.path().join(name).join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::copy(probe(), local.join("probe")).unwrap();
+        task["alloc_dir"] = json!(alloc.path());
+    }
     for (k, v) in extra.as_object().unwrap() {
         if k == "config" {
             for (ck, cv) in v.as_object().unwrap() {
@@ -212,6 +233,7 @@ pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Prob
             let mut warm = task.clone();
             warm["alloc_dir"] = json!(d.path());
             warm["name"] = json!("warm");
+            warm["artifacts"] = json!([]);
             warm["config"] = json!({"command": "/bin/true", "pid_mode": task["config"]["pid_mode"],
                                     "ipc_mode": task["config"]["ipc_mode"]});
             warm["user"] = json!("nobody");
@@ -230,7 +252,12 @@ pub fn start_probe(path: Route, name: &str, extra: Value, args: &[&str]) -> Prob
         name: name.to_string(),
         start: r.clone(),
     };
-    p.done();
+    match args.iter().find_map(|a| a.strip_prefix("await=")) {
+        Some(file) => wait_for_output(p.alloc.path(), name, &format!("awaiting {file}")),
+        None => {
+            p.done();
+        }
+    }
     let sup = r["pid"].as_i64().unwrap() as i32;
     match spares {
         Some(spares) => {
@@ -319,6 +346,7 @@ const ALWAYS: &[&str] = &[
     "suid-alloc",
     "pvm-read",
     "personality",
+    "int80",
 ];
 
 /// `nobody` (the default user): no capability held, none to gain; every try fails.
@@ -383,6 +411,20 @@ pub fn root_stays_inside(path: Route) {
             .any(|l| l.starts_with("blk-tmp ok mknod: EPERM")),
         "{out}"
     );
+    drop(p);
+    // A command run by driver_exec in a root task holds the same capabilities, and the
+    // kernel's device control holds for it too. (A task of its own: driver_exec enters
+    // its command's root, which the probe's chroot escape above has moved.)
+    let p = start_probe(path, "rootexec", json!({"user": "root"}), &[]);
+    let out = &confined_via_exec(&p, &tries);
+    assert_eq!(hex(reading(out, "CapEff")), defaults, "{out}");
+    for node in ["blk-tmp", "blk-local", "mem-tmp"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{node} ok mknod: EPERM"))),
+            "driver_exec {node}: {out}"
+        );
+    }
 }
 
 /// With `pid_mode: host`, a non-root task sees its supervisor but cannot signal it.
@@ -519,15 +561,22 @@ pub fn exec_into_is_confined(path: Route) {
     let p = start_probe(path, "execinto", json!({}), &[]);
     let mut tries = vec!["caps", "setuid"];
     tries.extend_from_slice(ALWAYS);
+    let out = &confined_via_exec(&p, &tries);
+    assert_eq!(hex(reading(out, "CapEff")), 0, "{out}");
+    assert_eq!(reading(out, "Seccomp"), "2", "{out}");
+}
+
+/// Runs the probe with `tries` (the first, `caps`, a reading) in the task of `p` by
+/// `driver_exec`; asserts every try ran and none got out; returns what it printed.
+fn confined_via_exec(p: &Probe, tries: &[&str]) -> String {
     let r = op(
         execdriver::driver::exec,
         json!({"task_id": p.id, "command": "/local/probe", "args": tries}),
     )
     .unwrap();
-    let out = r["stdout"].as_str().unwrap();
-    assert_confined(out, &tries[1..]);
-    assert_eq!(hex(reading(out, "CapEff")), 0, "{out}");
-    assert_eq!(reading(out, "Seccomp"), "2", "{out}");
+    let out = r["stdout"].as_str().unwrap().to_string();
+    assert_confined(&out, &tries[1..]);
+    out
 }
 
 /// The filter is what refuses: the calls only it refuses (the kernel would allow them
@@ -537,10 +586,19 @@ pub fn the_filter_is_what_refuses(path: Route) {
     if !exec_available() {
         return;
     }
-    let tries = ["keyctl", "x32", "clone3", "pvm-read", "personality"];
+    let tries = [
+        "keyctl",
+        "x32",
+        "clone3",
+        "pvm-read",
+        "personality",
+        "int80",
+    ];
     let p = start_probe(path, "filtered", json!({}), &tries);
     let out = p.done();
     assert_confined(&out, &tries);
+    // An i386 call (int $0x80) is not refused but fatal: the filter kills the process.
+    assert!(out.lines().any(|l| l == "int80 ok SIGSYS"), "{out}");
     drop(p);
     let p = start_probe(
         path,
@@ -549,7 +607,7 @@ pub fn the_filter_is_what_refuses(path: Route) {
         &tries,
     );
     let out = p.done();
-    for t in ["keyctl", "clone3", "pvm-read", "personality"] {
+    for t in ["keyctl", "clone3", "pvm-read", "personality", "int80"] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{t} ESCAPED"))),
             "{t} is refused even without the filter: the test proves nothing\n{out}"
@@ -682,4 +740,138 @@ pub fn idle_spares_release_host_mounts(route: Route) {
     let _ = std::process::Command::new("losetup")
         .args(["-d", &dev])
         .status();
+}
+
+/// A `nobody` task with `cap_add` `chown`, `fowner` and `setfcap` (all in the default
+/// `allow_caps`) plants a setuid-root shell and a `cat` with CAP_DAC_OVERRIDE as a file
+/// capability in its `/local`. Inside they are inert (nosuid); on the host, in a default
+/// alloc dir, no other user can reach them: uid 65534 gets EACCES on the path.
+pub fn planted_files_are_out_of_reach(route: Route) {
+    if !exec_available() {
+        return;
+    }
+    let alloc_id = format!("plant-{}-{}", std::process::id(), route as u8);
+    let p = start_probe(
+        route,
+        "plant",
+        json!({"alloc_id": alloc_id, "config": {"cap_add": ["chown", "fowner", "setfcap"]}}),
+        &["plant-suid=/local/suidsh", "plant-fcap=/local/capcat"],
+    );
+    let out = p.done();
+    // The task could make them: the test is about who can reach them.
+    assert!(
+        reading(&out, "plant-suid").ends_with("uid 0 mode 4755"),
+        "{out}"
+    );
+    assert_eq!(reading(&out, "plant-fcap"), "set", "{out}");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let local = p.alloc.path().join("plant/local");
+    let mode = |d: &Path| std::fs::metadata(d).unwrap().permissions().mode() & 0o7777;
+    let made = data_dir();
+    for d in [
+        made.clone(),
+        made.join("alloc"),
+        p.alloc.path().to_path_buf(),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    assert_eq!(mode(&local), 0o755);
+    assert_eq!(std::fs::metadata(&local).unwrap().uid(), 65534);
+    // A host user (uid and gid 65534, no other group) running them.
+    for (file, args) in [
+        ("suidsh", vec!["-c", "id -u"]),
+        ("capcat", vec!["/etc/shadow"]),
+    ] {
+        let path = local.join(file);
+        assert!(path.exists());
+        let r = std::process::Command::new(&path)
+            .args(&args)
+            .uid(65534)
+            .gid(65534)
+            .output();
+        match r {
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{}: {e}",
+                path.display()
+            ),
+            Ok(o) => panic!(
+                "a host user ran {}: {:?} {}",
+                path.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stdout)
+            ),
+        }
+    }
+}
+
+/// A root task that shares the host's pid namespace kills its supervisor. The task's
+/// processes run on in its cgroup: `destroy` without `force` refuses (the task is
+/// running), `stop` or a forced `destroy` ends every one of them, and the wait result
+/// says what happened.
+pub fn a_killed_supervisor_does_not_free_the_task(route: Route) {
+    if !exec_available() {
+        return;
+    }
+    for end in ["stop", "destroy"] {
+        let p = start_probe(
+            route,
+            &format!("killsup-{end}"),
+            json!({"user": "root", "config": {"pid_mode": "host"}}),
+            &["await=/local/go", "kill-parent"],
+        );
+        let sup = p.start["pid"].as_i64().unwrap() as i32;
+        let cg: execdriver::cgroup::TaskCgroup =
+            serde_json::from_value(p.start["handle"]["cgroup"].clone()).unwrap();
+        std::fs::write(p.alloc.path().join(&p.name).join("local/go"), b"").unwrap();
+        // The supervisor dies (it is our child: a zombie until reaped).
+        let t0 = std::time::Instant::now();
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.rsplit(") ").next().unwrap().starts_with('Z') {
+                break;
+            }
+            assert!(t0.elapsed().as_secs() < 20, "the supervisor was not killed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let left = cg.pids();
+        assert!(!left.is_empty(), "the probe should outlive its supervisor");
+        let w = match end {
+            "stop" => op(
+                execdriver::driver::stop,
+                json!({"task_id": p.id, "timeout_ms": 100}),
+            )
+            .unwrap(),
+            _ => {
+                let e = op(execdriver::driver::destroy, json!({"task_id": p.id})).unwrap_err();
+                assert_eq!(
+                    (e.code, e.field.as_deref()),
+                    (execdriver::Code::TaskRunning, Some("force")),
+                    "{e}"
+                );
+                assert!(e.message.contains("supervisor"), "{e}");
+                assert_eq!(cg.pids(), left, "a refused destroy ended processes");
+                let w = wait(&p.id, 0).unwrap();
+                op(
+                    execdriver::driver::destroy,
+                    json!({"task_id": p.id, "force": true}),
+                )
+                .unwrap();
+                w
+            }
+        };
+        assert!(cg.pids().is_empty(), "{end}: left running: {:?}", cg.pids());
+        for pid in left {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(
+                stat.is_empty() || stat.contains(") Z"),
+                "{end}: process {pid} still runs"
+            );
+        }
+        assert!(
+            w["err"].as_str().is_some_and(|e| e.contains("supervisor")),
+            "{end}: {w}"
+        );
+    }
 }

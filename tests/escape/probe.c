@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/capability.h>
 #include <linux/perf_event.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -17,12 +18,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 static void verdict(const char *name, int escaped, const char *what) {
@@ -156,6 +160,71 @@ static void suid_file(const char *name, const char *dir) {
     unlink(path);
 }
 
+/* Leaves at `path` a setuid-root copy of a shell, as a task with cap_add chown and
+ * fowner can make one (its own mounts are nosuid: the test tries it from the host). */
+static void plant_suid(const char *path) {
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "cp /bin/sh %s", path);
+    int copied = system(cmd) == 0;
+    int r1 = chown(path, 0, 0);
+    int r2 = chmod(path, 04755);
+    struct stat st = {0};
+    stat(path, &st);
+    printf("plant-suid = %s, chown %s, chmod %s: uid %d mode %o\n", copied ? "copied" : "not copied",
+           r1 ? strerrorname_np(errno) : "worked", r2 ? "failed" : "worked", st.st_uid,
+           st.st_mode & 07777);
+}
+
+/* Leaves at `path` a copy of `cat` with the file capability CAP_DAC_OVERRIDE (permitted,
+ * effective), as a task with cap_add setfcap can make one. */
+static void plant_fcap(const char *path) {
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "cp /bin/cat %s", path);
+    if (system(cmd) != 0) {
+        printf("plant-fcap = not copied\n");
+        return;
+    }
+    struct vfs_cap_data d;
+    memset(&d, 0, sizeof d);
+    d.magic_etc = VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE;
+    d.data[0].permitted = 1u << CAP_DAC_OVERRIDE;
+    if (setxattr(path, "security.capability", &d, XATTR_CAPS_SZ_2, 0) < 0)
+        printf("plant-fcap = %s\n", strerrorname_np(errno));
+    else
+        printf("plant-fcap = set\n");
+}
+
+/* An i386 system call from 64-bit code (`int $0x80` takes the 32-bit table, which
+ * seccomp sees as AUDIT_ARCH_I386): the filter lets no other architecture's call through
+ * and kills the process (SIGSYS). Tried in a child without core dumps. */
+static void int80(const char *name) {
+#if defined(__x86_64__)
+    pid_t p = fork();
+    if (p == 0) {
+        struct rlimit none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none);
+        long r;
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L /* i386 getpid */) : "memory");
+        _exit(r == getpid() ? 0 : 1);
+    }
+    int st = 0;
+    char buf[128];
+    if (p < 0 || waitpid(p, &st, 0) < 0) {
+        verdict(name, 1, "could not try");
+    } else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
+        verdict(name, 0, "SIGSYS");
+    } else if (WIFSIGNALED(st)) {
+        snprintf(buf, sizeof buf, "killed by %s, not SIGSYS", sigabbrev_np(WTERMSIG(st)));
+        verdict(name, 1, buf);
+    } else {
+        snprintf(buf, sizeof buf, "exit %d: the call went through", WEXITSTATUS(st));
+        verdict(name, 1, buf);
+    }
+#else
+    verdict(name, 0, "no i386 ABI on this architecture");
+#endif
+}
+
 /* The classic chroot escape: chroot into a subdirectory, climb, chroot there. Then
  * nothing of the host may be at "/": neither its usual top-level directories nor
  * `marker`, a file the test made on the host. */
@@ -272,12 +341,16 @@ int main(int argc, char **argv) {
             must_fail("proc1", stat("/proc/1/mountinfo", &st));
         }
         else if (!strcmp(a, "chroot-escape")) chroot_escape("chroot-escape");
+        else if (!strcmp(a, "int80")) int80("int80");
+        else if (!strncmp(a, "plant-suid=", 11)) plant_suid(a + 11);
+        else if (!strncmp(a, "plant-fcap=", 11)) plant_fcap(a + 11);
         else if (!strcmp(a, "interfaces")) interfaces();
         else if (!strncmp(a, "host-marker=", 12)) marker = a + 12;
         else if (!strncmp(a, "await=", 6)) {
             /* Until the test says so (it makes the file): a step that must come after the
              * start returned. */
             struct stat st;
+            printf("awaiting %s\n", a + 6);
             while (stat(a + 6, &st) < 0) usleep(2000);
         }
         else if (!strncmp(a, "kill=", 5)) must_fail("kill", kill(atoi(a + 5), SIGKILL));
