@@ -9,6 +9,7 @@
 //! machines it was ~0.3 ms of every task start. The arguments are read from `argv`
 //! here (std's `args_os` is empty under `no_main` with some C libraries, musl's).
 #![no_main]
+#![warn(clippy::too_many_lines)]
 
 // The C runtime is the only caller, with its own argc/argv.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
