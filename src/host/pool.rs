@@ -35,7 +35,7 @@ pub struct Reusable {
     cfg: std::sync::Arc<PluginConfig>,
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -47,7 +47,7 @@ pub struct Lease {
     chan: Option<OwnedFd>,
     shim: std::path::PathBuf,
     /// A spare exec supervisor, preparing what [`crate::proto::spec::Staging`] says.
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
     ns_flags: libc::c_int,
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
@@ -60,11 +60,11 @@ pub struct Lease {
 }
 
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
-/// (preparing what `warm` says meanwhile).
+/// (preparing what `staging` says meanwhile).
 pub fn launch_supervisor(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
     owns: Option<&crate::proto::spec::Owned>,
 ) -> Result<Lease> {
     let shim = crate::host::plugin::shim_path(cfg)?;
@@ -73,8 +73,8 @@ pub fn launch_supervisor(
     };
     let path = c(&shim.to_string_lossy(), "shim_path")?;
     let mut args = vec![c("execdriver-shim", "argv")?];
-    if let Some(w) = &warm {
-        args.push(c("--warm", "argv")?);
+    if let Some(w) = &staging {
+        args.push(c("--staged", "argv")?);
         args.push(c(&serde_json::to_string(w).unwrap_or_default(), "argv")?);
     } else if let Some(o) = owns {
         args.push(c("--owns", "argv")?);
@@ -100,7 +100,7 @@ pub fn launch_supervisor(
         pidfd: Some(pidfd),
         chan: Some(mine),
         shim,
-        warm,
+        staging,
         ns_flags,
         spare: false,
         spec: None,
@@ -141,11 +141,11 @@ impl Lease {
     /// with `prestart_supervisor`, for raw_exec, or for exec when it is a spare that
     /// prepares its tasks' command processes (one started for a single start does not).
     fn reusable(&self, cfg: &std::sync::Arc<PluginConfig>) -> Option<Reusable> {
-        (cfg.prestart_supervisor && (self.ns_flags == 0 || self.warm.is_some())).then(|| Reusable {
+        (cfg.prestart_supervisor && (self.ns_flags == 0 || self.staging.is_some())).then(|| Reusable {
             cfg: cfg.clone(),
             shim: self.shim.clone(),
             ns_flags: self.ns_flags,
-            warm: self.warm.clone(),
+            staging: self.staging.clone(),
         })
     }
 
@@ -160,7 +160,7 @@ impl Lease {
     /// makes the cgroups while the host goes on making the task's directories. A
     /// supervisor that went away meanwhile is seen at [`Lease::go`].
     pub fn send_spec(&mut self, spec: &crate::proto::spec::LaunchSpec) {
-        if self.warm.is_some() {
+        if self.staging.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
             // (it moves its command process out of it in turn).
             crate::sys::set_idle_priority_of(self.pid, false);
@@ -243,7 +243,7 @@ impl Lease {
     /// Removes the placeholder cgroups of an exec spare that ended without a task: it
     /// removes them itself when it exits on EOF, but not when it was killed.
     fn remove_placeholder(&self) {
-        if let Some(w) = &self.warm
+        if let Some(w) = &self.staging
             && let Ok(c) =
                 crate::cgroup::TaskCgroup::named(&w.layout.for_exec(), &w.parent, &w.name)
         {
@@ -334,7 +334,7 @@ fn drop_dead_spares() {
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
 /// placeholder name (`spare-<random>`, renamed to the task's id at the start).
-fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Staging> {
+fn staging_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Staging> {
     Some(crate::proto::spec::Staging {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
@@ -398,7 +398,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
 fn launch_via_mother(
     shim: &Path,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
 ) -> Option<Lease> {
     let mut g = mother();
     let usable = |m: &Mother| {
@@ -413,7 +413,7 @@ fn launch_via_mother(
     let (mine, theirs) = crate::proto::chan::socketpair().ok()?;
     let msg = proto::ForkRequest {
         ns_flags,
-        warm: warm.clone(),
+        staging: staging.clone(),
     }
     .encode();
     let mut reply = [0u8; 8];
@@ -460,7 +460,7 @@ fn launch_via_mother(
         pidfd: Some(pidfd),
         chan: Some(mine),
         shim: shim.to_path_buf(),
-        warm,
+        staging,
         ns_flags,
         spare: false,
         spec: None,
@@ -485,17 +485,17 @@ fn prestart(ns_flags: libc::c_int) {
     let Ok(shim) = crate::host::plugin::shim_path(&cfg) else {
         return;
     };
-    let warm = if ns_flags != 0 {
-        match warm_for(&cfg, ns_flags) {
+    let staging = if ns_flags != 0 {
+        match staging_for(&cfg, ns_flags) {
             Some(w) => Some(w),
             None => return,
         }
     } else {
         None
     };
-    let pending = match launch_via_mother(&shim, ns_flags, warm.clone()) {
+    let pending = match launch_via_mother(&shim, ns_flags, staging.clone()) {
         Some(p) => p,
-        None => match launch_supervisor(&cfg, ns_flags, warm, None) {
+        None => match launch_supervisor(&cfg, ns_flags, staging, None) {
             Ok(p) => p,
             Err(e) => {
                 crate::host::diag::diag!(
@@ -523,13 +523,13 @@ fn kind_name(ns_flags: libc::c_int) -> &'static str {
 /// configuration changed since its task started (it then exits on EOF and is reaped).
 /// Back to back, a start then finds a spare made by an earlier task and starts none: no
 /// process is made or ended for the supervisor.
-pub fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
+fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     let pending = Lease {
         pid,
         pidfd: Some(pidfd),
         chan: Some(chan),
         shim: r.shim.clone(),
-        warm: r.warm,
+        staging: r.staging,
         ns_flags: r.ns_flags,
         spare: false,
         spec: None,
@@ -544,6 +544,28 @@ pub fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     {
         add_spare(&r.shim, r.ns_flags, pending);
     }
+}
+
+/// After a task's exit, a supervisor that may run another ([`Reusable`]): once it says
+/// it has tidied up ([`ToHost::Idle`], within 5 s) and `take_pidfd` hands over its pid
+/// and pidfd (the task's only hold on it), it is taken back ([`release`]). False when
+/// not: the caller reaps it (the channel, dropped here, is its cue to exit).
+pub fn release_after_exit(
+    r: Reusable,
+    mut chan: Channel,
+    take_pidfd: impl FnOnce() -> Option<(i32, OwnedFd)>,
+) -> bool {
+    if chan.next_within(5000) != Some(ToHost::Idle) {
+        return false;
+    }
+    let Some(chan) = chan.into_fd() else {
+        return false;
+    };
+    let Some((pid, pidfd)) = take_pidfd() else {
+        return false;
+    };
+    release(r, pid, pidfd, chan);
+    true
 }
 
 /// Adds a spare unless there are two of its kind already: one started ahead plus one

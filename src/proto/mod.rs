@@ -165,19 +165,19 @@ pub const GO: u8 = b'g';
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForkRequest {
     pub ns_flags: i32,
-    pub warm: Option<crate::proto::spec::Staging>,
+    pub staging: Option<crate::proto::spec::Staging>,
 }
 
 impl ForkRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = self.ns_flags.to_le_bytes().to_vec();
-        if let Some(w) = &self.warm {
+        if let Some(w) = &self.staging {
             b.extend_from_slice(&serde_json::to_vec(w).unwrap_or_default());
         }
         b
     }
 
-    /// The request, and its `warm` part as the raw JSON the new supervisor parses itself.
+    /// The request, and its `staging` part as the raw JSON the new supervisor parses itself.
     pub fn decode(b: &[u8]) -> Option<(i32, &[u8])> {
         (b.len() >= 4).then(|| (i32::from_le_bytes([b[0], b[1], b[2], b[3]]), &b[4..]))
     }
@@ -295,7 +295,7 @@ mod tests {
     fn fork_requests_round_trip() {
         let r = ForkRequest {
             ns_flags: libc::CLONE_NEWPID,
-            warm: None,
+            staging: None,
         };
         assert_eq!(
             ForkRequest::decode(&r.encode()),

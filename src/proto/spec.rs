@@ -274,7 +274,7 @@ impl Go {
 }
 
 /// What a prestarted exec supervisor prepares while it waits for a task
-/// (`execdriver-shim --warm <json>`): its command process, in the task's cgroups (made
+/// (`execdriver-shim --staged <json>`): its command process, in the task's cgroups (made
 /// under the placeholder `name`, renamed at the start; v1 only, since cgroup2 dirs cannot
 /// be renamed) and in a mount namespace with the `chroot_env` binds, /dev and /proc
 /// made ready to attach.
@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn a_sample_spec_parses_with_every_part() {
-        let warm = super::Staging {
+        let staging = super::Staging {
             layout: crate::cgroup::Layout::V2 {
                 root: "/sys/fs/cgroup".into(),
             },
@@ -548,7 +548,7 @@ mod tests {
             freezer: false,
             caps: 1,
         };
-        let Ok(crate::proto::ToSupervisor::Spec(s)) = crate::proto::parse(&warm.sample_spec())
+        let Ok(crate::proto::ToSupervisor::Spec(s)) = crate::proto::parse(&staging.sample_spec())
         else {
             panic!("not a spec");
         };

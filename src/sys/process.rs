@@ -116,7 +116,7 @@ pub fn write_raw(fd: RawFd, bytes: &[u8]) {
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// One read(2) from `fd` into `buf`'s spare capacity (never zeroed: only the pages the
+/// One read(2) from `fd` into `buf`'s unused capacity (never zeroed: only the pages the
 /// data lands in are touched), replacing its contents. `Ok(0)` at EOF.
 pub fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     buf.clear();
@@ -126,7 +126,7 @@ pub fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel initialized the first r bytes of the spare capacity.
+    // SAFETY: the kernel initialized the first r bytes of the unused capacity.
     unsafe { buf.set_len(r as usize) };
     Ok(r as usize)
 }

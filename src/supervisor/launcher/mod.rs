@@ -36,10 +36,57 @@ pub struct CommandFds {
 /// What starts this supervisor's tasks.
 pub struct Launcher {
     /// What to prepare ahead of a task (an exec supervisor started ahead).
-    warm: Option<Staging>,
+    staging: Option<Staging>,
     /// The cgroups the host makes for the first task (see [`Owned`]).
     owns: Option<Owned>,
     first: bool,
+}
+
+/// What a supervisor is told at its start, for its [`Launcher`]: its arguments
+/// (`--staged <json>`, `--owns <json>`), or the fork server's request.
+#[derive(Default)]
+pub struct Start {
+    staging: Option<Staging>,
+    owns: Option<Owned>,
+}
+
+impl Start {
+    /// A supervisor started ahead that prepares what `json` (a [`Staging`]) says; an
+    /// ordinary one when it is empty or not one.
+    pub fn staged(json: &[u8]) -> Start {
+        Start {
+            staging: serde_json::from_slice(json).ok(),
+            owns: None,
+        }
+    }
+
+    /// A supervisor launched for one start, owning the cgroups `json` (an [`Owned`])
+    /// names.
+    fn owning(json: &[u8]) -> Start {
+        Start {
+            staging: None,
+            owns: serde_json::from_slice(json).ok(),
+        }
+    }
+}
+
+/// The supervisor's side of `execdriver-shim` (all but `driver_exec`'s `--exec`): the
+/// fork server, or a supervisor as its arguments say.
+pub fn entry(args: &[std::ffi::OsString]) -> i32 {
+    match args {
+        // The mode in the environment, not the arguments: the supervisors cloned from the
+        // fork server keep its command line, which is then a supervisor's.
+        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "fork-server") => {
+            fork_server::main()
+        }
+        [_] => super::main(Start::default()),
+        [_, flag, json] if flag == "--staged" => super::main(Start::staged(json.as_encoded_bytes())),
+        [_, flag, json] if flag == "--owns" => super::main(Start::owning(json.as_encoded_bytes())),
+        _ => {
+            eprintln!("usage: execdriver-shim (started by libexecdriver)");
+            2
+        }
+    }
 }
 
 /// A task the host sent, not started yet.
@@ -89,12 +136,11 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> Error {
 }
 
 impl Launcher {
-    /// `warm`: `--warm <json>`; `owns`: `--owns <json>`.
-    pub fn new(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> Launcher {
+    pub fn new(how: Start) -> Launcher {
         reuse::note_host_names();
         Launcher {
-            warm: warm.and_then(|w| serde_json::from_slice(w.as_encoded_bytes()).ok()),
-            owns: owns.and_then(|o| serde_json::from_slice(o.as_encoded_bytes()).ok()),
+            staging: how.staging,
+            owns: how.owns,
             first: true,
         }
     }
@@ -104,10 +150,10 @@ impl Launcher {
     /// on the start, or went away): what it made for the first task is removed.
     pub fn next_task(&mut self, chan: &mut Channel, fds: &CommandFds) -> Option<Incoming> {
         loop {
-            if self.warm.is_some() {
+            if self.staging.is_some() {
                 crate::sys::set_idle_priority(true);
             }
-            let sb = self.warm.as_ref().and_then(|w| {
+            let sb = self.staging.as_ref().and_then(|w| {
                 standby::Standby::prepare(
                     w,
                     standby::ChildFds {
@@ -151,7 +197,7 @@ impl Launcher {
             } else {
                 line
             };
-            if self.warm.is_some() {
+            if self.staging.is_some() {
                 crate::sys::set_idle_priority(false);
             }
             self.first = false;

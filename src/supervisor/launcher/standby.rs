@@ -1,5 +1,5 @@
 //! A spare exec supervisor's command process ("standby"), made while the spare waits for
-//! a task (`execdriver-shim --warm <json>`, see [`crate::proto::spec::Staging`]). It does ahead
+//! a task (`execdriver-shim --staged <json>`, see [`crate::proto::spec::Staging`]). It does ahead
 //! what costs most in an exec start and does not depend on the task:
 //! - it joins the task's v1 cgroups, made under a placeholder name (mkdir in five
 //!   hierarchies: ~0.3 ms);
@@ -130,7 +130,7 @@ pub struct ChildFds {
 impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
-    pub fn prepare(warm: &Staging, mut fds: ChildFds) -> Option<Standby> {
+    pub fn prepare(staging: &Staging, mut fds: ChildFds) -> Option<Standby> {
         // Without it the standby builds the root from the host's tree (no skeleton root).
         let host_slot = std::fs::File::open("/dev/null").ok();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
@@ -145,7 +145,7 @@ impl Standby {
         // RCU grace period a `cgroup.procs` write by pid waits for after an idle spell
         // (see `TaskCgroup::self_join_files`). Made for the task at its start instead if
         // this fails (or on pure v2, where cgroup2 dirs cannot be renamed).
-        let layout = warm.layout.for_exec();
+        let layout = staging.layout.for_exec();
         if let crate::cgroup::Layout::V2 { .. } = layout {
             // The task's cgroup is made at the start there: its device program ready.
             crate::cgroup::devices::prime();
@@ -157,11 +157,11 @@ impl Standby {
             // sibling task).
             _ => TaskCgroup::create(
                 &layout,
-                &warm.parent,
-                &warm.name,
+                &staging.parent,
+                &staging.name,
                 &crate::cgroup::Limits {
                     cpu_mhz: crate::cgroup::DEFAULT_CPU_SHARES,
-                    freezer: warm.freezer,
+                    freezer: staging.freezer,
                     ..Default::default()
                 },
             )
@@ -187,7 +187,7 @@ impl Standby {
                     verdict: verdict_w,
                     go: go_r,
                 };
-                let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
+                let code = standby_main(staging, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
                 process::exit_now(code);
             }
             Ok(Forked::Parent(child)) => Pid::from_raw(child),
@@ -377,18 +377,18 @@ struct Pipes {
 }
 
 /// The standby's work ahead of a task (see the module doc).
-fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
+fn prepare(staging: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
     if let Some(cg) = cgroup {
         cg.join_self()
             .map_err(|e| Error::new(Code::Isolation, format!("joining cgroups: {e}")))?;
     }
     nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
     rootfs::private_namespace()?;
-    let mut staged = rootfs::stage(&warm.mounts)?;
+    let mut staged = rootfs::stage(&staging.mounts)?;
     // What no task of this configuration may have goes now, not at the start.
-    crate::supervisor::privs::limit_bounding(warm.caps)?;
+    crate::supervisor::privs::limit_bounding(staging.caps)?;
     // The parsers' code mapped in now (see `Staging::sample_spec`).
-    let sample = warm.sample_spec();
+    let sample = staging.sample_spec();
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
     // A copy of the host's tree made in our own namespace (the kernel clones from a
@@ -410,7 +410,7 @@ fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Resul
 /// network namespace it then enters.
 fn decide(
     line: &[u8],
-    warm: &Staging,
+    staging: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     staged: &rootfs::Staged,
@@ -419,7 +419,7 @@ fn decide(
         Ok(ToSupervisor::Spec(s)) => Some(*s),
         _ => None,
     }
-    .filter(|s| fits(s, cgroup, warm.freezer, mounts));
+    .filter(|s| fits(s, cgroup, staging.freezer, mounts));
     // A group's network namespace, found where this standby sees the host's paths (in
     // its copy of the host's tree, which resolves no /proc magic link): one it cannot
     // open there is not taken, and the supervisor starts the task the usual way.
@@ -441,13 +441,13 @@ fn decide(
 /// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
 /// root, waits for the go byte, execs the command.
 fn standby_main(
-    warm: &Staging,
+    staging: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     pipes: Pipes,
     fds: &ChildFds,
 ) -> i32 {
-    let prepared = prepare(warm, cgroup, fds);
+    let prepared = prepare(staging, cgroup, fds);
     let Ok(staged) = prepared else {
         // EOF on `verdict`: the supervisor starts the task the usual way.
         return 1;
@@ -464,7 +464,7 @@ fn standby_main(
         return 0;
     }
     line.pop();
-    let (spec, netns) = decide(&line, warm, cgroup, mounts, &staged);
+    let (spec, netns) = decide(&line, staging, cgroup, mounts, &staged);
     let said = if spec.is_some() {
         Verdict::Takes
     } else {
@@ -490,7 +490,7 @@ fn standby_main(
     let e = match from_host {
         Some(ToSupervisor::Go(g)) => {
             g.apply(&mut spec);
-            super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
+            super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, staging.caps, netns)
         }
         _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };
