@@ -1,10 +1,10 @@
 //! Every message between the host and a supervisor, typed: one enum per direction on
 //! the channel ([`ToSupervisor`], [`ToHost`]), each a line of JSON (serde_json escapes
 //! every newline inside it); the verdict and go byte between a supervisor and its staged
-//! command process
-//! ([`Verdict`]); the fork server's request and reply ([`ForkRequest`]); and the driver's
-//! commands to a supervisor as queued signals ([`Control`]). No byte or string of these
-//! is compared anywhere else.
+//! command process ([`Verdict`]); the fork server's request and reply ([`ForkRequest`]);
+//! the driver's commands to a supervisor as queued signals ([`Control`]); and
+//! `driver_exec`'s request and reports ([`exec`]). No byte or string of these is compared
+//! anywhere else.
 //!
 //! The channel, in order: the host sends [`ToSupervisor::Spec`], then
 //! [`ToSupervisor::Go`] once the task's directories are made (EOF instead: the start
@@ -13,6 +13,7 @@
 //! waits for [`ToSupervisor::Keep`] (then the next spec) or EOF.
 
 pub mod chan;
+pub mod exec;
 pub mod mounts;
 pub mod spec;
 
@@ -64,6 +65,9 @@ pub struct Started {
 pub struct Failure {
     pub code: String,
     pub message: String,
+    /// Left out when there is none, as in the library's error responses
+    /// ([`Error::to_json`]), which [`exec`] passes on in this shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
