@@ -207,18 +207,20 @@ impl Lease {
         drop(host);
         let status = crate::sys::pidfd_reap_within(&pidfd, 5000);
         self.remove_placeholder();
+        if self.spare
+            && let Some(c) = &self.task_cgroups
+        {
+            // The task's cgroups, made by a spare from the spec: none outlives a failed
+            // start, whether the spare reported the failure (it removes them itself; a
+            // step that did not is covered) or was killed before its report.
+            c.remove();
+        }
         let said_nothing = match report {
             Ok(Incoming::Message(ToHost::Failed(f))) => return Err(f.into()),
             Ok(Incoming::Message(_)) => false,
             // Gone without a word (EOF, or the connection reset by its death).
             _ => true,
         };
-        if self.spare
-            && let Some(c) = &self.task_cgroups
-        {
-            // A spare killed after it made the task's cgroups, before its report.
-            c.remove();
-        }
         if self.spare && said_nothing {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::host::plugin::current();

@@ -41,18 +41,13 @@ pub fn start(text: &str) -> Result<Value> {
     }
     let plan = Plan::new(&t, &cfg, facts(&t, &cfg)?)?;
     let entry = Entry::register(&plan)?;
+    // Dropped before the entry, on any way out but the commit: the directories go while
+    // the id is still taken.
     let mut created = prepare::Created::default();
-    let r = run(&plan, &cfg, &entry, &mut created);
-    match r {
-        Ok(v) => {
-            entry.commit();
-            Ok(v)
-        }
-        Err(e) => {
-            created.undo();
-            Err(e)
-        }
-    }
+    let v = run(&plan, &cfg, &entry, &mut created)?;
+    created.commit();
+    entry.commit();
+    Ok(v)
 }
 
 /// What the plan needs of the host: the user (NSS), the `chroot_env` entries, the cgroup

@@ -15,7 +15,7 @@ mod reuse;
 mod standby;
 mod trampoline;
 
-use crate::cgroup::TaskCgroup;
+use crate::cgroup::{CgroupGuard, TaskCgroup};
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
 use crate::proto::spec::{Go, LaunchSpec, Owned, Staging};
@@ -233,8 +233,7 @@ impl Launcher {
                 let cgroup = sb.adopt_cgroups(spec)?;
                 let Some((go, wait_pipe)) = read_go(chan) else {
                     sb.discard();
-                    let made = cgroup.as_ref().filter(|_| spec.cgroup.is_none());
-                    abandon(spec.cgroup.as_ref(), made);
+                    abandon(spec.cgroup.as_ref(), cgroup);
                     return Ok(None);
                 };
                 go.apply(spec);
@@ -243,7 +242,7 @@ impl Launcher {
                 Ok(Some(Launched {
                     pid,
                     ours: spec.cgroup.is_none(),
-                    cgroup,
+                    cgroup: cgroup.disarm(),
                     started_at,
                     raw: None,
                     _host_tree: host_tree,
@@ -283,10 +282,8 @@ fn read_go(chan: &mut Channel) -> Option<(Go, Option<OwnedFd>)> {
 
 /// The start failed on the host's side, or the host went away before its go: what we
 /// `made` goes, and what it made (`given`: empty, the command has not started).
-fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
-    if let Some(cg) = made {
-        let _ = cg.remove();
-    }
+fn abandon(given: Option<&TaskCgroup>, made: CgroupGuard) {
+    drop(made);
     if let Some(cg) = given {
         cg.remove_empty();
     }
@@ -296,17 +293,18 @@ fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
 /// them, while it made the directories), the go, then the process.
 fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<Option<Launched>> {
     let given = spec.cgroup.clone();
-    let made = match (&given, &spec.cgroup_request) {
+    // Removed on every way out but the command's start.
+    let made = CgroupGuard::new(match (&given, &spec.cgroup_request) {
         (None, Some(req)) => req.make(&spec.task_id)?,
         _ => None,
-    };
+    });
     let Some((go, wait_pipe)) = read_go(chan) else {
-        abandon(given.as_ref(), made.as_ref());
+        abandon(given.as_ref(), made);
         return Ok(None);
     };
     go.apply(spec);
     let started_at = crate::proto::spec::rfc3339_now();
-    if let Some(cg) = &made {
+    if let Some(cg) = made.get() {
         spec.cgroup_procs = cg.self_join_files();
         spec.clone_into = cg.v2_dir();
     }
@@ -344,15 +342,8 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
             r
         }
     };
-    let pid = match spawned {
-        Ok(pid) => Pid::from_raw(pid),
-        Err(e) => {
-            if let Some(cg) = &made {
-                let _ = cg.remove();
-            }
-            return Err(internal("starting the command", &e));
-        }
-    };
+    let pid = Pid::from_raw(spawned.map_err(|e| internal("starting the command", &e))?);
+    let made = made.disarm();
     Ok(Some(Launched {
         pid,
         ours: made.is_some(),

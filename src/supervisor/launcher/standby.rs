@@ -21,7 +21,7 @@
 //! cgroups are ready; EOF: give up). Errors of the standby after its verdict come back on
 //! the supervisor's sync pipe, as for any command child.
 
-use crate::cgroup::TaskCgroup;
+use crate::cgroup::{CgroupGuard, TaskCgroup};
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
 use crate::proto::spec::{Go, LaunchSpec, Staging};
@@ -107,6 +107,8 @@ fn fits(
     }
     match (&spec.cgroup_request, placeholder) {
         (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == freezer,
+        // Its placeholder would be left to nobody.
+        (None, Some(_)) => false,
         _ => true,
     }
 }
@@ -150,7 +152,7 @@ impl Standby {
             // The task's cgroup is made at the start there: its device program ready.
             crate::cgroup::devices::prime();
         }
-        let cgroup = match layout {
+        let cgroup = CgroupGuard::new(match layout {
             crate::cgroup::Layout::V2 { .. } => None,
             // At the kernel's default cpu weight until the task's limits are written (with
             // `cpu_mhz` 0 it would get shares 2, and its start would wait behind any busy
@@ -166,7 +168,7 @@ impl Standby {
                 },
             )
             .ok(),
-        };
+        });
         let supervisor = nix::unistd::getpid();
         use crate::sys::process::{self as process, Forked};
         let pid = match process::fork() {
@@ -187,23 +189,18 @@ impl Standby {
                     verdict: verdict_w,
                     go: go_r,
                 };
-                let code = standby_main(staging, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
+                let code = standby_main(staging, cgroup.get(), mounts.as_ref(), pipes, fds);
                 process::exit_now(code);
             }
             Ok(Forked::Parent(child)) => Pid::from_raw(child),
-            Err(_) => {
-                if let Some(cg) = cgroup {
-                    let _ = cg.remove();
-                }
-                return None;
-            }
+            Err(_) => return None,
         };
         Some(Standby {
             pid,
             feed: feed_w,
             verdict: verdict_r,
             go: go_w,
-            cgroup,
+            cgroup: cgroup.disarm(),
             mounts,
             host_slot,
         })
@@ -291,48 +288,48 @@ impl Standby {
     }
 
     /// The task's cgroups: the placeholder's renamed to the task's id (or made for it,
-    /// on pure v2, and the standby moved in) with the task's limits. On failure the
-    /// standby is killed and reaped and the cgroups are removed.
-    pub fn adopt_cgroups(&mut self, spec: &LaunchSpec) -> Result<Option<TaskCgroup>> {
-        let placeholder = self.cgroup.take();
-        let r = (|| -> Result<Option<TaskCgroup>> {
-            let Some(req) = &spec.cgroup_request else {
-                return Ok(None);
-            };
-            let cg = match placeholder {
-                Some(mut cg) => {
-                    let r = cg
-                        .rename(&spec.task_id)
-                        .and_then(|()| cg.apply_limits(&req.limits));
-                    if let Err(e) = r {
-                        let _ = cg.remove();
-                        return Err(e);
-                    }
-                    cg
-                }
-                None => {
-                    let cg = TaskCgroup::create(
-                        &req.layout.for_exec(),
-                        &req.parent,
-                        &spec.task_id,
-                        &req.limits,
-                    )?;
-                    if let Err(e) = cg.join(self.pid.as_raw()) {
-                        let _ = cg.remove();
-                        return Err(Error::new(
-                            Code::Isolation,
-                            format!("cgroup: moving the command process in: {e}"),
-                        ));
-                    }
-                    cg
-                }
-            };
-            Ok(Some(cg))
-        })();
+    /// on pure v2, and the standby moved in) with the task's limits, removed unless the
+    /// caller disarms them once the command has its go. On failure the standby is killed
+    /// and reaped and the cgroups are removed.
+    pub fn adopt_cgroups(&mut self, spec: &LaunchSpec) -> Result<CgroupGuard> {
+        let placeholder = CgroupGuard::new(self.cgroup.take());
+        let r = self.task_cgroups(placeholder, spec);
         if r.is_err() {
             self.discard();
         }
         r
+    }
+
+    /// [`Standby::adopt_cgroups`] but for the discarding.
+    fn task_cgroups(&self, placeholder: CgroupGuard, spec: &LaunchSpec) -> Result<CgroupGuard> {
+        // (Without a request there is no placeholder: `fits` declines then.)
+        let Some(req) = &spec.cgroup_request else {
+            return Ok(placeholder);
+        };
+        let mut cg = placeholder;
+        match cg.get_mut() {
+            Some(p) => {
+                p.rename(&spec.task_id)?;
+                p.apply_limits(&req.limits)?;
+            }
+            None => {
+                cg = CgroupGuard::new(Some(TaskCgroup::create(
+                    &req.layout.for_exec(),
+                    &req.parent,
+                    &spec.task_id,
+                    &req.limits,
+                )?));
+                if let Some(made) = cg.get() {
+                    made.join(self.pid.as_raw()).map_err(|e| {
+                        Error::new(
+                            Code::Isolation,
+                            format!("cgroup: moving the command process in: {e}"),
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(cg)
     }
 
     /// Passes on the host's go (the task's directories are made), then the go byte (its
