@@ -3,7 +3,8 @@
 //!
 //! 1. the task's id in the task table ([`Entry`]: a start with the same id is refused);
 //! 2. a lease on a supervisor ([`pool::acquire`]: dropped, the supervisor ends);
-//! 3. the task's cgroups where the host makes them ([`Cgroups`]: removed on failure);
+//! 3. the task's cgroups where the host makes them ([`crate::cgroup::CgroupGuard`]: removed
+//!    on failure);
 //! 4. the launch spec to the supervisor (it parses it, and makes the cgroups it was asked
 //!    to, while the host goes on);
 //! 5. the directories ([`prepare::Created`]: the task's own removed on failure; the
@@ -149,17 +150,6 @@ impl Drop for Entry {
     }
 }
 
-/// The cgroups the host made for a start, removed unless it commits.
-struct Cgroups(Option<crate::cgroup::TaskCgroup>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            let _ = c.remove();
-        }
-    }
-}
-
 /// Steps 2 to 8 (see the module doc).
 fn run(
     plan: &Plan,
@@ -178,9 +168,10 @@ fn run(
     });
     let mut lease = pool::acquire(cfg, plan.ns_flags, owns.as_ref())?;
     let (request, made) = lease.cgroups(plan.cgroups.clone(), id)?;
-    let mut cgroups = Cgroups(made);
+    // The cgroups the host made for the start, removed unless it commits.
+    let cgroups = crate::cgroup::CgroupGuard::new(made);
     let mut spec = plan.spec.clone();
-    if let Some(cg) = &cgroups.0 {
+    if let Some(cg) = cgroups.get() {
         set_cgroup(&mut spec, cg);
     }
     spec.cgroup_request = request;
@@ -206,7 +197,7 @@ fn run(
         // Made by the supervisor: it reports where.
         set_cgroup(&mut spec, cg);
     }
-    cgroups.0 = None;
+    cgroups.disarm();
     pool::replenish(cfg, plan.ns_flags);
     let mut v = commit(plan, entry, &key, spec, started);
     if let Some(r) = wait_fd {
