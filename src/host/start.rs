@@ -51,6 +51,29 @@ pub fn start(text: &str) -> Result<Value> {
     Ok(v)
 }
 
+/// Checks a task's `network_isolation.path` (host side): under one of the plugin's
+/// `netns_dirs`, without `.` or `..`, and a network namespace
+/// ([`crate::sys::net::open_netns`]). One
+/// message for every refusal, so that it tells nothing of the host's files.
+fn check_netns_path(path: &Path, dirs: &[String]) -> std::io::Result<std::fs::File> {
+    let under = crate::host::handle::plain_absolute(path)
+        && dirs
+            .iter()
+            .any(|d| path.starts_with(d) && path != Path::new(d));
+    let refused = || {
+        std::io::Error::other(format!(
+            "network_isolation.path {} is not a network namespace in the plugin's netns_dirs ({})",
+            path.display(),
+            dirs.join(", ")
+        ))
+    };
+    if !under {
+        return Err(refused());
+    }
+    crate::sys::net::open_netns(path).map_err(|_| refused())
+}
+
+
 /// What the plan needs of the host: the user (NSS), the `chroot_env` entries, the cgroup
 /// layout, the environment passed through; and the task's network namespace checked.
 fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
@@ -62,7 +85,7 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         && n.mode == config::NetworkMode::Group
     {
         let path = n.path.clone().unwrap_or_default();
-        crate::supervisor::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
+        check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
             |e| Error::field(Code::InvalidConfig, "network_isolation.path", e.to_string()),
         )?;
     }
@@ -368,5 +391,33 @@ fn test_pause_before_go() {
         loop {
             std::thread::park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_paths_outside_netns_dirs_or_not_namespaces_are_refused() {
+        assert!(
+            crate::sys::net::open_netns(Path::new("/proc/self/ns/net")).is_err(),
+            "a magic link is not followed"
+        );
+        let me = format!("/proc/{}/ns", std::process::id());
+        let dirs = vec![me.clone()];
+        let netns = format!("{me}/net");
+        // Under /proc the ns entries are magic links: refused as such by open_netns, and a
+        // path outside netns_dirs is refused before anything is opened.
+        assert!(check_netns_path(Path::new(&netns), &dirs).is_err());
+        for bad in ["/etc/hostname", "/nonexistent", "relative/x"] {
+            let e = check_netns_path(Path::new(bad), &dirs).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a network namespace in"),
+                "{e}"
+            );
+        }
+        let e = check_netns_path(Path::new(&format!("{me}/../ns/net")), &dirs).unwrap_err();
+        assert!(e.to_string().contains("netns_dirs"), "{e}");
     }
 }

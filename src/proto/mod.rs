@@ -197,6 +197,12 @@ pub fn parse_fork_reply(b: &[u8]) -> Option<i32> {
     (b.len() == 4).then(|| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// The test hook: a shim started with `EXECDRIVER_TEST_ENOSYS=<call>,<call>…` in its
+/// environment (the host passes it on from its own) sees those system calls fail with
+/// `ENOSYS`, as on a kernel that lacks them, so that the tests run every fallback on any
+/// kernel (see [`crate::supervisor::seccomp::test_hook`]).
+pub const TEST_ENOSYS: &str = "EXECDRIVER_TEST_ENOSYS";
+
 /// The driver's commands to a supervisor, sent as a queued realtime signal
 /// ([`control_signal`], `SI_QUEUE`) whose value says which; so a signal that merely
 /// reaches the supervisor (a stray SIGKILL-free kill of its pid) is never taken for one.

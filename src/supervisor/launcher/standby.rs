@@ -426,7 +426,7 @@ fn decide(
         .and_then(|i| i.netns.as_ref())
         .map(|p| {
             staged.open_host(p).and_then(|f| {
-                crate::supervisor::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
+                crate::sys::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
             })
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
