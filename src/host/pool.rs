@@ -1,6 +1,6 @@
 //! The pool of supervisors, on the host's side: the one place there that knows about
 //! prestarted supervisors. A start [`acquire`]s a [`Lease`] on a supervisor: an idle spare
-//! of its kind (started ahead, or taken back after a task: [`release`]), else one
+//! of its kind (started ahead, or taken back after a task: `release`), else one
 //! launched now, which loads while the host prepares the task (clone+exec, see
 //! [`crate::sys::spawn_with`]). Through the lease the start hands it the spec and the go
 //! over the channel ([`crate::proto::chan`]) and reads its start report. Spares are made
@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub struct Started {
-    /// What it takes to keep the supervisor after its task ([`release`]).
+    /// What it takes to keep the supervisor after its task (`release`).
     pub reusable: Option<Reusable>,
     pub pid: i32,
     /// The supervisor's start time as it read it itself (`/proc/<pid>/stat` field 22).
@@ -29,7 +29,7 @@ pub struct Started {
 }
 
 /// What it takes to make a supervisor a spare again after its task
-/// ([`crate::proto::spec::LaunchSpec::again_ms`], [`release`]).
+/// ([`crate::proto::spec::LaunchSpec::again_ms`], `release`).
 pub struct Reusable {
     /// The configuration it was started for: after a `driver_configure` it is not reused.
     cfg: std::sync::Arc<PluginConfig>,
@@ -348,7 +348,7 @@ fn staging_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto
 }
 
 /// The supervisors' fork server (`execdriver-shim`, `EXECDRIVER_SHIM_MODE=fork-server`,
-/// [`crate::supervisor::mother`]):
+/// [`crate::supervisor::launcher::fork_server`]):
 /// started once, it makes each spare by cloning itself (`CLONE_PARENT`: the spare is our
 /// child all the same) instead of us executing the shim again, which costs ~0.45 ms of
 /// CPU per spare on these machines. Ends on EOF when dropped (`driver_configure`, host
@@ -550,7 +550,7 @@ fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
 
 /// After a task's exit, a supervisor that may run another ([`Reusable`]): once it says
 /// it has tidied up ([`ToHost::Idle`], within 5 s) and `take_pidfd` hands over its pid
-/// and pidfd (the task's only hold on it), it is taken back ([`release`]). False when
+/// and pidfd (the task's only hold on it), it is taken back (`release`). False when
 /// not: the caller reaps it (the channel, dropped here, is its cue to exit).
 pub fn release_after_exit(
     r: Reusable,
@@ -590,7 +590,7 @@ fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Lease) {
     };
 }
 
-/// Spares being started on background threads (see [`prestart_in_background`]).
+/// Spares being started on background threads (see [`replenish`]).
 static IN_FLIGHT: (std::sync::Mutex<usize>, std::sync::Condvar) =
     (std::sync::Mutex::new(0), std::sync::Condvar::new());
 
@@ -598,7 +598,7 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
     IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// After a start of this kind: [`prestart`] on a short-lived background thread, so that
+/// After a start of this kind: `prestart` on a short-lived background thread, so that
 /// the caller does not wait for the new supervisor's exec. (A persistent worker thread,
 /// woken per start, was measured slower for raw_exec back to back: 2.1-2.3x against
 /// 1.98x, the spare being launched later; no difference for exec.)

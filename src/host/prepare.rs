@@ -122,7 +122,7 @@ pub struct Dirs {
     pub alloc_dir: PathBuf,
     pub task_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// The claim on the task dir (see [`claim_task_dir`]): `<data_dir>/claims/<sha256 of
+    /// The claim on the task dir (see `claim_task_dir`): `<data_dir>/claims/<sha256 of
     /// the task dir's path>`, holding the id of the task that has it.
     pub claim: PathBuf,
 }

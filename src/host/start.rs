@@ -1,7 +1,7 @@
 //! `driver_start`: the task's [`Plan`], then one transaction in a fixed order, each step
 //! owning what it made until the start commits:
 //!
-//! 1. the task's id in the task table ([`Entry`]: a start with the same id is refused);
+//! 1. the task's id in the task table (`Entry`: a start with the same id is refused);
 //! 2. a lease on a supervisor ([`pool::acquire`]: dropped, the supervisor ends);
 //! 3. the task's cgroups where the host makes them ([`crate::cgroup::CgroupGuard`]: removed
 //!    on failure);

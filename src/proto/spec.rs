@@ -77,7 +77,7 @@ pub struct Isolation {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LaunchSpec {
     pub task_id: String,
-    /// argv; argv[0] is the path to exec (inside the task root for exec).
+    /// argv; `argv[0]` is the path to exec (inside the task root for exec).
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -103,8 +103,9 @@ pub struct LaunchSpec {
     /// Non-zero: the supervisor may run another task after this one (with
     /// `prestart_supervisor`: raw_exec, or an exec supervisor that prepares its tasks'
     /// command processes). Once it has tidied up after the exit it says
-    /// `{"idle":true}` and waits this many milliseconds to be taken back
-    /// ([`KEEP`]), then for the next spec on its channel (see [`crate::proto::chan`]).
+    /// [`crate::proto::ToHost::Idle`] and waits this many milliseconds to be taken back
+    /// ([`crate::proto::ToSupervisor::Keep`]), then for the next spec on its channel (see
+    /// [`crate::proto::chan`]).
     #[serde(default)]
     pub again_ms: u64,
     /// Random, one per start: the handle carries it too, so that a handle of an earlier

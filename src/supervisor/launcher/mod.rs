@@ -1,12 +1,12 @@
 //! How a supervisor gets its task and starts its command process: the one place on the
 //! supervisor's side that knows it may have been prestarted. A prestarted exec
-//! supervisor prepares the command process ahead (a standby, [`standby`]) while it waits;
+//! supervisor prepares the command process ahead (a standby, `standby`) while it waits;
 //! one made by the fork server ([`fork_server`]) is a clone of it; a supervisor may run
-//! another task after its own ([`reuse`]). The supervisor's loop sees only [`Launcher`]:
+//! another task after its own (`reuse`). The supervisor's loop sees only [`Launcher`]:
 //! the next task, its start ([`Launched`]), and whether another may follow.
 //!
 //! The command process of an exec task is made with fork semantics and runs
-//! [`command`]; a raw_exec task's shares our memory and runs only [`trampoline`]'s
+//! [`command`]; a raw_exec task's shares our memory and runs only `trampoline`'s
 //! system calls ([`crate::sys::clone`]).
 
 pub mod command;
