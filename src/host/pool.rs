@@ -599,9 +599,9 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
 }
 
 /// After a start of this kind: `prestart` on a short-lived background thread, so that
-/// the caller does not wait for the new supervisor's exec. (A persistent worker thread,
-/// woken per start, was measured slower for raw_exec back to back: 2.1-2.3x against
-/// 1.98x, the spare being launched later; no difference for exec.)
+/// the caller does not wait for the new supervisor's exec. A thread per start rather
+/// than a persistent worker woken per start: the worker launches the spare later, which
+/// back-to-back raw_exec starts pay for (docs/performance.md, what was tried).
 pub fn replenish(cfg: &PluginConfig, ns_flags: libc::c_int) {
     // Most often there is one already (taken back after a task): no thread then.
     if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {
