@@ -337,7 +337,7 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
                 fds.stderr,
                 fds.sync,
             )?;
-            let r = crate::sys::clone::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
+            let r = prepared.spawn(cgroup_fd);
             raw = Some(prepared);
             r
         }
