@@ -15,6 +15,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 # The library as shipped (without the `testing` feature its internals are private, which
 # some lints only then look at).
 cargo clippy --lib --bins --quiet -- -D warnings
+# The internal docs (every module, private items too) without a broken link.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --features testing --quiet
 cargo build --quiet
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The abi_stable root module (off by default): its own feature build and host test.

@@ -163,26 +163,6 @@ impl Error {
         }
         json!({ "error": e })
     }
-
-    /// Parses an error object produced by [`Error::to_json`] (used on the supervisor's
-    /// sync pipe); anything else becomes an internal error.
-    pub fn from_json(v: &Value) -> Error {
-        let e = &v["error"];
-        let code = e["code"]
-            .as_str()
-            .and_then(Code::parse)
-            .unwrap_or(Code::Internal);
-        let message = e["message"]
-            .as_str()
-            .unwrap_or("malformed error")
-            .to_string();
-        let field = e["field"].as_str().map(str::to_string);
-        Error {
-            code,
-            message,
-            field,
-        }
-    }
 }
 
 impl fmt::Display for Error {
@@ -219,7 +199,11 @@ mod tests {
             "config.command",
             "config.command is required",
         );
-        assert_eq!(Error::from_json(&e.to_json()), e);
+        assert_eq!(
+            e.to_json(),
+            json!({"error": {"code": "invalid_config", "field": "config.command",
+                "message": "config.command is required"}})
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! functions) and [`ffi`] (the C ABI's pointers).
 
 #![deny(unsafe_code)]
+// A function over 80 lines (clippy.toml) says why it cannot be split, in an `allow`.
+#![warn(clippy::too_many_lines)]
 
 /// An internal module: `pub(crate)`, so that the compiler flags what nothing uses; public
 /// (hidden from the docs) with the `testing` feature, which the integration tests,

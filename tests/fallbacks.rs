@@ -99,7 +99,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
     ];
     // The hook reaches the shim: one it cannot apply ends it, and the start fails.
     // SAFETY: see below.
-    unsafe { std::env::set_var(execdriver::supervisor::seccomp::TEST_ENOSYS, "no_such_call") };
+    unsafe { std::env::set_var(execdriver::proto::TEST_ENOSYS, "no_such_call") };
     op(
         execdriver::driver::configure,
         json!({"prestart_supervisor": false}),
@@ -116,7 +116,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
     for missing in cases {
         // SAFETY: set while no other thread of this test process reads the environment
         // (one test function; the driver's own threads are idle between starts).
-        unsafe { std::env::set_var(execdriver::supervisor::seccomp::TEST_ENOSYS, missing) };
+        unsafe { std::env::set_var(execdriver::proto::TEST_ENOSYS, missing) };
         for prestart in [false, true] {
             // Spares and the fork server of the previous case end: new ones get the hook.
             op(execdriver::driver::configure, source.config(prestart)).unwrap();
@@ -132,7 +132,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
         }
     }
     // SAFETY: as above.
-    unsafe { std::env::remove_var(execdriver::supervisor::seccomp::TEST_ENOSYS) };
+    unsafe { std::env::remove_var(execdriver::proto::TEST_ENOSYS) };
     op(execdriver::driver::configure, json!({})).unwrap();
 }
 

@@ -5,10 +5,11 @@
 //! `no_main`: the C `main` below skips std's runtime set-up (probing fds 0–2, reading
 //! `/proc/self/maps` for the main thread's stack guard, installing SIGSEGV/SIGBUS
 //! handlers and an alternate signal stack, ignoring SIGPIPE). None of it is needed here —
-//! the supervisor blocks every signal and reads them from a signalfd — and on these
-//! machines it was ~0.3 ms of every task start. The arguments are read from `argv`
-//! here (std's `args_os` is empty under `no_main` with some C libraries, musl's).
+//! the supervisor blocks every signal and reads them from a signalfd — and it would cost
+//! every task start ~0.3 ms on a 2-core VM. The arguments are read from `argv` here
+//! (std's `args_os` is empty under `no_main` with some C libraries, musl's).
 #![no_main]
+#![warn(clippy::too_many_lines)]
 
 // The C runtime is the only caller, with its own argc/argv.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]

@@ -138,6 +138,41 @@ pub struct TaskCgroup {
     pub shared: Vec<PathBuf>,
 }
 
+/// A task's cgroups made on the way to its start: removed (killing what is in them) when
+/// dropped, unless [`CgroupGuard::disarm`]ed once the start has succeeded. Every early
+/// return of the start, and a panic, leaves none behind without a hand-written
+/// `remove` on each path.
+#[must_use]
+pub struct CgroupGuard(Option<TaskCgroup>);
+
+impl CgroupGuard {
+    /// Guards `made` (`None`: nothing was made, and nothing is removed).
+    pub fn new(made: Option<TaskCgroup>) -> CgroupGuard {
+        CgroupGuard(made)
+    }
+
+    pub fn get(&self) -> Option<&TaskCgroup> {
+        self.0.as_ref()
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut TaskCgroup> {
+        self.0.as_mut()
+    }
+
+    /// The start succeeded: the cgroups are the task's, and stay.
+    pub fn disarm(mut self) -> Option<TaskCgroup> {
+        self.0.take()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            let _ = cg.remove();
+        }
+    }
+}
+
 pub(crate) fn isolation(step: &str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::new(
         Code::Isolation,
@@ -301,22 +336,32 @@ impl TaskCgroup {
     ) -> Result<TaskCgroup> {
         validate(parent, name)?;
         let parent = parent.trim_end_matches('/');
-        let mut tcg = TaskCgroup::empty(layout);
-        let r = match layout {
-            Layout::V1 { controllers } => v1::create(&mut tcg, controllers, parent, name, limits),
-            Layout::V2 { root } => v2::create(&mut tcg, root, parent, name, limits, true),
-            Layout::Hybrid {
-                controllers,
-                unified,
-            } => v1::create(&mut tcg, controllers, parent, name, limits)
-                .and_then(|()| v2::create(&mut tcg, unified, parent, name, limits, false)),
-        };
-        if let Err(e) = r {
-            let _ = tcg.remove();
-            return Err(e);
+        TaskCgroup::made(layout, |tcg| {
+            match layout {
+                Layout::V1 { controllers } => v1::create(tcg, controllers, parent, name, limits),
+                Layout::V2 { root } => v2::create(tcg, root, parent, name, limits, true),
+                Layout::Hybrid {
+                    controllers,
+                    unified,
+                } => v1::create(tcg, controllers, parent, name, limits)
+                    .and_then(|()| v2::create(tcg, unified, parent, name, limits, false)),
+            }?;
+            tcg.set_procs();
+            Ok(())
+        })
+    }
+
+    /// The description `make` fills in from an empty one of `layout`, creating
+    /// directories as it goes; what it created is removed if it fails.
+    fn made(
+        layout: &Layout,
+        make: impl FnOnce(&mut TaskCgroup) -> Result<()>,
+    ) -> Result<TaskCgroup> {
+        let mut guard = CgroupGuard::new(Some(TaskCgroup::empty(layout)));
+        if let Some(tcg) = guard.get_mut() {
+            make(tcg)?;
         }
-        tcg.set_procs();
-        Ok(tcg)
+        Ok(guard.disarm().unwrap_or_else(|| TaskCgroup::empty(layout)))
     }
 
     /// The `cgroup.procs` files of the task's directories, v2 first, then the v1 ones in
@@ -492,13 +537,12 @@ impl TaskCgroup {
             Layout::V2 { root } => root,
             Layout::Hybrid { unified, .. } => unified,
         };
-        let mut tcg = TaskCgroup::empty(layout);
-        if let Err(e) = v2::create(&mut tcg, root, parent, name, &Limits::default(), false) {
-            let _ = tcg.remove();
-            return Err(e);
-        }
-        tcg.procs = tcg.v2.iter().map(|d| d.join("cgroup.procs")).collect();
-        Ok(Some(tcg))
+        TaskCgroup::made(layout, |tcg| {
+            v2::create(tcg, root, parent, name, &Limits::default(), false)?;
+            tcg.procs = tcg.v2.iter().map(|d| d.join("cgroup.procs")).collect();
+            Ok(())
+        })
+        .map(Some)
     }
 
     /// Whether every path of this description is the task's own in `layout`: its

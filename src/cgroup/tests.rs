@@ -865,3 +865,26 @@ fn layout_for_exec_and_json() {
         assert_eq!(back, l);
     }
 }
+
+/// Cgroups made on the way to a start go when their guard is dropped (an early return or
+/// a panic), and stay once it is disarmed.
+#[test]
+fn a_cgroup_guard_removes_unless_disarmed() {
+    let d = TempDir::new();
+    fake_v2(&d.0, false);
+    let l = Layout::v2_at(&d.0);
+    let made = |name| CgroupGuard::new(Some(TaskCgroup::create(&l, "p", name, &Limits::default()).unwrap()));
+    let g = made("dropped");
+    assert!(d.0.join("p/dropped").is_dir());
+    drop(g);
+    assert!(!d.0.join("p/dropped").exists());
+    let r = std::panic::catch_unwind(|| {
+        let _g = made("unwound");
+        panic!("a bug in the start");
+    });
+    assert!(r.is_err() && !d.0.join("p/unwound").exists());
+    let kept = made("kept").disarm().unwrap();
+    assert!(d.0.join("p/kept").is_dir());
+    kept.remove().unwrap();
+    drop(CgroupGuard::new(None));
+}

@@ -1,9 +1,9 @@
 //! The library's own log, for the operator: what it did (configuration, each task's
 //! start, signals, stops, exits, recovery) and what went wrong where no response says so
-//! (a lost supervisor, a spare that could not be started, a caught panic). Two sinks,
-//! each with its own level: the file of `driver_configure`'s `log_path` (`log_level`),
-//! and a callback of the host (`driver_set_log_callback`). With neither, a log call
-//! costs one atomic load.
+//! (a lost supervisor, a supervisor that could not be started ahead, a caught panic).
+//! Two sinks, each with its own level: the file of `driver_configure`'s `log_path`
+//! (`log_level`), and a callback of the host (`driver_set_log_callback`). With neither,
+//! a log call costs one atomic load.
 //!
 //! A record is one line of text (control characters escaped), tasks named `task <id>`.
 //! It never carries a request body or a task's environment (secrets live there): only

@@ -401,14 +401,6 @@ pub fn signal(req: Option<&str>) -> Result<Value> {
     }
 }
 
-/// Operations whose issue has not landed yet.
-pub fn not_yet(op: &str) -> Result<Value> {
-    Err(Error::new(
-        Code::Unsupported,
-        format!("{op} is not implemented in this version of execdriver yet"),
-    ))
-}
-
 /// `driver_stats`: the task's usage from its cgroups (or /proc for a raw_exec task
 /// without cgroups).
 pub fn stats(req: Option<&str>) -> Result<Value> {

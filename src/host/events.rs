@@ -1,9 +1,9 @@
 //! A task's events, as Nomad shows them in `nomad alloc status`: what happened to it and
-//! when (`driver_inspect`'s `events`). Kept in memory (the last [`KEPT`]) and in the
+//! when (`driver_inspect`'s `events`). Kept in memory (the last `KEPT`) and in the
 //! task's state dir (`events.jsonl`, one JSON object a line), so that a recovered task
 //! has its history. The file is written once the start is done (every event so far in
 //! one write, replacing an earlier task's of that id) and appended to afterwards; past
-//! [`FILE_MAX`] bytes new events stay in memory only.
+//! `FILE_MAX` bytes new events stay in memory only.
 
 use serde_json::{Value, json};
 use std::io::Write;

@@ -5,6 +5,7 @@
 use crate::config::{self, PluginConfig};
 use crate::error::{Code, Error, Result};
 use crate::host::task;
+use crate::proto::exec::{ExecRequest, ExecResult, Interactive};
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::Read;
@@ -35,7 +36,7 @@ struct ExecReq {
 }
 
 /// The interactive form the request asks for, if any (`tty`, `stdin` or `stream`).
-fn interactive(r: &ExecReq) -> Result<Option<crate::supervisor::exec::Interactive>> {
+fn interactive(r: &ExecReq) -> Result<Option<Interactive>> {
     let size = match (r.rows, r.cols) {
         (None, None) => None,
         (Some(rows), Some(cols)) if rows > 0 && cols > 0 => Some((rows, cols)),
@@ -73,7 +74,7 @@ fn interactive(r: &ExecReq) -> Result<Option<crate::supervisor::exec::Interactiv
             ));
         }
     }
-    Ok((r.tty || r.stdin || r.stream).then(|| crate::supervisor::exec::Interactive {
+    Ok((r.tty || r.stdin || r.stream).then(|| Interactive {
         term: r.term.clone(),
         tty: r.tty,
         stdin: r.stdin,
@@ -111,7 +112,7 @@ pub fn exec(req: &str) -> Result<Value> {
                 .next()
                 .and_then(|p| p.parse::<i32>().ok())
         });
-    let request = crate::supervisor::exec::ExecRequest {
+    let request = ExecRequest {
         target_pid: target,
         supervisor_pid: Some(pid),
         command: r.command,
@@ -227,7 +228,7 @@ pub(crate) fn shim_command(cfg: &PluginConfig, request: &Path) -> Result<ShimCom
 }
 
 /// Runs `execdriver-shim --exec <request>` for `driver_exec` and returns its
-/// one-line JSON result.
+/// one-line result ([`ExecResult`]).
 fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
     let cmd = shim_command(cfg, request)?;
     let sp = crate::sys::spawn(&cmd.path, &cmd.args, &cmd.env, 0)
@@ -237,14 +238,14 @@ fn run_exec(cfg: &PluginConfig, request: &Path) -> Result<serde_json::Value> {
     let _ = out.read_to_string(&mut report);
     let _ = crate::sys::poll_readable(sp.pidfd.as_raw_fd(), -1);
     let _ = crate::sys::pidfd_reap(&sp.pidfd);
-    let v: serde_json::Value = serde_json::from_str(report.trim()).map_err(|_| {
-        Error::new(
+    match serde_json::from_str::<ExecResult>(report.trim()) {
+        Ok(ExecResult::Ran(out)) => {
+            serde_json::to_value(out).map_err(|e| Error::internal(e.to_string()))
+        }
+        Ok(ExecResult::Failed { error }) => Err(error.into()),
+        Err(_) => Err(Error::new(
             Code::Spawn,
             format!("driver_exec: the shim gave no result ({report:?})"),
-        )
-    })?;
-    if v.get("error").is_some() {
-        return Err(Error::from_json(&v));
+        )),
     }
-    Ok(v)
 }

@@ -8,7 +8,7 @@
 
 use crate::config::{self, PluginConfig};
 use crate::error::{Code, Error, Result};
-use crate::supervisor::exec::{Interactive, Resize};
+use crate::proto::exec::{Interactive, Resize, SessionEnd, SessionStart};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ struct Session {
     sock: OwnedFd,
     tty: bool,
     /// The exit report once read (by one waiter; the others find it here).
-    report: Mutex<Option<Value>>,
+    report: Mutex<Option<SessionEnd>>,
 }
 
 fn table() -> MutexGuard<'static, HashMap<String, Arc<Session>>> {
@@ -52,21 +52,26 @@ pub fn start(cfg: &PluginConfig, request: &Path, task_id: &str, it: &Interactive
     let mut buf = vec![0u8; 64 << 10];
     let first = crate::sys::socket::recv_with_fds(&sock, &mut buf, false);
     let (started, fds) = match first {
-        Ok(Some((n, fds))) if n > 0 => (serde_json::from_slice::<Value>(&buf[..n]).ok(), fds),
+        Ok(Some((n, fds))) if n > 0 => (
+            serde_json::from_slice::<SessionStart>(&buf[..n]).ok(),
+            fds,
+        ),
         _ => (None, vec![]),
     };
     let want = if it.tty { 1 } else { 2 + usize::from(it.stdin) };
-    let pid = started.as_ref().and_then(|v| v["pid"].as_i64());
-    let (Some(pid), true) = (pid, fds.len() == want) else {
-        drop(sock);
-        let _ = crate::sys::pidfd_reap_within(&shim, 5000);
-        return Err(match started {
-            Some(v) if v.get("error").is_some() => Error::from_json(&v),
-            other => Error::new(
-                Code::Spawn,
-                format!("driver_exec: the shim did not start the command ({other:?})"),
-            ),
-        });
+    let pid = match &started {
+        Some(SessionStart::Started { pid }) if fds.len() == want => *pid,
+        _ => {
+            drop(sock);
+            let _ = crate::sys::pidfd_reap_within(&shim, 5000);
+            return Err(match started {
+                Some(SessionStart::Failed { error }) => error.into(),
+                other => Error::new(
+                    Code::Spawn,
+                    format!("driver_exec: the shim did not start the command ({other:?})"),
+                ),
+            });
+        }
     };
     let exec_id = format!("exec-{}", crate::sys::random_hex(8));
     table().insert(
@@ -114,25 +119,35 @@ pub fn wait(req: &str) -> Result<Value> {
             format!("exec session {:?} is still running", r.exec_id),
         ));
     }
-    let report = {
-        let mut g = s.report.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            let mut buf = [0u8; 4096];
-            *g = match crate::sys::socket::recv_with_fds(&s.sock, &mut buf, true) {
-                Ok(Some((n, _))) if n > 0 => serde_json::from_slice(&buf[..n]).ok(),
-                _ => None,
-            }
-            .or_else(|| Some(json!({"error": {"code": "spawn",
-                "message": "the exec session ended without an exit report (its shim was killed, or its task destroyed)"}})));
-        }
-        g.clone().unwrap_or_default()
-    };
+    let report = s
+        .report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(|| read_end(&s.sock))
+        .clone();
     table().remove(&r.exec_id);
     let _ = crate::sys::pidfd_reap_within(&s.shim, 5000);
-    if report.get("error").is_some() {
-        return Err(Error::from_json(&report));
+    match report {
+        SessionEnd::Exited { exit_code, signal } => {
+            Ok(json!({"exec_id": r.exec_id, "exit_code": exit_code, "signal": signal}))
+        }
+        SessionEnd::Failed { error } => Err(error.into()),
     }
-    Ok(json!({"exec_id": r.exec_id, "exit_code": report["exit_code"], "signal": report["signal"]}))
+}
+
+/// The shim's exit report, readable on `sock`.
+fn read_end(sock: &OwnedFd) -> SessionEnd {
+    let mut buf = [0u8; 4096];
+    match crate::sys::socket::recv_with_fds(sock, &mut buf, true) {
+        Ok(Some((n, _))) if n > 0 => serde_json::from_slice(&buf[..n]).ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        SessionEnd::from(&Error::new(
+            Code::Spawn,
+            "the exec session ended without an exit report (its shim was killed, or its task destroyed)",
+        ))
+    })
 }
 
 #[derive(Deserialize, Default)]

@@ -222,14 +222,13 @@ fn loaded_object_path() -> Option<PathBuf> {
 }
 
 /// The environment of the shim: a plain `PATH` and `extra`, never the host's own; and the
-/// test hook `EXECDRIVER_TEST_ENOSYS` when the host has it (see
-/// [`crate::supervisor::seccomp::test_hook`]).
+/// test hook [`crate::proto::TEST_ENOSYS`] when the host has it.
 pub fn shim_env(extra: &[&str]) -> Result<Vec<std::ffi::CString>> {
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     env.extend(extra.iter().map(|e| e.to_string()));
-    if let Ok(v) = std::env::var(crate::supervisor::seccomp::TEST_ENOSYS) {
-        env.push(format!("{}={v}", crate::supervisor::seccomp::TEST_ENOSYS));
+    if let Ok(v) = std::env::var(crate::proto::TEST_ENOSYS) {
+        env.push(format!("{}={v}", crate::proto::TEST_ENOSYS));
     }
     env.iter()
         .map(|e| {

@@ -1,6 +1,6 @@
 //! The pool of supervisors, on the host's side: the one place there that knows about
 //! prestarted supervisors. A start [`acquire`]s a [`Lease`] on a supervisor: an idle spare
-//! of its kind (started ahead, or taken back after a task: [`release`]), else one
+//! of its kind (started ahead, or taken back after a task: `release`), else one
 //! launched now, which loads while the host prepares the task (clone+exec, see
 //! [`crate::sys::spawn_with`]). Through the lease the start hands it the spec and the go
 //! over the channel ([`crate::proto::chan`]) and reads its start report. Spares are made
@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub struct Started {
-    /// What it takes to keep the supervisor after its task ([`release`]).
+    /// What it takes to keep the supervisor after its task (`release`).
     pub reusable: Option<Reusable>,
     pub pid: i32,
     /// The supervisor's start time as it read it itself (`/proc/<pid>/stat` field 22).
@@ -29,13 +29,13 @@ pub struct Started {
 }
 
 /// What it takes to make a supervisor a spare again after its task
-/// ([`crate::proto::spec::LaunchSpec::again_ms`], [`release`]).
+/// ([`crate::proto::spec::LaunchSpec::again_ms`], `release`).
 pub struct Reusable {
     /// The configuration it was started for: after a `driver_configure` it is not reused.
     cfg: std::sync::Arc<PluginConfig>,
     shim: std::path::PathBuf,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
 }
 
 /// A supervisor started ahead of its launch spec: it loads while the host prepares the
@@ -47,7 +47,7 @@ pub struct Lease {
     chan: Option<OwnedFd>,
     shim: std::path::PathBuf,
     /// A spare exec supervisor, preparing what [`crate::proto::spec::Staging`] says.
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
     ns_flags: libc::c_int,
     /// Taken from the spares: if it is found dead without a word when handed the spec
     /// (killed while idle, just after the liveness check), a new one is launched.
@@ -60,11 +60,11 @@ pub struct Lease {
 }
 
 /// Starts the supervisor in new namespaces `ns_flags`; it waits for its launch spec
-/// (preparing what `warm` says meanwhile).
+/// (preparing what `staging` says meanwhile).
 pub fn launch_supervisor(
     cfg: &PluginConfig,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
     owns: Option<&crate::proto::spec::Owned>,
 ) -> Result<Lease> {
     let shim = crate::host::plugin::shim_path(cfg)?;
@@ -73,8 +73,8 @@ pub fn launch_supervisor(
     };
     let path = c(&shim.to_string_lossy(), "shim_path")?;
     let mut args = vec![c("execdriver-shim", "argv")?];
-    if let Some(w) = &warm {
-        args.push(c("--warm", "argv")?);
+    if let Some(w) = &staging {
+        args.push(c("--staged", "argv")?);
         args.push(c(&serde_json::to_string(w).unwrap_or_default(), "argv")?);
     } else if let Some(o) = owns {
         args.push(c("--owns", "argv")?);
@@ -100,7 +100,7 @@ pub fn launch_supervisor(
         pidfd: Some(pidfd),
         chan: Some(mine),
         shim,
-        warm,
+        staging,
         ns_flags,
         spare: false,
         spec: None,
@@ -141,11 +141,11 @@ impl Lease {
     /// with `prestart_supervisor`, for raw_exec, or for exec when it is a spare that
     /// prepares its tasks' command processes (one started for a single start does not).
     fn reusable(&self, cfg: &std::sync::Arc<PluginConfig>) -> Option<Reusable> {
-        (cfg.prestart_supervisor && (self.ns_flags == 0 || self.warm.is_some())).then(|| Reusable {
+        (cfg.prestart_supervisor && (self.ns_flags == 0 || self.staging.is_some())).then(|| Reusable {
             cfg: cfg.clone(),
             shim: self.shim.clone(),
             ns_flags: self.ns_flags,
-            warm: self.warm.clone(),
+            staging: self.staging.clone(),
         })
     }
 
@@ -160,7 +160,7 @@ impl Lease {
     /// makes the cgroups while the host goes on making the task's directories. A
     /// supervisor that went away meanwhile is seen at [`Lease::go`].
     pub fn send_spec(&mut self, spec: &crate::proto::spec::LaunchSpec) {
-        if self.warm.is_some() {
+        if self.staging.is_some() {
             // An exec spare prepares at idle priority: out of it before the spec arrives
             // (it moves its command process out of it in turn).
             crate::sys::set_idle_priority_of(self.pid, false);
@@ -207,18 +207,20 @@ impl Lease {
         drop(host);
         let status = crate::sys::pidfd_reap_within(&pidfd, 5000);
         self.remove_placeholder();
+        if self.spare
+            && let Some(c) = &self.task_cgroups
+        {
+            // The task's cgroups, made by a spare from the spec: none outlives a failed
+            // start, whether the spare reported the failure (it removes them itself; a
+            // step that did not is covered) or was killed before its report.
+            c.remove();
+        }
         let said_nothing = match report {
             Ok(Incoming::Message(ToHost::Failed(f))) => return Err(f.into()),
             Ok(Incoming::Message(_)) => false,
             // Gone without a word (EOF, or the connection reset by its death).
             _ => true,
         };
-        if self.spare
-            && let Some(c) = &self.task_cgroups
-        {
-            // A spare killed after it made the task's cgroups, before its report.
-            c.remove();
-        }
         if self.spare && said_nothing {
             // A spare that died while idle: a new supervisor takes the start.
             let cfg = crate::host::plugin::current();
@@ -243,7 +245,7 @@ impl Lease {
     /// Removes the placeholder cgroups of an exec spare that ended without a task: it
     /// removes them itself when it exits on EOF, but not when it was killed.
     fn remove_placeholder(&self) {
-        if let Some(w) = &self.warm
+        if let Some(w) = &self.staging
             && let Ok(c) =
                 crate::cgroup::TaskCgroup::named(&w.layout.for_exec(), &w.parent, &w.name)
         {
@@ -334,7 +336,7 @@ fn drop_dead_spares() {
 
 /// What an exec spare prepares, for the configuration `cfg`: its cgroups under a
 /// placeholder name (`spare-<random>`, renamed to the task's id at the start).
-fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Staging> {
+fn staging_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::spec::Staging> {
     Some(crate::proto::spec::Staging {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
@@ -346,7 +348,7 @@ fn warm_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto::s
 }
 
 /// The supervisors' fork server (`execdriver-shim`, `EXECDRIVER_SHIM_MODE=fork-server`,
-/// [`crate::supervisor::mother`]):
+/// [`crate::supervisor::launcher::fork_server`]):
 /// started once, it makes each spare by cloning itself (`CLONE_PARENT`: the spare is our
 /// child all the same) instead of us executing the shim again, which costs ~0.45 ms of
 /// CPU per spare on these machines. Ends on EOF when dropped (`driver_configure`, host
@@ -398,7 +400,7 @@ fn start_mother(shim: &Path) -> Result<Mother> {
 fn launch_via_mother(
     shim: &Path,
     ns_flags: libc::c_int,
-    warm: Option<crate::proto::spec::Staging>,
+    staging: Option<crate::proto::spec::Staging>,
 ) -> Option<Lease> {
     let mut g = mother();
     let usable = |m: &Mother| {
@@ -413,7 +415,7 @@ fn launch_via_mother(
     let (mine, theirs) = crate::proto::chan::socketpair().ok()?;
     let msg = proto::ForkRequest {
         ns_flags,
-        warm: warm.clone(),
+        staging: staging.clone(),
     }
     .encode();
     let mut reply = [0u8; 8];
@@ -460,7 +462,7 @@ fn launch_via_mother(
         pidfd: Some(pidfd),
         chan: Some(mine),
         shim: shim.to_path_buf(),
-        warm,
+        staging,
         ns_flags,
         spare: false,
         spec: None,
@@ -485,17 +487,17 @@ fn prestart(ns_flags: libc::c_int) {
     let Ok(shim) = crate::host::plugin::shim_path(&cfg) else {
         return;
     };
-    let warm = if ns_flags != 0 {
-        match warm_for(&cfg, ns_flags) {
+    let staging = if ns_flags != 0 {
+        match staging_for(&cfg, ns_flags) {
             Some(w) => Some(w),
             None => return,
         }
     } else {
         None
     };
-    let pending = match launch_via_mother(&shim, ns_flags, warm.clone()) {
+    let pending = match launch_via_mother(&shim, ns_flags, staging.clone()) {
         Some(p) => p,
-        None => match launch_supervisor(&cfg, ns_flags, warm, None) {
+        None => match launch_supervisor(&cfg, ns_flags, staging, None) {
             Ok(p) => p,
             Err(e) => {
                 crate::host::diag::diag!(
@@ -523,13 +525,13 @@ fn kind_name(ns_flags: libc::c_int) -> &'static str {
 /// configuration changed since its task started (it then exits on EOF and is reaped).
 /// Back to back, a start then finds a spare made by an earlier task and starts none: no
 /// process is made or ended for the supervisor.
-pub fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
+fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     let pending = Lease {
         pid,
         pidfd: Some(pidfd),
         chan: Some(chan),
         shim: r.shim.clone(),
-        warm: r.warm,
+        staging: r.staging,
         ns_flags: r.ns_flags,
         spare: false,
         spec: None,
@@ -544,6 +546,28 @@ pub fn release(r: Reusable, pid: i32, pidfd: OwnedFd, chan: OwnedFd) {
     {
         add_spare(&r.shim, r.ns_flags, pending);
     }
+}
+
+/// After a task's exit, a supervisor that may run another ([`Reusable`]): once it says
+/// it has tidied up ([`ToHost::Idle`], within 5 s) and `take_pidfd` hands over its pid
+/// and pidfd (the task's only hold on it), it is taken back (`release`). False when
+/// not: the caller reaps it (the channel, dropped here, is its cue to exit).
+pub fn release_after_exit(
+    r: Reusable,
+    mut chan: Channel,
+    take_pidfd: impl FnOnce() -> Option<(i32, OwnedFd)>,
+) -> bool {
+    if chan.next_within(5000) != Some(ToHost::Idle) {
+        return false;
+    }
+    let Some(chan) = chan.into_fd() else {
+        return false;
+    };
+    let Some((pid, pidfd)) = take_pidfd() else {
+        return false;
+    };
+    release(r, pid, pidfd, chan);
+    true
 }
 
 /// Adds a spare unless there are two of its kind already: one started ahead plus one
@@ -566,7 +590,7 @@ fn add_spare(shim: &Path, ns_flags: libc::c_int, pending: Lease) {
     };
 }
 
-/// Spares being started on background threads (see [`prestart_in_background`]).
+/// Spares being started on background threads (see [`replenish`]).
 static IN_FLIGHT: (std::sync::Mutex<usize>, std::sync::Condvar) =
     (std::sync::Mutex::new(0), std::sync::Condvar::new());
 
@@ -574,10 +598,10 @@ fn in_flight() -> std::sync::MutexGuard<'static, usize> {
     IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// After a start of this kind: [`prestart`] on a short-lived background thread, so that
-/// the caller does not wait for the new supervisor's exec. (A persistent worker thread,
-/// woken per start, was measured slower for raw_exec back to back: 2.1-2.3x against
-/// 1.98x, the spare being launched later; no difference for exec.)
+/// After a start of this kind: `prestart` on a short-lived background thread, so that
+/// the caller does not wait for the new supervisor's exec. A thread per start rather
+/// than a persistent worker woken per start: the worker launches the spare later, which
+/// back-to-back raw_exec starts pay for (docs/performance.md, what was tried).
 pub fn replenish(cfg: &PluginConfig, ns_flags: libc::c_int) {
     // Most often there is one already (taken back after a task): no thread then.
     if !cfg.prestart_supervisor || spares().iter().any(|s| s.ns_flags == ns_flags) {

@@ -8,15 +8,28 @@ use crate::proto::spec::Bind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// Directories `driver_start` created, removed again if the start fails.
+/// Directories `driver_start` created: removed again when dropped, unless the start
+/// [`Created::commit`]s (a failed start, or one that panicked and was caught at the C
+/// boundary, leaves none of them behind).
 #[derive(Default)]
 pub struct Created {
     dirs: Vec<PathBuf>,
 }
 
+impl Drop for Created {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
 impl Created {
+    /// The start has committed: what it made stays.
+    pub fn commit(mut self) {
+        self.dirs.clear();
+    }
+
     /// Removes, newest first, everything created (with all content put in since).
-    pub fn undo(&mut self) {
+    fn undo(&mut self) {
         while let Some(d) = self.dirs.pop() {
             match std::fs::symlink_metadata(&d) {
                 Ok(m) if m.is_dir() => {
@@ -111,7 +124,7 @@ pub struct Dirs {
     pub alloc_dir: PathBuf,
     pub task_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// The claim on the task dir (see [`claim_task_dir`]): `<data_dir>/claims/<sha256 of
+    /// The claim on the task dir (see `claim_task_dir`): `<data_dir>/claims/<sha256 of
     /// the task dir's path>`, holding the id of the task that has it.
     pub claim: PathBuf,
     /// `<data_dir>/alloc` when the alloc dir is a default one in it: made `0700` (see
@@ -743,6 +756,38 @@ pub fn lookup_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a start made goes when its [`Created`] is dropped (a failed start, or a panic
+    /// unwinding to the C boundary), content and all, newest first; a directory that was
+    /// there before stays, and after `commit` everything does.
+    #[test]
+    fn created_dirs_go_when_dropped_unless_committed() {
+        let base = std::env::temp_dir().join(format!("ed-created-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("before")).unwrap();
+        {
+            let mut c = Created::default();
+            mkdir_own(&base.join("a"), 0o755, &mut c).unwrap();
+            mkdir_own(&base.join("a/b"), 0o700, &mut c).unwrap();
+            mkdir_own(&base.join("before"), 0o755, &mut c).unwrap();
+            std::fs::write(base.join("a/b/f"), "x").unwrap();
+        }
+        assert!(!base.join("a").exists());
+        assert!(base.join("before").is_dir(), "not ours to remove");
+        let p = base.join("p");
+        let r = std::panic::catch_unwind(move || {
+            let mut c = Created::default();
+            mkdir_own(&p, 0o755, &mut c).unwrap();
+            panic!("a bug in the start");
+        });
+        assert!(r.is_err());
+        assert!(!base.join("p").exists());
+        let mut c = Created::default();
+        mkdir_own(&base.join("k"), 0o755, &mut c).unwrap();
+        c.commit();
+        assert!(base.join("k").is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     fn lookups(name: &str) -> usize {
         NSS_LOOKUPS

@@ -1,9 +1,10 @@
 //! `driver_start`: the task's [`Plan`], then one transaction in a fixed order, each step
 //! owning what it made until the start commits:
 //!
-//! 1. the task's id in the task table ([`Entry`]: a start with the same id is refused);
+//! 1. the task's id in the task table (`Entry`: a start with the same id is refused);
 //! 2. a lease on a supervisor ([`pool::acquire`]: dropped, the supervisor ends);
-//! 3. the task's cgroups where the host makes them ([`Cgroups`]: removed on failure);
+//! 3. the task's cgroups where the host makes them ([`crate::cgroup::CgroupGuard`]: removed
+//!    on failure);
 //! 4. the launch spec to the supervisor (it parses it, and makes the cgroups it was asked
 //!    to, while the host goes on);
 //! 5. the directories ([`prepare::Created`]: the task's own removed on failure; the
@@ -41,19 +42,37 @@ pub fn start(text: &str) -> Result<Value> {
     }
     let plan = Plan::new(&t, &cfg, facts(&t, &cfg)?)?;
     let entry = Entry::register(&plan)?;
+    // Dropped before the entry, on any way out but the commit: the directories go while
+    // the id is still taken.
     let mut created = prepare::Created::default();
-    let r = run(&plan, &cfg, &entry, &mut created);
-    match r {
-        Ok(v) => {
-            entry.commit();
-            Ok(v)
-        }
-        Err(e) => {
-            created.undo();
-            Err(e)
-        }
-    }
+    let v = run(&plan, &cfg, &entry, &mut created)?;
+    created.commit();
+    entry.commit();
+    Ok(v)
 }
+
+/// Checks a task's `network_isolation.path` (host side): under one of the plugin's
+/// `netns_dirs`, without `.` or `..`, and a network namespace
+/// ([`crate::sys::net::open_netns`]). One
+/// message for every refusal, so that it tells nothing of the host's files.
+fn check_netns_path(path: &Path, dirs: &[String]) -> std::io::Result<std::fs::File> {
+    let under = crate::host::handle::plain_absolute(path)
+        && dirs
+            .iter()
+            .any(|d| path.starts_with(d) && path != Path::new(d));
+    let refused = || {
+        std::io::Error::other(format!(
+            "network_isolation.path {} is not a network namespace in the plugin's netns_dirs ({})",
+            path.display(),
+            dirs.join(", ")
+        ))
+    };
+    if !under {
+        return Err(refused());
+    }
+    crate::sys::net::open_netns(path).map_err(|_| refused())
+}
+
 
 /// What the plan needs of the host: the user (NSS), the `chroot_env` entries, the cgroup
 /// layout, the environment passed through; and the task's network namespace checked.
@@ -66,7 +85,7 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         && n.mode == config::NetworkMode::Group
     {
         let path = n.path.clone().unwrap_or_default();
-        crate::supervisor::net::check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
+        check_netns_path(Path::new(&path), &cfg.netns_dirs).map_err(
             |e| Error::field(Code::InvalidConfig, "network_isolation.path", e.to_string()),
         )?;
     }
@@ -154,17 +173,6 @@ impl Drop for Entry {
     }
 }
 
-/// The cgroups the host made for a start, removed unless it commits.
-struct Cgroups(Option<crate::cgroup::TaskCgroup>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            let _ = c.remove();
-        }
-    }
-}
-
 /// Steps 2 to 8 (see the module doc).
 fn run(
     plan: &Plan,
@@ -183,9 +191,10 @@ fn run(
     });
     let mut lease = pool::acquire(cfg, plan.ns_flags, owns.as_ref())?;
     let (request, made) = lease.cgroups(plan.cgroups.clone(), id)?;
-    let mut cgroups = Cgroups(made);
+    // The cgroups the host made for the start, removed unless it commits.
+    let cgroups = crate::cgroup::CgroupGuard::new(made);
     let mut spec = plan.spec.clone();
-    if let Some(cg) = &cgroups.0 {
+    if let Some(cg) = cgroups.get() {
         set_cgroup(&mut spec, cg);
     }
     spec.cgroup_request = request;
@@ -211,7 +220,7 @@ fn run(
         // Made by the supervisor: it reports where.
         set_cgroup(&mut spec, cg);
     }
-    cgroups.0 = None;
+    cgroups.disarm();
     pool::replenish(cfg, plan.ns_flags);
     let mut v = commit(plan, entry, &key, spec, started);
     if let Some(r) = wait_fd {
@@ -386,5 +395,33 @@ fn test_pause_before_go() {
         loop {
             std::thread::park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_paths_outside_netns_dirs_or_not_namespaces_are_refused() {
+        assert!(
+            crate::sys::net::open_netns(Path::new("/proc/self/ns/net")).is_err(),
+            "a magic link is not followed"
+        );
+        let me = format!("/proc/{}/ns", std::process::id());
+        let dirs = vec![me.clone()];
+        let netns = format!("{me}/net");
+        // Under /proc the ns entries are magic links: refused as such by open_netns, and a
+        // path outside netns_dirs is refused before anything is opened.
+        assert!(check_netns_path(Path::new(&netns), &dirs).is_err());
+        for bad in ["/etc/hostname", "/nonexistent", "relative/x"] {
+            let e = check_netns_path(Path::new(bad), &dirs).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a network namespace in"),
+                "{e}"
+            );
+        }
+        let e = check_netns_path(Path::new(&format!("{me}/../ns/net")), &dirs).unwrap_err();
+        assert!(e.to_string().contains("netns_dirs"), "{e}");
     }
 }

@@ -152,7 +152,7 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fields of /proc/<pid>/stat after the command name (index 0 is the state).
+/// Fields of `/proc/<pid>/stat` after the command name (index 0 is the state).
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(

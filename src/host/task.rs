@@ -340,9 +340,8 @@ impl Task {
     }
 
     /// After the exit (`driver_destroy`): a supervisor that may run another task goes
-    /// back to the pool once it says it has tidied up ([`crate::proto::ToHost::Idle`],
-    /// within 5 s);
-    /// any other is waited for and reaped ([`Task::reap_supervisor`]).
+    /// back to the pool ([`crate::host::pool::release_after_exit`]); any other is waited
+    /// for and reaped ([`Task::reap_supervisor`]).
     pub fn release_supervisor(&self) {
         let (reusable, chan) = {
             let mut g = self.lock();
@@ -353,27 +352,30 @@ impl Task {
             };
             (g.reusable.take(), chan)
         };
-        if let (Some(reusable), Some(mut chan)) = (reusable, chan)
-            && chan.next_within(5000) == Some(crate::proto::ToHost::Idle)
-            && let Some(chan) = chan.into_fd()
+        if let (Some(reusable), Some(chan)) = (reusable, chan)
+            && crate::host::pool::release_after_exit(reusable, chan, || self.take_sole_pidfd())
         {
-            let mut g = self.lock();
-            // Only when nothing else holds its pidfd (a concurrent stop or signal of this
-            // task): no signal meant for this task can reach the next one. (Signals sent
-            // before now are still queued; the supervisor drops them with the next spec.)
-            if let (Some(pid), Some(fd)) = (g.pid, g.pidfd.take()) {
-                match Arc::try_unwrap(fd) {
-                    Ok(fd) => {
-                        drop(g);
-                        crate::host::pool::release(reusable, pid, fd, chan);
-                        return;
-                    }
-                    Err(fd) => g.pidfd = Some(fd),
-                }
-            }
+            return;
         }
         // (A channel dropped here is the supervisor's cue to exit.)
         self.reap_supervisor();
+    }
+
+    /// The supervisor's pid and pidfd, taken from the task, when nothing else holds the
+    /// pidfd (a concurrent stop or signal of this task): then no signal meant for this
+    /// task can reach the supervisor's next one. (Signals sent before now are still
+    /// queued; the supervisor drops them with the next spec.)
+    fn take_sole_pidfd(&self) -> Option<(i32, OwnedFd)> {
+        let mut g = self.lock();
+        let pid = g.pid?;
+        let fd = g.pidfd.take()?;
+        match Arc::try_unwrap(fd) {
+            Ok(fd) => Some((pid, fd)),
+            Err(fd) => {
+                g.pidfd = Some(fd);
+                None
+            }
+        }
     }
 
     /// Waits for the supervisor process itself to be gone (after its exit report it still

@@ -81,7 +81,7 @@ impl Channel {
             if self.eof {
                 return Ok(Line::Eof);
             }
-            // Received straight into the buffer's spare room: a large spec touches only
+            // Received straight into the buffer's unused capacity: a large spec touches only
             // the pages it lands in (a fresh supervisor pays a page fault for each).
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(self.buf.capacity().max(16384));

@@ -1,10 +1,10 @@
 //! Every message between the host and a supervisor, typed: one enum per direction on
 //! the channel ([`ToSupervisor`], [`ToHost`]), each a line of JSON (serde_json escapes
 //! every newline inside it); the verdict and go byte between a supervisor and its staged
-//! command process
-//! ([`Verdict`]); the fork server's request and reply ([`ForkRequest`]); and the driver's
-//! commands to a supervisor as queued signals ([`Control`]). No byte or string of these
-//! is compared anywhere else.
+//! command process ([`Verdict`]); the fork server's request and reply ([`ForkRequest`]);
+//! the driver's commands to a supervisor as queued signals ([`Control`]); and
+//! `driver_exec`'s request and reports ([`exec`]). No byte or string of these is compared
+//! anywhere else.
 //!
 //! The channel, in order: the host sends [`ToSupervisor::Spec`], then
 //! [`ToSupervisor::Go`] once the task's directories are made (EOF instead: the start
@@ -13,6 +13,7 @@
 //! waits for [`ToSupervisor::Keep`] (then the next spec) or EOF.
 
 pub mod chan;
+pub mod exec;
 pub mod mounts;
 pub mod spec;
 
@@ -64,6 +65,9 @@ pub struct Started {
 pub struct Failure {
     pub code: String,
     pub message: String,
+    /// Left out when there is none, as in the library's error responses
+    /// ([`Error::to_json`]), which [`exec`] passes on in this shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
@@ -165,19 +169,19 @@ pub const GO: u8 = b'g';
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForkRequest {
     pub ns_flags: i32,
-    pub warm: Option<crate::proto::spec::Staging>,
+    pub staging: Option<crate::proto::spec::Staging>,
 }
 
 impl ForkRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = self.ns_flags.to_le_bytes().to_vec();
-        if let Some(w) = &self.warm {
+        if let Some(w) = &self.staging {
             b.extend_from_slice(&serde_json::to_vec(w).unwrap_or_default());
         }
         b
     }
 
-    /// The request, and its `warm` part as the raw JSON the new supervisor parses itself.
+    /// The request, and its `staging` part as the raw JSON the new supervisor parses itself.
     pub fn decode(b: &[u8]) -> Option<(i32, &[u8])> {
         (b.len() >= 4).then(|| (i32::from_le_bytes([b[0], b[1], b[2], b[3]]), &b[4..]))
     }
@@ -192,6 +196,12 @@ pub fn fork_reply(pid_or_errno: i32) -> [u8; 4] {
 pub fn parse_fork_reply(b: &[u8]) -> Option<i32> {
     (b.len() == 4).then(|| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
+
+/// The test hook: a shim started with `EXECDRIVER_TEST_ENOSYS=<call>,<call>…` in its
+/// environment (the host passes it on from its own) sees those system calls fail with
+/// `ENOSYS`, as on a kernel that lacks them, so that the tests run every fallback on any
+/// kernel (see [`crate::supervisor::seccomp::test_hook`]).
+pub const TEST_ENOSYS: &str = "EXECDRIVER_TEST_ENOSYS";
 
 /// The driver's commands to a supervisor, sent as a queued realtime signal
 /// ([`control_signal`], `SI_QUEUE`) whose value says which; so a signal that merely
@@ -295,7 +305,7 @@ mod tests {
     fn fork_requests_round_trip() {
         let r = ForkRequest {
             ns_flags: libc::CLONE_NEWPID,
-            warm: None,
+            staging: None,
         };
         assert_eq!(
             ForkRequest::decode(&r.encode()),

@@ -77,7 +77,7 @@ pub struct Isolation {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LaunchSpec {
     pub task_id: String,
-    /// argv; argv[0] is the path to exec (inside the task root for exec).
+    /// argv; `argv[0]` is the path to exec (inside the task root for exec).
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -103,8 +103,9 @@ pub struct LaunchSpec {
     /// Non-zero: the supervisor may run another task after this one (with
     /// `prestart_supervisor`: raw_exec, or an exec supervisor that prepares its tasks'
     /// command processes). Once it has tidied up after the exit it says
-    /// `{"idle":true}` and waits this many milliseconds to be taken back
-    /// ([`KEEP`]), then for the next spec on its channel (see [`crate::proto::chan`]).
+    /// [`crate::proto::ToHost::Idle`] and waits this many milliseconds to be taken back
+    /// ([`crate::proto::ToSupervisor::Keep`]), then for the next spec on its channel (see
+    /// [`crate::proto::chan`]).
     #[serde(default)]
     pub again_ms: u64,
     /// Random, one per start: the handle carries it too, so that a handle of an earlier
@@ -274,7 +275,7 @@ impl Go {
 }
 
 /// What a prestarted exec supervisor prepares while it waits for a task
-/// (`execdriver-shim --warm <json>`): its command process, in the task's cgroups (made
+/// (`execdriver-shim --staged <json>`): its command process, in the task's cgroups (made
 /// under the placeholder `name`, renamed at the start; v1 only, since cgroup2 dirs cannot
 /// be renamed) and in a mount namespace with the `chroot_env` binds, /dev and /proc
 /// made ready to attach.
@@ -538,7 +539,7 @@ mod tests {
 
     #[test]
     fn a_sample_spec_parses_with_every_part() {
-        let warm = super::Staging {
+        let staging = super::Staging {
             layout: crate::cgroup::Layout::V2 {
                 root: "/sys/fs/cgroup".into(),
             },
@@ -548,7 +549,7 @@ mod tests {
             freezer: false,
             caps: 1,
         };
-        let Ok(crate::proto::ToSupervisor::Spec(s)) = crate::proto::parse(&warm.sample_spec())
+        let Ok(crate::proto::ToSupervisor::Spec(s)) = crate::proto::parse(&staging.sample_spec())
         else {
             panic!("not a spec");
         };

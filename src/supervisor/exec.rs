@@ -5,6 +5,7 @@
 //! come in on it, and the exit report goes back when the command has ended.
 
 use crate::error::{Code, Error, Result};
+use crate::proto::exec::{ExecOutput, ExecRequest, ExecResult, Interactive, Resize, SessionEnd, SessionStart};
 use crate::proto::spec::LaunchSpec;
 use crate::sys::process::Forked;
 use nix::sched::CloneFlags;
@@ -12,53 +13,10 @@ use nix::sys::signal::{Signal, kill};
 use crate::sys::process::Ended;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-/// What the host asks for (written to a file next to launch.json).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecRequest {
-    /// Host pid of the task's command: its namespaces are entered.
-    pub target_pid: Option<i32>,
-    /// Host pid of the task's supervisor: the command must still be its child when its
-    /// namespaces are opened (a pid the command left may be another process's by then).
-    #[serde(default)]
-    pub supervisor_pid: Option<i32>,
-    pub command: String,
-    pub args: Vec<String>,
-    pub timeout_ms: u64,
-    /// The task's launch spec: the host's own (a task it started), or the one in the
-    /// task's state dir with the cgroups of its handle (a recovered task).
-    pub spec: Option<LaunchSpec>,
-    /// The interactive form; absent: output captured, as `driver_exec` always did.
-    #[serde(default)]
-    pub interactive: Option<Interactive>,
-}
-
-/// What the interactive form asks for: a pty (`tty`) or pipes (stdin's only with
-/// `stdin`), handed to the host; no output cap, no timeout unless `timeout_ms`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Interactive {
-    pub tty: bool,
-    /// The terminal's type, `TERM` of a tty's command (checked by the host).
-    #[serde(default)]
-    pub term: Option<String>,
-    pub stdin: bool,
-    pub rows: Option<u16>,
-    pub cols: Option<u16>,
-    pub timeout_ms: Option<u64>,
-}
-
-/// A window size the host forwards (`driver_exec_resize`), sent with one fd the shim
-/// closes once it is set: the host's acknowledgement.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Resize {
-    pub rows: u16,
-    pub cols: u16,
-}
 
 pub const MAX_OUTPUT: usize = 1 << 20;
 
@@ -66,8 +24,8 @@ fn err(step: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Code::Isolation, format!("exec: {step}: {e}"))
 }
 
-/// Runs the request; the result is `{"exit_code", "signal", "stdout", "stderr"}`.
-pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
+/// Runs the request, its output captured.
+pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<ExecOutput> {
     let procs = open_cgroup_files(spec)?;
     if spec.isolation.is_some() {
         enter_task(req)?;
@@ -76,9 +34,13 @@ pub fn run(spec: &LaunchSpec, req: &ExecRequest) -> Result<serde_json::Value> {
     let out = collect(child, out_r, err_r, req.timeout_ms);
     let (code, sig) = out.status.map_or((-1, 0), Ended::code_and_signal);
     let [stdout, stderr] = &out.bufs;
-    Ok(serde_json::json!({"exit_code": code, "signal": sig,
-        "stdout": String::from_utf8_lossy(stdout), "stderr": String::from_utf8_lossy(stderr),
-        "truncated": out.cut}))
+    Ok(ExecOutput {
+        exit_code: code,
+        signal: sig,
+        stdout: String::from_utf8_lossy(stdout).into_owned(),
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+        truncated: out.cut,
+    })
 }
 
 /// The task's cgroup files the command joins, opened before the task's mount namespace
@@ -96,7 +58,7 @@ fn open_cgroup_files(spec: &LaunchSpec) -> Result<Vec<std::fs::File>> {
 }
 
 /// The interactive form: starts the command on a new pty or on pipes, sends the host's
-/// ends with `{"pid"}` on `sock`, sets the sizes the host forwards until the command
+/// ends with [`SessionStart::Started`] on `sock`, sets the sizes the host forwards until the command
 /// exits, and returns the exit report. `None`: the host hung up (it exited, or destroyed
 /// the task), and the command was killed with it.
 fn run_interactive(
@@ -104,7 +66,7 @@ fn run_interactive(
     req: &ExecRequest,
     it: &Interactive,
     sock: &OwnedFd,
-) -> Result<Option<serde_json::Value>> {
+) -> Result<Option<SessionEnd>> {
     let procs = open_cgroup_files(spec)?;
     if spec.isolation.is_some() {
         enter_task(req)?;
@@ -146,8 +108,10 @@ fn run_interactive(
         (theirs, child)
     };
     let fds: Vec<BorrowedFd<'_>> = theirs.iter().map(|f| f.as_fd()).collect();
-    let started = serde_json::json!({"pid": child.as_raw()}).to_string();
-    if let Err(e) = crate::sys::socket::send_with_fds(sock, started.as_bytes(), &fds) {
+    let started = crate::proto::exec::to_bytes(&SessionStart::Started {
+        pid: child.as_raw(),
+    });
+    if let Err(e) = crate::sys::socket::send_with_fds(sock, &started, &fds) {
         kill_command(child);
         let _ = crate::sys::process::reap(Some(child.as_raw()), true);
         return Err(err("handing the command's fds to the host", e));
@@ -157,8 +121,8 @@ fn run_interactive(
     let status = serve(child, sock, slave.as_ref(), it.timeout_ms);
     drop(slave);
     Ok(status.map(|st| {
-        let (code, sig) = st.map_or((-1, 0), Ended::code_and_signal);
-        serde_json::json!({"exit_code": code, "signal": sig})
+        let (exit_code, signal) = st.map_or((-1, 0), Ended::code_and_signal);
+        SessionEnd::Exited { exit_code, signal }
     }))
 }
 
@@ -323,29 +287,22 @@ fn fork_command(
         Forked::Child => {
             drop(sync_r);
             let e = child_exec(spec, req, procs, stdio);
-            let _ = std::fs::File::from(sync_w).write_all_json(&e);
+            let msg = serde_json::to_vec(&crate::proto::Failure::from(&e)).unwrap_or_default();
+            crate::sys::process::write_raw(sync_w.as_raw_fd(), &msg);
             crate::sys::process::exit_now(127);
         }
         Forked::Parent(child) => Pid::from_raw(child),
     };
     drop(sync_w);
-    let mut report = String::new();
-    let _ = std::fs::File::from(sync_r).read_to_string(&mut report);
+    let mut report = Vec::new();
+    let _ = std::fs::File::from(sync_r).read_to_end(&mut report);
     if !report.is_empty() {
         let _ = waitpid(child, None);
-        let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
-        return Err(Error::from_json(&v));
+        return Err(crate::proto::parse::<crate::proto::Failure>(&report)
+            .map(Error::from)
+            .unwrap_or_else(|e| err("the command's process failed and said", e)));
     }
     Ok(child)
-}
-
-trait WriteJson {
-    fn write_all_json(self, e: &Error) -> std::io::Result<()>;
-}
-impl WriteJson for std::fs::File {
-    fn write_all_json(mut self, e: &Error) -> std::io::Result<()> {
-        std::io::Write::write_all(&mut self, e.to_json().to_string().as_bytes())
-    }
 }
 
 /// `TERM` of a command on a terminal: the request's `term`, else the task's own `TERM`,
@@ -544,10 +501,7 @@ pub fn main(request: &std::path::Path) -> i32 {
             .ok_or_else(|| err("reading request", "it carries no launch spec"))?;
         run(&spec, &req)
     });
-    let line = match result {
-        Ok(v) => v.to_string(),
-        Err(e) => e.to_json().to_string(),
-    };
+    let line = serde_json::to_string(&ExecResult::from(result)).unwrap_or_default();
     println!("{line}");
     0
 }
@@ -567,10 +521,10 @@ fn main_interactive(req: Result<ExecRequest>) -> i32 {
         run_interactive(&spec, &req, &it, &sock)
     });
     let report = match result {
-        Ok(Some(v)) => v,
+        Ok(Some(end)) => end,
         Ok(None) => return 0,
-        Err(e) => e.to_json(),
+        Err(e) => SessionEnd::from(&e),
     };
-    let _ = crate::sys::socket::send_all(&sock, report.to_string().as_bytes());
+    let _ = crate::sys::socket::send_all(&sock, &crate::proto::exec::to_bytes(&report));
     0
 }

@@ -35,25 +35,14 @@ pub fn shim_main(args: &[std::ffi::OsString]) -> i32 {
     seccomp::test_hook();
     match args {
         [_, flag, req] if flag == "--exec" => exec::main(req.as_ref()),
-        // The mode in the environment, not the arguments: the supervisors cloned from the
-        // fork server keep its command line, which is then a supervisor's.
-        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "fork-server") => {
-            launcher::fork_server::main()
-        }
-        [_] => main(None, None),
-        [_, flag, warm] if flag == "--warm" => main(Some(warm), None),
-        [_, flag, owns] if flag == "--owns" => main(None, Some(owns)),
-        _ => {
-            eprintln!("usage: execdriver-shim (started by libexecdriver)");
-            2
-        }
+        _ => launcher::entry(args),
     }
 }
 
 /// Entry point of the supervisor binary. Its stdout is the channel socket to the host
 /// ([`crate::proto::chan`]): the launch spec arrives on it, the reports go back on it.
-/// `warm` (`--warm <json>`) and `owns` (`--owns <json>`) are the [`Launcher`]'s.
-pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i32 {
+/// `how`: what its [`Launcher`] knows from its start ([`launcher::entry`]).
+pub fn main(how: launcher::Start) -> i32 {
     // Everything blocked first: signals are read from a signalfd later, and a SIGPIPE must
     // never end us before that.
     let _ = SigSet::all().thread_block();
@@ -65,7 +54,7 @@ pub fn main(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> i
         return 1;
     };
     let mut chan = proto::chan::Channel::new(chan);
-    let mut launcher = Launcher::new(warm, owns);
+    let mut launcher = Launcher::new(how);
     let mut own = prepare_self();
     let mut first = true;
     loop {

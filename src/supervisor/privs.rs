@@ -14,7 +14,7 @@ fn last_cap() -> u32 {
 }
 
 /// Prepares ahead what the command process needs at the start: the capability count
-/// (see [`last_cap`]) and the seccomp filter, compiled.
+/// (see `last_cap`) and the seccomp filter, compiled.
 pub fn prime() {
     last_cap();
     super::seccomp::prime();

@@ -4,7 +4,7 @@
 //! `/dev` minimal and `/proc` fresh. Nothing propagates back to the host: the namespace
 //! is made a slave of the host's before any mount.
 //!
-//! Each step is carried out in one place ([`carry_out`]): with what was made for it
+//! Each step is carried out in one place (`carry_out`): with what was made for it
 //! ahead when there is one ([`stage`]: a prestarted command process makes the
 //! task-independent steps as detached mounts while it waits), else made there and then.
 //! A fresh start `pivot_root`s into the task dir and detaches the host's tree. A prestarted

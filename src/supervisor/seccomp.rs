@@ -217,10 +217,7 @@ pub fn install(prog: &BpfProgram) -> std::io::Result<()> {
     seccompiler::apply_filter(prog).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// The test hook: a shim started with `EXECDRIVER_TEST_ENOSYS=<call>,<call>…` (the host
-/// passes it on from its own environment) sees those system calls fail with `ENOSYS`, as
-/// on a kernel that lacks them, so that the tests run every fallback on any kernel.
-pub const TEST_ENOSYS: &str = "EXECDRIVER_TEST_ENOSYS";
+use crate::proto::TEST_ENOSYS;
 
 /// The system calls the test hook can take away: those a supported kernel may lack.
 fn hookable(name: &str) -> Option<libc::c_long> {

@@ -22,7 +22,7 @@ impl Pump {
     /// Moves what is readable now into the log; false at EOF.
     fn pump(&mut self, buf: &mut Vec<u8>) -> bool {
         let Some(fd) = &self.fd else { return false };
-        // Read into the spare capacity, never zeroed: only the pages that data lands in
+        // Read into the unused capacity, never zeroed: only the pages that data lands in
         // are touched (a zeroed 64 KiB stack buffer cost 16 page faults per task, even for
         // a task that writes nothing).
         match crate::sys::process::read_into(fd.as_fd(), buf) {
@@ -103,8 +103,13 @@ pub fn supervise(
     sfd: &SignalFd,
     pumps: &mut [Pump; 2],
 ) -> Option<Ended> {
-    let mut status: Option<Ended> = None;
-    let mut children_gone = false;
+    let mut w = Watch {
+        cgroup,
+        child,
+        is_init,
+        status: None,
+        children_gone: false,
+    };
     let mut drain_deadline: Option<Instant> = None;
     // The start-up pages go back once the task has run a second: off the start's path,
     // and not at all for short tasks.
@@ -115,49 +120,19 @@ pub fn supervise(
             crate::sys::process::drop_startup_pages();
             drop_pages_at = None;
         }
-        // Reap whatever has exited.
-        loop {
-            match crate::sys::process::reap(None, false) {
-                Ok(None) => break,
-                Ok(Some((pid, how))) => {
-                    if pid == child.as_raw() {
-                        status = Some(how);
-                        kill_everything(cgroup, None, is_init);
-                    }
-                }
-                Err(_) => {
-                    children_gone = true;
-                    break;
-                }
-            }
-        }
-        if status.is_some() && !children_gone && !is_init {
-            kill_descendants();
-        }
-        let pipes_open = pumps.iter().any(|p| p.fd.is_some());
-        if status.is_some() && children_gone {
-            if !pipes_open {
-                return status;
+        w.reap();
+        if w.status.is_some() && w.children_gone {
+            if pumps.iter().all(|p| p.fd.is_none()) {
+                return w.status;
             }
             // Something outside our tree holds a log pipe: drain briefly, then stop.
             let d = *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
             if Instant::now() >= d {
-                return status;
+                return w.status;
             }
         }
-        let mut fds = vec![libc::pollfd {
-            fd: sfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        for p in pumps.iter() {
-            fds.push(libc::pollfd {
-                fd: p.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let timeout = match (status.is_some(), drop_pages_at) {
+        let mut fds = poll_set(sfd, pumps);
+        let timeout = match (w.status.is_some(), drop_pages_at) {
             (true, _) => 100,
             (false, Some(at)) => {
                 at.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
@@ -173,28 +148,78 @@ pub fn supervise(
             }
         }
         if fds[0].revents != 0 {
-            while let Ok(Some(si)) = sfd.read_signal() {
-                let signo = si.ssi_signo as i32;
-                if signo == libc::SIGCHLD {
-                    continue;
-                }
-                match proto::Control::from_signal(signo, si.ssi_code, si.ssi_int) {
-                    Some(proto::Control::KillAll) => {
-                        kill_everything(cgroup, status.is_none().then_some(child), is_init);
-                        continue;
+            w.dispatch_signals(sfd);
+        }
+    }
+}
+
+/// What [`supervise`] knows of the task between two polls.
+struct Watch<'a> {
+    cgroup: Option<&'a TaskCgroup>,
+    child: Pid,
+    is_init: bool,
+    /// The command's status once it is reaped.
+    status: Option<Ended>,
+    /// No child of ours is left (ECHILD).
+    children_gone: bool,
+}
+
+impl Watch<'_> {
+    /// Reaps whatever has exited; once the command has, takes down the rest of the task.
+    fn reap(&mut self) {
+        loop {
+            match crate::sys::process::reap(None, false) {
+                Ok(None) => break,
+                Ok(Some((pid, how))) => {
+                    if pid == self.child.as_raw() {
+                        self.status = Some(how);
+                        kill_everything(self.cgroup, None, self.is_init);
                     }
-                    Some(proto::Control::Forward(sig)) => {
-                        if status.is_none() {
-                            crate::sys::process::kill(child.as_raw(), sig);
-                        }
-                        continue;
-                    }
-                    None => {}
                 }
-                if status.is_none() {
-                    crate::sys::process::kill(child.as_raw(), signo);
+                Err(_) => {
+                    self.children_gone = true;
+                    break;
                 }
             }
         }
+        if self.status.is_some() && !self.children_gone && !self.is_init {
+            kill_descendants();
+        }
     }
+
+    /// Acts on every signal queued on `sfd`: the driver's [`proto::Control`]s, and any
+    /// other (but SIGCHLD, which only wakes the poll) forwarded to the command while it
+    /// runs.
+    fn dispatch_signals(&self, sfd: &SignalFd) {
+        let running = self.status.is_none();
+        while let Ok(Some(si)) = sfd.read_signal() {
+            let signo = si.ssi_signo as i32;
+            if signo == libc::SIGCHLD {
+                continue;
+            }
+            match proto::Control::from_signal(signo, si.ssi_code, si.ssi_int) {
+                Some(proto::Control::KillAll) => {
+                    kill_everything(self.cgroup, running.then_some(self.child), self.is_init);
+                }
+                Some(proto::Control::Forward(sig)) if running => {
+                    crate::sys::process::kill(self.child.as_raw(), sig);
+                }
+                Some(proto::Control::Forward(_)) => {}
+                None if running => crate::sys::process::kill(self.child.as_raw(), signo),
+                None => {}
+            }
+        }
+    }
+}
+
+/// What [`supervise`] polls: the signalfd first, then each pump's pipe (-1 once it is
+/// closed, which poll skips), in the order of `pumps`.
+fn poll_set(sfd: &SignalFd, pumps: &[Pump; 2]) -> [libc::pollfd; 3] {
+    let entry = |fd: i32| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let pipe = |p: &Pump| entry(p.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1));
+    [entry(sfd.as_raw_fd()), pipe(&pumps[0]), pipe(&pumps[1])]
 }

@@ -12,6 +12,7 @@
 //! so a few lines of assembly switch the child onto its stack (x86_64; other targets
 //! fork).
 
+use crate::sys::trampoline::Program;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -89,13 +90,22 @@ extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.f)(in_cgroup))).unwrap_or(127)
 }
 
-/// Runs `child(in_cgroup)` in a new process that shares our memory (see the module doc)
-/// and returns its pid once it has exec'd or exited. With `cgroup` (an fd of a cgroup2
-/// dir) the child starts in that cgroup when the kernel allows it; `in_cgroup` tells the
-/// child whether it did. `child` must make only system calls on data prepared before (no
-/// allocation, no lock) and end in `execve` or return an exit code.
+/// Runs `program` ([`Program::run`]) in a new process that shares our memory (see the
+/// module doc) and returns its pid once it has exec'd or failed. With `cgroup` (an fd of a
+/// cgroup2 dir) the child starts in that cgroup when the kernel allows it. The child runs
+/// only the program's system calls on data it holds: what a child sharing our memory may
+/// do, in a process of any number of threads.
+pub fn spawn(cgroup: Option<RawFd>, program: &Program) -> io::Result<i32> {
+    clone_vm(cgroup, &mut |in_cgroup| program.run(in_cgroup))
+}
+
+/// Runs `child(in_cgroup)` in a new process that shares our memory and returns its pid
+/// once it has exec'd or exited; `in_cgroup` tells the child whether it started in
+/// `cgroup`. `child` must make only system calls on data prepared before (no allocation,
+/// no lock) and end in `execve` or return an exit code: [`spawn`]'s [`Program`], or a
+/// test's.
 #[cfg(target_arch = "x86_64")]
-pub fn spawn(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
+fn clone_vm(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
     // 64 KiB of stack for a few system calls, 16-byte aligned; not zeroed (a stack needs
     // no initial contents).
     let mut stack: Vec<std::mem::MaybeUninit<u128>> = Vec::with_capacity((64 << 10) / 16);
@@ -165,15 +175,16 @@ pub fn spawn(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::R
 
 /// Other targets: a plain fork (below).
 #[cfg(not(target_arch = "x86_64"))]
-pub fn spawn(_cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
+fn clone_vm(_cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
     fork(child)
 }
 
 /// Runs `child(in_cgroup)` in a new process with fork semantics (a copy of our memory:
-/// the supervisor is single-threaded, so the child may run any code), started in the
-/// cgroup2 dir `cgroup` when the kernel allows it (`clone3(CLONE_INTO_CGROUP)`). Returns
-/// its pid at once.
+/// the supervisor is single-threaded, so the child may run any code; checked in debug
+/// builds, [`crate::sys::process::assert_forkable`]), started in the cgroup2 dir `cgroup`
+/// when the kernel allows it (`clone3(CLONE_INTO_CGROUP)`). Returns its pid at once.
 pub fn fork_into(cgroup: Option<RawFd>, child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
+    crate::sys::process::assert_forkable();
     if let Some(fd) = cgroup {
         let args = CloneArgs {
             flags: CLONE_INTO_CGROUP,
@@ -211,16 +222,19 @@ fn clone3_fork(args: &CloneArgs) -> io::Result<i32> {
 
 /// clone3 with fork semantics and `flags` (namespaces, `CLONE_PARENT`; the exit signal
 /// then 0, as `CLONE_PARENT` wants). Like [`crate::sys::process::fork`]: for
-/// single-threaded callers; the child (0 returned) leaves with `exit_now`.
+/// single-threaded callers (checked in debug builds); the child (0 returned) leaves with
+/// `exit_now`.
 pub fn fork_with(flags: libc::c_int) -> io::Result<i32> {
+    crate::sys::process::assert_forkable();
     clone3_fork(&CloneArgs {
         flags: flags as u64,
         ..Default::default()
     })
 }
 
-/// A plain fork (the supervisor is single-threaded, so the child may run any code), the
-/// child joining its cgroups by writing `cgroup.procs`.
+/// A plain fork, the child joining its cgroups by writing `cgroup.procs`: [`fork_into`]'s
+/// (single-threaded callers, checked there), or [`clone_vm`]'s without clone3 (a child of
+/// system calls only).
 fn fork(child: &mut dyn FnMut(bool) -> i32) -> io::Result<i32> {
     // SAFETY: single-threaded process; the child only runs `child` and exits.
     match unsafe { libc::fork() } {
@@ -249,7 +263,7 @@ mod tests {
     // process is multithreaded, unlike the supervisor.
     #[test]
     fn child_exit_code_and_exec() {
-        let pid = spawn(None, &mut |in_cgroup| if in_cgroup { 1 } else { 7 }).unwrap();
+        let pid = clone_vm(None, &mut |in_cgroup| if in_cgroup { 1 } else { 7 }).unwrap();
         let st = wait(pid);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 7, "{st:#x}");
 
@@ -261,7 +275,7 @@ mod tests {
             std::ptr::null(),
         ];
         let envp = [std::ptr::null()];
-        let pid = spawn(None, &mut |_| {
+        let pid = clone_vm(None, &mut |_| {
             // SAFETY: valid NUL-terminated arrays prepared above.
             unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
             127
@@ -299,7 +313,7 @@ mod tests {
         // without it and is told so.
         let dir = std::fs::File::open("/").unwrap();
         use std::os::fd::AsRawFd;
-        let pid = spawn(Some(dir.as_raw_fd()), &mut |in_cgroup| {
+        let pid = clone_vm(Some(dir.as_raw_fd()), &mut |in_cgroup| {
             if in_cgroup { 1 } else { 3 }
         })
         .unwrap();

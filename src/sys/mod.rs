@@ -559,15 +559,18 @@ fn count_cpu_list(s: &str) -> Option<u64> {
     (n > 0).then_some(n)
 }
 
-/// Whether the calling process has a single thread (`/proc/self/stat` field 20).
+/// Whether the calling process has a single thread (false when that cannot be read).
 pub fn single_threaded() -> bool {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(17).map(|n| n == "1"))
-        })
-        .unwrap_or(false)
+    thread_count() == Some(1)
+}
+
+/// The number of threads of the calling process (`/proc/self/stat` field 20); `None`
+/// where our `/proc` cannot be read (a process that has entered another pid namespace's
+/// root is not in its `/proc`).
+pub fn thread_count() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().nth(17)?.parse().ok()
 }
 
 /// `geteuid()`.

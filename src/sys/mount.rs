@@ -99,7 +99,7 @@ pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// [`clone_tree`] of the host path `path` looked up in `host`, a detached copy of the
-/// host's mount tree (see [`super::rootfs::Staged::enter_skeleton`]): `host` is the root
+/// host's mount tree (see [`crate::supervisor::rootfs::Staged::enter_skeleton`]): `host` is the root
 /// of the lookup, for `..` and absolute symlinks too (`openat2`, `RESOLVE_IN_ROOT`).
 pub fn clone_in(host: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
     clone_fd(&open_in(host, path)?, AT_RECURSIVE)

@@ -15,14 +15,33 @@ pub enum Forked {
     Parent(i32),
 }
 
-/// fork(2). For single-threaded callers only (see the module doc).
+/// fork(2). For single-threaded callers only (see the module doc): checked in debug
+/// builds ([`assert_forkable`]).
 pub fn fork() -> io::Result<Forked> {
+    assert_forkable();
     // SAFETY: the caller is single-threaded, so the child's copy of every lock is free.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
     }
+}
+
+/// The precondition of a fork whose child runs ordinary Rust ([`fork`],
+/// [`crate::sys::clone::fork_into`], [`crate::sys::clone::fork_with`]): a single thread,
+/// so that no lock the child may take (the allocator's, stdio's) is held by a thread the
+/// child does not have. The shim refuses to start with more than one
+/// (`crate::supervisor::shim_main`) and starts none; debug builds, every test run of the
+/// shim among them, check it again at each fork where our `/proc` can be read (a read of
+/// `/proc/self/stat`, kept off release builds' start path; `driver_exec`'s shim forks
+/// from inside the task's root, where the entry's check stands alone). The library's own
+/// unit tests fork from the harness's threads with children that only return or exec,
+/// which need no such precondition.
+pub fn assert_forkable() {
+    debug_assert!(
+        cfg!(test) || crate::sys::thread_count().is_none_or(|n| n == 1),
+        "a fork with a child running ordinary code, from a process with more than one thread"
+    );
 }
 
 /// Leaves the process at once with `code`, running no destructor and flushing nothing:
@@ -116,7 +135,7 @@ pub fn write_raw(fd: RawFd, bytes: &[u8]) {
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// One read(2) from `fd` into `buf`'s spare capacity (never zeroed: only the pages the
+/// One read(2) from `fd` into `buf`'s unused capacity (never zeroed: only the pages the
 /// data lands in are touched), replacing its contents. `Ok(0)` at EOF.
 pub fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     buf.clear();
@@ -126,7 +145,7 @@ pub fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel initialized the first r bytes of the spare capacity.
+    // SAFETY: the kernel initialized the first r bytes of the unused capacity.
     unsafe { buf.set_len(r as usize) };
     Ok(r as usize)
 }

@@ -74,7 +74,7 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Optio
     Ok(Some(n as usize))
 }
 
-/// One `recvmsg` appended to `buf` (at most `max` bytes, into its spare capacity, never
+/// One `recvmsg` appended to `buf` (at most `max` bytes, into its unused capacity, never
 /// zeroed: only the pages the bytes land in are touched), and the fds that came with
 /// them (`SCM_RIGHTS`, close-on-exec) pushed onto `fds`; `None` when non-blocking and
 /// nothing is there (or interrupted).

@@ -52,7 +52,7 @@ impl Staging {
 }
 
 /// Removes the staging directories in `task_dir` that a host left when it died while
-/// fetching (`.fetch-<pid>-…` of a pid that no longer runs): the next start of a task
+/// fetching (`.fetch-<pid>-…` of a pid no process has): the next start of a task
 /// there (a restart reuses its directory) finds none.
 fn sweep_stale(task_dir: &Path) {
     let Ok(entries) = fs::read_dir(task_dir) else {

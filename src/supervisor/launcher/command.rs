@@ -2,7 +2,7 @@
 //! network, build the task's root (`rootfs`), drop to the task user with its capabilities
 //! (`privs`), install the seccomp filter. It runs in a process forked from the
 //! (single-threaded) supervisor, never in a child of the host, so it may allocate: either
-//! just forked for the task, or prepared ahead as a standby ([`super::standby`]).
+//! just forked for the task, or prepared ahead as a standby (`standby`).
 
 use crate::supervisor::{net, privs, rootfs, seccomp};
 

@@ -9,7 +9,7 @@
 //! clone of this already set up process costs a fraction of that.
 //!
 //! Protocol, on the `SOCK_SEQPACKET` socket that is its stdout: the host sends one message
-//! per supervisor: the namespace flags (`i32`, little endian) then the `--warm` JSON (may
+//! per supervisor: the namespace flags (`i32`, little endian) then the `--staged` JSON (may
 //! be empty), with the new supervisor's channel attached (`SCM_RIGHTS`). The reply is one
 //! `i32`: the new supervisor's pid, or `-errno`. EOF: the host is gone; exit.
 //!
@@ -17,10 +17,9 @@
 //! child (the host reaps it and holds its pidfd exactly as for one it executed), and pid 1
 //! of its pid namespace when asked for one. The clone has fork semantics (no new stack),
 //! so the child goes on with a copy of this single-threaded process, as after `fork`: it
-//! then runs [`super::main`] with the channel on its stdout.
+//! then runs [`crate::supervisor::main`] with the channel on its stdout.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 /// The namespace flags a request may ask for.
 const ALLOWED: libc::c_int =
@@ -45,7 +44,9 @@ pub fn main() -> i32 {
             return 0;
         }
         let reply = match (chan, crate::proto::ForkRequest::decode(&buf[..n])) {
-            (Some(chan), Some((flags, warm))) if flags & !ALLOWED == 0 => spawn(flags, warm, chan),
+            (Some(chan), Some((flags, staging))) if flags & !ALLOWED == 0 => {
+                spawn(flags, staging, chan)
+            },
             _ => -libc::EINVAL,
         };
         if crate::proto::chan::send_all(&ctl, &crate::proto::fork_reply(reply)).is_err() {
@@ -56,17 +57,17 @@ pub fn main() -> i32 {
 
 /// Clones the new supervisor; in the parent returns its pid (or `-errno`), in the child
 /// never returns.
-fn spawn(flags: libc::c_int, warm: &[u8], chan: OwnedFd) -> i32 {
+fn spawn(flags: libc::c_int, staging: &[u8], chan: OwnedFd) -> i32 {
     // With CLONE_PARENT the new supervisor is the host's child, not ours.
     match crate::sys::clone::fork_with(libc::CLONE_PARENT | flags) {
-        Ok(0) => crate::sys::process::exit_now(child(warm, chan)),
+        Ok(0) => crate::sys::process::exit_now(child(staging, chan)),
         Ok(pid) => pid,
         Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 
 /// The new supervisor: its channel onto stdout, then the supervisor's own `main`.
-fn child(warm: &[u8], chan: OwnedFd) -> i32 {
+fn child(staging: &[u8], chan: OwnedFd) -> i32 {
     // The channel onto fd 1 (close-on-exec cleared by dup2); our copy of the control
     // socket is closed by `main`'s close_range (and never dropped here: the child leaves
     // with `exit_now`).
@@ -75,6 +76,5 @@ fn child(warm: &[u8], chan: OwnedFd) -> i32 {
     }
     drop(chan);
     crate::sys::process::set_name(c"execdriver-shim");
-    let warm = (!warm.is_empty()).then(|| std::ffi::OsStr::from_bytes(warm));
-    crate::supervisor::main(warm, None)
+    crate::supervisor::main(super::Start::staged(staging))
 }

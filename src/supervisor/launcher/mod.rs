@@ -1,12 +1,12 @@
 //! How a supervisor gets its task and starts its command process: the one place on the
 //! supervisor's side that knows it may have been prestarted. A prestarted exec
-//! supervisor prepares the command process ahead (a standby, [`standby`]) while it waits;
+//! supervisor prepares the command process ahead (a standby, `standby`) while it waits;
 //! one made by the fork server ([`fork_server`]) is a clone of it; a supervisor may run
-//! another task after its own ([`reuse`]). The supervisor's loop sees only [`Launcher`]:
+//! another task after its own (`reuse`). The supervisor's loop sees only [`Launcher`]:
 //! the next task, its start ([`Launched`]), and whether another may follow.
 //!
 //! The command process of an exec task is made with fork semantics and runs
-//! [`command`]; a raw_exec task's shares our memory and runs only [`trampoline`]'s
+//! [`command`]; a raw_exec task's shares our memory and runs only `trampoline`'s
 //! system calls ([`crate::sys::clone`]).
 
 pub mod command;
@@ -15,7 +15,7 @@ mod reuse;
 mod standby;
 mod trampoline;
 
-use crate::cgroup::TaskCgroup;
+use crate::cgroup::{CgroupGuard, TaskCgroup};
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
 use crate::proto::spec::{Go, LaunchSpec, Owned, Staging};
@@ -36,10 +36,57 @@ pub struct CommandFds {
 /// What starts this supervisor's tasks.
 pub struct Launcher {
     /// What to prepare ahead of a task (an exec supervisor started ahead).
-    warm: Option<Staging>,
+    staging: Option<Staging>,
     /// The cgroups the host makes for the first task (see [`Owned`]).
     owns: Option<Owned>,
     first: bool,
+}
+
+/// What a supervisor is told at its start, for its [`Launcher`]: its arguments
+/// (`--staged <json>`, `--owns <json>`), or the fork server's request.
+#[derive(Default)]
+pub struct Start {
+    staging: Option<Staging>,
+    owns: Option<Owned>,
+}
+
+impl Start {
+    /// A supervisor started ahead that prepares what `json` (a [`Staging`]) says; an
+    /// ordinary one when it is empty or not one.
+    pub fn staged(json: &[u8]) -> Start {
+        Start {
+            staging: serde_json::from_slice(json).ok(),
+            owns: None,
+        }
+    }
+
+    /// A supervisor launched for one start, owning the cgroups `json` (an [`Owned`])
+    /// names.
+    fn owning(json: &[u8]) -> Start {
+        Start {
+            staging: None,
+            owns: serde_json::from_slice(json).ok(),
+        }
+    }
+}
+
+/// The supervisor's side of `execdriver-shim` (all but `driver_exec`'s `--exec`): the
+/// fork server, or a supervisor as its arguments say.
+pub fn entry(args: &[std::ffi::OsString]) -> i32 {
+    match args {
+        // The mode in the environment, not the arguments: the supervisors cloned from the
+        // fork server keep its command line, which is then a supervisor's.
+        [_] if std::env::var_os("EXECDRIVER_SHIM_MODE").is_some_and(|m| m == "fork-server") => {
+            fork_server::main()
+        }
+        [_] => super::main(Start::default()),
+        [_, flag, json] if flag == "--staged" => super::main(Start::staged(json.as_encoded_bytes())),
+        [_, flag, json] if flag == "--owns" => super::main(Start::owning(json.as_encoded_bytes())),
+        _ => {
+            eprintln!("usage: execdriver-shim (started by libexecdriver)");
+            2
+        }
+    }
 }
 
 /// A task the host sent, not started yet.
@@ -89,12 +136,11 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> Error {
 }
 
 impl Launcher {
-    /// `warm`: `--warm <json>`; `owns`: `--owns <json>`.
-    pub fn new(warm: Option<&std::ffi::OsStr>, owns: Option<&std::ffi::OsStr>) -> Launcher {
+    pub fn new(how: Start) -> Launcher {
         reuse::note_host_names();
         Launcher {
-            warm: warm.and_then(|w| serde_json::from_slice(w.as_encoded_bytes()).ok()),
-            owns: owns.and_then(|o| serde_json::from_slice(o.as_encoded_bytes()).ok()),
+            staging: how.staging,
+            owns: how.owns,
             first: true,
         }
     }
@@ -104,10 +150,10 @@ impl Launcher {
     /// on the start, or went away): what it made for the first task is removed.
     pub fn next_task(&mut self, chan: &mut Channel, fds: &CommandFds) -> Option<Incoming> {
         loop {
-            if self.warm.is_some() {
+            if self.staging.is_some() {
                 crate::sys::set_idle_priority(true);
             }
-            let sb = self.warm.as_ref().and_then(|w| {
+            let sb = self.staging.as_ref().and_then(|w| {
                 standby::Standby::prepare(
                     w,
                     standby::ChildFds {
@@ -151,7 +197,7 @@ impl Launcher {
             } else {
                 line
             };
-            if self.warm.is_some() {
+            if self.staging.is_some() {
                 crate::sys::set_idle_priority(false);
             }
             self.first = false;
@@ -187,8 +233,7 @@ impl Launcher {
                 let cgroup = sb.adopt_cgroups(spec)?;
                 let Some((go, wait_pipe)) = read_go(chan) else {
                     sb.discard();
-                    let made = cgroup.as_ref().filter(|_| spec.cgroup.is_none());
-                    abandon(spec.cgroup.as_ref(), made);
+                    abandon(spec.cgroup.as_ref(), cgroup);
                     return Ok(None);
                 };
                 go.apply(spec);
@@ -197,7 +242,7 @@ impl Launcher {
                 Ok(Some(Launched {
                     pid,
                     ours: spec.cgroup.is_none(),
-                    cgroup,
+                    cgroup: cgroup.disarm(),
                     started_at,
                     raw: None,
                     _host_tree: host_tree,
@@ -237,10 +282,8 @@ fn read_go(chan: &mut Channel) -> Option<(Go, Option<OwnedFd>)> {
 
 /// The start failed on the host's side, or the host went away before its go: what we
 /// `made` goes, and what it made (`given`: empty, the command has not started).
-fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
-    if let Some(cg) = made {
-        let _ = cg.remove();
-    }
+fn abandon(given: Option<&TaskCgroup>, made: CgroupGuard) {
+    drop(made);
     if let Some(cg) = given {
         cg.remove_empty();
     }
@@ -250,17 +293,18 @@ fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
 /// them, while it made the directories), the go, then the process.
 fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<Option<Launched>> {
     let given = spec.cgroup.clone();
-    let made = match (&given, &spec.cgroup_request) {
+    // Removed on every way out but the command's start.
+    let made = CgroupGuard::new(match (&given, &spec.cgroup_request) {
         (None, Some(req)) => req.make(&spec.task_id)?,
         _ => None,
-    };
+    });
     let Some((go, wait_pipe)) = read_go(chan) else {
-        abandon(given.as_ref(), made.as_ref());
+        abandon(given.as_ref(), made);
         return Ok(None);
     };
     go.apply(spec);
     let started_at = crate::proto::spec::rfc3339_now();
-    if let Some(cg) = &made {
+    if let Some(cg) = made.get() {
         spec.cgroup_procs = cg.self_join_files();
         spec.clone_into = cg.v2_dir();
     }
@@ -293,20 +337,13 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
                 fds.stderr,
                 fds.sync,
             )?;
-            let r = crate::sys::clone::spawn(cgroup_fd, &mut |in_cgroup| prepared.run(in_cgroup));
+            let r = prepared.spawn(cgroup_fd);
             raw = Some(prepared);
             r
         }
     };
-    let pid = match spawned {
-        Ok(pid) => Pid::from_raw(pid),
-        Err(e) => {
-            if let Some(cg) = &made {
-                let _ = cg.remove();
-            }
-            return Err(internal("starting the command", &e));
-        }
-    };
+    let pid = Pid::from_raw(spawned.map_err(|e| internal("starting the command", &e))?);
+    let made = made.disarm();
     Ok(Some(Launched {
         pid,
         ours: made.is_some(),

@@ -1,5 +1,5 @@
 //! A spare exec supervisor's command process ("standby"), made while the spare waits for
-//! a task (`execdriver-shim --warm <json>`, see [`crate::proto::spec::Staging`]). It does ahead
+//! a task (`execdriver-shim --staged <json>`, see [`crate::proto::spec::Staging`]). It does ahead
 //! what costs most in an exec start and does not depend on the task:
 //! - it joins the task's v1 cgroups, made under a placeholder name (mkdir in five
 //!   hierarchies: ~0.3 ms);
@@ -21,7 +21,7 @@
 //! cgroups are ready; EOF: give up). Errors of the standby after its verdict come back on
 //! the supervisor's sync pipe, as for any command child.
 
-use crate::cgroup::TaskCgroup;
+use crate::cgroup::{CgroupGuard, TaskCgroup};
 use crate::error::{Code, Error, Result};
 use crate::proto::chan::{Channel, Line};
 use crate::proto::spec::{Go, LaunchSpec, Staging};
@@ -107,6 +107,8 @@ fn fits(
     }
     match (&spec.cgroup_request, placeholder) {
         (Some(r), Some(_)) => r.limits.cores == 0 && r.limits.freezer == freezer,
+        // Its placeholder would be left to nobody.
+        (None, Some(_)) => false,
         _ => true,
     }
 }
@@ -130,7 +132,7 @@ pub struct ChildFds {
 impl Standby {
     /// Makes the placeholder cgroups and forks the standby. `None` when anything fails:
     /// the task then starts the usual way.
-    pub fn prepare(warm: &Staging, mut fds: ChildFds) -> Option<Standby> {
+    pub fn prepare(staging: &Staging, mut fds: ChildFds) -> Option<Standby> {
         // Without it the standby builds the root from the host's tree (no skeleton root).
         let host_slot = std::fs::File::open("/dev/null").ok();
         let mounts = std::fs::File::open("/proc/self/mountinfo").ok();
@@ -145,28 +147,28 @@ impl Standby {
         // RCU grace period a `cgroup.procs` write by pid waits for after an idle spell
         // (see `TaskCgroup::self_join_files`). Made for the task at its start instead if
         // this fails (or on pure v2, where cgroup2 dirs cannot be renamed).
-        let layout = warm.layout.for_exec();
+        let layout = staging.layout.for_exec();
         if let crate::cgroup::Layout::V2 { .. } = layout {
             // The task's cgroup is made at the start there: its device program ready.
             crate::cgroup::devices::prime();
         }
-        let cgroup = match layout {
+        let cgroup = CgroupGuard::new(match layout {
             crate::cgroup::Layout::V2 { .. } => None,
             // At the kernel's default cpu weight until the task's limits are written (with
             // `cpu_mhz` 0 it would get shares 2, and its start would wait behind any busy
             // sibling task).
             _ => TaskCgroup::create(
                 &layout,
-                &warm.parent,
-                &warm.name,
+                &staging.parent,
+                &staging.name,
                 &crate::cgroup::Limits {
                     cpu_mhz: crate::cgroup::DEFAULT_CPU_SHARES,
-                    freezer: warm.freezer,
+                    freezer: staging.freezer,
                     ..Default::default()
                 },
             )
             .ok(),
-        };
+        });
         let supervisor = nix::unistd::getpid();
         use crate::sys::process::{self as process, Forked};
         let pid = match process::fork() {
@@ -187,23 +189,18 @@ impl Standby {
                     verdict: verdict_w,
                     go: go_r,
                 };
-                let code = standby_main(warm, cgroup.as_ref(), mounts.as_ref(), pipes, fds);
+                let code = standby_main(staging, cgroup.get(), mounts.as_ref(), pipes, fds);
                 process::exit_now(code);
             }
             Ok(Forked::Parent(child)) => Pid::from_raw(child),
-            Err(_) => {
-                if let Some(cg) = cgroup {
-                    let _ = cg.remove();
-                }
-                return None;
-            }
+            Err(_) => return None,
         };
         Some(Standby {
             pid,
             feed: feed_w,
             verdict: verdict_r,
             go: go_w,
-            cgroup,
+            cgroup: cgroup.disarm(),
             mounts,
             host_slot,
         })
@@ -291,48 +288,48 @@ impl Standby {
     }
 
     /// The task's cgroups: the placeholder's renamed to the task's id (or made for it,
-    /// on pure v2, and the standby moved in) with the task's limits. On failure the
-    /// standby is killed and reaped and the cgroups are removed.
-    pub fn adopt_cgroups(&mut self, spec: &LaunchSpec) -> Result<Option<TaskCgroup>> {
-        let placeholder = self.cgroup.take();
-        let r = (|| -> Result<Option<TaskCgroup>> {
-            let Some(req) = &spec.cgroup_request else {
-                return Ok(None);
-            };
-            let cg = match placeholder {
-                Some(mut cg) => {
-                    let r = cg
-                        .rename(&spec.task_id)
-                        .and_then(|()| cg.apply_limits(&req.limits));
-                    if let Err(e) = r {
-                        let _ = cg.remove();
-                        return Err(e);
-                    }
-                    cg
-                }
-                None => {
-                    let cg = TaskCgroup::create(
-                        &req.layout.for_exec(),
-                        &req.parent,
-                        &spec.task_id,
-                        &req.limits,
-                    )?;
-                    if let Err(e) = cg.join(self.pid.as_raw()) {
-                        let _ = cg.remove();
-                        return Err(Error::new(
-                            Code::Isolation,
-                            format!("cgroup: moving the command process in: {e}"),
-                        ));
-                    }
-                    cg
-                }
-            };
-            Ok(Some(cg))
-        })();
+    /// on pure v2, and the standby moved in) with the task's limits, removed unless the
+    /// caller disarms them once the command has its go. On failure the standby is killed
+    /// and reaped and the cgroups are removed.
+    pub fn adopt_cgroups(&mut self, spec: &LaunchSpec) -> Result<CgroupGuard> {
+        let placeholder = CgroupGuard::new(self.cgroup.take());
+        let r = self.task_cgroups(placeholder, spec);
         if r.is_err() {
             self.discard();
         }
         r
+    }
+
+    /// [`Standby::adopt_cgroups`] but for the discarding.
+    fn task_cgroups(&self, placeholder: CgroupGuard, spec: &LaunchSpec) -> Result<CgroupGuard> {
+        // (Without a request there is no placeholder: `fits` declines then.)
+        let Some(req) = &spec.cgroup_request else {
+            return Ok(placeholder);
+        };
+        let mut cg = placeholder;
+        match cg.get_mut() {
+            Some(p) => {
+                p.rename(&spec.task_id)?;
+                p.apply_limits(&req.limits)?;
+            }
+            None => {
+                cg = CgroupGuard::new(Some(TaskCgroup::create(
+                    &req.layout.for_exec(),
+                    &req.parent,
+                    &spec.task_id,
+                    &req.limits,
+                )?));
+                if let Some(made) = cg.get() {
+                    made.join(self.pid.as_raw()).map_err(|e| {
+                        Error::new(
+                            Code::Isolation,
+                            format!("cgroup: moving the command process in: {e}"),
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(cg)
     }
 
     /// Passes on the host's go (the task's directories are made), then the go byte (its
@@ -377,18 +374,18 @@ struct Pipes {
 }
 
 /// The standby's work ahead of a task (see the module doc).
-fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
+fn prepare(staging: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Result<rootfs::Staged> {
     if let Some(cg) = cgroup {
         cg.join_self()
             .map_err(|e| Error::new(Code::Isolation, format!("joining cgroups: {e}")))?;
     }
     nix::unistd::setsid().map_err(|e| Error::new(Code::Spawn, format!("setsid: {e}")))?;
     rootfs::private_namespace()?;
-    let mut staged = rootfs::stage(&warm.mounts)?;
+    let mut staged = rootfs::stage(&staging.mounts)?;
     // What no task of this configuration may have goes now, not at the start.
-    crate::supervisor::privs::limit_bounding(warm.caps)?;
+    crate::supervisor::privs::limit_bounding(staging.caps)?;
     // The parsers' code mapped in now (see `Staging::sample_spec`).
-    let sample = warm.sample_spec();
+    let sample = staging.sample_spec();
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(&sample));
     let _ = std::hint::black_box(proto::parse::<ToSupervisor>(b"{\"go\":{}}"));
     // A copy of the host's tree made in our own namespace (the kernel clones from a
@@ -410,7 +407,7 @@ fn prepare(warm: &Staging, cgroup: Option<&TaskCgroup>, fds: &ChildFds) -> Resul
 /// network namespace it then enters.
 fn decide(
     line: &[u8],
-    warm: &Staging,
+    staging: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     staged: &rootfs::Staged,
@@ -419,7 +416,7 @@ fn decide(
         Ok(ToSupervisor::Spec(s)) => Some(*s),
         _ => None,
     }
-    .filter(|s| fits(s, cgroup, warm.freezer, mounts));
+    .filter(|s| fits(s, cgroup, staging.freezer, mounts));
     // A group's network namespace, found where this standby sees the host's paths (in
     // its copy of the host's tree, which resolves no /proc magic link): one it cannot
     // open there is not taken, and the supervisor starts the task the usual way.
@@ -429,7 +426,7 @@ fn decide(
         .and_then(|i| i.netns.as_ref())
         .map(|p| {
             staged.open_host(p).and_then(|f| {
-                crate::supervisor::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
+                crate::sys::net::check_netns(std::os::fd::AsFd::as_fd(&f)).map(|()| f)
             })
         });
     let spec = spec.filter(|_| !matches!(netns, Some(Err(_))));
@@ -441,13 +438,13 @@ fn decide(
 /// verdict ([`fits`]); reads the host's go (the task's directories are made), builds the
 /// root, waits for the go byte, execs the command.
 fn standby_main(
-    warm: &Staging,
+    staging: &Staging,
     cgroup: Option<&TaskCgroup>,
     mounts: Option<&std::fs::File>,
     pipes: Pipes,
     fds: &ChildFds,
 ) -> i32 {
-    let prepared = prepare(warm, cgroup, fds);
+    let prepared = prepare(staging, cgroup, fds);
     let Ok(staged) = prepared else {
         // EOF on `verdict`: the supervisor starts the task the usual way.
         return 1;
@@ -464,7 +461,7 @@ fn standby_main(
         return 0;
     }
     line.pop();
-    let (spec, netns) = decide(&line, warm, cgroup, mounts, &staged);
+    let (spec, netns) = decide(&line, staging, cgroup, mounts, &staged);
     let said = if spec.is_some() {
         Verdict::Takes
     } else {
@@ -490,7 +487,7 @@ fn standby_main(
     let e = match from_host {
         Some(ToSupervisor::Go(g)) => {
             g.apply(&mut spec);
-            super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, warm.caps, netns)
+            super::command::exec_staged(&spec, fds.stdout, fds.stderr, staged, go, staging.caps, netns)
         }
         _ => Error::new(Code::Spawn, "the host gave up on the start"),
     };

@@ -62,9 +62,10 @@ impl Prepared {
         )))
     }
 
-    /// The child's work (see [`Program::run`]).
-    pub fn run(&self, in_cgroup: bool) -> i32 {
-        self.0.run(in_cgroup)
+    /// Starts the child (see [`crate::sys::clone::spawn`]), in the cgroup2 dir `cgroup`
+    /// when the kernel allows it; its pid once it has exec'd or failed.
+    pub fn spawn(&self, cgroup: Option<RawFd>) -> std::io::Result<i32> {
+        crate::sys::clone::spawn(cgroup, &self.0)
     }
 
     /// The error a [`Failure`] of this child stands for.
