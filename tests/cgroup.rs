@@ -388,14 +388,20 @@ fn kill_all_takes_every_descendant_with_and_without_cgroup_kill() {
         );
         let st = wait_timeout(&mut sh, Duration::from_secs(5)).expect("sh survived");
         assert_eq!(st.signal(), Some(libc::SIGKILL));
+        // A process leaves its cgroup early in its exit, before it is a zombie: each is
+        // given a moment to finish dying.
+        let dead = |p: i32| {
+            !Path::new(&format!("/proc/{p}")).exists()
+                || fs::read_to_string(format!("/proc/{p}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z")
+        };
+        let until = Instant::now() + Duration::from_secs(5);
         for p in before {
-            assert!(
-                !Path::new(&format!("/proc/{p}")).exists()
-                    || fs::read_to_string(format!("/proc/{p}/stat"))
-                        .unwrap_or_default()
-                        .contains(") Z"),
-                "pid {p} alive"
-            );
+            while !dead(p) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(dead(p), "pid {p} alive");
         }
         t.remove().unwrap();
     }

@@ -965,7 +965,7 @@ fn a_prepared_command_process_gives_the_task_the_usual_root() {
     };
     let parent = env.0.clone();
     let view = "awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") print $5, $6, $(i+1), $(i+2), $(i+3)}' /proc/self/mountinfo | sort; \
-        ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $9, $10, $11}'; \
+        stat -c '%A %u %g %t:%T %N' /dev/*; \
         stat -c '%n %a %u %g' / /secrets /tmp /local /alloc /alloc/logs; \
         grep -E '^(Cap|NoNewPrivs|Uid|Gid|Groups)' /proc/self/status; ls /";
     let root_view = |tag: &str| {
