@@ -238,6 +238,10 @@ fn create_applies_limits_and_remove_cleans_up() {
         assert_eq!(get(&d.join("memory.max")), (64 * MIB).to_string());
         assert_eq!(get(&d.join("cpu.weight")), "19");
         assert_eq!(get(&d.join("pids.max")), "16");
+        // cores 1: the first CPU of the parent's effective set.
+        let avail = get(&d.parent().unwrap().join("cpuset.cpus.effective"));
+        let first = avail.split([',', '-']).next().unwrap().trim().to_string();
+        assert_eq!(get(&d.join("cpuset.cpus")), first, "of {avail}");
         if d.join("memory.swap.max").exists() {
             assert_eq!(get(&d.join("memory.swap.max")), "0");
         }
@@ -384,14 +388,20 @@ fn kill_all_takes_every_descendant_with_and_without_cgroup_kill() {
         );
         let st = wait_timeout(&mut sh, Duration::from_secs(5)).expect("sh survived");
         assert_eq!(st.signal(), Some(libc::SIGKILL));
+        // A process leaves its cgroup early in its exit, before it is a zombie: each is
+        // given a moment to finish dying.
+        let dead = |p: i32| {
+            !Path::new(&format!("/proc/{p}")).exists()
+                || fs::read_to_string(format!("/proc/{p}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z")
+        };
+        let until = Instant::now() + Duration::from_secs(5);
         for p in before {
-            assert!(
-                !Path::new(&format!("/proc/{p}")).exists()
-                    || fs::read_to_string(format!("/proc/{p}/stat"))
-                        .unwrap_or_default()
-                        .contains(") Z"),
-                "pid {p} alive"
-            );
+            while !dead(p) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(dead(p), "pid {p} alive");
         }
         t.remove().unwrap();
     }
@@ -906,12 +916,28 @@ fn an_undelegatable_controller_is_named() {
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     fs::write(dir.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     let e = l.usable_under(&format!("{parent}/inner"));
+    // The driver says so too: its fingerprint is unhealthy, naming the controller, and an
+    // exec start is refused with that reason (not failed at the cgroup's creation).
+    common::init();
+    let conf = |v: serde_json::Value| common::op(execdriver::driver::configure, v).unwrap();
+    conf(serde_json::json!({"cgroup_parent": format!("{parent}/inner")}));
+    let f = execdriver::driver::fingerprint(None).unwrap();
+    let d = common::TempDir::new("undelegated");
+    let refused = common::start(serde_json::json!({"name": "u", "driver": "exec",
+        "alloc_dir": d.path(), "config": {"command": "/bin/true"}}));
+    conf(serde_json::json!({}));
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     let _ = fs::remove_dir(dir.join("inner"));
     let _ = fs::remove_dir(&dir);
     let e = e.unwrap_err();
     assert!(e.contains("memory") && e.contains("delegated"), "{e}");
+    assert_eq!(f["health"], "unhealthy", "{f}");
+    let desc = f["health_description"].as_str().unwrap();
+    assert!(desc.contains("memory") && desc.contains("delegated"), "{f}");
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code, Code::Unsupported, "{refused}");
+    assert!(refused.message.contains("memory"), "{refused}");
     // Where nothing is in the way, the same parent is usable.
     l.usable_under(&parent).unwrap();
     let _ = fs::remove_dir(&dir);

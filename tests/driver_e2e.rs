@@ -102,10 +102,25 @@ fn fingerprint_is_honest() {
     if is_root() && std::path::Path::new("/sys/fs/cgroup").exists() {
         assert_eq!(f["health"], "healthy", "{f}");
         assert_eq!(f["attributes"]["driver.exec"], "1");
-        assert!(
-            ["v1", "v2", "hybrid"]
-                .contains(&f["attributes"]["driver.exec.cgroup"].as_str().unwrap())
-        );
+        let kind = f["attributes"]["driver.exec.cgroup"].as_str().unwrap();
+        let controllers: Vec<&str> = f["attributes"]["driver.exec.cgroup.controllers"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .collect();
+        let mut sorted = controllers.clone();
+        sorted.sort();
+        assert_eq!(controllers, sorted, "{f}");
+        for c in ["cpu", "memory", "pids"] {
+            assert!(controllers.contains(&c), "{c}: {f}");
+        }
+        if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+            assert!(["v1", "hybrid"].contains(&kind), "{f}");
+        } else {
+            // A pure cgroup2 hierarchy (the v2 suite's VM).
+            assert!(std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
+            assert_eq!(kind, "v2", "{f}");
+        }
     } else {
         assert_ne!(f["health"], "healthy");
         assert!(f["attributes"].get("driver.exec").is_none());

@@ -267,6 +267,48 @@ fn limits_visible_pids_capped_cgroup_removed() {
     );
 }
 
+/// `cores`: the task may run on one CPU only, the first of its cgroup parent's, and its
+/// cgroup's cpuset says so (v1 a cpuset dir of its own, v2 `cpuset.cpus`).
+#[test]
+fn cores_pin_the_task_to_the_first_cpus_of_its_parent() {
+    if !exec_ok() {
+        return;
+    }
+    let d = TempDir::new("cores");
+    let mut req = exec_task(
+        "c",
+        d.path(),
+        "grep Cpus_allowed_list /proc/self/status; echo ready; exec sleep 30",
+    );
+    req["resources"] = json!({"cores": 1});
+    let id = start_exec(req);
+    wait_for_output(d.path(), "c", "ready");
+    let out = stdout_of(d.path(), "c");
+    let allowed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_string();
+    let cg = handle_cgroup(&id);
+    let cpus = cg_file(&cg, "cpuset", "cpuset.cpus");
+    let set = std::fs::read_to_string(&cpus).unwrap();
+    let parent = cpus.parent().unwrap().parent().unwrap();
+    let effective = ["cpuset.cpus.effective", "cpuset.effective_cpus"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(parent.join(f)).ok())
+        .unwrap_or_else(|| panic!("no effective cpus in {}", parent.display()));
+    let first = effective.split([',', '-']).next().unwrap().trim();
+    assert_eq!(set.trim(), first, "{} of {effective}", cpus.display());
+    assert_eq!(allowed, first, "the task's CPUs");
+    op(
+        execdriver::driver::stop,
+        json!({"task_id": id, "timeout_ms": 100}),
+    )
+    .unwrap();
+    destroy(&id);
+}
+
 /// The task's (CapEff, CapBnd, CapAmb) as its /proc/self/status shows them.
 fn caps_of(req_extra: Value) -> Result<(u64, u64, u64), execdriver::Error> {
     let d = TempDir::new("caps");

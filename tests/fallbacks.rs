@@ -9,13 +9,24 @@ use serde_json::json;
 
 /// What the task reports of its confinement: its effective capabilities, its seccomp
 /// mode, and the flags of the mounts it writes to or must not.
-const REPORT: &str = "grep -E '^(CapEff|Seccomp)' /proc/self/status; \
+const REPORT: &str = "cat /proc/self/cgroup; grep -E '^(CapEff|Seccomp)' /proc/self/status; \
     awk '$5 == \"/\" || $5 == \"/usr\" || $5 == \"/proc/sys\" || $5 == \"/dev\" || $5 == \"/extra/sub\" {print $5, $6}' /proc/self/mountinfo; \
     touch /usr/x 2>/dev/null && echo usr-writable; echo done";
 
-fn check(out: &str, what: &str) {
+/// Whether the task of `id` ran in its own cgroup (by `clone3` into it, or by the
+/// fallback, which moves it in before it runs the command).
+fn in_own_cgroup(out: &str, id: &str) -> bool {
+    out.lines().any(|l| {
+        l.split(':')
+            .nth(2)
+            .is_some_and(|p| p.ends_with(&format!("/{id}")))
+    })
+}
+
+fn check(out: &str, id: &str, what: &str) {
     let has = |l: &str| out.lines().any(|x| x == l);
     assert!(has("done"), "{what}: {out}");
+    assert!(in_own_cgroup(out, id), "{what}: not in its cgroup: {out}");
     assert!(has("CapEff:\t0000000000000000"), "{what}: {out}");
     assert!(has("Seccomp:\t2"), "{what}: {out}");
     let flags = |mp: &str| {
@@ -113,7 +124,7 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
         "the test hook did not reach the shim"
     );
     let source = SubmountSource::new();
-    for missing in cases {
+    for (case, missing) in cases.into_iter().enumerate() {
         // SAFETY: set while no other thread of this test process reads the environment
         // (one test function; the driver's own threads are idle between starts).
         unsafe { std::env::set_var(execdriver::proto::TEST_ENOSYS, missing) };
@@ -123,11 +134,20 @@ fn tasks_start_confined_without_each_newer_kernel_feature() {
             // Three tasks: with prestart on, the later ones take spares.
             for i in 0..3 {
                 let d = TempDir::new("fallback");
+                let id = format!("fallback-{}-{case}-{prestart}-{i}", std::process::id());
                 let (w, out) = run(json!({"name": "f", "driver": "exec", "alloc_dir": d.path(),
-                    "config": {"command": "/bin/sh", "args": ["-c", REPORT]}}));
+                    "id": id, "config": {"command": "/bin/sh", "args": ["-c", REPORT]}}));
                 let what = format!("without {missing}, prestart {prestart}, task {i}");
                 assert_eq!(w["exit_code"], 0, "{what}: {w} {out}");
-                check(&out, &what);
+                check(&out, &id, &what);
+                // raw_exec's command child (clone3 into its cgroup, or fork and a write
+                // of cgroup.procs) under the same hook.
+                let id = format!("fallback-raw-{}-{case}-{prestart}-{i}", std::process::id());
+                let (w, out) = run(json!({"name": "r", "driver": "raw_exec",
+                    "alloc_dir": d.path(), "id": id, "config": {"command": "/bin/sh",
+                    "args": ["-c", "cat /proc/self/cgroup; exit 3"]}}));
+                assert_eq!(w["exit_code"], 3, "{what}, raw_exec: {w} {out}");
+                assert!(in_own_cgroup(&out, &id), "{what}, raw_exec: {out}");
             }
         }
     }

@@ -545,9 +545,29 @@ fn children(pid: i32) -> Vec<i32> {
     v
 }
 
-/// The v1 memory cgroup dirs under `parent` (any hierarchy would do: they are made in all).
-fn memory_cgroups(parent: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(format!("/sys/fs/cgroup/memory/{parent}"))
+/// Whether the host has cgroup v1 controllers (else a pure cgroup2 hierarchy, as in the
+/// v2 suite's VM). On v1 an exec spare makes the next task's cgroups ahead, under a
+/// placeholder name it renames at the start; cgroup2 dirs cannot be renamed, so on pure v2
+/// its command process waits in its supervisor's cgroup and is moved into the task's,
+/// made at the start.
+fn v1() -> bool {
+    Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists()
+}
+
+/// The placeholder cgroups `n` idle exec spares have: one each on v1, none on pure v2.
+fn placeholders(n: usize) -> usize {
+    if v1() { n } else { 0 }
+}
+
+/// The task cgroup dirs under `parent`: v1 the memory hierarchy's (any would do: they are
+/// made in all), pure v2 the cgroup2 ones.
+fn task_cgroups(parent: &str) -> Vec<String> {
+    let dir = if v1() {
+        format!("/sys/fs/cgroup/memory/{parent}")
+    } else {
+        format!("/sys/fs/cgroup/{parent}")
+    };
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
             r.flatten()
                 .filter(|e| e.path().is_dir())
@@ -569,14 +589,22 @@ fn policy_of(pid: i32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The memory cgroup of `pid` (v1), as /proc/<pid>/cgroup names it.
-fn memory_cgroup_of(pid: i32) -> String {
+/// The cgroup of `pid` as /proc/<pid>/cgroup names it: v1 its memory cgroup, pure v2 its
+/// cgroup2 one.
+fn cgroup_of(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .find_map(|l| {
+            l.split_once(CGROUP_LINE[usize::from(v1())])
+                .map(|(_, p)| p.to_string())
+        })
         .unwrap_or_default()
 }
+
+/// What precedes the path in the line of /proc/<pid>/cgroup that [`cgroup_of`] reads:
+/// pure v2, v1.
+const CGROUP_LINE: [&str; 2] = ["0::", ":memory:"];
 
 // Exec spares: the supervisor of one waits idle with one child, the command process to
 // be, already in cgroups named `spare-*` under the plugin's `cgroup_parent`; the next exec
@@ -591,8 +619,7 @@ struct ExecParent(String);
 
 impl ExecParent {
     /// None, having said why, where exec spares cannot be checked: exec unavailable (a
-    /// failure in CI), or no v1 memory hierarchy (a pure cgroup2 host, such as the v2
-    /// suite's VM: the placeholders are v1 only).
+    /// failure in CI).
     fn new(tag: &str) -> Option<ExecParent> {
         init();
         let f = execdriver::driver::fingerprint(None).unwrap();
@@ -601,10 +628,6 @@ impl ExecParent {
                 "exec part: exec unavailable here: {}",
                 f["health_description"]
             ));
-            return None;
-        }
-        if !Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
-            eprintln!("SKIP exec part: no v1 memory hierarchy (the placeholders are v1 only)");
             return None;
         }
         let parent = format!("edtest-prestart-{}-{tag}", std::process::id());
@@ -616,6 +639,7 @@ impl ExecParent {
 impl Drop for ExecParent {
     fn drop(&mut self) {
         let _ = op(execdriver::driver::configure, json!({}));
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.0));
         for h in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
@@ -631,18 +655,43 @@ fn exec_task(name: &str, d: &Path, script: &str) -> serde_json::Value {
            "config": {"command": "/bin/sh", "args": ["-c", script]}})
 }
 
-/// The task's command runs at the normal priority (SCHED_OTHER, 0), and says so last.
-const CAT_CGROUP: &str = "grep memory /proc/self/cgroup; cut -d' ' -f41 /proc/self/stat";
+/// The task's command prints its cgroup (the line [`cgroup_of`] reads) and its scheduling
+/// policy (the normal one, SCHED_OTHER, 0), last.
+fn cat_cgroup() -> String {
+    format!(
+        "grep '{}' /proc/self/cgroup; cut -d' ' -f41 /proc/self/stat",
+        CGROUP_LINE[usize::from(v1())]
+    )
+}
 
-/// Waits until each of the exec spares `s` has its command process in its own cgroups
-/// under `parent`.
+/// The end of [`cat_cgroup`]'s output for task `id` under `parent`.
+fn in_task_cgroup(parent: &str, id: &str) -> String {
+    format!("{}/{parent}/{id}\n0", CGROUP_LINE[usize::from(v1())])
+}
+
+/// Waits until each of the exec spares `s` has its command process in its placeholder
+/// cgroups under `parent` (v1), or in its supervisor's cgroup (pure v2).
 fn prepared(parent: &str, s: &[i32]) {
     for &p in s {
-        let kids = children(p);
-        assert_eq!(kids.len(), 1, "spare {p}'s command process: {kids:?}");
-        until(|| memory_cgroup_of(kids[0]).starts_with(&format!("/{parent}/spare-")));
+        waits_prepared(parent, p);
     }
-    until(|| memory_cgroups(parent).len() == s.len());
+    until(|| task_cgroups(parent).len() == placeholders(s.len()));
+}
+
+/// Waits until the exec spare `spare` has its one command process in its placeholder
+/// cgroups under `parent` (v1), or in its supervisor's cgroup (pure v2).
+fn waits_prepared(parent: &str, spare: i32) {
+    let kids = children(spare);
+    assert_eq!(kids.len(), 1, "spare {spare}'s command process: {kids:?}");
+    if v1() {
+        until(|| cgroup_of(kids[0]).starts_with(&format!("/{parent}/spare-")));
+    } else {
+        assert_eq!(
+            cgroup_of(kids[0]),
+            cgroup_of(spare),
+            "spare {spare}'s command process"
+        );
+    }
 }
 
 /// Two exec tasks run under `parent`'s configuration (the first cold, the second on the
@@ -677,8 +726,25 @@ fn an_exec_spare_prepares_its_command_process_in_placeholder_cgroups() {
     let kids = children(spare);
     assert_eq!(kids.len(), 1, "the spare's command process: {kids:?}");
     // The supervisor makes them before it forks the command process.
-    until(|| memory_cgroups(&parent).len() == 1);
-    let placeholder = memory_cgroups(&parent);
+    until(|| task_cgroups(&parent).len() == placeholders(1));
+    if v1() {
+        placeholder_cgroups(&parent, kids[0]);
+    } else {
+        assert_eq!(
+            cgroup_of(kids[0]),
+            cgroup_of(spare),
+            "it waits in its supervisor's"
+        );
+    }
+    // The spare and its command process prepare at idle priority (SCHED_IDLE, 5).
+    assert_eq!(policy_of(spare), 5);
+    until(|| policy_of(kids[0]) == 5);
+}
+
+/// v1: the placeholder cgroups under `parent` that the spare's command process `cmd` waits
+/// in.
+fn placeholder_cgroups(parent: &str, cmd: i32) {
+    let placeholder = task_cgroups(parent);
     assert!(placeholder[0].starts_with("spare-"), "{placeholder:?}");
     // At the kernel's default cpu weight (not the shares 2 of cpu_mhz 0) until a task's
     // limits are written.
@@ -692,16 +758,13 @@ fn an_exec_spare_prepares_its_command_process_in_placeholder_cgroups() {
     }
     // It joins them itself, first thing.
     let want = format!(":memory:/{parent}/{}\n", placeholder[0]);
-    let cgroup = || std::fs::read_to_string(format!("/proc/{}/cgroup", kids[0])).unwrap();
+    let cgroup = || std::fs::read_to_string(format!("/proc/{cmd}/cgroup")).unwrap();
     poll(|| cgroup().contains(&want));
     let cg = cgroup();
     assert!(
         cg.contains(&want),
         "the command process waits in the spare's cgroups: {cg}"
     );
-    // The spare and its command process prepare at idle priority (SCHED_IDLE, 5).
-    assert_eq!(policy_of(spare), 5);
-    until(|| policy_of(kids[0]) == 5);
 }
 
 /// The next exec start takes the spare: its command runs in the cgroups, renamed to the
@@ -724,26 +787,78 @@ fn the_next_exec_start_runs_in_the_spares_cgroups_renamed_to_its_id() {
 
     let d = TempDir::new("pre-y");
     let id = format!("prey-{}", std::process::id());
-    let mut req = exec_task("y", d.path(), CAT_CGROUP);
+    let mut req = exec_task("y", d.path(), &cat_cgroup());
     req["id"] = json!(id);
     let (pid, code, out) = run_task(req, d.path());
     assert_eq!(pid, spare, "the start used the spare");
     assert_eq!(code, 0);
     assert!(
-        out.trim_end()
-            .ends_with(&format!(":memory:/{parent}/{id}\n0")),
+        out.trim_end().ends_with(&in_task_cgroup(&parent, &id)),
         "{out}"
     );
     assert!(
-        !memory_cgroups(&parent).contains(&id),
+        !task_cgroups(&parent).contains(&id),
         "the task's cgroups are gone"
     );
     let s = exec_spares();
     assert_eq!(s.len(), 2, "{s:?}");
     assert_eq!(s[1], spare);
-    let kids = children(spare);
-    assert_eq!(kids.len(), 1, "its next command process: {kids:?}");
-    until(|| memory_cgroup_of(kids[0]).starts_with(&format!("/{parent}/spare-")));
+    waits_prepared(&parent, spare);
+}
+
+/// A task started by an exec spare runs in its own cgroup with its limits, whether the
+/// spare made it ahead (v1) or the start made it and moved the command process in (v2).
+#[test]
+fn a_task_of_an_exec_spare_runs_in_its_cgroup_with_its_limits() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = ExecParent::new("limits") else {
+        return;
+    };
+    let s = two_exec_spares(&env.0);
+    let mut held = Held::default();
+    let d = TempDir::new("pre-limits");
+    let mut req = exec_task("l", d.path(), "echo up; exec sleep 60");
+    req["resources"] = json!({"memory_mb": 48, "cpu_mhz": 500, "pids_max": 16});
+    let r = start(req).unwrap();
+    let id = r["task_id"].as_str().unwrap().to_string();
+    held.0.push(id.clone());
+    assert!(s.contains(&supervisor_pid(&r)), "a spare ran it");
+    wait_for_output(d.path(), "l", "up");
+    let cmd = children(supervisor_pid(&r));
+    assert_eq!(cmd.len(), 1, "{cmd:?}");
+    assert_eq!(cgroup_of(cmd[0]), format!("/{}/{id}", env.0));
+    let read = |dir: &str, f: &str| {
+        let p = Path::new("/sys/fs/cgroup")
+            .join(dir)
+            .join(&env.0)
+            .join(&id)
+            .join(f);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    let (memory, cpu, pids) = if v1() {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.shares"), "500");
+        ("memory", "cpu", "pids")
+    } else {
+        assert_eq!(read("", "memory.max"), (48u64 << 20).to_string());
+        // runc's conversion of 500 shares.
+        assert_eq!(read("", "cpu.weight"), "19");
+        ("", "", "")
+    };
+    assert_eq!(read(pids, "pids.max"), "16");
+    for dir in [memory, cpu, pids] {
+        let procs = read(dir, "cgroup.procs");
+        assert!(
+            procs.lines().any(|p| p == cmd[0].to_string()),
+            "{dir}: {procs}"
+        );
+    }
 }
 
 /// Two tasks in a row on one such supervisor (every other start, as the two spares take
@@ -788,7 +903,7 @@ fn an_exec_spare_killed_while_idle_is_not_used_and_leaves_no_cgroup() {
     let parent = env.0.clone();
     let s = two_exec_spares(&parent);
     let killed = s[0];
-    let killed_cg = [memory_cgroup_of(children(killed)[0])];
+    let killed_cg = [cgroup_of(children(killed)[0])];
     let killed_cg: Vec<String> = killed_cg
         .iter()
         .map(|c| c.rsplit('/').next().unwrap().to_string())
@@ -801,7 +916,7 @@ fn an_exec_spare_killed_while_idle_is_not_used_and_leaves_no_cgroup() {
     assert_ne!(pid, killed);
     assert!(gone(killed));
     for c in &killed_cg {
-        assert!(!memory_cgroups(&parent).contains(c), "{c} left behind");
+        assert!(!task_cgroups(&parent).contains(c), "{c} left behind");
     }
 }
 
@@ -829,13 +944,12 @@ fn an_exec_spare_whose_command_process_died_starts_a_fresh_one() {
     );
     let d = TempDir::new("pre-w");
     let id = format!("prew-{}", std::process::id());
-    let mut req = exec_task("w", d.path(), CAT_CGROUP);
+    let mut req = exec_task("w", d.path(), &cat_cgroup());
     req["id"] = json!(id);
     let (pid, code, out) = run_task(req, d.path());
     assert_eq!((pid, code), (s[0], 0), "the spare's supervisor started it");
     assert!(
-        out.trim_end()
-            .ends_with(&format!(":memory:/{parent}/{id}\n0")),
+        out.trim_end().ends_with(&in_task_cgroup(&parent, &id)),
         "{out}"
     );
 }
@@ -851,7 +965,7 @@ fn a_prepared_command_process_gives_the_task_the_usual_root() {
     };
     let parent = env.0.clone();
     let view = "awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") print $5, $6, $(i+1), $(i+2), $(i+3)}' /proc/self/mountinfo | sort; \
-        ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $9, $10, $11}'; \
+        stat -c '%A %u %g %t:%T %N' /dev/*; \
         stat -c '%n %a %u %g' / /secrets /tmp /local /alloc /alloc/logs; \
         grep -E '^(Cap|NoNewPrivs|Uid|Gid|Groups)' /proc/self/status; ls /";
     let root_view = |tag: &str| {
@@ -866,7 +980,7 @@ fn a_prepared_command_process_gives_the_task_the_usual_root() {
     root_view("pre-first");
     let s = exec_spares();
     assert_eq!(s.len(), 1);
-    until(|| memory_cgroups(&parent).len() == 1);
+    prepared(&parent, &s);
     let d = TempDir::new("pre-warm");
     let (pid, code, warm) = run_task(exec_task("v", d.path(), view), d.path());
     assert_eq!((pid, code), (s[0], 0), "{warm}");
@@ -974,7 +1088,7 @@ fn an_exec_start_failing_after_its_spec_went_to_a_spare_leaves_nothing() {
     let taken = s[0];
     let standby = children(taken);
     assert_eq!(standby.len(), 1);
-    until(|| memory_cgroups(&parent).len() == s.len());
+    until(|| task_cgroups(&parent).len() == placeholders(s.len()));
     let d = TempDir::new("pre-broken");
     let id = format!("prebroken-{}", std::process::id());
     let e = start(broken_dirs(exec_task("b", d.path(), "true"), d.path(), &id)).unwrap_err();
@@ -984,8 +1098,8 @@ fn an_exec_start_failing_after_its_spec_went_to_a_spare_leaves_nothing() {
     assert!(gone(standby[0]), "its command process too");
     assert_no_cgroup_named(&id);
     assert_eq!(
-        memory_cgroups(&parent).len(),
-        s.len() - 1,
+        task_cgroups(&parent).len(),
+        placeholders(s.len() - 1),
         "only the other spare's"
     );
     assert!(!d.path().join("b").exists(), "the task dir was left behind");
@@ -1006,16 +1120,16 @@ fn driver_configure_ends_the_exec_spares_and_their_cgroups() {
     let parent = env.0.clone();
     let s = two_exec_spares(&parent);
     assert_eq!(s.len(), 2, "{s:?}");
-    until(|| memory_cgroups(&parent).len() == 2);
+    until(|| task_cgroups(&parent).len() == placeholders(2));
     configure(json!({}));
     for p in &s {
         assert!(gone(*p));
     }
     assert!(exec_spares().is_empty());
     assert!(
-        memory_cgroups(&parent).is_empty(),
+        task_cgroups(&parent).is_empty(),
         "{:?}",
-        memory_cgroups(&parent)
+        task_cgroups(&parent)
     );
     configure(json!({"cgroup_parent": parent, "prestart_supervisor": false}));
     let d = TempDir::new("pre-broken-cold");
@@ -1023,7 +1137,7 @@ fn driver_configure_ends_the_exec_spares_and_their_cgroups() {
     let e = start(broken_dirs(exec_task("b", d.path(), "true"), d.path(), &id)).unwrap_err();
     assert_eq!(e.code, execdriver::Code::Spawn, "{e}");
     assert_no_cgroup_named(&id);
-    assert!(memory_cgroups(&parent).is_empty());
+    assert!(task_cgroups(&parent).is_empty());
     configure(json!({}));
 }
 

@@ -62,36 +62,46 @@ fn recover(handle: &Value) -> Result<Value, execdriver::Error> {
     op(execdriver::driver::recover, json!({"handle": handle}))
 }
 
+/// The exact exit status of a task that ended while no host ran, whose host exited or was
+/// SIGKILLed, for both drivers (exec as root).
 #[test]
 fn exit_status_of_a_task_that_ended_while_no_host_ran() {
-    let d = TempDir::new("rec-ended");
-    let h = start_in_child_host(
-        &raw_task("e", d.path(), "echo one; echo two; exit 7"),
-        "exit",
-    );
-    let id = h["task_id"].as_str().unwrap();
-    // Let it finish before we recover: its exit.json appears.
-    let exit = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("exit.json");
-    let t0 = std::time::Instant::now();
-    while !exit.exists() {
-        assert!(t0.elapsed().as_secs() < 20);
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let drivers: &[&str] = if is_root() {
+        &["raw_exec", "exec"]
+    } else {
+        &["raw_exec"]
+    };
+    for driver in drivers {
+        for how in ["exit", "kill"] {
+            let d = TempDir::new("rec-ended");
+            let mut task = raw_task("e", d.path(), "echo one; echo two; exit 7");
+            task["driver"] = json!(driver);
+            let h = start_in_child_host(&task, how);
+            let id = h["task_id"].as_str().unwrap();
+            // Let it finish before we recover: its exit.json appears.
+            let exit = std::path::Path::new(h["state_dir"].as_str().unwrap()).join("exit.json");
+            let t0 = std::time::Instant::now();
+            while !exit.exists() {
+                assert!(t0.elapsed().as_secs() < 20, "{driver}, host {how}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            recover(&h).unwrap();
+            recover(&h).unwrap(); // twice is fine
+            let w = wait(id, 10_000).unwrap();
+            assert_eq!(
+                (w["exit_code"].as_i64(), w["signal"].as_i64()),
+                (Some(7), Some(0)),
+                "{driver}, host {how}: {w}"
+            );
+            assert!(w["err"].is_null(), "{driver}, host {how}: {w}");
+            assert_eq!(
+                stdout_of(d.path(), "e"),
+                "one\ntwo\n",
+                "{driver}, host {how}: log lines written without a host"
+            );
+            destroy(id);
+        }
     }
-    recover(&h).unwrap();
-    recover(&h).unwrap(); // twice is fine
-    let w = wait(id, 10_000).unwrap();
-    assert_eq!(
-        (w["exit_code"].as_i64(), w["signal"].as_i64()),
-        (Some(7), Some(0)),
-        "{w}"
-    );
-    assert!(w["err"].is_null());
-    assert_eq!(
-        stdout_of(d.path(), "e"),
-        "one\ntwo\n",
-        "log lines written without a host"
-    );
-    destroy(id);
 }
 
 #[test]

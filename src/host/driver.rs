@@ -54,10 +54,9 @@ pub fn fingerprint(req: Option<&str>) -> Result<Value> {
             attrs.insert("driver.exec".into(), json!("1"));
             attrs.insert("driver.exec.cgroup".into(), json!(cg));
             if let Ok(l) = crate::cgroup::detect() {
-                attrs.insert(
-                    "driver.exec.cgroup.controllers".into(),
-                    json!(l.controllers().join(",")),
-                );
+                let mut c = l.controllers();
+                c.sort();
+                attrs.insert("driver.exec.cgroup.controllers".into(), json!(c.join(",")));
             }
             attrs.insert(
                 "driver.exec.namespaces".into(),
@@ -104,22 +103,23 @@ fn exec_support() -> std::result::Result<String, (&'static str, String)> {
     Ok(layout.name().to_string())
 }
 
-/// [`exec_support`] remembered for a minute: starts must not probe the cgroup hierarchy
-/// (mkdir/rmdir in every controller) each time; `driver_fingerprint` always re-checks.
+/// [`exec_support`] remembered for a minute for one `cgroup_parent`: starts must not probe
+/// the cgroup hierarchy (mkdir/rmdir in every controller) each time; `driver_fingerprint`
+/// always re-checks, and a new parent is checked at once.
 pub(crate) fn exec_support_cached() -> std::result::Result<String, (&'static str, String)> {
-    type Cached = Option<(
-        std::time::Instant,
-        std::result::Result<String, (&'static str, String)>,
-    )>;
-    static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    type Support = std::result::Result<String, (&'static str, String)>;
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, String, Support)>> =
+        std::sync::Mutex::new(None);
+    let parent = crate::host::plugin::current().cgroup_parent.clone();
     let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((at, r)) = g.as_ref()
+    if let Some((at, p, r)) = g.as_ref()
+        && *p == parent
         && at.elapsed() < std::time::Duration::from_secs(60)
     {
         return r.clone();
     }
     let r = exec_support();
-    *g = Some((std::time::Instant::now(), r.clone()));
+    *g = Some((std::time::Instant::now(), parent, r.clone()));
     r
 }
 
