@@ -548,7 +548,11 @@ pub fn main(request: &std::path::Path) -> i32 {
         Ok(v) => v.to_string(),
         Err(e) => e.to_json().to_string(),
     };
-    println!("{line}");
+    // The host reads it from a pipe: one that has gone away must not panic us.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
     0
 }
 

@@ -266,7 +266,7 @@ pub fn test_hook() {
         {
             Ok(()) => {}
             Err(e) => {
-                eprintln!("execdriver-shim: {e}");
+                note!("execdriver-shim: {e}");
                 std::process::exit(2);
             }
         }

@@ -188,7 +188,7 @@ impl Launcher {
                 let Some((go, wait_pipe)) = read_go(chan) else {
                     sb.discard();
                     let made = cgroup.as_ref().filter(|_| spec.cgroup.is_none());
-                    abandon(spec.cgroup.as_ref(), made);
+                    abandon(spec, made);
                     return Ok(None);
                 };
                 go.apply(spec);
@@ -236,14 +236,17 @@ fn read_go(chan: &mut Channel) -> Option<(Go, Option<OwnedFd>)> {
 }
 
 /// The start failed on the host's side, or the host went away before its go: what we
-/// `made` goes, and what it made (`given`: empty, the command has not started).
-fn abandon(given: Option<&TaskCgroup>, made: Option<&TaskCgroup>) {
+/// `made` goes, and the empty cgroups the host made (`spec.cgroup`: the command has not
+/// started); and, when the host is gone, what it recorded of the task
+/// ([`crate::proto::spec::undo_record`]: a host that lives undoes that itself).
+fn abandon(spec: &LaunchSpec, made: Option<&TaskCgroup>) {
     if let Some(cg) = made {
         let _ = cg.remove();
     }
-    if let Some(cg) = given {
+    if let Some(cg) = &spec.cgroup {
         cg.remove_empty();
     }
+    crate::proto::spec::undo_record(spec);
 }
 
 /// A command process made for the task now: its cgroups (when the host asked us to make
@@ -255,7 +258,7 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
         _ => None,
     };
     let Some((go, wait_pipe)) = read_go(chan) else {
-        abandon(given.as_ref(), made.as_ref());
+        abandon(spec, made.as_ref());
         return Ok(None);
     };
     go.apply(spec);
