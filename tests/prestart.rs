@@ -749,7 +749,7 @@ fn placeholder_cgroups(parent: &str, cmd: i32) {
     // At the kernel's default cpu weight (not the shares 2 of cpu_mhz 0) until a task's
     // limits are written.
     let shares = Path::new("/sys/fs/cgroup/cpu")
-        .join(&parent)
+        .join(parent)
         .join(&placeholder[0])
         .join("cpu.shares");
     if shares.exists() {

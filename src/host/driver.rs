@@ -38,6 +38,8 @@ pub fn configure(req: Option<&str>) -> Result<Value> {
             // Prestarted supervisors were started for the previous configuration.
             crate::host::pool::settle();
             crate::host::pool::drop_idle();
+            // With them gone (and their placeholder cgroups), what dead hosts left.
+            crate::host::sweep::sweep(&crate::host::plugin::current());
             Ok(v)
         }
     }

@@ -9,7 +9,8 @@
 //!   supervisor for it: prestarted, or launched now).
 //! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
 //!   [`exec_into`]: `driver_exec`, [`exec_session`]: its interactive sessions; [`stats`]: `driver_stats`; [`plugin`]: the
-//!   process-wide configuration; [`diag`]: the library's own log.
+//!   process-wide configuration; [`diag`]: the library's own log; [`sweep`]: what dead
+//!   hosts' starts left, removed at `driver_configure`.
 
 pub mod diag;
 pub mod driver;
@@ -28,4 +29,5 @@ pub mod prepare;
 pub mod recover;
 pub mod start;
 pub mod stats;
+pub mod sweep;
 pub mod task;

@@ -216,6 +216,7 @@ fn launch_spec(
         state_dir: dirs.state_dir.clone(),
         again_ms: 0,
         nonce: String::new(),
+        claim: Some(dirs.claim.clone()),
     }
 }
 

@@ -18,10 +18,15 @@ pub fn current() -> Arc<PluginConfig> {
         .unwrap_or_else(|p| p.into_inner().clone())
 }
 
+/// Whether `driver_configure` has checked a data dir (made it when missing): from then
+/// on a start does not make one, see [`data_dir_for_start`].
+static CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Replaces the configuration (for tasks started afterwards) and returns the effective one.
 pub fn configure(request: &str) -> Result<serde_json::Value> {
     let cfg = validate(request)?;
     check_data_dir(&data_dir(&cfg))?;
+    CONFIGURED.store(true, std::sync::atomic::Ordering::Relaxed);
     let log = cfg
         .log_path
         .as_deref()
@@ -80,8 +85,12 @@ pub fn validate(request: &str) -> Result<PluginConfig> {
     Ok(cfg)
 }
 
-/// The data dir must be one tasks can be recorded in: made when missing, and writable
-/// (a file made and removed there). Else `invalid_config` on `data_dir`, naming the errno.
+/// The data dir must be one tasks can be recorded in: made when missing, and writable (an
+/// empty file made and removed there, which needs no block of the disk: a host that
+/// restarts on a full disk must configure to recover its tasks). Else `invalid_config` on
+/// `data_dir`, naming the errno. A disk with no room at all (`ENOSPC`, `EDQUOT` even for
+/// an empty file) is accepted with a warning: recovering needs no room, starts fail as
+/// starts.
 fn check_data_dir(dir: &std::path::Path) -> Result<()> {
     let bad = |e: std::io::Error| {
         Error::field(
@@ -92,13 +101,23 @@ fn check_data_dir(dir: &std::path::Path) -> Result<()> {
     };
     make_data_dir(dir).map_err(bad)?;
     let probe = dir.join(format!(".probe-{}", crate::sys::random_hex(8)));
-    std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
-        .map_err(bad)?;
-    let _ = std::fs::remove_file(&probe);
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+            crate::host::diag::diag!(
+                Warn,
+                "data_dir {} is full ({e}): tasks can be recovered, not started",
+                dir.display()
+            );
+        }
+        Err(e) => return Err(bad(e)),
+    }
     Ok(())
 }
 
@@ -121,6 +140,32 @@ pub fn make_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
         Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The data dir for a start: there, as `driver_configure` checked it. One that has gone
+/// since fails the start (`spawn`, naming the path and the errno): a new one made in its
+/// place would get a new handle key, against which no earlier task's handle verifies.
+/// Without a `driver_configure` the default one is made at the first start.
+pub fn data_dir_for_start(cfg: &PluginConfig) -> Result<PathBuf> {
+    let dir = data_dir(cfg);
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::new(
+            Code::Spawn,
+            format!("data_dir {} cannot hold task state: {e}", dir.display()),
+        )
+    };
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(fail(&"not a directory")),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !CONFIGURED.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            make_data_dir(&dir).map_err(|e| fail(&e))?;
+            Ok(dir)
+        }
+        Err(e) => Err(fail(&e)),
     }
 }
 

@@ -10,10 +10,12 @@ use std::path::{Component, Path, PathBuf};
 
 /// Directories `driver_start` created: removed again when dropped, unless the start
 /// [`Created::commit`]s (a failed start, or one that panicked and was caught at the C
-/// boundary, leaves none of them behind).
+/// boundary, leaves none of them behind); and the lock on the task's state dir, held
+/// until the start has returned ([`crate::proto::spec::hold`]).
 #[derive(Default)]
 pub struct Created {
     dirs: Vec<PathBuf>,
+    state_lock: Option<std::fs::File>,
 }
 
 impl Drop for Created {
@@ -26,6 +28,12 @@ impl Created {
     /// The start has committed: what it made stays.
     pub fn commit(mut self) {
         self.dirs.clear();
+    }
+
+    /// Releases the lock on the task's state dir: a start that failed before its go,
+    /// about to let its supervisor go.
+    pub fn let_go_of_state(&mut self) {
+        self.state_lock = None;
     }
 
     /// Removes, newest first, everything created (with all content put in since).
@@ -222,9 +230,11 @@ pub fn make_dirs(
             .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", allocs.display())))?;
     }
     mkdir(&dirs.alloc_dir, 0o700)?;
+    // The state dir (held) before the claim: a claim's owner then always has a state dir
+    // that tells whether it lives (see `claim_task_dir`).
+    make_state_dir(dirs, created)?;
     claim_task_dir(dirs, created)?;
     make_alloc_dirs(dirs)?;
-    make_state_dir(dirs, created)?;
     make_task_dirs(dirs, owner, root, created)
 }
 
@@ -236,10 +246,10 @@ pub fn claim_path(data_dir: &Path, task_dir: &Path) -> PathBuf {
     data_dir.join("claims").join(hex::encode(h))
 }
 
-/// Claims the task dir for this task (its id in [`Dirs::claim`], made exclusively): two
-/// live tasks never share one (each would read the other's files and write its logs). A
-/// claim of a task that is not live any more (its state records an exit, or no start) is
-/// taken over; one of a live task is `task_exists`.
+/// Claims the task dir for this task (its id and the task dir in [`Dirs::claim`], made
+/// exclusively): two live tasks never share one (each would read the other's files and
+/// write its logs). A claim of a task that is not live any more is taken over; one of a
+/// live task is `task_exists`.
 fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -248,7 +258,6 @@ fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tasks = dirs.state_dir.parent().unwrap_or(Path::new("/"));
     if let Some(claims) = dirs.claim.parent() {
         make_private_dir(claims)
             .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", claims.display())))?;
@@ -263,7 +272,8 @@ fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
         {
             Ok(mut f) => {
                 created.dirs.push(dirs.claim.clone());
-                return f.write_all(id.as_bytes()).map_err(|e| {
+                let text = crate::proto::spec::claim_text(&id, &dirs.task_dir);
+                return f.write_all(&text).map_err(|e| {
                     Error::new(
                         Code::Spawn,
                         format!("writing {}: {e}", dirs.claim.display()),
@@ -271,20 +281,18 @@ fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = std::fs::read_to_string(&dirs.claim).unwrap_or_default();
-                let owner_state = tasks.join(owner.trim());
-                let live = !owner.trim().is_empty()
-                    && crate::config::check_identifier("id", owner.trim()).is_ok()
-                    && crate::proto::spec::read_launch(&owner_state).is_ok()
-                    && !owner_state.join(crate::proto::spec::EXIT_FILE).exists();
+                let owner = crate::proto::spec::read_claim(&dirs.claim)
+                    .map(|(o, _)| o)
+                    .unwrap_or_default();
+                // (An earlier task with this id is over: its state dir is this start's.)
+                let live = owner != id && claim_is_live(dirs, &owner);
                 if live || crate::host::task::running_in(&dirs.task_dir, &id).is_some() {
                     return Err(Error::field(
                         Code::TaskExists,
                         "name",
                         format!(
-                            "the task dir {} is in use by the live task {:?}; stop it first or choose another name",
+                            "the task dir {} is in use by the live task {owner:?}; stop it first or choose another name",
                             dirs.task_dir.display(),
-                            owner.trim()
                         ),
                     ));
                 }
@@ -307,11 +315,30 @@ fn claim_task_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
     ))
 }
 
+/// Whether task `owner`, which holds a claim, is live: a task whose state records no
+/// exit and that was recorded for good (its launch record committed), or whose start
+/// is under way or running on (its state dir is held, by the host that starts it or by
+/// its supervisor: [`crate::proto::spec::hold`]). A claim whose owner died before the go
+/// is not live: its next start takes it over.
+pub fn claim_is_live(dirs: &Dirs, owner: &str) -> bool {
+    use crate::proto::spec;
+    if owner.is_empty() || crate::config::check_identifier("id", owner).is_err() {
+        return false;
+    }
+    let state = dirs
+        .state_dir
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(owner);
+    if !state.is_dir() || spec::exit_recorded(&state) {
+        return false;
+    }
+    spec::committed(&state) || spec::held(&state)
+}
+
 /// Releases the claim of task `id` on its task dir (when it still holds it).
 pub fn release_task_dir(claim: &Path, id: &str) {
-    if std::fs::read_to_string(claim).is_ok_and(|o| o.trim() == id) {
-        let _ = std::fs::remove_file(claim);
-    }
+    crate::proto::spec::release_claim(claim, id, false);
 }
 
 /// `<alloc_dir>/alloc/{data,logs,tmp}`.
@@ -338,16 +365,25 @@ fn make_state_dir(dirs: &Dirs, created: &mut Created) -> Result<()> {
         refuse_live_state(dirs)?;
         let _ = std::fs::remove_dir_all(s);
     }
-    mkdir_own(s, 0o700, created)
+    mkdir_own(s, 0o700, created)?;
+    let lock = crate::proto::spec::hold(s)
+        .map_err(|e| Error::new(Code::Spawn, format!("locking {}: {e}", s.display())))?;
+    created.state_lock = Some(lock);
+    Ok(())
 }
 
 /// `task_exists` when the task's state dir holds the state of a task with this id that
-/// may still run (started by an earlier host process, not recovered yet). Checked first
+/// may still run (started by an earlier host process, not recovered yet), or of a start
+/// of this id under way in another process (it holds the state dir). Checked first
 /// thing at a start, before anything is made, and again when the state dir is made.
 pub fn refuse_live_state(dirs: &Dirs) -> Result<()> {
+    use crate::proto::spec;
     let s = &dirs.state_dir;
-    let live = s.join(crate::proto::spec::LAUNCH_FILE).exists()
-        && !s.join(crate::proto::spec::EXIT_FILE).exists();
+    let live = match spec::committed(s) {
+        true => !spec::exit_recorded(s),
+        // A start of this id under way in another process.
+        false => spec::held(s),
+    };
     if live {
         return Err(Error::field(
             Code::TaskExists,

@@ -46,7 +46,25 @@ pub fn recover(text: &str) -> Result<Value> {
     let started_at = h.started_at;
     // The state dir must still be this start's (its launch record has the handle's
     // nonce): a handle of an earlier task with the same id touches nothing of a later one.
-    let ours = crate::proto::spec::read_launch(&task.state_dir).is_ok_and(|l| l.nonce == h.nonce);
+    // A record that is gone or does not parse is not this start's; one that cannot
+    // be read (EMFILE, EIO) says nothing either way: an error, the task untouched.
+    let ours = match crate::proto::spec::read_launch(&task.state_dir) {
+        Ok(l) => l.nonce == h.nonce,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            false
+        }
+        Err(e) => {
+            return Err(crate::error::Error::new(
+                Code::Internal,
+                format!("reading the task's launch record: {e}"),
+            ));
+        }
+    };
     if !ours {
         task.set_superseded(started_at, r.handle);
         task::insert(task.clone())?;
@@ -63,7 +81,7 @@ pub fn recover(text: &str) -> Result<Value> {
     // ([`crate::proto::spec::LaunchSpec::again_ms`]), always after writing this one's exit.json;
     // a destroyed task has no state dir. Either way this task is over.
     let over =
-        !task.state_dir.is_dir() || task.state_dir.join(crate::proto::spec::EXIT_FILE).exists();
+        !task.state_dir.is_dir() || crate::proto::spec::exit_recorded(&task.state_dir);
     let pidfd = if h.pid > 0 && !over && ours(h.pid) {
         crate::sys::pidfd_open(h.pid).ok().filter(|_| ours(h.pid))
     } else {

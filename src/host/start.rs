@@ -183,7 +183,7 @@ fn run(
     let id = &plan.id;
     // The handle's key before anything is started: the handle of a started task is
     // always signed.
-    let key = crate::host::handle::Key::of(&crate::host::plugin::data_dir(cfg))?;
+    let key = crate::host::handle::Key::of(&crate::host::plugin::data_dir_for_start(cfg)?)?;
     let owns = plan.cgroups.as_ref().map(|r| crate::proto::spec::Owned {
         layout: r.layout.clone(),
         parent: r.parent.clone(),
@@ -202,7 +202,6 @@ fn run(
     spec.nonce = crate::sys::random_hex(16);
     lease.send_spec(&spec);
 
-    let go = prepare_command(plan, cfg, entry, created, &mut spec)?;
     // The wait fd's pipe: its write end goes to the supervisor with the go.
     let wait_pipe = match plan.wait_fd {
         true => Some(
@@ -211,6 +210,15 @@ fn run(
                 .map_err(|e| Error::new(Code::Spawn, format!("pipe: {e}")))?,
         ),
         false => None,
+    };
+    let go = match prepare_command(plan, cfg, entry, created, &mut spec) {
+        Ok(go) => go,
+        Err(e) => {
+            // Before the lease goes (the supervisor sees EOF): it removes the start's
+            // record as it would had we died, and we undo the rest once it has exited.
+            created.let_go_of_state();
+            return Err(e);
+        }
     };
     let started = lease.go(&go, wait_pipe.as_ref().map(|(_, w)| w))?;
     let wait_fd = wait_pipe.map(|(r, _)| r);
@@ -310,7 +318,7 @@ fn prepare_command(
         wait_pipe: plan.wait_fd,
     };
     go.apply(spec);
-    test_pause_before_go();
+    test_pause("EXECDRIVER_TEST_PAUSE_BEFORE_GO");
     // Recorded before it may start: a task that cannot be (a full or read-only disk) does
     // not run, and its exit status has its room.
     let record = serde_json::to_vec(&*spec).map_err(|e| Error::internal(e.to_string()))?;
@@ -320,6 +328,7 @@ fn prepare_command(
             format!("recording the task in its state dir: {e}"),
         )
     })?;
+    test_pause("EXECDRIVER_TEST_PAUSE_AFTER_RECORD");
     Ok(go)
 }
 
@@ -382,21 +391,25 @@ fn commit(
           "started_at": started_at, "handle": handle})
 }
 
-/// The fault tests' hook: with `EXECDRIVER_TEST_PAUSE_BEFORE_GO=<file>` in the host's
-/// environment, every start stops for good just before its go (the spec sent, the
-/// cgroups and directories made), after creating `<file>`, so that a test can kill the
-/// host there.
-fn test_pause_before_go() {
-    static AT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    if let Some(marker) =
-        AT.get_or_init(|| std::env::var_os("EXECDRIVER_TEST_PAUSE_BEFORE_GO").map(Into::into))
-    {
+/// The fault tests' hooks (with the `testing` feature only): with `<var>=<file>` in the
+/// host's environment when a start reaches that point, it stops there for good, after
+/// creating `<file>`, so that a test can kill the host there.
+/// `EXECDRIVER_TEST_PAUSE_BEFORE_GO`: the spec sent, the cgroups and directories made,
+/// the task not recorded yet; `EXECDRIVER_TEST_PAUSE_AFTER_RECORD`: recorded in its state
+/// dir, the go not sent. Read at each start, so that a test host may set it after a
+/// start it lets through.
+#[cfg(feature = "testing")]
+fn test_pause(var: &str) {
+    if let Some(marker) = std::env::var_os(var) {
         let _ = std::fs::write(marker, b"");
         loop {
             std::thread::park();
         }
     }
 }
+
+#[cfg(not(feature = "testing"))]
+fn test_pause(_: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -112,6 +112,11 @@ pub struct LaunchSpec {
     /// task with the same id is told apart from this one (see `crate::host::recover`).
     #[serde(default)]
     pub nonce: String,
+    /// The host's claim on the task dir (`<data_dir>/claims/<hash>`, see
+    /// [`read_claim`]): released by the supervisor along with the rest of the start's
+    /// record when the host goes away before the go ([`undo_record`]).
+    #[serde(default)]
+    pub claim: Option<PathBuf>,
 }
 
 impl Staging {
@@ -173,6 +178,7 @@ impl Staging {
             state_dir: "/s".into(),
             again_ms: 1,
             nonce: "0123456789abcdef".into(),
+            claim: Some("/c".into()),
         };
         let mut line = crate::proto::line(&crate::proto::ToSupervisor::Spec(Box::new(spec)));
         line.pop();
@@ -378,13 +384,160 @@ pub fn commit_launch(dir: &Path) -> std::io::Result<()> {
     sync_dir(dir).map_err(|e| at(dir, ".", e))
 }
 
-/// The launch spec of the task whose state dir is `dir`: `launch.json`, or the one the
-/// host wrote before the supervisor gave it its name.
+/// The launch spec of the task whose state dir is `dir`: `launch.json`, or when there is
+/// none the one the host wrote before the supervisor gave it its name. A record that does
+/// not parse is an `InvalidData` error; any other kind is the I/O error of the read.
 pub fn read_launch(dir: &Path) -> std::io::Result<LaunchSpec> {
-    let bytes = std::fs::read(dir.join(LAUNCH_FILE))
-        .or_else(|_| std::fs::read(dir.join(LAUNCH_TMP)))
-        .map_err(|e| at(dir, LAUNCH_FILE, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| at(dir, LAUNCH_FILE, std::io::Error::other(e)))
+    let bytes = match std::fs::read(dir.join(LAUNCH_FILE)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::read(dir.join(LAUNCH_TMP)),
+        r => r,
+    }
+    .map_err(|e| at(dir, LAUNCH_FILE, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        at(
+            dir,
+            LAUNCH_FILE,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+/// Whether the task of the state dir `dir` is recorded for good: its supervisor got the
+/// go and gave the launch spec its name ([`commit_launch`]). Until then the state dir is
+/// a start's that may still be undone.
+pub fn committed(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(LAUNCH_FILE)).is_ok()
+}
+
+/// Whether the task of the state dir `dir` has recorded its exit ([`read_exit`] finds
+/// one, readable or not).
+pub fn exit_recorded(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(EXIT_FILE)).is_ok() || reserved_exit(dir).is_some()
+}
+
+/// A shared lock on the state dir `dir`, held as long as the returned file is open. The
+/// host holds one from when it makes the state dir until its start has returned, the
+/// supervisor from the go until the task has ended: a state dir that is not
+/// [`committed`] and that nobody holds belongs to a start whose owner died (the kernel
+/// drops a dead process's locks), which [`take_over`] tells.
+pub fn hold(dir: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(dir)?;
+    crate::sys::try_flock(&f, false)?;
+    Ok(f)
+}
+
+/// Whether someone [`hold`]s the state dir `dir` (false when it cannot be opened).
+pub fn held(dir: &Path) -> bool {
+    std::fs::File::open(dir).is_ok_and(|f| {
+        crate::sys::try_flock(&f, true)
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EWOULDBLOCK))
+    })
+}
+
+/// The state dir `dir` locked exclusively, when nobody [`hold`]s it: its owner is gone,
+/// and no start can take it while the returned file is open. `None` when it is held, or
+/// cannot be opened (it is gone).
+pub fn take_over(dir: &Path) -> Option<std::fs::File> {
+    let f = std::fs::File::open(dir).ok()?;
+    crate::sys::try_flock(&f, true).ok()?;
+    Some(f)
+}
+
+/// The start of the names of the host's staging dirs in a task dir, one per artifact
+/// being fetched (`crate::host::fetch`).
+pub const STAGING_PREFIX: &str = ".fetch-";
+
+/// What a claim on a task dir holds: the id of the task that has it, and the task dir.
+pub fn claim_text(id: &str, task_dir: &Path) -> Vec<u8> {
+    let mut b = id.as_bytes().to_vec();
+    b.push(b'\n');
+    b.extend_from_slice(task_dir.as_os_str().as_encoded_bytes());
+    b
+}
+
+/// The task id and the task dir of the claim file `claim` ([`claim_text`]; a claim made
+/// by an earlier release holds the id alone). `None` when it cannot be read.
+pub fn read_claim(claim: &Path) -> Option<(String, Option<PathBuf>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = std::fs::read(claim).ok()?;
+    let (id, dir) = match b.iter().position(|&c| c == b'\n') {
+        Some(i) => (&b[..i], Some(&b[i + 1..])),
+        None => (&b[..], None),
+    };
+    let id = String::from_utf8_lossy(id).trim().to_string();
+    let dir = dir
+        .filter(|d| d.first() == Some(&b'/'))
+        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)));
+    Some((id, dir))
+}
+
+/// Removes the claim `claim` when task `id` holds it; with `staging`, first the staging
+/// dirs in the claimed task dir (the claim's owner died while it fetched: as long as the
+/// claim is there, nobody else fetches into that task dir).
+pub fn release_claim(claim: &Path, id: &str, staging: bool) {
+    let Some((owner, task_dir)) = read_claim(claim) else {
+        return;
+    };
+    if owner != id {
+        return;
+    }
+    if staging && let Some(t) = task_dir {
+        remove_staging(&t);
+    }
+    let _ = std::fs::remove_file(claim);
+}
+
+/// Removes the staging dirs in `task_dir`.
+fn remove_staging(task_dir: &Path) {
+    for e in std::fs::read_dir(task_dir).into_iter().flatten().flatten() {
+        if e.file_name().as_encoded_bytes().starts_with(STAGING_PREFIX.as_bytes())
+            && e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Removes what a start recorded of `spec`'s task (its state dir, the claim on its task
+/// dir, the staging dirs there) when the host went away before the go: the supervisor
+/// calls it when it reads EOF instead. Only when nothing was committed, only this
+/// start's (a launch record of another start stays), and only once nobody holds the
+/// state dir: a dying host's lock goes a moment after its channel, a sweep or a start's
+/// check holds it for a moment; one held longer (a start of this id under way in another
+/// process) is left alone.
+pub fn undo_record(spec: &LaunchSpec) {
+    let dir = &spec.state_dir;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let lock = loop {
+        let f = match std::fs::File::open(dir) {
+            Ok(f) => f,
+            // Never made, or removed already: the claim may be left.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break None,
+            Err(_) => return,
+        };
+        match crate::sys::try_flock(&f, true) {
+            Ok(()) => break Some(f),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    };
+    if lock.is_some() {
+        if committed(dir) {
+            return;
+        }
+        if let Ok(b) = std::fs::read(dir.join(LAUNCH_TMP))
+            && let Ok(other) = serde_json::from_slice::<LaunchSpec>(&b)
+            && other.nonce != spec.nonce
+        {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if let Some(claim) = &spec.claim {
+        release_claim(claim, &spec.task_id, true);
+    }
 }
 
 /// The status as its file holds it: compact JSON padded with spaces to the reserved room,
@@ -435,16 +588,28 @@ pub fn write_exit(dir: &Path, exit: &ExitStatus) -> std::io::Result<()> {
 
 /// The exit status in the state dir `dir`: `None` when there is none; an error when the
 /// file is there but cannot be read or parsed (torn), which the caller reports as such,
-/// never as an exit code.
+/// never as an exit code. Without `exit.json`, a whole status in the reserved room counts
+/// (the supervisor wrote it in place and made it durable, and died before the rename).
 pub fn read_exit(dir: &Path) -> Option<Result<ExitStatus, String>> {
     match std::fs::read(dir.join(EXIT_FILE)) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => reserved_exit(dir).map(Ok),
         Err(e) => Some(Err(format!("{}: {e}", dir.join(EXIT_FILE).display()))),
         Ok(b) => Some(
             serde_json::from_slice(&b)
                 .map_err(|e| format!("{} is unreadable: {e}", dir.join(EXIT_FILE).display())),
         ),
     }
+}
+
+/// The status in the reserved room of `dir` when it holds a whole one. The room as
+/// reserved (spaces) or a torn write does not parse: a status is written in one `pwrite`
+/// at offset 0, so what parses is all of it.
+fn reserved_exit(dir: &Path) -> Option<ExitStatus> {
+    let b = std::fs::read(dir.join(EXIT_RESERVED)).ok()?;
+    if b.len() != EXIT_ROOM {
+        return None;
+    }
+    serde_json::from_slice(&b).ok()
 }
 
 /// RFC 3339 UTC timestamp with nanoseconds.
@@ -480,6 +645,17 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A new directory of this test's own.
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "execdriver-{tag}-{}-{}",
+            std::process::id(),
+            crate::sys::random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
@@ -505,12 +681,7 @@ mod tests {
     #[test]
     fn exit_status_fills_its_reserved_room() {
         use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!(
-            "execdriver-exit-{}-{}",
-            std::process::id(),
-            crate::sys::random_hex(4)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("exit");
         assert!(super::read_exit(&dir).is_none());
         super::record_start(&dir, b"{}").unwrap();
         let ino = std::fs::metadata(dir.join(super::EXIT_RESERVED))
@@ -531,10 +702,73 @@ mod tests {
         super::write_exit(&dir, &status(None)).unwrap();
         assert_eq!(super::read_exit(&dir).unwrap().unwrap().exit_code, 7);
         // The launch spec: not yet named, read all the same; then committed.
-        assert!(super::read_launch(&dir).is_err(), "{{}} is not a spec");
+        let e = super::read_launch(&dir).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{{}} is not a spec: {e}");
+        assert!(!super::committed(&dir));
         super::commit_launch(&dir).unwrap();
         assert!(dir.join(super::LAUNCH_FILE).exists() && !dir.join(super::LAUNCH_TMP).exists());
+        assert!(super::committed(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A whole status in the reserved room (written in place, not renamed: a crash in
+    /// between) is the task's; the room as reserved, or torn, is no status.
+    #[test]
+    fn a_status_not_renamed_yet_is_read_from_its_room() {
+        use std::os::unix::fs::FileExt;
+        let dir = scratch("room");
+        super::record_start(&dir, b"{}").unwrap();
+        assert!(super::read_exit(&dir).is_none() && !super::exit_recorded(&dir));
+        let room = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(super::EXIT_RESERVED))
+            .unwrap();
+        let bytes = super::exit_bytes(&status(None));
+        room.write_all_at(&bytes[..20], 0).unwrap();
+        assert!(super::read_exit(&dir).is_none(), "a torn write is no status");
+        room.write_all_at(&bytes, 0).unwrap();
+        assert_eq!(super::read_exit(&dir).unwrap().unwrap().exit_code, 7);
+        assert!(super::exit_recorded(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_claim_names_its_task_and_task_dir() {
+        let dir = scratch("claim");
+        let task_dir = dir.join("alloc/web");
+        std::fs::create_dir_all(task_dir.join(".fetch-1-2-3-4")).unwrap();
+        let claim = dir.join("claim");
+        std::fs::write(&claim, super::claim_text("t-1", &task_dir)).unwrap();
+        assert_eq!(
+            super::read_claim(&claim),
+            Some(("t-1".to_string(), Some(task_dir.clone())))
+        );
+        // Another task's claim stays; the owner's goes, with the staging dirs.
+        super::release_claim(&claim, "t-2", true);
+        assert!(claim.exists() && task_dir.join(".fetch-1-2-3-4").exists());
+        super::release_claim(&claim, "t-1", true);
+        assert!(!claim.exists() && !task_dir.join(".fetch-1-2-3-4").exists());
+        // A claim of an earlier release: the id alone.
+        std::fs::write(&claim, b"t-1").unwrap();
+        assert_eq!(super::read_claim(&claim), Some(("t-1".to_string(), None)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A state dir held (by a start under way or a supervisor) cannot be taken over; one
+    /// whose holder let go (or died) can.
+    #[test]
+    fn a_held_state_dir_is_not_taken_over() {
+        let dir = scratch("held");
+        let a = super::hold(&dir).unwrap();
+        let b = super::hold(&dir).unwrap();
+        assert!(super::held(&dir) && super::take_over(&dir).is_none());
+        drop((a, b));
+        assert!(!super::held(&dir));
+        let mine = super::take_over(&dir).unwrap();
+        assert!(super::hold(&dir).is_err());
+        drop(mine);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!super::held(&dir) && super::take_over(&dir).is_none());
     }
 
     #[test]

@@ -502,7 +502,11 @@ pub fn main(request: &std::path::Path) -> i32 {
         run(&spec, &req)
     });
     let line = serde_json::to_string(&ExecResult::from(result)).unwrap_or_default();
-    println!("{line}");
+    // The host reads it from a pipe: one that has gone away must not panic us.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
     0
 }
 

@@ -71,6 +71,8 @@ impl RotatingLog {
     }
 
     /// Appends `data`, rotating at the size limit (a write may be split across files).
+    /// What a failed write (a full disk) did write is counted, so that files still rotate
+    /// at exactly the limit.
     pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             if self.size >= self.max_bytes {
@@ -78,16 +80,20 @@ impl RotatingLog {
             }
             let room = (self.max_bytes - self.size) as usize;
             let n = room.min(data.len());
-            self.file.write_all(&data[..n])?;
-            self.size += n as u64;
+            let (written, r) = write_counted(&mut self.file, &data[..n]);
+            self.size += written as u64;
+            r?;
             data = &data[n..];
         }
         Ok(())
     }
 
+    /// The next index's file: the index moves on once it is open (a failure leaves this
+    /// one current, and the next write tries again).
     fn rotate(&mut self) -> io::Result<()> {
-        self.index += 1;
-        let (file, size) = open_index(&self.dir, &self.prefix, self.index)?;
+        let index = self.index + 1;
+        let (file, size) = open_index(&self.dir, &self.prefix, index)?;
+        self.index = index;
         self.file = file;
         self.size = size;
         let keep_from = (self.index + 1).saturating_sub(self.max_files as u64);
@@ -98,6 +104,20 @@ impl RotatingLog {
         }
         Ok(())
     }
+}
+
+/// `write_all` that says how much it wrote when it fails.
+fn write_counted(file: &mut File, data: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < data.len() {
+        match file.write(&data[done..]) {
+            Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
 }
 
 fn open_index(dir: &Path, prefix: &str, index: u64) -> io::Result<(File, u64)> {
@@ -154,6 +174,42 @@ mod tests {
         log.write(b"de").unwrap();
         assert_eq!(std::fs::read(dir.join("t.stdout.5")).unwrap(), b"abcde");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rotation whose next file cannot be opened keeps the current one (and its index):
+    /// the next write tries the same next index again.
+    #[test]
+    fn a_failed_rotation_keeps_the_index() {
+        let dir = std::env::temp_dir().join(format!("execdriver-logs3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut log = RotatingLog::open(&dir, "t", "stdout", 3, 4).unwrap();
+        log.write(b"0123").unwrap();
+        // A directory where the next file goes: it cannot be opened.
+        std::fs::create_dir(dir.join("t.stdout.1")).unwrap();
+        assert!(log.write(b"ab").is_err());
+        assert_eq!((log.index, log.size), (0, 4));
+        std::fs::remove_dir(dir.join("t.stdout.1")).unwrap();
+        log.write(b"cd").unwrap();
+        assert_eq!(std::fs::read(dir.join("t.stdout.1")).unwrap(), b"cd");
+        assert!(!dir.join("t.stdout.2").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A write that fails part way (a full disk) counts what it wrote.
+    #[test]
+    fn a_partial_write_is_counted() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut f = File::from(w);
+        nix::fcntl::fcntl(
+            &f,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        // More than the pipe holds: it takes what fits, then EAGAIN.
+        let data = vec![0u8; 1 << 20];
+        let (n, r2) = write_counted(&mut f, &data);
+        assert!(r2.is_err() && n > 0 && n < data.len(), "{n} {r2:?}");
+        drop(r);
     }
 
     #[test]

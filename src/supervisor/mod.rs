@@ -7,6 +7,17 @@
 //! For `exec` with a private pid namespace it is the namespace's pid 1 (the command is
 //! pid 2, never init); otherwise it is a child subreaper for the task's tree.
 
+/// A line on our stderr, whatever becomes of it: that stderr is a file of the host's
+/// (`supervisor.log` in the task's state dir, on a disk the task's logs may have filled)
+/// or a pipe nobody reads any more, and a supervisor that died of a failed write (as
+/// `eprintln!` panics) would lose the task's exit status and leave its command running.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod exec;
 pub mod launcher;
 pub mod logs;
@@ -29,7 +40,7 @@ pub fn shim_main(args: &[std::ffi::OsString]) -> i32 {
     // Every child it makes relies on this: a process that forks may run any code in the
     // child only when it has a single thread.
     if !crate::sys::single_threaded() {
-        eprintln!("execdriver-shim: started with more than one thread");
+        note!("execdriver-shim: started with more than one thread");
         return 2;
     }
     seccomp::test_hook();

@@ -263,7 +263,7 @@ pub fn test_hook() {
         {
             Ok(()) => {}
             Err(e) => {
-                eprintln!("execdriver-shim: {e}");
+                note!("execdriver-shim: {e}");
                 std::process::exit(2);
             }
         }

@@ -13,6 +13,7 @@ use crate::proto::spec::{self as launch, ExitStatus, LaunchSpec};
 use crate::proto::{self, ToHost, ToSupervisor};
 use crate::supervisor::logs::RotatingLog;
 use crate::sys::process::Ended;
+use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::waitpid;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -71,16 +72,19 @@ pub fn run(
         spec.clone_into = cg.v2_dir();
     }
     drop((out_w, err_w, sync_w));
+    // The task's state is ours from the go until the task has ended, taken over from the
+    // host before it lets go of it (once it has the start report): see `launch::hold`.
+    let state_lock = launch::hold(&spec.state_dir).ok();
     let is_init = std::process::id() == 1;
     if let Err(e) = started(&launched, sync_r, own.start_time, &chan.fd, is_init) {
         log_to_state_dir(&spec);
-        note(&format!("task {} did not start: {}", spec.task_id, e.message));
+        note(format_args!("task {} did not start: {}", spec.task_id, e.message));
         return Err(e);
     }
     *reported = true;
     // Off the start's path: from here our stderr is the task's supervisor.log.
     log_to_state_dir(&spec);
-    note(&format!(
+    note(format_args!(
         "task {} started: {} (command pid {})",
         spec.task_id,
         spec.argv.first().map_or("", String::as_str),
@@ -93,10 +97,32 @@ pub fn run(
         .isolation
         .as_ref()
         .and_then(|_| mount_namespace(&launched));
+    let ran = to_the_end(&spec, &mut launched, [out_r, err_r], &sfd, &chan.fd, is_init);
+    drop(mount_ns);
+    drop(launched);
+    drop(state_lock);
+    Ok(match ran {
+        true => Outcome::Ran(Box::new(spec)),
+        false => Outcome::Abandoned,
+    })
+}
+
+/// From the start report on: the logs and the launch record ([`record`]), the task
+/// watched until every process of it is gone and its logs are drained, then its exit
+/// reported and recorded ([`finish`]). False when it could not be recorded (it was killed
+/// then, and its exit says why).
+fn to_the_end(
+    spec: &LaunchSpec,
+    launched: &mut Launched,
+    [out_r, err_r]: [OwnedFd; 2],
+    sfd: &SignalFd,
+    chan: &OwnedFd,
+    is_init: bool,
+) -> bool {
     let wait_pipe = launched.wait_pipe.take();
     let cgroup = launched.cgroup.as_ref();
     let child = launched.pid;
-    let (out_log, err_log) = match record(&spec) {
+    let (out_log, err_log) = match record(spec) {
         Ok(l) => l,
         Err(e) => {
             kill_everything(cgroup, Some(child), is_init);
@@ -109,8 +135,8 @@ pub fn run(
                 started_at: launched.started_at.clone(),
                 finished_at: launch::rfc3339_now(),
             };
-            finish(&spec, cgroup, &chan.fd, &exit, wait_pipe);
-            return Ok(Outcome::Abandoned);
+            finish(spec, cgroup, chan, &exit, wait_pipe);
+            return false;
         }
     };
     crate::sys::set_idle_priority(false);
@@ -124,9 +150,9 @@ pub fn run(
             log: err_log,
         },
     ];
-    let status = watch::supervise(cgroup, child, is_init, &sfd, &mut pumps);
+    let status = watch::supervise(cgroup, child, is_init, sfd, &mut pumps);
     let exit = exit_of(status, cgroup, &launched.started_at);
-    note(&format!(
+    note(format_args!(
         "task {} ended: exit code {}, signal {}{}{}",
         spec.task_id,
         exit.exit_code,
@@ -135,10 +161,8 @@ pub fn run(
         exit.err.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
     ));
     // Every process of the task is gone and the logs are drained.
-    finish(&spec, cgroup, &chan.fd, &exit, wait_pipe);
-    drop(mount_ns);
-    drop(launched);
-    Ok(Outcome::Ran(Box::new(spec)))
+    finish(spec, cgroup, chan, &exit, wait_pipe);
+    true
 }
 
 /// Waits for the command process to exec (the sync pipe's EOF) or fail, and reports the
@@ -260,9 +284,9 @@ fn log_to_state_dir(spec: &LaunchSpec) {
     }
 }
 
-/// A line of our log: time, who, what.
-fn note(what: &str) {
-    eprintln!(
+/// A line of our log: time, who, what (never failing: see `note!`).
+fn note(what: std::fmt::Arguments<'_>) {
+    note!(
         "{} execdriver-shim[{}]: {what}",
         launch::rfc3339_now(),
         std::process::id()
@@ -290,10 +314,10 @@ fn finish(
     }
     if let Err(e) = launch::write_exit(&spec.state_dir, exit) {
         // No host may be there to learn it otherwise; our stderr is the host's choice.
-        eprintln!(
-            "execdriver-shim: recording the exit status of {}: {e}",
+        note(format_args!(
+            "recording the exit status of {}: {e}",
             spec.task_id
-        );
+        ));
     }
     crate::sys::set_idle_priority(false);
 }

@@ -39,6 +39,16 @@ pub fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// `flock(2)` of `file` without waiting: `exclusive` or shared. The lock belongs to the
+/// open file description: it goes when the last fd of it is closed (a process that dies
+/// releases it), never by itself otherwise.
+pub fn try_flock(file: &std::fs::File, exclusive: bool) -> io::Result<()> {
+    let op = libc::LOCK_NB | if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    // SAFETY: flock on an fd we hold, integer flags; no memory is passed.
+    let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+    cvt(r as libc::c_long).map(drop)
+}
+
 /// Whether the mount table changed since `mounts` (this process's
 /// `/proc/self/mountinfo`) was opened: the kernel flags a change with `POLLPRI`.
 pub fn mounts_changed(mounts: &std::fs::File) -> bool {

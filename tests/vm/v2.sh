@@ -10,12 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 suite=(lib cgroup fallbacks faults full_disk exec_isolation exec_into exec_interactive chroot_env
        escape_cold escape_prestart escape_host escape_config recover wait_fd
-       lifecycle prestart recycle raw_exec driver_e2e c_harness python_ctypes python_pkg
+       lifecycle prestart recycle raw_exec trampoline driver_e2e c_harness python_ctypes python_pkg
        fetch_archive fetch_hostile fetch_http fetch_misc fetch_fuzz)
 # The tests left to the host, each for a reason: nothing of theirs differs on a v2 host.
 host_only=(
     abi_host      # the abi_stable build's exports (test.sh runs it with --features abi)
-    header schema readme  # committed files against the code
+    header schema readme source_rules  # committed files against the code
+    shim_entry    # the shim refuses a multi-threaded start, before any cgroup
     ffi_boundary  # argument checks at the C boundary, before any task
     host_log logs # the library's log and reading log files
     go_host python_wheel  # the Go binding and the wheel's packaging (C and Python hosts run here)

@@ -33,8 +33,10 @@ impl Staging {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
             let path = task_dir.join(format!(
-                ".fetch-{}-{}-{nanos:x}",
+                "{}{}-{}-{}-{nanos:x}",
+                crate::proto::spec::STAGING_PREFIX,
                 std::process::id(),
+                own_start_time(),
                 STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             match fs::DirBuilder::new().mode(0o700).create(&path) {
@@ -51,29 +53,60 @@ impl Staging {
     }
 }
 
+/// This process's start time (`/proc/self/stat` field 22), which with its pid names its
+/// staging dirs: a pid alone is reused, and a host in a container often has the same pid
+/// each time it runs.
+fn own_start_time() -> u64 {
+    static AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| crate::sys::self_start_time().unwrap_or(0))
+}
+
 /// Removes the staging directories in `task_dir` that a host left when it died while
-/// fetching (`.fetch-<pid>-…` of a pid no process has): the next start of a task
-/// there (a restart reuses its directory) finds none.
+/// fetching (`.fetch-<pid>-<start time>-…` of a process that has ended: no process
+/// with that pid, or one that started at another time): the next start of a task there
+/// (a restart reuses its directory) finds none. (A dir of a host killed before the go
+/// goes earlier, with its supervisor or the next `driver_configure`:
+/// [`crate::proto::spec::release_claim`].)
 fn sweep_stale(task_dir: &Path) {
     let Ok(entries) = fs::read_dir(task_dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
+        let Some(owner) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(".fetch-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|n| n.strip_prefix(crate::proto::spec::STAGING_PREFIX))
+            .and_then(staging_owner)
         else {
             continue;
         };
-        // (A pid reused by another process keeps a stale dir until the next sweep.)
-        let alive = pid == std::process::id() as i32
-            || std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+        if !owner_runs(owner) && e.file_type().is_ok_and(|t| t.is_dir()) {
             let _ = fs::remove_dir_all(e.path());
         }
+    }
+}
+
+/// The owner of a staging dir from its name after the prefix: (pid, start time), the
+/// start time `None` in the names of earlier releases (`<pid>-<counter>-<nanos>`).
+fn staging_owner(rest: &str) -> Option<(i32, Option<u64>)> {
+    let parts: Vec<&str> = rest.split('-').collect();
+    let pid = parts.first()?.parse().ok()?;
+    match parts.len() {
+        4 => Some((pid, Some(parts[1].parse().ok()?))),
+        3 => Some((pid, None)),
+        _ => None,
+    }
+}
+
+/// Whether the process that made a staging dir runs: its pid names a process that
+/// started when it did (without a start time in the name: a process with that pid).
+fn owner_runs((pid, start): (i32, Option<u64>)) -> bool {
+    if pid == std::process::id() as i32 && start.is_none_or(|s| s == own_start_time()) {
+        return true;
+    }
+    match start {
+        Some(s) => crate::sys::proc_start_time(pid) == Some(s),
+        None => Path::new(&format!("/proc/{pid}")).exists(),
     }
 }
 
@@ -178,4 +211,35 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A staging dir is stale when its owner does not run: another process with its pid
+    /// (another start time) does not keep it; this process's stay.
+    #[test]
+    fn staging_dirs_of_a_process_that_does_not_run_go() {
+        let dir = std::env::temp_dir().join(format!(
+            "execdriver-staging-{}-{}",
+            std::process::id(),
+            crate::sys::random_hex(4)
+        ));
+        let (pid, start) = (std::process::id(), super::own_start_time());
+        let names = [
+            (format!(".fetch-{pid}-{start}-0-0"), true),
+            (format!(".fetch-{pid}-{}-0-0", start + 1), false),
+            (format!(".fetch-{pid}-0-0"), true),
+            (".fetch-2147483647-0-0".to_string(), false),
+            (".fetch-2147483647-1-0-0".to_string(), false),
+            ("local".to_string(), true),
+        ];
+        for (n, _) in &names {
+            std::fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        super::sweep_stale(&dir);
+        for (n, stays) in &names {
+            assert_eq!(dir.join(n).exists(), *stays, "{n}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

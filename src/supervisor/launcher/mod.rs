@@ -83,7 +83,7 @@ pub fn entry(args: &[std::ffi::OsString]) -> i32 {
         [_, flag, json] if flag == "--staged" => super::main(Start::staged(json.as_encoded_bytes())),
         [_, flag, json] if flag == "--owns" => super::main(Start::owning(json.as_encoded_bytes())),
         _ => {
-            eprintln!("usage: execdriver-shim (started by libexecdriver)");
+            note!("usage: execdriver-shim (started by libexecdriver)");
             2
         }
     }
@@ -233,7 +233,7 @@ impl Launcher {
                 let cgroup = sb.adopt_cgroups(spec)?;
                 let Some((go, wait_pipe)) = read_go(chan) else {
                     sb.discard();
-                    abandon(spec.cgroup.as_ref(), cgroup);
+                    abandon(spec, cgroup);
                     return Ok(None);
                 };
                 go.apply(spec);
@@ -281,12 +281,15 @@ fn read_go(chan: &mut Channel) -> Option<(Go, Option<OwnedFd>)> {
 }
 
 /// The start failed on the host's side, or the host went away before its go: what we
-/// `made` goes, and what it made (`given`: empty, the command has not started).
-fn abandon(given: Option<&TaskCgroup>, made: CgroupGuard) {
+/// `made` goes, and the empty cgroups the host made (`spec.cgroup`: the command has not
+/// started); and, when the host is gone, what it recorded of the task
+/// ([`crate::proto::spec::undo_record`]: a host that lives undoes that itself).
+fn abandon(spec: &LaunchSpec, made: CgroupGuard) {
     drop(made);
-    if let Some(cg) = given {
+    if let Some(cg) = &spec.cgroup {
         cg.remove_empty();
     }
+    crate::proto::spec::undo_record(spec);
 }
 
 /// A command process made for the task now: its cgroups (when the host asked us to make
@@ -299,7 +302,7 @@ fn fresh(spec: &mut LaunchSpec, chan: &mut Channel, fds: &CommandFds) -> Result<
         _ => None,
     });
     let Some((go, wait_pipe)) = read_go(chan) else {
-        abandon(given.as_ref(), made);
+        abandon(spec, made);
         return Ok(None);
     };
     go.apply(spec);
