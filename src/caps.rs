@@ -1,4 +1,4 @@
-//! Linux capability names and the task's capability set (SPEC §3).
+//! Linux capability names and the task's capability set (docs/task.md "Isolation").
 //!
 //! The set an `exec` task runs with is `(DEFAULT_CAPS ∩ allow_caps) − cap_drop + cap_add`,
 //! as Nomad's exec driver computes it; a `cap_add` outside `allow_caps` fails the start.
@@ -159,8 +159,8 @@ pub fn resolve(allow: &[String], drop: &[String], add: &[String]) -> Result<u64>
 }
 
 /// The capabilities the command holds beyond its bounding set (permitted, effective,
-/// inheritable, ambient): all of `set` for uid 0, else only those named in `add` (SPEC
-/// §3: `cap_add: ["net_bind_service"]` lets a non-root user bind port 80, and nothing
+/// inheritable, ambient): all of `set` for uid 0, else only those named in `add` (docs/task.md
+/// "Isolation": `cap_add: ["net_bind_service"]` lets a non-root user bind port 80, and nothing
 /// else). `set` is the task's set from [`resolve`].
 pub fn raised(set: u64, add: &[String], uid: u32) -> Result<u64> {
     if uid == 0 {

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use std::fmt;
 
-/// Status codes of the C ABI (SPEC §1). The numeric values are the contract.
+/// Status codes of the C ABI (docs/api.md "Status codes"). The numeric values are the contract.
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -19,7 +19,7 @@ pub enum Status {
     Internal = 8,
 }
 
-/// The `error.code` strings of SPEC §1, each mapped to its status.
+/// The `error.code` strings of docs/api.md "Error codes", each mapped to its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidJson,
@@ -155,7 +155,7 @@ impl Error {
         self.code.status()
     }
 
-    /// The error object of SPEC §1.
+    /// The error object (docs/api.md "Error codes").
     pub fn to_json(&self) -> Value {
         let mut e = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(f) = &self.field {

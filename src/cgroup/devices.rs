@@ -1,4 +1,4 @@
-//! Kernel device control of exec tasks (SPEC §3): the task may use only the devices its
+//! Kernel device control of exec tasks (docs/task.md "Isolation"): the task may use only the devices its
 //! `/dev` holds, whatever node it finds or makes elsewhere. On v1 the `devices`
 //! controller's allowlist; on v2 a `BPF_PROG_TYPE_CGROUP_DEVICE` program attached to the
 //! task's cgroup, generated here from the same list (as crun and runc do).

@@ -750,7 +750,7 @@ impl TaskCgroup {
         false
     }
 
-    /// The SPEC's `driver_stats` object for the task's cgroups.
+    /// The `driver_stats` object (docs/api.md) for the task's cgroups.
     pub fn stats(&self) -> serde_json::Value {
         stats::collect(self)
     }

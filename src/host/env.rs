@@ -1,10 +1,10 @@
-//! The task's environment and `${…}` interpolation (SPEC §3 "Environment").
+//! The task's environment and `${…}` interpolation (docs/task.md "Environment").
 //!
 //! Pure functions: the caller reads whatever it needs from the host (the
 //! `env_passthrough` variables, the user's home) and hands it in through [`EnvInputs`].
 //!
 //! Choices about Nomad's behaviour (Nomad's `client/taskenv` and `helper/args`):
-//! - Every `NOMAD_*` name of the SPEC is always set, empty when the task leaves its
+//! - Every `NOMAD_*` name of docs/task.md is always set, empty when the task leaves its
 //!   field empty (Nomad omits some empty ones); except `NOMAD_CPU_CORES`, set only when
 //!   `resources.cores > 0`, and `NOMAD_MEMORY_MAX_LIMIT`, only when `memory_max_mb > 0`,
 //!   as in Nomad. `NOMAD_CPU_CORES` is the number of cores (Nomad gives the cpuset list
@@ -23,7 +23,7 @@
 //! - Interpolation: `${X}` looks X up in the node first (`node.unique.id`,
 //!   `node.unique.name`, `node.datacenter`, `node.class`, `node.region` (= `NOMAD_REGION`),
 //!   `attr.<k>`, `meta.<k>`), then in the environment, like Nomad. `$NAME` (bare, `NAME` =
-//!   `[A-Za-z_][A-Za-z0-9_]*`) and `$$` are our additions from the SPEC (Nomad has neither).
+//!   `[A-Za-z_][A-Za-z0-9_]*`) and `$$` are our additions from the contract (Nomad has neither).
 
 use crate::config::{Node, TaskRequest};
 use crate::error::{Code, Error, Result};
@@ -89,7 +89,7 @@ fn join_host_port(ip: &str, port: u16) -> String {
     }
 }
 
-/// The task's full environment: the passthrough variables, the `NOMAD_*` set of SPEC §3,
+/// The task's full environment: the passthrough variables, the `NOMAD_*` set of docs/task.md,
 /// `USER`/`LOGNAME`/`HOME`, then the task's `env` with each value interpolated against
 /// everything before it and the node. Later entries override earlier ones.
 pub fn build_env(inp: &EnvInputs) -> Env {

@@ -714,7 +714,7 @@ fn make_executable(path: &Path) -> std::io::Result<()> {
 /// An exec task's root, as its mount plan makes it.
 pub type RootView<'a> = &'a [Step];
 
-/// Looks the command up per SPEC §3: as given when it contains `/`, else in `/local`,
+/// Looks the command up as docs/task.md "Command lookup" says: as given when it contains `/`, else in `/local`,
 /// `/usr/local/bin`, `/usr/bin`, `/bin` of the task's root (exec) or of the host with
 /// `/local` being the task's local dir (raw_exec). Returns (path to exec, host path).
 /// A found file under the task dir without exec bits gets them.

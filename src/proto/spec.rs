@@ -53,7 +53,7 @@ pub struct Isolation {
     pub caps: u64,
     /// The capabilities the command holds in its permitted, effective, inheritable and
     /// ambient sets: for a non-root user only those named in `cap_add`, for root all of
-    /// `caps` (SPEC §3).
+    /// `caps` (docs/task.md "Isolation").
     pub raised: u64,
     /// Install the default seccomp filter ([`crate::supervisor::seccomp`]) before the exec.
     pub seccomp: bool,

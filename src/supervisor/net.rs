@@ -1,4 +1,4 @@
-//! The task's network (`network_isolation`, SPEC §2): the host's (nothing to do), a
+//! The task's network (`network_isolation`, docs/task.md "Isolation"): the host's (nothing to do), a
 //! namespace of the task's own (the supervisor is started in a new one; the command
 //! brings its loopback up), or a group's namespace the host agent made, joined by path.
 

@@ -1,4 +1,4 @@
-//! The default seccomp filter of exec tasks (`config.seccomp: "default"`, SPEC §2): the
+//! The default seccomp filter of exec tasks (`config.seccomp: "default"`, docs/task.md "Isolation"): the
 //! kernel interfaces a task has no business with fail with `EPERM`; everything else is
 //! allowed. Compiled by `seccompiler` once per process, installed by the command process
 //! last, after `no_new_privs`, just before `execve`.

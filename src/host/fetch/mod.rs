@@ -1,4 +1,4 @@
-//! Artifact fetching (SPEC §4): http(s) and `file://` sources, checksums computed while
+//! Artifact fetching (docs/task.md "Artifacts"): http(s) and `file://` sources, checksums computed while
 //! the bytes stream in, archives unpacked entry by entry under a strict path policy
 //! (see [`safe`]), a staging directory inside the task dir so a failure leaves the
 //! destination as it was, bounded parallelism, retries, and a cache keyed by checksum.
