@@ -519,14 +519,19 @@ fn the_configure_sweep_removes_what_dead_starts_left() {
         format!("spare-sweep-old-{pid}"),
         format!("spare-sweep-new-{pid}"),
     );
+    // And one of another's under the same parent (another data dir's task, or Nomad's
+    // own share.slice under nomad.slice), empty and old: not the sweep's.
+    let foreign = format!("sweep-foreign-{pid}.slice");
     for m in &mounts {
-        for name in [&dead, &recorded, &old_spare, &new_spare] {
+        for name in [&dead, &recorded, &old_spare, &new_spare, &foreign] {
             std::fs::create_dir_all(m.join(name)).unwrap();
         }
-        std::fs::File::open(m.join(&old_spare))
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
+        for name in [&old_spare, &foreign] {
+            std::fs::File::open(m.join(name))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
     }
     child_host_says(&[], "CONFIGURED");
     assert!(!tasks.join(&dead).exists(), "the dead start's state dir");
@@ -551,7 +556,8 @@ fn the_configure_sweep_removes_what_dead_starts_left() {
             "{}",
             m.display()
         );
-        for name in [&recorded, &new_spare] {
+        assert!(m.join(&foreign).exists(), "{}", m.display());
+        for name in [&recorded, &new_spare, &foreign] {
             std::fs::remove_dir(m.join(name)).unwrap();
         }
     }

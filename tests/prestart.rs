@@ -1206,3 +1206,41 @@ fn a_root_made_ahead_has_the_mount_table_of_one_made_at_the_start() {
     );
     assert_eq!(ahead, fresh);
 }
+
+/// A start whose id names a busy cgroup under the parent that is not its own (another
+/// host's task of that id, under the same `cgroup_parent`, with another data dir): the
+/// spare refuses to take it over, the start fails, and what runs there is not killed.
+#[test]
+fn an_exec_start_on_a_spare_never_kills_a_foreign_cgroup_of_its_id() {
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = ExecParent::new("foreign") else {
+        return;
+    };
+    let s = two_exec_spares(&env.0);
+    let id = format!("preforeign-{}", std::process::id());
+    let root = if v1() {
+        "/sys/fs/cgroup/memory"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let foreign = Path::new(root).join(&env.0).join(&id);
+    std::fs::create_dir_all(&foreign).unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    std::fs::write(foreign.join("cgroup.procs"), other.id().to_string()).unwrap();
+    let d = TempDir::new("pre-foreign");
+    let mut req = exec_task("f", d.path(), "true");
+    req["id"] = json!(id);
+    let r = start(req);
+    let alive = other.try_wait().unwrap().is_none();
+    let _ = other.kill();
+    let _ = other.wait();
+    let _ = std::fs::remove_dir(&foreign);
+    assert_no_cgroup_named(&id);
+    let e = r.expect_err("a start into another's cgroup");
+    eprintln!("refused: {e}");
+    assert!(alive, "the other task's process was killed ({e})");
+    assert!(!s.is_empty());
+}

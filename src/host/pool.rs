@@ -14,6 +14,11 @@ use crate::proto::{self, ToHost, ToSupervisor};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+/// The start of the names of the placeholder cgroups a prestarted exec supervisor makes
+/// for its next task (no task id has it: the sweep at `driver_configure` may remove old
+/// empty ones, [`crate::host::sweep`]).
+pub(crate) const PLACEHOLDER_PREFIX: &str = "spare-";
+
 pub struct Started {
     /// What it takes to keep the supervisor after its task (`release`).
     pub reusable: Option<Reusable>,
@@ -211,9 +216,12 @@ impl Lease {
             && let Some(c) = &self.task_cgroups
         {
             // The task's cgroups, made by a spare from the spec: none outlives a failed
-            // start, whether the spare reported the failure (it removes them itself; a
-            // step that did not is covered) or was killed before its report.
-            c.remove();
+            // start. A spare that reported its failure removed what it made, and one
+            // killed before its report takes its command process along (it dies with its
+            // supervisor): only empty cgroups are removed here. A busy `<parent>/<id>` is
+            // not this start's but another host's task of that id under the same parent
+            // (which is why the spare failed), and is not to be killed.
+            c.remove_empty_within(std::time::Duration::from_secs(2));
         }
         let said_nothing = match report {
             Ok(Incoming::Message(ToHost::Failed(f))) => return Err(f.into()),
@@ -340,7 +348,7 @@ fn staging_for(cfg: &PluginConfig, ns_flags: libc::c_int) -> Option<crate::proto
     Some(crate::proto::spec::Staging {
         layout: crate::cgroup::detect_cached().ok()?,
         parent: cfg.cgroup_parent.clone(),
-        name: format!("spare-{}", crate::sys::random_hex(12)),
+        name: format!("{PLACEHOLDER_PREFIX}{}", crate::sys::random_hex(12)),
         mounts: crate::proto::mounts::ahead(&crate::host::prepare::root_plan(cfg)),
         freezer: ns_flags & libc::CLONE_NEWPID == 0,
         caps: crate::caps::ceiling(&cfg.allow_caps),

@@ -11,15 +11,17 @@
 //! - Claims on task dirs whose owner has no committed launch record and holds no state
 //!   dir, with the staging dirs of the fetches in the claimed task dir.
 //! - Empty cgroups under the cgroup parent, in every hierarchy of the layout: those named
-//!   after a state dir removed here, and, once they have been there a while
-//!   ([`QUIET`]), those named after no task with state in the data dir and no task of
-//!   this process (a start that died before it made its state dir, the placeholder
-//!   cgroup of a prestarted supervisor killed with its host). Never a cgroup of a task with a committed launch record (live or
-//!   recoverable), and never one with a process in it (the kernel refuses to remove it).
-//!
-//! One host process per data dir and cgroup parent is assumed: a host does not know the
-//! tasks of another data dir, so an empty cgroup of another host's start that is older
-//! than [`QUIET`] (a long fetch) would be taken for a leftover.
+//!   after a state dir removed here, and, once they have been there a while ([`QUIET`]),
+//!   the placeholder cgroups of prestarted supervisors killed with their host (named
+//!   with [`crate::host::pool::PLACEHOLDER_PREFIX`], which only the driver makes, of no
+//!   task of this process). Never a cgroup of a task
+//!   with a committed launch record (live or recoverable), never one with a process in it
+//!   (the kernel refuses to remove it), and never another name: the cgroup parent may be
+//!   shared with other hosts of other data dirs (whose tasks this host does not know) or
+//!   with Nomad itself (`nomad.slice`, whose `share.slice` and `reserve.slice` are empty on
+//!   an idle client). An empty cgroup of a start whose host and supervisor both died
+//!   before the host made the task's state dir is left (the supervisor, alone, removes
+//!   it).
 
 use crate::config::PluginConfig;
 use crate::proto::spec;
@@ -124,7 +126,10 @@ fn cgroups(cfg: &PluginConfig, tasks: &Path, stale: &[String]) -> usize {
             };
             let dir = e.path();
             let leftover = stale.contains(&name)
-                || (!ours(&name) && !tasks.join(&name).exists() && quiet(&dir));
+                || (name.starts_with(crate::host::pool::PLACEHOLDER_PREFIX)
+                    && !ours(&name)
+                    && !tasks.join(&name).exists()
+                    && quiet(&dir));
             // rmdir of a cgroup with a process (or a cgroup) in it fails: never busy ones.
             if leftover
                 && e.file_type().is_ok_and(|t| t.is_dir())

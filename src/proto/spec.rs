@@ -229,11 +229,20 @@ pub struct Owned {
 }
 
 impl Owned {
-    /// Removes the cgroups `<parent>/<name>` of the layout (any that exist), killing what
-    /// is in them: for the host, when the supervisor that made them died before its report.
-    pub fn remove(&self) {
-        if let Ok(c) = crate::cgroup::TaskCgroup::named(&self.layout, &self.parent, &self.name) {
-            let _ = c.remove();
+    /// [`Owned::remove_empty`], tried again for up to `within` while a process there may
+    /// still be dying.
+    pub fn remove_empty_within(&self, within: std::time::Duration) {
+        let Ok(c) = crate::cgroup::TaskCgroup::named(&self.layout, &self.parent, &self.name)
+        else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            c.remove_empty();
+            if c.dirs.iter().all(|d| !d.exists()) || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
