@@ -134,7 +134,9 @@ pub fn make_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)?;
+        // 0755 whatever the umask: a missing parent made writable by others would let
+        // another user swap the private dirs below it for links.
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
     }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),

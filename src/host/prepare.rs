@@ -64,7 +64,9 @@ fn mkdir(path: &Path, mode: u32) -> Result<bool> {
         && e.kind() == std::io::ErrorKind::NotFound
         && let Some(parent) = path.parent()
     {
-        std::fs::create_dir_all(parent)
+        // 0755 whatever the umask: a missing parent made writable by others would let
+        // another user swap the private dirs below it for links.
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)
             .map_err(|e| Error::new(Code::Spawn, format!("creating {}: {e}", parent.display())))?;
         r = std::fs::DirBuilder::new().mode(mode).create(path);
     }

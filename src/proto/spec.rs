@@ -429,10 +429,24 @@ pub fn exit_recorded(dir: &Path) -> bool {
 /// supervisor from the go until the task has ended: a state dir that is not
 /// [`committed`] and that nobody holds belongs to a start whose owner died (the kernel
 /// drops a dead process's locks), which [`take_over`] tells.
+///
+/// [`held`] probes with an exclusive lock it drops at once: a shared one refused meanwhile
+/// is tried again for a moment (the probe's, not an owner's; a [`take_over`] holds its
+/// lock only while it removes a dead start's dir).
 pub fn hold(dir: &Path) -> std::io::Result<std::fs::File> {
     let f = std::fs::File::open(dir)?;
-    crate::sys::try_flock(&f, false)?;
-    Ok(f)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        match crate::sys::try_flock(&f, false) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => return r.map(|()| f),
+        }
+    }
 }
 
 /// Whether someone [`hold`]s the state dir `dir` (false when it cannot be opened).
