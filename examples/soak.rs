@@ -70,6 +70,19 @@ fn call(
 }
 
 fn main() {
+    // The supervisor of this build (target/<profile>/, above examples/), unless one is
+    // given: an example links the library statically, so it is not next to a libexecdriver.
+    if std::env::var_os("EXECDRIVER_SHIM").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let shim = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("execdriver-shim");
+        // SAFETY: set before any other thread exists.
+        unsafe { std::env::set_var("EXECDRIVER_SHIM", &shim) };
+    }
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let exec_ok =
