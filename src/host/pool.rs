@@ -17,7 +17,7 @@ use std::path::Path;
 /// The start of the names of the placeholder cgroups a prestarted exec supervisor makes
 /// for its next task (no task id has it: the sweep at `driver_configure` may remove old
 /// empty ones, [`crate::host::sweep`]).
-pub(crate) const PLACEHOLDER_PREFIX: &str = "spare-";
+pub const PLACEHOLDER_PREFIX: &str = "spare-";
 
 pub struct Started {
     /// What it takes to keep the supervisor after its task (`release`).
