@@ -4,7 +4,7 @@
 //!
 //! - [`driver`]: the operations over JSON text; [`task`]: the task table and waiting.
 //! - A start ([`start`]): a pure [`plan`] of the task, then one transaction in a fixed
-//!   order: [`prepare`] (directories, the user, the command's path, the root's binds),
+//!   order: [`prepare`] (directories, the command's path, the root's binds) with [`user`] (the task's user),
 //!   [`env`] (the environment and interpolation), [`fetch`] (artifacts), [`pool`] (the
 //!   supervisor for it: prestarted, or launched now).
 //! - [`handle`], [`recover`]: the authenticated handle and recovery from it;
@@ -31,3 +31,4 @@ pub mod start;
 pub mod stats;
 pub mod sweep;
 pub mod task;
+pub mod user;

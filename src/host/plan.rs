@@ -7,7 +7,8 @@
 use crate::config::{self, DriverKind, NsMode, PluginConfig, TaskRequest};
 use crate::error::{Code, Error, Result};
 use crate::host::fetch::FetchSpec;
-use crate::host::prepare::{Dirs, User};
+use crate::host::prepare::Dirs;
+use crate::host::user::User;
 use crate::proto::mounts::Step;
 use crate::proto::spec::{CgroupRequest, Isolation, LaunchSpec};
 use std::collections::BTreeMap;

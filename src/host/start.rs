@@ -93,9 +93,9 @@ fn facts(t: &TaskRequest, cfg: &PluginConfig) -> Result<HostFacts> {
         t.id.clone()
             .unwrap_or_else(|| config::generated_id(&t.name, &crate::sys::random_hex(8)));
     let user = if exec {
-        prepare::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
+        crate::host::user::resolve_user(t.user.as_deref().unwrap_or("nobody"), cfg)?
     } else {
-        prepare::current_user()
+        crate::host::user::current_user()
     };
     let mounts = if exec {
         prepare::root_plan(cfg)
