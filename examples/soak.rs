@@ -7,6 +7,7 @@
 //! `cargo run --release --example soak [N] [exec|raw_exec|both]` (default 10000, both where
 //! exec is available). Work files under `$BENCH_DIR` (default the system's temp dir).
 
+mod common;
 use serde_json::json;
 use std::time::Instant;
 
@@ -70,19 +71,7 @@ fn call(
 }
 
 fn main() {
-    // The supervisor of this build (target/<profile>/, above examples/), unless one is
-    // given: an example links the library statically, so it is not next to a libexecdriver.
-    if std::env::var_os("EXECDRIVER_SHIM").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let shim = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("execdriver-shim");
-        // SAFETY: set before any other thread exists.
-        unsafe { std::env::set_var("EXECDRIVER_SHIM", &shim) };
-    }
+    common::use_build_shim();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let exec_ok =

@@ -1,6 +1,7 @@
 //! Median cost of one `driver_stats` call on a running task (issue 5: a host's sampling
 //! loop must be cheap). Run: `cargo run --release --example stats_bench [N]`.
 
+mod common;
 use serde_json::json;
 
 fn main() {
@@ -11,15 +12,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("execdriver-stats-bench-{}", std::process::id()));
     // SAFETY: set before any other thread exists.
     unsafe { std::env::set_var("EXECDRIVER_DATA_DIR", dir.join("data")) };
-    let exe = std::env::current_exe().unwrap();
-    let shim = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("execdriver-shim");
-    // SAFETY: as above.
-    unsafe { std::env::set_var("EXECDRIVER_SHIM", &shim) };
+    common::use_build_shim();
     let driver = if unsafe { libc::geteuid() } == 0 {
         "exec"
     } else {

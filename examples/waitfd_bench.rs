@@ -7,6 +7,7 @@
 //! Run: `bench/waitfd.sh [N]` (a release build; default N 1000), or
 //! `cargo run --release --example waitfd_bench -- N fds|threads` (one way per process).
 
+mod common;
 use serde_json::{Value, json};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -179,15 +180,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("execdriver-waitfd-bench-{}", std::process::id()));
     // SAFETY: set before any other thread exists.
     unsafe { std::env::set_var("EXECDRIVER_DATA_DIR", dir.join("data")) };
-    let shim = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("execdriver-shim");
-    // SAFETY: as above.
-    unsafe { std::env::set_var("EXECDRIVER_SHIM", &shim) };
+    common::use_build_shim();
     // Spares would only add processes that are not tasks.
     op(
         execdriver::driver::configure,
